@@ -1,0 +1,150 @@
+//! The backend interface: the handful of kernels the Llama model needs, each forward and backward.
+//!
+//! The model (`model.rs`) is written against this trait only. A backend owns its buffer type:
+//! `Vec<f32>` on the CPU (`cpu.rs`); a CUDA backend would hold device pointers and implement the
+//! same calls with cuBLAS and run-time compiled kernels. Shapes are passed explicitly, row-major,
+//! and the shape comments use N = batch·time rows.
+
+/// Layout of an operand of `matmul`: as stored, or transposed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    N,
+    T,
+}
+
+/// Target id that contributes no loss and no gradient (e.g. the last position, masked prompt tokens).
+pub const IGNORE: u32 = u32::MAX;
+
+/// Hyper-parameters of one AdamW update (decoupled weight decay, bias-corrected moments).
+#[derive(Debug, Clone, Copy)]
+pub struct AdamW {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// 1-based step count for bias correction.
+    pub step: u64,
+}
+
+/// Shape of one attention call: `b` sequences of `t` positions, `hq` query heads sharing
+/// `hkv` key/value heads (GQA when hkv < hq), `hd` dims per head.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnShape {
+    pub b: usize,
+    pub t: usize,
+    pub hq: usize,
+    pub hkv: usize,
+    pub hd: usize,
+}
+
+/// Backends are small cloneable handles (the CPU one is a unit struct).
+pub trait Backend: Send + Sync + Clone {
+    type Buf: Send + Sync;
+
+    fn zeros(&self, n: usize) -> Self::Buf;
+    fn upload(&self, data: &[f32]) -> Self::Buf;
+    fn download(&self, buf: &Self::Buf) -> Vec<f32>;
+    fn len(&self, buf: &Self::Buf) -> usize;
+    fn fill(&self, buf: &mut Self::Buf, value: f32);
+    fn copy(&self, dst: &mut Self::Buf, src: &Self::Buf);
+    /// `dst += src`.
+    fn add_assign(&self, dst: &mut Self::Buf, src: &Self::Buf);
+    fn scale(&self, buf: &mut Self::Buf, s: f32);
+    /// Sum of squares (for the global gradient norm).
+    fn sum_sq(&self, buf: &Self::Buf) -> f64;
+
+    /// `c[m,n] = op(a) · op(b)` (or `+=` when `accumulate`), where `op(a)` is `[m,k]` and `op(b)` is `[k,n]`.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul(
+        &self,
+        c: &mut Self::Buf,
+        a: &Self::Buf,
+        ta: Op,
+        b: &Self::Buf,
+        tb: Op,
+        m: usize,
+        n: usize,
+        k: usize,
+        accumulate: bool,
+    );
+
+    /// `out[n,:] = table[ids[n],:]`, table `[vocab, d]`.
+    fn embedding(&self, out: &mut Self::Buf, table: &Self::Buf, ids: &[u32], d: usize);
+    /// `dtable[ids[n],:] += dout[n,:]`.
+    fn embedding_backward(&self, dtable: &mut Self::Buf, dout: &Self::Buf, ids: &[u32], d: usize);
+
+    /// `y = x / rms(x) · w` over rows of `d`; stores `rstd[n] = 1/rms(x[n])`.
+    fn rmsnorm(&self, y: &mut Self::Buf, rstd: &mut Self::Buf, x: &Self::Buf, w: &Self::Buf, d: usize, eps: f32);
+    /// `dx (+)= ∂L/∂x`, `dw += ∂L/∂w` given `dy`. `dx` is accumulated when `accumulate` (residual stream).
+    #[allow(clippy::too_many_arguments)]
+    fn rmsnorm_backward(
+        &self,
+        dx: &mut Self::Buf,
+        dw: &mut Self::Buf,
+        dy: &Self::Buf,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        rstd: &Self::Buf,
+        d: usize,
+        accumulate: bool,
+    );
+
+    /// Rotary embedding in place on `x[n, heads, hd]` (HF "rotate_half" pairing: i with i + hd/2);
+    /// row n is at position `pos0 + n % t`. `inverse` applies the transpose rotation (the backward).
+    #[allow(clippy::too_many_arguments)]
+    fn rope(&self, x: &mut Self::Buf, heads: usize, hd: usize, t: usize, pos0: usize, theta: f32, inverse: bool);
+
+    /// Causal softmax attention. q `[N, hq·hd]`, k/v `[N, hkv·hd]`, out `[N, hq·hd]`,
+    /// probs `[b, hq, t, t]` kept for the backward.
+    fn attention(&self, out: &mut Self::Buf, probs: &mut Self::Buf, q: &Self::Buf, k: &Self::Buf, v: &Self::Buf, s: AttnShape);
+    /// Writes dq, dk, dv (not accumulated). `scratch` holds at least `b·hkv·t·t` floats.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        dq: &mut Self::Buf,
+        dk: &mut Self::Buf,
+        dv: &mut Self::Buf,
+        scratch: &mut Self::Buf,
+        dout: &Self::Buf,
+        probs: &Self::Buf,
+        q: &Self::Buf,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        s: AttnShape,
+    );
+
+    /// `a = silu(g) · u`.
+    fn swiglu(&self, a: &mut Self::Buf, g: &Self::Buf, u: &Self::Buf);
+    /// `dg, du` from `da` (in place of nothing; all three are written).
+    fn swiglu_backward(&self, dg: &mut Self::Buf, du: &mut Self::Buf, da: &Self::Buf, g: &Self::Buf, u: &Self::Buf);
+
+    /// Softmax cross-entropy over rows of `v` logits, fused with its backward: returns the summed
+    /// loss and the number of counted targets, and overwrites `logits` with `dloss/dlogits · scale`
+    /// (rows with target IGNORE get zeros). `scale` is usually 1/(number of counted targets).
+    fn cross_entropy(&self, logits: &mut Self::Buf, targets: &[u32], v: usize, scale: f32) -> (f64, usize);
+
+    /// Per-row log-softmax values of the targets, without touching the logits (for RL and evals).
+    fn target_logprobs(&self, logits: &Self::Buf, targets: &[u32], v: usize) -> Vec<f32>;
+
+    /// Attention of `n` new query rows (positions pos0..pos0+n of one sequence) over a KV cache whose
+    /// first `pos0 + n` rows are filled: q `[n, hq·hd]`, caches `[capacity, hkv·hd]`, out `[n, hq·hd]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_cached(
+        &self,
+        out: &mut Self::Buf,
+        q: &Self::Buf,
+        k_cache: &Self::Buf,
+        v_cache: &Self::Buf,
+        pos0: usize,
+        n: usize,
+        hq: usize,
+        hkv: usize,
+        hd: usize,
+    );
+    /// `dst[offset..offset + src.len()] = src`.
+    fn copy_at(&self, dst: &mut Self::Buf, offset: usize, src: &Self::Buf);
+
+    /// One fused AdamW update of a parameter tensor and its moments.
+    fn adamw(&self, p: &mut Self::Buf, g: &Self::Buf, m: &mut Self::Buf, v: &mut Self::Buf, h: AdamW);
+}

@@ -1,0 +1,173 @@
+//! Checkpoint I/O: `model.safetensors` + `config.json` in HF's layout, written atomically, and
+//! small helpers (atomic writes, sha256) the trainers use for their own state files.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use sha2::{Digest, Sha256};
+
+use crate::backend::Backend;
+use crate::config::LlamaConfig;
+use crate::model::Llama;
+use crate::{Error, Result};
+
+/// Writes `bytes` to `path` atomically: a temp file in the same folder, fsync, rename, fsync the folder.
+/// A reader sees the old file or the new one, never half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let name = path.file_name().ok_or_else(|| Error::Input(format!("{}: not a file path", path.display())))?;
+    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Hex sha256 of a file's contents.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(sha256_hex(&bytes))
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks a file against an expected sha256; a mismatch is an error naming the file.
+pub fn verify_sha256(path: &Path, expected: &str) -> Result<()> {
+    let found = sha256_file(path)?;
+    if found != expected {
+        return Err(Error::Checksum { path: path.to_path_buf(), expected: expected.into(), found });
+    }
+    Ok(())
+}
+
+/// Serialises named f32 tensors to safetensors bytes.
+pub fn tensors_to_bytes(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Vec<u8>> {
+    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, s, d)| (n.clone(), s.clone(), d.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    let views: Vec<(String, TensorView)> = raw
+        .iter()
+        .map(|(n, s, b)| {
+            let v = TensorView::new(Dtype::F32, s.clone(), b).map_err(|e| Error::Format(format!("{n}: {e}")))?;
+            Ok((n.clone(), v))
+        })
+        .collect::<Result<_>>()?;
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    safetensors::serialize(views, Some(meta)).map_err(|e| Error::Format(e.to_string()))
+}
+
+/// A loaded safetensors file: tensors by name, converted to f32.
+pub struct TensorFile {
+    pub path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl TensorFile {
+    pub fn open(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        SafeTensors::deserialize(&bytes)
+            .map_err(|e| Error::Format(format!("{}: not a valid safetensors file ({e})", path.display())))?;
+        Ok(TensorFile { path: path.to_path_buf(), bytes })
+    }
+
+    fn st(&self) -> SafeTensors<'_> {
+        SafeTensors::deserialize(&self.bytes).expect("validated in open")
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.st().names().into_iter().map(String::from).collect()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.st().tensor(name).is_ok()
+    }
+
+    /// The tensor's shape and its data as f32 (F32, BF16 and F16 are accepted).
+    pub fn get(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        let st = self.st();
+        let t = st
+            .tensor(name)
+            .map_err(|_| Error::Tensor { name: name.into(), msg: format!("missing from {}", self.path.display()) })?;
+        let data = t.data();
+        let v: Vec<f32> = match t.dtype() {
+            Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::BF16 => data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::I64 => data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+            other => {
+                return Err(Error::Tensor {
+                    name: name.into(),
+                    msg: format!("dtype {other:?} in {} is not supported", self.path.display()),
+                })
+            }
+        };
+        Ok((t.shape().to_vec(), v))
+    }
+
+    /// An integer tensor (I64 or I32), e.g. token ids in test fixtures.
+    pub fn get_i64(&self, name: &str) -> Result<(Vec<usize>, Vec<i64>)> {
+        let st = self.st();
+        let t = st
+            .tensor(name)
+            .map_err(|_| Error::Tensor { name: name.into(), msg: format!("missing from {}", self.path.display()) })?;
+        let d = t.data();
+        let v = match t.dtype() {
+            Dtype::I64 => d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
+            Dtype::I32 => d.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
+            other => return Err(Error::Tensor { name: name.into(), msg: format!("expected an integer dtype, found {other:?}") }),
+        };
+        Ok((t.shape().to_vec(), v))
+    }
+}
+
+/// Saves `model.safetensors` and `config.json` into `dir` (HF layout; a tied head is not stored).
+pub fn save_model<B: Backend>(model: &Llama<B>, dir: &Path) -> Result<()> {
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> =
+        model.params().iter().map(|p| (p.name.clone(), p.shape.clone(), model.be.download(&p.w))).collect();
+    write_atomic(&dir.join("model.safetensors"), &tensors_to_bytes(&tensors)?)?;
+    // Keep the two spellings of the rotary base in step (transformers ≥ 5 reads rope_parameters).
+    let mut cfg = model.cfg.clone();
+    let rope_type = cfg.rope_parameters.as_ref().map_or_else(|| "default".to_string(), |r| r.rope_type.clone());
+    cfg.rope_parameters = Some(crate::config::RopeParameters { rope_theta: cfg.rope_theta, rope_type });
+    let cfg = serde_json::to_string_pretty(&cfg).map_err(|e| Error::Format(e.to_string()))?;
+    write_atomic(&dir.join("config.json"), cfg.as_bytes())?;
+    Ok(())
+}
+
+/// Loads `config.json` and `model.safetensors` from `dir` (ours or an HF Llama checkpoint).
+pub fn load_model<B: Backend>(be: B, dir: &Path) -> Result<Llama<B>> {
+    let cfg = LlamaConfig::from_json_file(&dir.join("config.json"))?;
+    let file = TensorFile::open(&dir.join("model.safetensors"))?;
+    let mut model = Llama::empty(be, cfg);
+    let be = model.be.clone();
+    let tied = model.cfg.tie_word_embeddings;
+    for p in model.params_mut() {
+        let (shape, data) = file.get(&p.name)?;
+        if shape != p.shape {
+            return Err(Error::Tensor {
+                name: p.name.clone(),
+                msg: format!("shape {shape:?} in {} but the config implies {:?}", file.path.display(), p.shape),
+            });
+        }
+        p.w = be.upload(&data);
+    }
+    if !tied && !file.contains("lm_head.weight") {
+        return Err(Error::Tensor { name: "lm_head.weight".into(), msg: "missing and tie_word_embeddings is false".into() });
+    }
+    Ok(model)
+}

@@ -1,0 +1,679 @@
+//! The CPU backend: matmul from the `gemm` crate (AVX-512 kernels, runtime-dispatched), threads
+//! from `rayon`, and fused elementwise kernels written as plain loops that LLVM vectorises.
+//!
+//! Every hot loop is compiled several times by `multiversion` (AVX-512, AVX2+FMA, baseline) and
+//! picked at run time, so one binary runs everywhere and uses the widest vectors it finds.
+//! Reductions use 16 independent accumulators in a fixed order: results are vectorised and
+//! bit-identical from run to run whatever the number of threads (exact resume depends on it).
+
+use multiversion::multiversion;
+use rayon::prelude::*;
+
+use crate::backend::{AdamW, AttnShape, Backend, Op, IGNORE};
+
+/// Rows handed to one rayon task in row-parallel kernels.
+const ROWS_PER_TASK: usize = 16;
+/// Query rows per block in the causal attention kernel: blocks above the diagonal are skipped.
+const ATTN_BLOCK: usize = 64;
+
+// ---------------------------------------------------------------------------------------------
+// Scalar building blocks (always inlined into the multiversioned loops that call them).
+
+/// e^x for x in float range, accurate to ~2e-7 relative: 2^n · p(r), r = x − n·ln2 ∈ [−ln2/2, ln2/2],
+/// p a degree-6 Taylor polynomial. Branch-free so that it vectorises.
+#[inline(always)]
+pub fn exp_fast(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75; // ln 2 split in two for an exact n·ln2 (Cody–Waite)
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E).round_ties_even();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    p * scale
+}
+
+#[inline(always)]
+fn silu(x: f32) -> f32 {
+    x / (1.0 + exp_fast(-x))
+}
+
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s = 0.0;
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    acc.iter().sum::<f32>() + s
+}
+
+#[inline(always)]
+fn max(a: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let c = a.chunks_exact(16);
+    let r = c.remainder();
+    for x in c {
+        for i in 0..16 {
+            acc[i] = acc[i].max(x[i]);
+        }
+    }
+    r.iter().chain(acc.iter()).fold(f32::NEG_INFINITY, |m, &x| m.max(x))
+}
+
+/// Writes `x[i] = e^(x[i]·scale − shift)` and returns the sum.
+#[inline(always)]
+fn exp_shift_sum(x: &mut [f32], scale: f32, shift: f32) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let mut c = x.chunks_exact_mut(16);
+    for x in &mut c {
+        for i in 0..16 {
+            x[i] = exp_fast(x[i] * scale - shift);
+            acc[i] += x[i];
+        }
+    }
+    let mut s = 0.0;
+    for x in c.into_remainder() {
+        *x = exp_fast(*x * scale - shift);
+        s += *x;
+    }
+    acc.iter().sum::<f32>() + s
+}
+
+/// Shared mutable pointer for kernels whose parallel tasks write disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    /// Taking `self` makes closures capture the whole (Send + Sync) wrapper, not the raw field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matmul: a thin layer over `gemm` with explicit strides.
+
+/// A strided matrix view: element (i, j) is at `ptr + i·rs + j·cs`.
+#[derive(Clone, Copy)]
+struct View {
+    ptr: *const f32,
+    rs: isize,
+    cs: isize,
+}
+
+/// `dst[m,n] = (accumulate ? dst : 0) + alpha · lhs[m,k] · rhs[k,n]`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_view(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    lhs: View,
+    rhs: View,
+    alpha: f32,
+    accumulate: bool,
+    parallel: bool,
+) {
+    let par = if parallel && m * n * k >= 1 << 18 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    gemm::gemm(
+        m, n, k, dst, 1, dst_rs, accumulate, lhs.ptr, lhs.cs, lhs.rs, rhs.ptr, rhs.cs, rhs.rs, 1.0, alpha, false,
+        false, false, par,
+    );
+}
+
+/// `c = op(a)·op(b)` (+= when accumulate) for dense row-major buffers.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(c: &mut [f32], a: &[f32], ta: Op, b: &[f32], tb: Op, m: usize, n: usize, k: usize, accumulate: bool) {
+    assert_eq!(c.len(), m * n, "matmul: c has {} elements, expected {m}x{n}", c.len());
+    assert_eq!(a.len(), m * k, "matmul: a has {} elements, expected {m}x{k}", a.len());
+    assert_eq!(b.len(), k * n, "matmul: b has {} elements, expected {k}x{n}", b.len());
+    // op(a)[i,p]: stored [m,k] (rs=k, cs=1) or [k,m] transposed (rs=1, cs=m).
+    let lhs = match ta {
+        Op::N => View { ptr: a.as_ptr(), rs: k as isize, cs: 1 },
+        Op::T => View { ptr: a.as_ptr(), rs: 1, cs: m as isize },
+    };
+    let rhs = match tb {
+        Op::N => View { ptr: b.as_ptr(), rs: n as isize, cs: 1 },
+        Op::T => View { ptr: b.as_ptr(), rs: 1, cs: k as isize },
+    };
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c.fill(0.0);
+        }
+        return;
+    }
+    unsafe { gemm_view(m, n, k, c.as_mut_ptr(), n as isize, lhs, rhs, 1.0, accumulate, true) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RMSNorm
+
+#[multiversion(targets = "simd")]
+fn rmsnorm_rows(y: &mut [f32], rstd: &mut [f32], x: &[f32], w: &[f32], d: usize, eps: f32) {
+    for ((y, r), x) in y.chunks_exact_mut(d).zip(rstd.iter_mut()).zip(x.chunks_exact(d)) {
+        let inv = 1.0 / (dot(x, x) / d as f32 + eps).sqrt();
+        *r = inv;
+        for i in 0..d {
+            y[i] = x[i] * inv * w[i];
+        }
+    }
+}
+
+/// Backward of a block of rows: writes/accumulates dx and returns this block's share of dw.
+#[multiversion(targets = "simd")]
+#[allow(clippy::too_many_arguments)]
+fn rmsnorm_backward_rows(
+    dx: &mut [f32],
+    dw: &mut [f32],
+    dy: &[f32],
+    x: &[f32],
+    w: &[f32],
+    rstd: &[f32],
+    d: usize,
+    accumulate: bool,
+) {
+    for (((dx, dy), x), &r) in dx.chunks_exact_mut(d).zip(dy.chunks_exact(d)).zip(x.chunks_exact(d)).zip(rstd) {
+        // y_i = x_i·r·w_i, r = (mean x² + eps)^-½  ⇒  dx_i = r·w_i·dy_i − r³/d · x_i · Σ_j dy_j w_j x_j
+        let mut acc = 0.0f32;
+        for i in 0..d {
+            acc += dy[i] * w[i] * x[i];
+        }
+        let c = r * r * r * acc / d as f32;
+        if accumulate {
+            for i in 0..d {
+                dx[i] += r * w[i] * dy[i] - c * x[i];
+            }
+        } else {
+            for i in 0..d {
+                dx[i] = r * w[i] * dy[i] - c * x[i];
+            }
+        }
+        for i in 0..d {
+            dw[i] += dy[i] * x[i] * r;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rotary embeddings
+
+/// cos/sin tables `[positions, hd/2]` with HF's frequencies θ_i = theta^(−2i/hd).
+fn rope_table(positions: std::ops::Range<usize>, hd: usize, theta: f32) -> (Vec<f32>, Vec<f32>) {
+    let half = hd / 2;
+    let mut cos = Vec::with_capacity(positions.len() * half);
+    let mut sin = Vec::with_capacity(positions.len() * half);
+    for p in positions {
+        for i in 0..half {
+            // HF computes inv_freq in f32, then pos·inv_freq in f32; we follow it step by step.
+            let inv_freq = 1.0f32 / theta.powf((2 * i) as f32 / hd as f32);
+            let angle = p as f32 * inv_freq;
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    (cos, sin)
+}
+
+#[multiversion(targets = "simd")]
+fn rope_rows(x: &mut [f32], cos: &[f32], sin: &[f32], heads: usize, hd: usize, inverse: bool) {
+    let half = hd / 2;
+    let sign = if inverse { -1.0 } else { 1.0 };
+    for head in x.chunks_exact_mut(hd).take(heads) {
+        let (x1, x2) = head.split_at_mut(half);
+        for i in 0..half {
+            let (c, s) = (cos[i], sign * sin[i]);
+            let (a, b) = (x1[i], x2[i]);
+            x1[i] = a * c - b * s;
+            x2[i] = b * c + a * s;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Causal attention, one (sequence, KV head) group per task; blocks above the diagonal skipped.
+
+#[multiversion(targets = "simd")]
+fn causal_softmax_rows(p: &mut [f32], t: usize, r0: usize, r1: usize, scale: f32) {
+    for i in r0..r1 {
+        let row = &mut p[i * t..(i + 1) * t];
+        let (live, dead) = row.split_at_mut(i + 1);
+        let m = max(live) * scale;
+        let s = exp_shift_sum(live, scale, m);
+        let inv = 1.0 / s;
+        for x in live.iter_mut() {
+            *x *= inv;
+        }
+        dead.fill(0.0);
+    }
+}
+
+/// dS = P ⊙ (dP − Σ_j dP_j P_j) on rows r0..r1 (in place of dP), zero above the diagonal.
+#[multiversion(targets = "simd")]
+fn softmax_backward_rows(dp: &mut [f32], p: &[f32], t: usize, r0: usize, r1: usize, ncols: usize) {
+    for i in r0..r1 {
+        let (dpr, pr) = (&mut dp[i * t..i * t + ncols], &p[i * t..i * t + ncols]);
+        let live = i + 1;
+        let c = dot(&dpr[..live], &pr[..live]);
+        for j in 0..live {
+            dpr[j] = pr[j] * (dpr[j] - c);
+        }
+        dpr[live..].fill(0.0);
+    }
+}
+
+fn attention_forward(out: &mut [f32], probs: &mut [f32], q: &[f32], k: &[f32], v: &[f32], s: AttnShape) {
+    let AttnShape { b, t, hq, hkv, hd } = s;
+    let (qd, kvd, group) = (hq * hd, hkv * hd, hq / hkv);
+    assert_eq!(q.len(), b * t * qd);
+    assert_eq!(k.len(), b * t * kvd);
+    assert_eq!(v.len(), b * t * kvd);
+    assert_eq!(out.len(), b * t * qd);
+    assert_eq!(probs.len(), b * hq * t * t);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let (o_ptr, p_ptr) = (SendPtr(out.as_mut_ptr()), SendPtr(probs.as_mut_ptr()));
+    (0..b * hq).into_par_iter().for_each(|task| {
+        let (bi, h) = (task / hq, task % hq);
+        let kvh = h / group;
+        // Views of this head: rows are positions.
+        let qv = |r: usize| View { ptr: q[(bi * t + r) * qd + h * hd..].as_ptr(), rs: qd as isize, cs: 1 };
+        let kt = View { ptr: k[bi * t * kvd + kvh * hd..].as_ptr(), rs: 1, cs: kvd as isize }; // K^T [hd, t]
+        let vv = View { ptr: v[bi * t * kvd + kvh * hd..].as_ptr(), rs: kvd as isize, cs: 1 };
+        let p = unsafe { std::slice::from_raw_parts_mut(p_ptr.get().add(task * t * t), t * t) };
+        for r0 in (0..t).step_by(ATTN_BLOCK) {
+            let r1 = (r0 + ATTN_BLOCK).min(t);
+            let (rows, ncols) = (r1 - r0, r1);
+            unsafe {
+                // S[r0..r1, 0..ncols] = Q_rows · K^T  (the 1/√hd scale is folded into the softmax)
+                gemm_view(rows, ncols, hd, p.as_mut_ptr().add(r0 * t), t as isize, qv(r0), kt, 1.0, false, false);
+            }
+            causal_softmax_rows(p, t, r0, r1, scale);
+            unsafe {
+                // O[r0..r1] = P[r0..r1, 0..ncols] · V[0..ncols]
+                let pv = View { ptr: p.as_ptr().add(r0 * t), rs: t as isize, cs: 1 };
+                let dst = o_ptr.get().add((bi * t + r0) * qd + h * hd);
+                gemm_view(rows, hd, ncols, dst, qd as isize, pv, vv, 1.0, false, false);
+            }
+        }
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attention_backward_cpu(
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+    scratch: &mut [f32],
+    dout: &[f32],
+    probs: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    s: AttnShape,
+) {
+    let AttnShape { b, t, hq, hkv, hd } = s;
+    let (qd, kvd, group) = (hq * hd, hkv * hd, hq / hkv);
+    assert!(scratch.len() >= b * hkv * t * t, "attention_backward: scratch too small");
+    assert_eq!(dq.len(), q.len());
+    assert_eq!(dk.len(), k.len());
+    assert_eq!(dv.len(), v.len());
+    let scale = 1.0 / (hd as f32).sqrt();
+    let (dq_p, dk_p, dv_p, sc_p) =
+        (SendPtr(dq.as_mut_ptr()), SendPtr(dk.as_mut_ptr()), SendPtr(dv.as_mut_ptr()), SendPtr(scratch.as_mut_ptr()));
+    // One task per (sequence, KV head): the query heads sharing a KV head accumulate into dK, dV.
+    (0..b * hkv).into_par_iter().for_each(|task| {
+        let (bi, kvh) = (task / hkv, task % hkv);
+        let kv_off = bi * t * kvd + kvh * hd;
+        unsafe {
+            for r in 0..t {
+                std::slice::from_raw_parts_mut(dk_p.get().add(kv_off + r * kvd), hd).fill(0.0);
+                std::slice::from_raw_parts_mut(dv_p.get().add(kv_off + r * kvd), hd).fill(0.0);
+            }
+        }
+        let dp = unsafe { std::slice::from_raw_parts_mut(sc_p.get().add(task * t * t), t * t) };
+        let k_rows = View { ptr: k[kv_off..].as_ptr(), rs: kvd as isize, cs: 1 };
+        let v_t = View { ptr: v[kv_off..].as_ptr(), rs: 1, cs: kvd as isize }; // V^T [hd, t]
+        for h in kvh * group..(kvh + 1) * group {
+            let p = &probs[(bi * hq + h) * t * t..(bi * hq + h + 1) * t * t];
+            let q_off = bi * t * qd + h * hd;
+            for r0 in (0..t).step_by(ATTN_BLOCK) {
+                let r1 = (r0 + ATTN_BLOCK).min(t);
+                let (rows, ncols) = (r1 - r0, r1);
+                let do_rows = View { ptr: dout[q_off + r0 * qd..].as_ptr(), rs: qd as isize, cs: 1 };
+                let q_rows = View { ptr: q[q_off + r0 * qd..].as_ptr(), rs: qd as isize, cs: 1 };
+                unsafe {
+                    // dP = dO · V^T
+                    gemm_view(rows, ncols, hd, dp.as_mut_ptr().add(r0 * t), t as isize, do_rows, v_t, 1.0, false, false);
+                }
+                softmax_backward_rows(dp, p, t, r0, r1, ncols);
+                unsafe {
+                    let ds = View { ptr: dp.as_ptr().add(r0 * t), rs: t as isize, cs: 1 };
+                    let ds_t = View { ptr: dp.as_ptr().add(r0 * t), rs: 1, cs: t as isize };
+                    let p_t = View { ptr: p.as_ptr().add(r0 * t), rs: 1, cs: t as isize };
+                    // dQ[rows] = scale · dS · K
+                    let dq_dst = dq_p.get().add(q_off + r0 * qd);
+                    gemm_view(rows, hd, ncols, dq_dst, qd as isize, ds, k_rows, scale, false, false);
+                    // dK[0..ncols] += scale · dS^T · Q[rows]
+                    gemm_view(ncols, hd, rows, dk_p.get().add(kv_off), kvd as isize, ds_t, q_rows, scale, true, false);
+                    // dV[0..ncols] += P^T · dO[rows]
+                    gemm_view(ncols, hd, rows, dv_p.get().add(kv_off), kvd as isize, p_t, do_rows, 1.0, true, false);
+                }
+            }
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// SwiGLU
+
+#[multiversion(targets = "simd")]
+fn swiglu_chunk(a: &mut [f32], g: &[f32], u: &[f32]) {
+    for i in 0..a.len() {
+        a[i] = silu(g[i]) * u[i];
+    }
+}
+
+#[multiversion(targets = "simd")]
+fn swiglu_backward_chunk(dg: &mut [f32], du: &mut [f32], da: &[f32], g: &[f32], u: &[f32]) {
+    for i in 0..da.len() {
+        // silu(x) = x·σ(x), silu'(x) = σ(x)·(1 + x·(1 − σ(x)))
+        let sig = 1.0 / (1.0 + exp_fast(-g[i]));
+        du[i] = da[i] * g[i] * sig;
+        dg[i] = da[i] * u[i] * sig * (1.0 + g[i] * (1.0 - sig));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cross-entropy with its softmax, fused with the backward.
+
+/// Returns the row's loss (0 when ignored) and overwrites the row with its gradient · scale.
+#[multiversion(targets = "simd")]
+fn cross_entropy_row(row: &mut [f32], target: u32, scale: f32) -> f32 {
+    if target == IGNORE {
+        row.fill(0.0);
+        return 0.0;
+    }
+    let t = target as usize;
+    let m = max(row);
+    let xt = row[t];
+    let s = exp_shift_sum(row, 1.0, m);
+    let loss = s.ln() + m - xt;
+    let inv = scale / s;
+    for x in row.iter_mut() {
+        *x *= inv;
+    }
+    row[t] -= scale;
+    loss
+}
+
+#[multiversion(targets = "simd")]
+fn logprob_row(row: &[f32], target: u32, buf: &mut [f32]) -> f32 {
+    let m = max(row);
+    buf.copy_from_slice(row);
+    let s = exp_shift_sum(buf, 1.0, m);
+    row[target as usize] - m - s.ln()
+}
+
+// ---------------------------------------------------------------------------------------------
+// AdamW
+
+#[multiversion(targets = "simd")]
+fn adamw_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: AdamW) {
+    let bc1 = 1.0 - h.beta1.powi(h.step as i32);
+    let bc2 = 1.0 - h.beta2.powi(h.step as i32);
+    let step = h.lr / bc1;
+    let decay = 1.0 - h.lr * h.weight_decay;
+    let inv_sqrt_bc2 = 1.0 / bc2.sqrt();
+    for i in 0..p.len() {
+        m[i] = h.beta1 * m[i] + (1.0 - h.beta1) * g[i];
+        v[i] = h.beta2 * v[i] + (1.0 - h.beta2) * g[i] * g[i];
+        // p ← p·(1 − lr·wd) − lr · m̂ / (√v̂ + eps)
+        p[i] = p[i] * decay - step * m[i] / (v[i].sqrt() * inv_sqrt_bc2 + h.eps);
+    }
+}
+
+#[multiversion(targets = "simd")]
+fn sum_sq_chunk(x: &[f32]) -> f64 {
+    dot(x, x) as f64
+}
+
+// ---------------------------------------------------------------------------------------------
+// The backend
+
+/// The CPU backend. Threads come from rayon's global pool (`RAYON_NUM_THREADS` or all cores).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Cpu;
+
+const CHUNK: usize = 1 << 14;
+
+impl Backend for Cpu {
+    type Buf = Vec<f32>;
+
+    fn zeros(&self, n: usize) -> Vec<f32> {
+        vec![0.0; n]
+    }
+    fn upload(&self, data: &[f32]) -> Vec<f32> {
+        data.to_vec()
+    }
+    fn download(&self, buf: &Vec<f32>) -> Vec<f32> {
+        buf.clone()
+    }
+    fn len(&self, buf: &Vec<f32>) -> usize {
+        buf.len()
+    }
+    fn fill(&self, buf: &mut Vec<f32>, value: f32) {
+        buf.fill(value)
+    }
+    fn copy(&self, dst: &mut Vec<f32>, src: &Vec<f32>) {
+        dst.copy_from_slice(src)
+    }
+    fn add_assign(&self, dst: &mut Vec<f32>, src: &Vec<f32>) {
+        dst.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(d, s)| {
+            for (d, s) in d.iter_mut().zip(s) {
+                *d += s;
+            }
+        });
+    }
+    fn scale(&self, buf: &mut Vec<f32>, s: f32) {
+        buf.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|x| *x *= s));
+    }
+    fn sum_sq(&self, buf: &Vec<f32>) -> f64 {
+        let parts: Vec<f64> = buf.par_chunks(CHUNK).map(sum_sq_chunk).collect();
+        parts.iter().sum()
+    }
+
+    fn matmul(&self, c: &mut Vec<f32>, a: &Vec<f32>, ta: Op, b: &Vec<f32>, tb: Op, m: usize, n: usize, k: usize, acc: bool) {
+        matmul(c, a, ta, b, tb, m, n, k, acc)
+    }
+
+    fn embedding(&self, out: &mut Vec<f32>, table: &Vec<f32>, ids: &[u32], d: usize) {
+        assert_eq!(out.len(), ids.len() * d);
+        let vocab = table.len() / d;
+        out.par_chunks_mut(d).zip(ids.par_iter()).for_each(|(row, &id)| {
+            assert!((id as usize) < vocab, "token id {id} out of range for vocab {vocab}");
+            row.copy_from_slice(&table[id as usize * d..(id as usize + 1) * d]);
+        });
+    }
+    fn embedding_backward(&self, dtable: &mut Vec<f32>, dout: &Vec<f32>, ids: &[u32], d: usize) {
+        for (row, &id) in dout.chunks_exact(d).zip(ids) {
+            for (g, x) in dtable[id as usize * d..(id as usize + 1) * d].iter_mut().zip(row) {
+                *g += x;
+            }
+        }
+    }
+
+    fn rmsnorm(&self, y: &mut Vec<f32>, rstd: &mut Vec<f32>, x: &Vec<f32>, w: &Vec<f32>, d: usize, eps: f32) {
+        let rows = ROWS_PER_TASK;
+        y.par_chunks_mut(rows * d)
+            .zip(rstd.par_chunks_mut(rows))
+            .zip(x.par_chunks(rows * d))
+            .for_each(|((y, r), x)| rmsnorm_rows(y, r, x, w, d, eps));
+    }
+
+    fn rmsnorm_backward(
+        &self,
+        dx: &mut Vec<f32>,
+        dw: &mut Vec<f32>,
+        dy: &Vec<f32>,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        rstd: &Vec<f32>,
+        d: usize,
+        accumulate: bool,
+    ) {
+        // Each block of rows computes its share of dw; shares are summed in a fixed order.
+        let rows = 64;
+        let parts: Vec<Vec<f32>> = dx
+            .par_chunks_mut(rows * d)
+            .zip(dy.par_chunks(rows * d))
+            .zip(x.par_chunks(rows * d))
+            .zip(rstd.par_chunks(rows))
+            .map(|(((dx, dy), x), r)| {
+                let mut part = vec![0.0; d];
+                rmsnorm_backward_rows(dx, &mut part, dy, x, w, r, d, accumulate);
+                part
+            })
+            .collect();
+        for part in parts {
+            for (g, p) in dw.iter_mut().zip(part) {
+                *g += p;
+            }
+        }
+    }
+
+    fn rope(&self, x: &mut Vec<f32>, heads: usize, hd: usize, t: usize, pos0: usize, theta: f32, inverse: bool) {
+        let (cos, sin) = rope_table(pos0..pos0 + t, hd, theta);
+        let half = hd / 2;
+        x.par_chunks_mut(heads * hd).enumerate().for_each(|(n, row)| {
+            let p = n % t;
+            rope_rows(row, &cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half], heads, hd, inverse);
+        });
+    }
+
+    fn attention(&self, out: &mut Vec<f32>, probs: &mut Vec<f32>, q: &Vec<f32>, k: &Vec<f32>, v: &Vec<f32>, s: AttnShape) {
+        attention_forward(out, probs, q, k, v, s)
+    }
+
+    fn attention_backward(
+        &self,
+        dq: &mut Vec<f32>,
+        dk: &mut Vec<f32>,
+        dv: &mut Vec<f32>,
+        scratch: &mut Vec<f32>,
+        dout: &Vec<f32>,
+        probs: &Vec<f32>,
+        q: &Vec<f32>,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        s: AttnShape,
+    ) {
+        attention_backward_cpu(dq, dk, dv, scratch, dout, probs, q, k, v, s)
+    }
+
+    fn swiglu(&self, a: &mut Vec<f32>, g: &Vec<f32>, u: &Vec<f32>) {
+        a.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(u.par_chunks(CHUNK))
+            .for_each(|((a, g), u)| swiglu_chunk(a, g, u));
+    }
+
+    fn swiglu_backward(&self, dg: &mut Vec<f32>, du: &mut Vec<f32>, da: &Vec<f32>, g: &Vec<f32>, u: &Vec<f32>) {
+        dg.par_chunks_mut(CHUNK)
+            .zip(du.par_chunks_mut(CHUNK))
+            .zip(da.par_chunks(CHUNK))
+            .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
+            .for_each(|(((dg, du), da), (g, u))| swiglu_backward_chunk(dg, du, da, g, u));
+    }
+
+    fn cross_entropy(&self, logits: &mut Vec<f32>, targets: &[u32], v: usize, scale: f32) -> (f64, usize) {
+        assert_eq!(logits.len(), targets.len() * v);
+        if let Some(&bad) = targets.iter().find(|&&t| t != IGNORE && t as usize >= v) {
+            panic!("target id {bad} out of range for vocab {v}");
+        }
+        let losses: Vec<f32> = logits
+            .par_chunks_mut(v)
+            .zip(targets.par_iter())
+            .map(|(row, &t)| cross_entropy_row(row, t, scale))
+            .collect();
+        let count = targets.iter().filter(|&&t| t != IGNORE).count();
+        (losses.iter().map(|&l| l as f64).sum(), count)
+    }
+
+    fn target_logprobs(&self, logits: &Vec<f32>, targets: &[u32], v: usize) -> Vec<f32> {
+        logits
+            .par_chunks(v)
+            .zip(targets.par_iter())
+            .map_init(|| vec![0.0; v], |buf, (row, &t)| if t == IGNORE { 0.0 } else { logprob_row(row, t, buf) })
+            .collect()
+    }
+
+    fn attention_cached(
+        &self,
+        out: &mut Vec<f32>,
+        q: &Vec<f32>,
+        k_cache: &Vec<f32>,
+        v_cache: &Vec<f32>,
+        pos0: usize,
+        n: usize,
+        hq: usize,
+        hkv: usize,
+        hd: usize,
+    ) {
+        let (qd, kvd, group) = (hq * hd, hkv * hd, hq / hkv);
+        assert!(k_cache.len() >= (pos0 + n) * kvd, "attention_cached: cache too small");
+        let scale = 1.0 / (hd as f32).sqrt();
+        // One task per (query row, head); each writes its own hd-slice of out.
+        out.par_chunks_mut(hd).enumerate().for_each_init(
+            || vec![0.0f32; pos0 + n],
+            |scores, (task, o)| {
+                let (i, h) = (task / hq, task % hq);
+                let kvh = h / group;
+                let qrow = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
+                let len = pos0 + i + 1; // causal: keys 0..=pos0+i
+                for (j, s) in scores[..len].iter_mut().enumerate() {
+                    *s = dot(qrow, &k_cache[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd]);
+                }
+                let m = max(&scores[..len]) * scale;
+                let sum = exp_shift_sum(&mut scores[..len], scale, m);
+                o.fill(0.0);
+                for (j, &p) in scores[..len].iter().enumerate() {
+                    let vrow = &v_cache[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd];
+                    for (o, v) in o.iter_mut().zip(vrow) {
+                        *o += p / sum * v;
+                    }
+                }
+            },
+        );
+        let _ = qd;
+    }
+
+    fn copy_at(&self, dst: &mut Vec<f32>, offset: usize, src: &Vec<f32>) {
+        dst[offset..offset + src.len()].copy_from_slice(src);
+    }
+
+    fn adamw(&self, p: &mut Vec<f32>, g: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, h: AdamW) {
+        p.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .for_each(|(((p, g), m), v)| adamw_chunk(p, g, m, v, h));
+    }
+}

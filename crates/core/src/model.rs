@@ -1,0 +1,579 @@
+//! The Llama-architecture GPT, small to large: parameters, RMSNorm, attention (RoPE, GQA, causal),
+//! SwiGLU MLP, the block, and the whole model with its training step and cached decoding.
+//!
+//! Every layer has an explicit forward and backward over buffers allocated once per (batch, time)
+//! shape. Shapes in comments: B batch, T time, N = B·T rows, d hidden, F intermediate,
+//! Hq/Hkv heads, hd head dim, qd = Hq·hd, kvd = Hkv·hd, V vocab.
+//! Parameter names are HF `LlamaForCausalLM`'s, so checkpoints load in `transformers` unchanged.
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::backend::{AttnShape, Backend, Op, IGNORE};
+use crate::config::LlamaConfig;
+
+// ---------------------------------------------------------------------------------------------
+// Parameters
+
+/// A named weight tensor and its gradient (allocated on the first backward).
+pub struct Param<B: Backend> {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub w: B::Buf,
+    pub g: B::Buf,
+}
+
+impl<B: Backend> Param<B> {
+    fn new(be: &B, name: String, shape: Vec<usize>) -> Self {
+        let n = shape.iter().product();
+        Param { name, shape, w: be.zeros(n), g: be.zeros(0) }
+    }
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// Matrices of linear layers decay; norms and embeddings do not (nanoGPT / InstructGPT practice).
+    pub fn decays(&self) -> bool {
+        self.shape.len() == 2 && !self.name.contains("embed_tokens")
+    }
+}
+
+/// `y[N,out] = x[N,in] · W^T` with W `[out,in]` (HF's nn.Linear layout).
+fn linear<B: Backend>(be: &B, y: &mut B::Buf, x: &B::Buf, w: &Param<B>, n: usize, acc: bool) {
+    let (out, inp) = (w.shape[0], w.shape[1]);
+    be.matmul(y, x, Op::N, &w.w, Op::T, n, out, inp, acc);
+}
+
+/// Backward of `linear`: `gW += dy^T · x`, and `dx (+)= dy · W`.
+fn linear_backward<B: Backend>(be: &B, dx: &mut B::Buf, dy: &B::Buf, x: &B::Buf, w: &mut Param<B>, n: usize, acc: bool) {
+    let (out, inp) = (w.shape[0], w.shape[1]);
+    be.matmul(&mut w.g, dy, Op::T, x, Op::N, out, inp, n, true);
+    be.matmul(dx, dy, Op::N, &w.w, Op::N, n, inp, out, acc);
+}
+
+// ---------------------------------------------------------------------------------------------
+// RMSNorm: y = x / sqrt(mean(x²) + eps) · w
+
+pub struct RmsNorm<B: Backend> {
+    pub w: Param<B>,
+    eps: f32,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    fn new(be: &B, name: String, d: usize, eps: f32) -> Self {
+        let mut w = Param::new(be, name, vec![d]);
+        be.fill(&mut w.w, 1.0);
+        RmsNorm { w, eps }
+    }
+    /// x, y `[N,d]`; rstd `[N]`.
+    fn forward(&self, be: &B, y: &mut B::Buf, rstd: &mut B::Buf, x: &B::Buf) {
+        be.rmsnorm(y, rstd, x, &self.w.w, self.w.shape[0], self.eps);
+    }
+    fn backward(&mut self, be: &B, dx: &mut B::Buf, dy: &B::Buf, x: &B::Buf, rstd: &B::Buf, acc: bool) {
+        let d = self.w.shape[0];
+        be.rmsnorm_backward(dx, &mut self.w.g, dy, x, &self.w.w, rstd, d, acc);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention: q/k/v projections, rotary embeddings, causal softmax over grouped KV heads, output.
+
+pub struct Attention<B: Backend> {
+    pub q: Param<B>, // [qd, d]
+    pub k: Param<B>, // [kvd, d]
+    pub v: Param<B>, // [kvd, d]
+    pub o: Param<B>, // [d, qd]
+    hq: usize,
+    hkv: usize,
+    hd: usize,
+    theta: f32,
+}
+
+/// What the attention forward keeps for its backward.
+pub struct AttnActs<B: Backend> {
+    q: B::Buf,     // [N, qd] after RoPE
+    k: B::Buf,     // [N, kvd] after RoPE
+    v: B::Buf,     // [N, kvd]
+    probs: B::Buf, // [B, Hq, T, T]
+    o: B::Buf,     // [N, qd] attention output before o_proj
+}
+
+impl<B: Backend> Attention<B> {
+    fn new(be: &B, prefix: &str, c: &LlamaConfig) -> Self {
+        let (d, hq, hkv, hd) = (c.hidden_size, c.num_attention_heads, c.kv_heads(), c.head_dim());
+        let p = |n: &str, shape| Param::new(be, format!("{prefix}.self_attn.{n}_proj.weight"), shape);
+        Attention {
+            q: p("q", vec![hq * hd, d]),
+            k: p("k", vec![hkv * hd, d]),
+            v: p("v", vec![hkv * hd, d]),
+            o: p("o", vec![d, hq * hd]),
+            hq,
+            hkv,
+            hd,
+            theta: c.rope_theta,
+        }
+    }
+    fn acts(&self, be: &B, b: usize, t: usize) -> AttnActs<B> {
+        let n = b * t;
+        AttnActs {
+            q: be.zeros(n * self.hq * self.hd),
+            k: be.zeros(n * self.hkv * self.hd),
+            v: be.zeros(n * self.hkv * self.hd),
+            probs: be.zeros(b * self.hq * t * t),
+            o: be.zeros(n * self.hq * self.hd),
+        }
+    }
+    fn shape(&self, b: usize, t: usize) -> AttnShape {
+        AttnShape { b, t, hq: self.hq, hkv: self.hkv, hd: self.hd }
+    }
+    /// h `[N,d]` → y += o_proj(attn(h)) (y holds the residual stream).
+    fn forward(&self, be: &B, y: &mut B::Buf, a: &mut AttnActs<B>, h: &B::Buf, b: usize, t: usize) {
+        let n = b * t;
+        linear(be, &mut a.q, h, &self.q, n, false);
+        linear(be, &mut a.k, h, &self.k, n, false);
+        linear(be, &mut a.v, h, &self.v, n, false);
+        be.rope(&mut a.q, self.hq, self.hd, t, 0, self.theta, false);
+        be.rope(&mut a.k, self.hkv, self.hd, t, 0, self.theta, false);
+        be.attention(&mut a.o, &mut a.probs, &a.q, &a.k, &a.v, self.shape(b, t));
+        linear(be, y, &a.o, &self.o, n, true);
+    }
+    /// dy `[N,d]` → dh `[N,d]` (overwritten); parameter gradients accumulated.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(&mut self, be: &B, dh: &mut B::Buf, g: &mut LayerScratch<B>, dy: &B::Buf, a: &AttnActs<B>, h: &B::Buf, b: usize, t: usize) {
+        let n = b * t;
+        linear_backward(be, &mut g.dq_o, dy, &a.o, &mut self.o, n, false); // dq_o = d(attn out)
+        be.attention_backward(&mut g.dq, &mut g.dk, &mut g.dv, &mut g.scratch, &g.dq_o, &a.probs, &a.q, &a.k, &a.v, self.shape(b, t));
+        be.rope(&mut g.dq, self.hq, self.hd, t, 0, self.theta, true);
+        be.rope(&mut g.dk, self.hkv, self.hd, t, 0, self.theta, true);
+        linear_backward(be, dh, &g.dq, h, &mut self.q, n, false);
+        linear_backward(be, dh, &g.dk, h, &mut self.k, n, true);
+        linear_backward(be, dh, &g.dv, h, &mut self.v, n, true);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SwiGLU MLP: down(silu(gate(h)) · up(h))
+
+pub struct Mlp<B: Backend> {
+    pub gate: Param<B>, // [F, d]
+    pub up: Param<B>,   // [F, d]
+    pub down: Param<B>, // [d, F]
+}
+
+pub struct MlpActs<B: Backend> {
+    g: B::Buf, // [N, F]
+    u: B::Buf, // [N, F]
+    a: B::Buf, // [N, F] = silu(g)·u
+}
+
+impl<B: Backend> Mlp<B> {
+    fn new(be: &B, prefix: &str, c: &LlamaConfig) -> Self {
+        let (d, f) = (c.hidden_size, c.intermediate_size);
+        let p = |n: &str, shape| Param::new(be, format!("{prefix}.mlp.{n}_proj.weight"), shape);
+        Mlp { gate: p("gate", vec![f, d]), up: p("up", vec![f, d]), down: p("down", vec![d, f]) }
+    }
+    fn acts(&self, be: &B, n: usize) -> MlpActs<B> {
+        let f = self.gate.shape[0];
+        MlpActs { g: be.zeros(n * f), u: be.zeros(n * f), a: be.zeros(n * f) }
+    }
+    /// h `[N,d]` → y += down(silu(gate h) · up h).
+    fn forward(&self, be: &B, y: &mut B::Buf, a: &mut MlpActs<B>, h: &B::Buf, n: usize) {
+        linear(be, &mut a.g, h, &self.gate, n, false);
+        linear(be, &mut a.u, h, &self.up, n, false);
+        be.swiglu(&mut a.a, &a.g, &a.u);
+        linear(be, y, &a.a, &self.down, n, true);
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn backward(&mut self, be: &B, dh: &mut B::Buf, g: &mut LayerScratch<B>, dy: &B::Buf, a: &MlpActs<B>, h: &B::Buf, n: usize) {
+        linear_backward(be, &mut g.da, dy, &a.a, &mut self.down, n, false);
+        be.swiglu_backward(&mut g.dg, &mut g.du, &g.da, &a.g, &a.u);
+        linear_backward(be, dh, &g.dg, h, &mut self.gate, n, false);
+        linear_backward(be, dh, &g.du, h, &mut self.up, n, true);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Block: x + attn(norm(x)), then + mlp(norm(·))
+
+pub struct Block<B: Backend> {
+    pub input_norm: RmsNorm<B>,
+    pub attn: Attention<B>,
+    pub post_norm: RmsNorm<B>,
+    pub mlp: Mlp<B>,
+}
+
+pub struct BlockActs<B: Backend> {
+    h1: B::Buf,    // [N,d] input_norm(x)
+    rstd1: B::Buf, // [N]
+    attn: AttnActs<B>,
+    x_mid: B::Buf, // [N,d] x + attention
+    h2: B::Buf,    // [N,d] post_norm(x_mid)
+    rstd2: B::Buf, // [N]
+    mlp: MlpActs<B>,
+}
+
+impl<B: Backend> Block<B> {
+    fn new(be: &B, i: usize, c: &LlamaConfig) -> Self {
+        let prefix = format!("model.layers.{i}");
+        let d = c.hidden_size;
+        Block {
+            input_norm: RmsNorm::new(be, format!("{prefix}.input_layernorm.weight"), d, c.rms_norm_eps),
+            attn: Attention::new(be, &prefix, c),
+            post_norm: RmsNorm::new(be, format!("{prefix}.post_attention_layernorm.weight"), d, c.rms_norm_eps),
+            mlp: Mlp::new(be, &prefix, c),
+        }
+    }
+    fn acts(&self, be: &B, b: usize, t: usize) -> BlockActs<B> {
+        let (n, d) = (b * t, self.input_norm.w.shape[0]);
+        BlockActs {
+            h1: be.zeros(n * d),
+            rstd1: be.zeros(n),
+            attn: self.attn.acts(be, b, t),
+            x_mid: be.zeros(n * d),
+            h2: be.zeros(n * d),
+            rstd2: be.zeros(n),
+            mlp: self.mlp.acts(be, n),
+        }
+    }
+    fn params(&self) -> [&Param<B>; 9] {
+        let (a, m) = (&self.attn, &self.mlp);
+        [&self.input_norm.w, &a.q, &a.k, &a.v, &a.o, &self.post_norm.w, &m.gate, &m.up, &m.down]
+    }
+    fn params_mut(&mut self) -> [&mut Param<B>; 9] {
+        let (a, m) = (&mut self.attn, &mut self.mlp);
+        [&mut self.input_norm.w, &mut a.q, &mut a.k, &mut a.v, &mut a.o, &mut self.post_norm.w, &mut m.gate, &mut m.up, &mut m.down]
+    }
+    /// x `[N,d]` → y `[N,d]`.
+    fn forward(&self, be: &B, y: &mut B::Buf, a: &mut BlockActs<B>, x: &B::Buf, b: usize, t: usize) {
+        self.input_norm.forward(be, &mut a.h1, &mut a.rstd1, x);
+        be.copy(&mut a.x_mid, x);
+        self.attn.forward(be, &mut a.x_mid, &mut a.attn, &a.h1, b, t);
+        self.post_norm.forward(be, &mut a.h2, &mut a.rstd2, &a.x_mid);
+        be.copy(y, &a.x_mid);
+        self.mlp.forward(be, y, &mut a.mlp, &a.h2, b * t);
+    }
+    /// `dx` `[N,d]` holds dL/dy on entry and dL/dx on exit (the residual stream's gradient);
+    /// `dh` `[N,d]` is scratch for the gradient of a normed input.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(&mut self, be: &B, dx: &mut B::Buf, dh: &mut B::Buf, g: &mut LayerScratch<B>, a: &BlockActs<B>, x: &B::Buf, b: usize, t: usize) {
+        self.mlp.backward(be, dh, g, dx, &a.mlp, &a.h2, b * t);
+        self.post_norm.backward(be, dx, dh, &a.x_mid, &a.rstd2, true);
+        self.attn.backward(be, dh, g, dx, &a.attn, &a.h1, b, t);
+        self.input_norm.backward(be, dx, dh, x, &a.rstd1, true);
+    }
+}
+
+/// Gradient buffers shared by all blocks during the backward (allocated once per shape).
+pub struct Scratch<B: Backend> {
+    dx: B::Buf,      // [N,d] gradient of the residual stream
+    dh: B::Buf,      // [N,d] gradient of a normed input
+    rest: LayerScratch<B>,
+}
+
+/// Per-layer gradient scratch, reused by every block.
+pub struct LayerScratch<B: Backend> {
+    dq_o: B::Buf,    // [N,qd] gradient of the attention output
+    dq: B::Buf,      // [N,qd]
+    dk: B::Buf,      // [N,kvd]
+    dv: B::Buf,      // [N,kvd]
+    scratch: B::Buf, // [B,Hkv,T,T]
+    da: B::Buf,      // [N,F]
+    dg: B::Buf,      // [N,F]
+    du: B::Buf,      // [N,F]
+}
+
+// ---------------------------------------------------------------------------------------------
+// The whole model
+
+/// Activations of one (batch, time) shape: allocated once, reused every step.
+pub struct Workspace<B: Backend> {
+    b: usize,
+    t: usize,
+    ids: Vec<u32>,
+    xs: Vec<B::Buf>, // L+1 × [N,d]: the residual stream entering each block, and leaving the last
+    blocks: Vec<BlockActs<B>>,
+    hf: B::Buf,     // [N,d] final norm
+    rstdf: B::Buf,  // [N]
+    logits: B::Buf, // [N,V]; after the loss it holds dL/dlogits
+    grads: Option<Scratch<B>>,
+}
+
+/// Keys and values of past positions of one sequence, per layer `[capacity, kvd]`.
+pub struct KvCache<B: Backend> {
+    k: Vec<B::Buf>,
+    v: Vec<B::Buf>,
+    pub len: usize,
+    pub capacity: usize,
+}
+
+pub struct Llama<B: Backend> {
+    pub cfg: LlamaConfig,
+    pub be: B,
+    pub embed: Param<B>, // [V,d]
+    pub blocks: Vec<Block<B>>,
+    pub norm: RmsNorm<B>,
+    pub lm_head: Option<Param<B>>, // [V,d]; None when tied to the embedding
+    ws: Option<Workspace<B>>,
+}
+
+fn normal(rng: &mut ChaCha8Rng, std: f32) -> f32 {
+    // Box–Muller
+    let u1: f32 = rng.random::<f32>().max(1e-12);
+    let u2: f32 = rng.random::<f32>();
+    std * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+}
+
+impl<B: Backend> Llama<B> {
+    /// A model with zero weights and unit norms (for loading a checkpoint into).
+    pub fn empty(be: B, cfg: LlamaConfig) -> Self {
+        let (v, d) = (cfg.vocab_size, cfg.hidden_size);
+        let blocks = (0..cfg.num_hidden_layers).map(|i| Block::new(&be, i, &cfg)).collect();
+        let embed = Param::new(&be, "model.embed_tokens.weight".into(), vec![v, d]);
+        let norm = RmsNorm::new(&be, "model.norm.weight".into(), d, cfg.rms_norm_eps);
+        let lm_head = (!cfg.tie_word_embeddings).then(|| Param::new(&be, "lm_head.weight".into(), vec![v, d]));
+        Llama { cfg, be, embed, blocks, norm, lm_head, ws: None }
+    }
+
+    /// Random initialisation: N(0, 0.02²) weights, output projections scaled by 1/√(2L) (GPT-2).
+    pub fn new(be: B, cfg: LlamaConfig, seed: u64) -> Self {
+        let mut m = Self::empty(be, cfg);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let resid_std = 0.02 / (2.0 * m.cfg.num_hidden_layers as f32).sqrt();
+        let be = &m.be;
+        let mut init = |p: &mut Param<B>, std: f32| {
+            let data: Vec<f32> = (0..p.numel()).map(|_| normal(&mut rng, std)).collect();
+            p.w = be.upload(&data);
+        };
+        init(&mut m.embed, 0.02);
+        for blk in &mut m.blocks {
+            for p in [&mut blk.attn.q, &mut blk.attn.k, &mut blk.attn.v, &mut blk.mlp.gate, &mut blk.mlp.up] {
+                init(p, 0.02);
+            }
+            init(&mut blk.attn.o, resid_std);
+            init(&mut blk.mlp.down, resid_std);
+        }
+        if let Some(h) = &mut m.lm_head {
+            init(h, 0.02);
+        }
+        m
+    }
+
+    /// Every parameter, in HF order (embedding, layers, final norm, LM head).
+    pub fn params(&self) -> Vec<&Param<B>> {
+        let mut v = vec![&self.embed];
+        for b in &self.blocks {
+            v.extend(b.params());
+        }
+        v.push(&self.norm.w);
+        v.extend(self.lm_head.as_ref());
+        v
+    }
+
+    pub fn params_mut(&mut self) -> Vec<&mut Param<B>> {
+        let mut v = vec![&mut self.embed];
+        for b in &mut self.blocks {
+            v.extend(b.params_mut());
+        }
+        v.push(&mut self.norm.w);
+        v.extend(self.lm_head.as_mut());
+        v
+    }
+
+    /// Zeroes every gradient (allocating them on first use).
+    pub fn zero_grad(&mut self) {
+        let be = self.be.clone();
+        for p in self.params_mut() {
+            if be.len(&p.g) != p.numel() {
+                p.g = be.zeros(p.numel());
+            } else {
+                be.fill(&mut p.g, 0.0);
+            }
+        }
+    }
+
+    fn workspace(&mut self, b: usize, t: usize, grads: bool) -> Workspace<B> {
+        let be = &self.be;
+        let (n, d, v) = (b * t, self.cfg.hidden_size, self.cfg.vocab_size);
+        let ws = match self.ws.take() {
+            Some(ws) if ws.b == b && ws.t == t => ws,
+            _ => Workspace {
+                b,
+                t,
+                ids: vec![0; n],
+                xs: (0..=self.blocks.len()).map(|_| be.zeros(n * d)).collect(),
+                blocks: self.blocks.iter().map(|blk| blk.acts(be, b, t)).collect(),
+                hf: be.zeros(n * d),
+                rstdf: be.zeros(n),
+                logits: be.zeros(n * v),
+                grads: None,
+            },
+        };
+        let mut ws = ws;
+        if grads && ws.grads.is_none() {
+            let (qd, kvd) = (self.cfg.num_attention_heads * self.cfg.head_dim(), self.cfg.kv_heads() * self.cfg.head_dim());
+            let f = self.cfg.intermediate_size;
+            ws.grads = Some(Scratch {
+                dx: be.zeros(n * d),
+                dh: be.zeros(n * d),
+                rest: LayerScratch {
+                dq_o: be.zeros(n * qd),
+                dq: be.zeros(n * qd),
+                dk: be.zeros(n * kvd),
+                dv: be.zeros(n * kvd),
+                scratch: be.zeros(b * self.cfg.kv_heads() * t * t),
+                da: be.zeros(n * f),
+                dg: be.zeros(n * f),
+                du: be.zeros(n * f),
+                },
+            });
+        }
+        ws
+    }
+
+    fn head(&self) -> &Param<B> {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    fn check_ids(&self, ids: &[u32], b: usize, t: usize) {
+        assert_eq!(ids.len(), b * t, "expected {b}x{t} token ids, got {}", ids.len());
+        assert!(t <= self.cfg.max_position_embeddings, "sequence of {t} exceeds the context {}", self.cfg.max_position_embeddings);
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab_size) {
+            panic!("token id {bad} out of range for vocab {}", self.cfg.vocab_size);
+        }
+    }
+
+    fn forward_ws(&self, ws: &mut Workspace<B>, ids: &[u32]) {
+        let be = &self.be;
+        let (b, t) = (ws.b, ws.t);
+        let n = b * t;
+        ws.ids.copy_from_slice(ids);
+        be.embedding(&mut ws.xs[0], &self.embed.w, ids, self.cfg.hidden_size);
+        for (l, blk) in self.blocks.iter().enumerate() {
+            let (before, after) = ws.xs.split_at_mut(l + 1);
+            blk.forward(be, &mut after[0], &mut ws.blocks[l], &before[l], b, t);
+        }
+        self.norm.forward(be, &mut ws.hf, &mut ws.rstdf, &ws.xs[self.blocks.len()]);
+        linear(be, &mut ws.logits, &ws.hf, self.head(), n, false);
+    }
+
+    /// Logits `[B·T, V]` for token ids `[B, T]` (positions 0..T).
+    pub fn forward(&mut self, ids: &[u32], b: usize, t: usize) -> Vec<f32> {
+        self.check_ids(ids, b, t);
+        let mut ws = self.workspace(b, t, false);
+        self.forward_ws(&mut ws, ids);
+        let logits = self.be.download(&ws.logits);
+        self.ws = Some(ws);
+        logits
+    }
+
+    /// Log-probabilities of `targets` under the model, per position (0 where IGNORE).
+    pub fn logprobs(&mut self, ids: &[u32], targets: &[u32], b: usize, t: usize) -> Vec<f32> {
+        self.check_ids(ids, b, t);
+        let mut ws = self.workspace(b, t, false);
+        self.forward_ws(&mut ws, ids);
+        let lp = self.be.target_logprobs(&ws.logits, targets, self.cfg.vocab_size);
+        self.ws = Some(ws);
+        lp
+    }
+
+    /// One forward and backward of the cross-entropy loss. Gradients are *accumulated* into the
+    /// parameters' `g` (call `zero_grad` first); the loss gradient is `scale` per counted target
+    /// (`None`: 1/count, the mean). Returns (mean loss over counted targets, count).
+    pub fn forward_backward(&mut self, ids: &[u32], targets: &[u32], b: usize, t: usize, scale: Option<f32>) -> (f32, usize) {
+        self.check_ids(ids, b, t);
+        assert_eq!(targets.len(), b * t);
+        if self.be.len(&self.embed.g) == 0 {
+            self.zero_grad();
+        }
+        let mut ws = self.workspace(b, t, true);
+        self.forward_ws(&mut ws, ids);
+        let count = targets.iter().filter(|&&x| x != IGNORE).count();
+        let scale = scale.unwrap_or(1.0 / count.max(1) as f32);
+        let (sum, count) = self.be.cross_entropy(&mut ws.logits, targets, self.cfg.vocab_size, scale);
+        self.backward_ws(&mut ws);
+        self.ws = Some(ws);
+        ((sum / count.max(1) as f64) as f32, count)
+    }
+
+    /// Backward from `dL/dlogits` (already in `ws.logits`) to every parameter.
+    fn backward_ws(&mut self, ws: &mut Workspace<B>) {
+        let (b, t) = (ws.b, ws.t);
+        let n = b * t;
+        let be = self.be.clone();
+        let mut g = ws.grads.take().expect("workspace has gradient buffers");
+        let nl = self.blocks.len();
+        // LM head (tied: into the embedding's gradient), then the final norm.
+        {
+            let head = match &mut self.lm_head {
+                Some(h) => h,
+                None => &mut self.embed,
+            };
+            linear_backward(&be, &mut g.dh, &ws.logits, &ws.hf, head, n, false);
+        }
+        self.norm.backward(&be, &mut g.dx, &g.dh, &ws.xs[nl], &ws.rstdf, false);
+        for l in (0..nl).rev() {
+            self.blocks[l].backward(&be, &mut g.dx, &mut g.dh, &mut g.rest, &ws.blocks[l], &ws.xs[l], b, t);
+        }
+        be.embedding_backward(&mut self.embed.g, &g.dx, &ws.ids, self.cfg.hidden_size);
+        ws.grads = Some(g);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Cached decoding (one sequence): prefill a prompt, then one token at a time.
+
+    pub fn new_cache(&self, capacity: usize) -> KvCache<B> {
+        let kvd = self.cfg.kv_heads() * self.cfg.head_dim();
+        let capacity = capacity.min(self.cfg.max_position_embeddings);
+        KvCache {
+            k: (0..self.blocks.len()).map(|_| self.be.zeros(capacity * kvd)).collect(),
+            v: (0..self.blocks.len()).map(|_| self.be.zeros(capacity * kvd)).collect(),
+            len: 0,
+            capacity,
+        }
+    }
+
+    /// Runs `ids` (new tokens at positions cache.len..) through the model, appends their keys and
+    /// values to the cache and returns the logits `[V]` of the last one.
+    pub fn decode(&self, cache: &mut KvCache<B>, ids: &[u32]) -> Vec<f32> {
+        let be = &self.be;
+        let c = &self.cfg;
+        let (n, d, pos0) = (ids.len(), c.hidden_size, cache.len);
+        assert!(n > 0, "decode needs at least one token");
+        assert!(pos0 + n <= cache.capacity, "sequence of {} exceeds the cache of {}", pos0 + n, cache.capacity);
+        self.check_ids(ids, 1, n);
+        let (hq, hkv, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
+        let mut x = be.zeros(n * d);
+        let mut h = be.zeros(n * d);
+        let mut rstd = be.zeros(n);
+        let (mut q, mut k, mut v, mut o) = (be.zeros(n * hq * hd), be.zeros(n * hkv * hd), be.zeros(n * hkv * hd), be.zeros(n * hq * hd));
+        let f = c.intermediate_size;
+        let (mut gg, mut uu, mut aa) = (be.zeros(n * f), be.zeros(n * f), be.zeros(n * f));
+        be.embedding(&mut x, &self.embed.w, ids, d);
+        for (l, blk) in self.blocks.iter().enumerate() {
+            blk.input_norm.forward(be, &mut h, &mut rstd, &x);
+            linear(be, &mut q, &h, &blk.attn.q, n, false);
+            linear(be, &mut k, &h, &blk.attn.k, n, false);
+            linear(be, &mut v, &h, &blk.attn.v, n, false);
+            be.rope(&mut q, hq, hd, n, pos0, c.rope_theta, false);
+            be.rope(&mut k, hkv, hd, n, pos0, c.rope_theta, false);
+            be.copy_at(&mut cache.k[l], pos0 * hkv * hd, &k);
+            be.copy_at(&mut cache.v[l], pos0 * hkv * hd, &v);
+            be.attention_cached(&mut o, &q, &cache.k[l], &cache.v[l], pos0, n, hq, hkv, hd);
+            linear(be, &mut x, &o, &blk.attn.o, n, true);
+            blk.post_norm.forward(be, &mut h, &mut rstd, &x);
+            linear(be, &mut gg, &h, &blk.mlp.gate, n, false);
+            linear(be, &mut uu, &h, &blk.mlp.up, n, false);
+            be.swiglu(&mut aa, &gg, &uu);
+            linear(be, &mut x, &aa, &blk.mlp.down, n, true);
+        }
+        cache.len += n;
+        // Only the last position's logits are needed.
+        let xl = be.download(&x)[(n - 1) * d..].to_vec();
+        let xl = be.upload(&xl);
+        let (mut hl, mut rl) = (be.zeros(d), be.zeros(1));
+        self.norm.forward(be, &mut hl, &mut rl, &xl);
+        let mut logits = be.zeros(c.vocab_size);
+        linear(be, &mut logits, &hl, self.head(), 1, false);
+        be.download(&logits)
+    }
+}
+

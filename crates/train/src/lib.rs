@@ -1,0 +1,3 @@
+//! chatforge-train: the optimiser, the training loops of every stage, and resume.
+
+pub mod optim;
