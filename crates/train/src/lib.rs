@@ -1,3 +1,11 @@
-//! chatforge-train: the optimiser, the training loops of every stage, and resume.
+//! chatforge-train: the optimiser, the training loops of every stage, checkpoints and resume,
+//! and the run's report.
 
+pub mod bench;
+pub mod ckpt;
+mod error;
 pub mod optim;
+pub mod pretrain;
+pub mod report;
+
+pub use error::{Error, Result};

@@ -1,0 +1,54 @@
+//! `chatforge`: build your own ChatGPT, stage by stage. Thin subcommands over the libraries.
+
+use clap::{Parser, Subcommand};
+
+mod bench_cmd;
+mod data_cmd;
+mod pretrain_cmd;
+mod sample_cmd;
+mod speedrun;
+mod tokenizer_cmd;
+
+#[derive(Parser)]
+#[command(name = "chatforge", version, about = "Build your own ChatGPT end to end: data, tokenizer, pretraining, and more.")]
+struct Cli {
+    /// Worker threads (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Every stage on the bundled corpus: data -> tokenizer -> base model, timed, with a report.
+    Speedrun(speedrun::SpeedrunArgs),
+    /// Train (or resume) a base model from scratch.
+    Pretrain(pretrain_cmd::PretrainArgs),
+    /// Sample text from a checkpoint.
+    Sample(sample_cmd::SampleArgs),
+    /// Benchmarks of the hot paths, with ratios against their peers.
+    #[command(subcommand)]
+    Bench(bench_cmd::BenchCmd),
+    /// Clean, deduplicate and filter a corpus; report what was removed and why.
+    Data(data_cmd::DataArgs),
+    /// Byte-level BPE tokenizer: train, encode, decode, show.
+    #[command(subcommand)]
+    Tokenizer(tokenizer_cmd::TokenizerCmd),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+    }
+    match cli.cmd {
+        Cmd::Speedrun(a) => speedrun::run(a),
+        Cmd::Pretrain(a) => pretrain_cmd::run(a),
+        Cmd::Sample(a) => sample_cmd::run(a),
+        Cmd::Bench(c) => bench_cmd::run(c),
+        Cmd::Data(a) => data_cmd::run(a),
+        Cmd::Tokenizer(c) => tokenizer_cmd::run(c),
+    }
+}

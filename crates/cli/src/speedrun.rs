@@ -1,0 +1,78 @@
+//! `chatforge speedrun`: every stage in order on the bundled corpus, timed.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use chatforge_train::pretrain::{pretrain, prepare_corpus, Budget, PretrainConfig, RunOptions, TokenizerSpec};
+use chatforge_train::report;
+use clap::Args;
+use serde_json::json;
+
+use crate::pretrain_cmd::{bundled_clean_corpus, print_outcome};
+
+#[derive(Args)]
+pub struct SpeedrunArgs {
+    /// Run folder (default runs/speedrun, or runs/speedrun-quick with --quick). An interrupted
+    /// speedrun resumes; delete the folder to start over.
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// The 2-minute version (for tests and a first look).
+    #[arg(long)]
+    quick: bool,
+}
+
+pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
+    let run = a.run.unwrap_or_else(|| PathBuf::from(if a.quick { "runs/speedrun-quick" } else { "runs/speedrun" }));
+    std::fs::create_dir_all(&run)?;
+    let started = Instant::now();
+    let mut times = serde_json::Map::new();
+    let mut stage = |name: &str, t: Instant| {
+        let s = t.elapsed().as_secs_f64();
+        println!("== stage {name}: {s:.1}s");
+        times.insert(name.to_string(), json!(s));
+    };
+    println!("chatforge speedrun{} -> {}", if a.quick { " (quick)" } else { "" }, run.display());
+
+    // 1. Data: clean, dedup and filter the bundled corpus.
+    let t = Instant::now();
+    let data = bundled_clean_corpus(&run, false)?;
+    if let Ok(text) = std::fs::read_to_string(data.join("data_report.json")) {
+        let r: serde_json::Value = serde_json::from_str(&text)?;
+        let removed: serde_json::Map<String, serde_json::Value> = r["removed"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v["docs"].clone())).collect())
+            .unwrap_or_default();
+        report::update_report(
+            &run,
+            "data",
+            json!({"docs_in": r["docs_in"], "bytes_in": r["bytes_in"], "docs_out": r["docs_out"], "bytes_out": r["bytes_out"],
+                   "removed_docs_by_reason": removed, "near_duplicate_pairs": r["near_duplicates"].as_array().map_or(0, |v| v.len())}),
+        )?;
+    }
+    stage("data", t);
+
+    // 2. Tokenizer and shards.
+    let t = Instant::now();
+    let (tok, corpus) = prepare_corpus(&run, &data, &TokenizerSpec::Bpe { vocab_size: 4096 }, true)?;
+    stage("tokenizer", t);
+
+    // 3. Pretraining.
+    let t = Instant::now();
+    let cfg = PretrainConfig {
+        depth: 4,
+        eval_every: if a.quick { 50 } else { 100 },
+        eval_tokens: if a.quick { 8192 } else { 32768 },
+        checkpoint_every: if a.quick { 50 } else { 100 },
+        ..Default::default()
+    };
+    let budget = Budget::Seconds(if a.quick { 45.0 } else { 420.0 });
+    let out = pretrain(&run, cfg, budget, &tok, &corpus, &RunOptions::default())?;
+    print_outcome(&run, &out);
+    stage("pretrain", t);
+
+    let total = started.elapsed().as_secs_f64();
+    times.insert("total".into(), json!(total));
+    report::update_report(&run, "run", json!({"quick": a.quick, "stage_seconds": times, "threads": rayon::current_num_threads()}))?;
+    println!("speedrun finished in {total:.1}s; report: {}", run.join("report.html").display());
+    Ok(())
+}

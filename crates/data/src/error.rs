@@ -1,0 +1,30 @@
+use std::path::{Path, PathBuf};
+
+/// Errors of the data crate: corpora, the tokenizer, chat templates and token shards.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("bad format: {0}")]
+    Format(String),
+    #[error("bad config: {0}")]
+    Config(String),
+    #[error("{path}: unreadable: {msg}")]
+    Unreadable { path: PathBuf, msg: String },
+}
+
+impl Error {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,9 @@
+//! chatforge-data: corpora, the tokenizer, chat templates and token shards.
+
+pub mod clean;
+mod error;
+pub mod minhash;
+pub mod shards;
+pub mod tokenizer;
+
+pub use error::{Error, Result};

@@ -1,0 +1,146 @@
+//! Training checkpoints (DESIGN.md §4): a stage folder `R/<stage>/` holding `model.safetensors`,
+//! `config.json`, `generation_config.json`, `trainer.safetensors` (AdamW moments) and `state.json`
+//! (step, data cursor, resolved config, sha256 of every file).
+//!
+//! Commit protocol: everything is written into `R/<stage>.tmp/` and fsynced, `state.json` last;
+//! then `R/<stage>` becomes `R/<stage>.prev` and the temp folder becomes `R/<stage>`. A kill at any
+//! moment leaves either the old checkpoint or the new one complete; the last two are kept.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chatforge_core::backend::Backend;
+use chatforge_core::checkpoint::{load_model, save_model, sha256_file, tensors_to_bytes, verify_sha256, write_atomic, TensorFile};
+use chatforge_core::cpu::Cpu;
+use chatforge_core::model::Llama;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::optim::{AdamW, OptimConfig};
+use crate::{Error, Result};
+
+/// What `state.json` records besides the weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainState {
+    pub stage: String,
+    /// Optimizer steps completed.
+    pub step: usize,
+    pub total_steps: usize,
+    pub tokens_seen: u64,
+    /// Batches are drawn by a ChaCha8 stream seeded from (seed, step, micro-step): the cursor
+    /// into the data is the step, and the RNG state is a pure function of it.
+    pub data_cursor: usize,
+    pub seed: u64,
+    pub rng: String,
+    /// The stage's resolved configuration (stage-specific JSON).
+    pub config: Value,
+    /// sha256 of the data files the run reads (shards, tokenizer).
+    pub data_sha256: BTreeMap<String, String>,
+    /// sha256 of every file of this checkpoint but state.json itself.
+    pub files: BTreeMap<String, String>,
+    pub elapsed_s: f64,
+}
+
+impl TrainState {
+    pub fn config_as<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_value(self.config.clone()).map_err(|e| Error::Input(format!("state.json config: {e}")))
+    }
+}
+
+fn tmp_dir(dir: &Path) -> PathBuf {
+    dir.with_file_name(format!("{}.tmp", dir.file_name().unwrap().to_string_lossy()))
+}
+
+pub fn prev_dir(dir: &Path) -> PathBuf {
+    dir.with_file_name(format!("{}.prev", dir.file_name().unwrap().to_string_lossy()))
+}
+
+fn fsync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Saves a checkpoint of `model` and `opt` into `dir` (e.g. `R/base`) by the commit protocol.
+pub fn save<B: Backend>(dir: &Path, model: &Llama<B>, opt: &AdamW<B>, state: &TrainState) -> Result<()> {
+    let tmp = tmp_dir(dir);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    save_model(model, &tmp)?;
+    let gen = serde_json::json!({
+        "bos_token_id": model.cfg.bos_token_id, "eos_token_id": model.cfg.eos_token_id,
+        "do_sample": true, "temperature": 0.8, "top_p": 0.95,
+    });
+    write_atomic(&tmp.join("generation_config.json"), serde_json::to_string_pretty(&gen).unwrap().as_bytes())?;
+    let mut moments = Vec::new();
+    for (i, p) in model.params().iter().enumerate() {
+        moments.push((format!("m.{}", p.name), p.shape.clone(), model.be.download(&opt.m[i])));
+        moments.push((format!("v.{}", p.name), p.shape.clone(), model.be.download(&opt.v[i])));
+    }
+    moments.push(("adam_step".into(), vec![1], vec![opt.step as f32]));
+    write_atomic(&tmp.join("trainer.safetensors"), &tensors_to_bytes(&moments)?)?;
+    let mut state = state.clone();
+    state.files.clear();
+    for name in ["model.safetensors", "config.json", "generation_config.json", "trainer.safetensors"] {
+        state.files.insert(name.into(), sha256_file(&tmp.join(name))?);
+    }
+    write_atomic(&tmp.join("state.json"), serde_json::to_string_pretty(&state).unwrap().as_bytes())?;
+    fsync_dir(&tmp);
+    let prev = prev_dir(dir);
+    if dir.exists() {
+        if prev.exists() {
+            std::fs::remove_dir_all(&prev).map_err(|e| Error::io(&prev, e))?;
+        }
+        std::fs::rename(dir, &prev).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| Error::io(&tmp, e))?;
+    if let Some(parent) = dir.parent() {
+        fsync_dir(parent);
+    }
+    Ok(())
+}
+
+/// Finishes or discards an interrupted commit: if `dir` is gone but a complete, verified
+/// `dir.tmp` exists (killed between the two renames), it becomes `dir`; any other temp is removed.
+pub fn recover(dir: &Path) -> Result<()> {
+    let tmp = tmp_dir(dir);
+    if !tmp.exists() {
+        return Ok(());
+    }
+    if !dir.join("state.json").exists() && read_state(&tmp).and_then(|s| verify(&tmp, &s)).is_ok() {
+        std::fs::rename(&tmp, dir).map_err(|e| Error::io(&tmp, e))?;
+        return Ok(());
+    }
+    std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))
+}
+
+pub fn read_state(dir: &Path) -> Result<TrainState> {
+    let path = dir.join("state.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Checkpoint { path, msg: format!("corrupt state file: {e}") })
+}
+
+fn verify(dir: &Path, state: &TrainState) -> Result<()> {
+    for (name, sha) in &state.files {
+        verify_sha256(&dir.join(name), sha)?;
+    }
+    Ok(())
+}
+
+/// Loads a checkpoint folder: verifies every file's sha256 (a mismatch names the file), then the
+/// model and the optimizer moments.
+pub fn load(dir: &Path, optim: OptimConfig) -> Result<(Llama<Cpu>, AdamW<Cpu>, TrainState)> {
+    let state = read_state(dir)?;
+    verify(dir, &state)?;
+    let model = load_model(Cpu, dir)?;
+    let mut opt = AdamW::new(&model, optim);
+    let file = TensorFile::open(&dir.join("trainer.safetensors"))?;
+    for (i, p) in model.params().iter().enumerate() {
+        opt.m[i] = file.get(&format!("m.{}", p.name))?.1;
+        opt.v[i] = file.get(&format!("v.{}", p.name))?.1;
+    }
+    opt.step = file.get("adam_step")?.1[0] as u64;
+    Ok((model, opt, state))
+}

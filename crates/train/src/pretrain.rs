@@ -1,0 +1,512 @@
+//! Pretraining: tokenise a corpus into shards, train the Llama model from scratch with AdamW,
+//! evaluate val loss and bits per byte, sample text, checkpoint, and resume exactly.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chatforge_core::checkpoint::{sha256_file, write_atomic};
+use chatforge_core::config::{LlamaConfig, ShapeOverrides};
+use chatforge_core::cpu::Cpu;
+use chatforge_core::model::Llama;
+use chatforge_core::sample::{generate, SamplingParams};
+use chatforge_data::tokenizer::Tokenizer;
+use chatforge_data::{clean, shards};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::bench::matmul_peak_gflops;
+use crate::ckpt::{self, TrainState};
+use crate::optim::{AdamW, OptimConfig};
+use crate::report;
+use crate::{Error, Result};
+
+/// Everything that defines a pretraining run (saved in `state.json`; a resumed run uses it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PretrainConfig {
+    /// The size dial: layers = depth, hidden = 64·depth (see `LlamaConfig::from_depth`).
+    pub depth: usize,
+    pub shape: ShapeOverrides,
+    pub context: usize,
+    /// Sequences per micro-batch.
+    pub batch: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Total optimizer steps (resolved from --steps, --tokens or --time-budget).
+    pub steps: usize,
+    pub optim: OptimConfig,
+    pub eval_every: usize,
+    /// Validation tokens scored at each eval.
+    pub eval_tokens: usize,
+    /// Tokens generated for the sample printed at each eval (0: none).
+    pub sample_tokens: usize,
+    pub checkpoint_every: usize,
+    pub seed: u64,
+}
+
+impl Default for PretrainConfig {
+    fn default() -> Self {
+        PretrainConfig {
+            depth: 4,
+            shape: ShapeOverrides::default(),
+            context: 256,
+            batch: 8,
+            grad_accum: 1,
+            steps: 1000,
+            optim: OptimConfig::default(),
+            eval_every: 100,
+            eval_tokens: 32 * 1024,
+            sample_tokens: 64,
+            checkpoint_every: 100,
+            seed: 1337,
+        }
+    }
+}
+
+impl PretrainConfig {
+    pub fn model_config(&self, vocab: usize) -> LlamaConfig {
+        LlamaConfig::with_overrides(self.depth, vocab, self.context, &self.shape)
+    }
+    pub fn tokens_per_step(&self) -> usize {
+        self.batch * self.context * self.grad_accum
+    }
+}
+
+/// How long to train: a step count, a token count, or a wall-clock budget.
+#[derive(Debug, Clone, Copy)]
+pub enum Budget {
+    Steps(usize),
+    Tokens(usize),
+    Seconds(f64),
+}
+
+/// A tokenised corpus: train and val token streams (documents joined by `<|endoftext|>`), and the
+/// number of UTF-8 bytes each token id stands for (0 for special tokens) for bits per byte.
+pub struct Corpus {
+    pub train: Vec<u32>,
+    pub val: Vec<u32>,
+    pub token_bytes: Vec<u32>,
+    pub eot: u32,
+    pub data_sha256: std::collections::BTreeMap<String, String>,
+}
+
+/// The figures a pretraining run reports (`stages.base` in report.json).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PretrainOutcome {
+    pub steps: usize,
+    pub tokens: u64,
+    pub params: usize,
+    pub val_loss: f64,
+    pub val_bpb: f64,
+    pub unigram_val_bpb: f64,
+    pub train_tokens_per_s: f64,
+    pub mfu: f64,
+    pub wall_s: f64,
+    pub samples: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Corpus preparation
+
+/// Reads a plain text file, refusing binary files and invalid UTF-8 with the file and line named.
+pub fn read_text_file(path: &Path) -> Result<String> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| Error::io(path, e))?;
+    if bytes.is_empty() {
+        return Err(Error::Input(format!("{}: the file is empty", path.display())));
+    }
+    if let Some(pos) = bytes.iter().position(|&b| b == 0) {
+        let line = bytes[..pos].iter().filter(|&&b| b == b'\n').count() + 1;
+        return Err(Error::Input(format!("{}: line {line}: a NUL byte; this looks like a binary file, not text", path.display())));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let pos = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..pos].iter().filter(|&&b| b == b'\n').count() + 1;
+        Error::Input(format!("{}: line {line}: invalid UTF-8 at byte {pos}", path.display()))
+    })
+}
+
+/// Train and val documents from `data`: a cleaned corpus folder (`train.jsonl` / `val.jsonl`
+/// from `chatforge data`) or a plain text file, whose last ~10 % (cut at a blank line when there
+/// is one) becomes the val document.
+pub fn load_documents(data: &Path) -> Result<(Vec<String>, Vec<String>)> {
+    if data.is_dir() {
+        if !data.join("train.jsonl").exists() {
+            return Err(Error::Input(format!(
+                "{}: no train.jsonl here; run `chatforge data --input {} --out DIR` first and pass DIR, or pass a text file",
+                data.display(),
+                data.display()
+            )));
+        }
+        let train: Vec<String> = clean::load_split(data, "train")?.into_iter().map(|d| d.text).collect();
+        let val: Vec<String> = clean::load_split(data, "val")?.into_iter().map(|d| d.text).collect();
+        if train.is_empty() || val.is_empty() {
+            return Err(Error::Input(format!("{}: the corpus has an empty train or val split", data.display())));
+        }
+        return Ok((train, val));
+    }
+    let text = read_text_file(data)?;
+    let target = text.len() * 9 / 10;
+    let cut = text[..target].rfind("\n\n").filter(|&c| c > text.len() / 2).or_else(|| text[..target].rfind('\n')).unwrap_or(target);
+    let cut = (0..=cut).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    let (train, val) = text.split_at(cut);
+    if train.trim().is_empty() || val.trim().is_empty() {
+        return Err(Error::Input(format!("{}: too little text to split into train and val", data.display())));
+    }
+    Ok((vec![train.to_string()], vec![val.to_string()]))
+}
+
+/// How the run gets its tokenizer: train a BPE, use raw bytes, or load a tokenizer.json.
+#[derive(Debug, Clone)]
+pub enum TokenizerSpec {
+    Bpe { vocab_size: usize },
+    Bytes,
+    File(PathBuf),
+}
+
+/// Prepares `R/tokenizer.json` and the token shards `R/tokens/{train,val}.bin` (reused when they
+/// exist: a resumed run reads the very same tokens).
+pub fn prepare_corpus(run: &Path, data: &Path, spec: &TokenizerSpec, verbose: bool) -> Result<(Tokenizer, Corpus)> {
+    std::fs::create_dir_all(run.join("tokens")).map_err(|e| Error::io(run, e))?;
+    let tok_path = run.join("tokenizer.json");
+    let (train_path, val_path) = (run.join("tokens/train.bin"), run.join("tokens/val.bin"));
+    let have_shards = tok_path.exists() && train_path.exists() && val_path.exists();
+    let tok = if tok_path.exists() {
+        Tokenizer::load(&tok_path)?
+    } else {
+        let (train_docs, _) = load_documents(data)?;
+        let t0 = Instant::now();
+        let tok = match spec {
+            TokenizerSpec::Bpe { vocab_size } => Tokenizer::train(train_docs.iter().map(|s| s.as_str()), *vocab_size)?,
+            TokenizerSpec::Bytes => Tokenizer::bytes(),
+            TokenizerSpec::File(p) => Tokenizer::load(p)?,
+        };
+        if verbose {
+            println!("tokenizer: vocab {} ({:.1}s)", tok.vocab_size(), t0.elapsed().as_secs_f64());
+        }
+        tok.save(&tok_path)?;
+        tok
+    };
+    let (train, val) = if have_shards {
+        (shards::read(&train_path)?, shards::read(&val_path)?)
+    } else {
+        let (train_docs, val_docs) = load_documents(data)?;
+        let t0 = Instant::now();
+        let eot = tok.eot_id();
+        let encode = |docs: &[String]| -> Vec<u32> {
+            let refs: Vec<&str> = docs.iter().map(|s| s.as_str()).collect();
+            let mut out = Vec::new();
+            for ids in tok.encode_batch(&refs) {
+                out.extend(ids);
+                out.push(eot);
+            }
+            out
+        };
+        let (train, val) = (encode(&train_docs), encode(&val_docs));
+        write_atomic(&train_path, &shards::to_bytes(&train))?;
+        write_atomic(&val_path, &shards::to_bytes(&val))?;
+        if verbose {
+            println!("shards: {} train + {} val tokens ({:.1}s)", train.len(), val.len(), t0.elapsed().as_secs_f64());
+        }
+        (train, val)
+    };
+    let token_bytes = (0..tok.vocab_size() as u32)
+        .map(|id| if tok.is_special(id) { 0 } else { tok.token_bytes(id).map_or(0, |b| b.len() as u32) })
+        .collect();
+    let mut data_sha256 = std::collections::BTreeMap::new();
+    for (name, p) in [("tokenizer.json", &tok_path), ("tokens/train.bin", &train_path), ("tokens/val.bin", &val_path)] {
+        data_sha256.insert(name.to_string(), sha256_file(p)?);
+    }
+    let corpus = Corpus { train, val, token_bytes, eot: tok.eot_id(), data_sha256 };
+    Ok((tok, corpus))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batches and evaluation
+
+/// The micro-batch of (step, micro): `batch` random windows of `context + 1` tokens, drawn from a
+/// ChaCha8 stream seeded by (seed, step, micro) — a pure function, so resume is exact.
+pub fn batch_at(tokens: &[u32], cfg: &PretrainConfig, step: usize, micro: usize) -> (Vec<u32>, Vec<u32>) {
+    let t = cfg.context;
+    let stream = (step as u64) * 1_000_003 + micro as u64;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ stream);
+    let (mut ids, mut targets) = (Vec::with_capacity(cfg.batch * t), Vec::with_capacity(cfg.batch * t));
+    for _ in 0..cfg.batch {
+        let start = rng.random_range(0..tokens.len() - t);
+        ids.extend_from_slice(&tokens[start..start + t]);
+        targets.extend_from_slice(&tokens[start + 1..start + t + 1]);
+    }
+    (ids, targets)
+}
+
+/// Val loss (nats per token) and bits per byte over the first `eval_tokens` of the val stream,
+/// in non-overlapping windows. Special-token targets are left out of both.
+pub fn evaluate(model: &mut Llama<Cpu>, corpus: &Corpus, cfg: &PretrainConfig) -> (f64, f64) {
+    let (b, t) = (cfg.batch, cfg.context);
+    let windows = ((corpus.val.len() - 1) / t).min(cfg.eval_tokens.div_ceil(t)).max(1);
+    let (mut nats, mut count, mut bytes) = (0.0f64, 0usize, 0u64);
+    for chunk in (0..windows).collect::<Vec<_>>().chunks(b) {
+        let mut ids = vec![corpus.eot; b * t];
+        let mut targets = vec![chatforge_core::backend::IGNORE; b * t];
+        for (row, &w) in chunk.iter().enumerate() {
+            let s = w * t;
+            let end = (s + t + 1).min(corpus.val.len());
+            let n = end - s - 1;
+            ids[row * t..row * t + n].copy_from_slice(&corpus.val[s..s + n]);
+            for i in 0..n {
+                let y = corpus.val[s + i + 1];
+                if corpus.token_bytes[y as usize] > 0 {
+                    targets[row * t + i] = y;
+                }
+            }
+        }
+        let lp = model.logprobs(&ids, &targets, b, t);
+        for (i, &y) in targets.iter().enumerate() {
+            if y != chatforge_core::backend::IGNORE {
+                nats -= lp[i] as f64;
+                count += 1;
+                bytes += corpus.token_bytes[y as usize] as u64;
+            }
+        }
+    }
+    let loss = nats / count.max(1) as f64;
+    let bpb = nats / std::f64::consts::LN_2 / bytes.max(1) as f64;
+    (loss, bpb)
+}
+
+/// Bits per byte of the val stream under the train stream's unigram distribution (add-one
+/// smoothing): the baseline a model that ignores context would reach.
+pub fn unigram_bpb(corpus: &Corpus) -> f64 {
+    let v = corpus.token_bytes.len();
+    let mut counts = vec![1.0f64; v];
+    for &x in &corpus.train {
+        counts[x as usize] += 1.0;
+    }
+    let total: f64 = counts.iter().sum();
+    let (mut nats, mut bytes) = (0.0, 0u64);
+    for &y in &corpus.val[1..] {
+        if corpus.token_bytes[y as usize] > 0 {
+            nats -= (counts[y as usize] / total).ln();
+            bytes += corpus.token_bytes[y as usize] as u64;
+        }
+    }
+    nats / std::f64::consts::LN_2 / bytes.max(1) as f64
+}
+
+fn sample_text(model: &Llama<Cpu>, tok: &Tokenizer, corpus: &Corpus, n: usize, seed: u64) -> String {
+    // Prompt: the first line of the val text (a person can judge the continuation).
+    let prompt: Vec<u32> = corpus.val.iter().copied().take(8).collect();
+    let params = SamplingParams { temperature: 0.8, top_k: 40, top_p: 1.0 };
+    let out = generate(model, &prompt, n, &params, &[corpus.eot], seed);
+    format!("{}{}", tok.decode(&prompt, true), tok.decode(&out, true))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The training loop
+
+/// Options that are about this invocation, not the run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Load this checkpoint folder instead of `R/base` (e.g. `R/base.prev` after corruption).
+    pub resume_from: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+/// Seconds one optimizer step takes for this config, measured on a throwaway forward+backward.
+fn calibrate_step_seconds(model: &mut Llama<Cpu>, corpus: &Corpus, cfg: &PretrainConfig) -> f64 {
+    let (ids, targets) = batch_at(&corpus.train, cfg, 0, 0);
+    let mut best = f64::MAX;
+    for _ in 0..2 {
+        let t = Instant::now();
+        model.forward_backward(&ids, &targets, cfg.batch, cfg.context, None);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    model.zero_grad();
+    best * cfg.grad_accum as f64 * 1.03 // + optimizer step
+}
+
+/// Trains (or resumes) the base model of run folder `run`. `cfg.steps` is replaced by what
+/// `budget` resolves to on a fresh run; a resumed run keeps its saved configuration.
+pub fn pretrain(run: &Path, cfg: PretrainConfig, budget: Budget, tok: &Tokenizer, corpus: &Corpus, opts: &RunOptions) -> Result<PretrainOutcome> {
+    let dir = run.join("base");
+    ckpt::recover(&dir)?;
+    let say = |s: String| {
+        if !opts.quiet {
+            println!("{s}");
+        }
+    };
+    if corpus.train.len() <= cfg.context + 1 || corpus.val.len() < 2 {
+        return Err(Error::Input(format!(
+            "the corpus is too small: {} train tokens for a context of {}",
+            corpus.train.len(),
+            cfg.context
+        )));
+    }
+    let resume_dir = opts.resume_from.clone().or_else(|| dir.join("state.json").exists().then(|| dir.clone()));
+    let (mut model, mut opt, mut state, cfg) = match resume_dir {
+        Some(from) => {
+            let saved: PretrainConfig = ckpt::read_state(&from)?.config_as()?;
+            let (model, opt, state) = ckpt::load(&from, saved.optim.clone())?;
+            if state.data_sha256 != corpus.data_sha256 {
+                return Err(Error::Checkpoint {
+                    path: from.join("state.json"),
+                    msg: "the tokenizer or token shards differ from the ones this run was trained on".into(),
+                });
+            }
+            say(format!("resuming {} from step {}/{} ({})", run.display(), state.step, state.total_steps, from.display()));
+            (model, opt, state, saved)
+        }
+        None => {
+            let mut cfg = cfg;
+            let mc = cfg.model_config(tok.vocab_size());
+            mc.validate()?;
+            let need = (mc.num_params() as f64 * 4.0 * 4.0 + (cfg.batch * cfg.context) as f64 * mc.hidden_size as f64 * 4.0 * 40.0) / 1e9;
+            say(format!("model: {} layers, hidden {}, {} heads ({} kv), mlp {}, context {}, vocab {}: {:.2}M parameters (~{need:.1} GB to train)",
+                mc.num_hidden_layers, mc.hidden_size, mc.num_attention_heads, mc.kv_heads(), mc.intermediate_size, cfg.context, mc.vocab_size, mc.num_params() as f64 / 1e6));
+            let mut model = Llama::new(Cpu, mc, cfg.seed);
+            cfg.steps = match budget {
+                Budget::Steps(s) => s,
+                Budget::Tokens(n) => n.div_ceil(cfg.tokens_per_step()),
+                Budget::Seconds(secs) => {
+                    let per_step = calibrate_step_seconds(&mut model, corpus, &cfg);
+                    // Leave room for evals (~1/3 the cost of a train token) and checkpoints.
+                    let evals = 1.0 + (cfg.eval_tokens as f64 / cfg.tokens_per_step() as f64) / 3.0 / cfg.eval_every.max(1) as f64;
+                    ((secs * 0.95 / (per_step * evals)) as usize).max(1)
+                }
+            }
+            .max(1);
+            cfg.optim.warmup_steps = cfg.optim.warmup_steps.min(cfg.steps / 5);
+            let opt = AdamW::new(&model, cfg.optim.clone());
+            let state = TrainState {
+                stage: "base".into(),
+                step: 0,
+                total_steps: cfg.steps,
+                tokens_seen: 0,
+                data_cursor: 0,
+                seed: cfg.seed,
+                rng: "ChaCha8 seeded by (seed, step, micro-step)".into(),
+                config: serde_json::to_value(&cfg).unwrap(),
+                data_sha256: corpus.data_sha256.clone(),
+                files: Default::default(),
+                elapsed_s: 0.0,
+            };
+            (model, opt, state, cfg)
+        }
+    };
+    say(format!(
+        "config: steps {}, batch {} x context {} x accum {} = {} tokens/step, lr {}, warmup {}, {:?} decay, weight decay {}, clip {}, seed {}",
+        cfg.steps, cfg.batch, cfg.context, cfg.grad_accum, cfg.tokens_per_step(), cfg.optim.lr, cfg.optim.warmup_steps,
+        cfg.optim.schedule, cfg.optim.weight_decay, cfg.optim.grad_clip, cfg.seed
+    ));
+    report::truncate_metrics(run, "base", state.step)?;
+
+    let peak = matmul_peak_gflops(512);
+    let flops_per_token = model.cfg.train_flops_per_token(cfg.context);
+    let bar = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(cfg.steps as u64) };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:28.cyan/blue} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    bar.set_position(state.step as u64);
+    let started = Instant::now();
+    let (mut loop_tokens, mut last) = (0u64, (f64::NAN, f64::NAN));
+    let mut samples = Vec::new();
+    let scale = 1.0 / cfg.tokens_per_step() as f32;
+    while state.step < cfg.steps {
+        let step = state.step;
+        let t0 = Instant::now();
+        model.zero_grad();
+        let mut loss = 0.0f64;
+        for micro in 0..cfg.grad_accum {
+            let (ids, targets) = batch_at(&corpus.train, &cfg, step, micro);
+            let (l, _) = model.forward_backward(&ids, &targets, cfg.batch, cfg.context, Some(scale));
+            loss += l as f64 / cfg.grad_accum as f64;
+        }
+        if !loss.is_finite() {
+            return Err(Error::Diverged(format!("loss is {loss} at step {}; the last good checkpoint is {}", step + 1, dir.display())));
+        }
+        let lr = cfg.optim.lr_at(step, cfg.steps);
+        let norm = opt.step(&mut model, lr);
+        let dt = t0.elapsed().as_secs_f64();
+        state.step += 1;
+        state.data_cursor = state.step;
+        state.tokens_seen += cfg.tokens_per_step() as u64;
+        loop_tokens += cfg.tokens_per_step() as u64;
+        let tps = cfg.tokens_per_step() as f64 / dt;
+        let mfu = tps * flops_per_token / 1e9 / peak;
+        report::append_metrics(run, &json!({"stage": "base", "step": state.step, "loss": loss, "lr": lr, "grad_norm": norm, "tokens": state.tokens_seen, "tokens_per_s": tps}))?;
+        bar.set_position(state.step as u64);
+        bar.set_message(format!("loss {loss:.4} | {tps:.0} tok/s | MFU {:.0}%", 100.0 * mfu));
+
+        let last_step = state.step == cfg.steps;
+        if state.step % cfg.eval_every.max(1) == 0 || last_step {
+            let (vl, bpb) = evaluate(&mut model, corpus, &cfg);
+            last = (vl, bpb);
+            report::append_metrics(run, &json!({"stage": "base", "step": state.step, "val_loss": vl, "val_bpb": bpb}))?;
+            let mut line = format!("step {:>5}: train {loss:.4}, val {vl:.4} nats/token, {bpb:.4} bits/byte", state.step);
+            if cfg.sample_tokens > 0 {
+                let s = sample_text(&model, tok, corpus, cfg.sample_tokens, cfg.seed + state.step as u64);
+                line += &format!("\n  sample: {}", s.replace('\n', "\n          "));
+                if last_step {
+                    samples.push(s);
+                }
+            }
+            if bar.is_hidden() {
+                if !opts.quiet {
+                    println!("{line}");
+                }
+            } else {
+                bar.println(line);
+            }
+            plot_loss(run)?;
+        }
+        if state.step % cfg.checkpoint_every.max(1) == 0 || last_step {
+            state.elapsed_s += 0.0;
+            ckpt::save(&dir, &model, &opt, &state)?;
+        }
+    }
+    bar.finish_and_clear();
+    let wall = started.elapsed().as_secs_f64();
+    if last.0.is_nan() {
+        last = evaluate(&mut model, corpus, &cfg);
+    }
+    if samples.is_empty() {
+        for i in 0..3 {
+            samples.push(sample_text(&model, tok, corpus, cfg.sample_tokens.max(48), cfg.seed + 17 * i));
+        }
+    }
+    let tps = if loop_tokens > 0 { loop_tokens as f64 / wall } else { f64::NAN };
+    let outcome = PretrainOutcome {
+        steps: state.step,
+        tokens: state.tokens_seen,
+        params: model.cfg.num_params(),
+        val_loss: last.0,
+        val_bpb: last.1,
+        unigram_val_bpb: unigram_bpb(corpus),
+        train_tokens_per_s: tps,
+        mfu: tps * flops_per_token / 1e9 / peak,
+        wall_s: wall,
+        samples,
+    };
+    report::update_report(run, "stages.base", serde_json::to_value(&outcome).unwrap())?;
+    Ok(outcome)
+}
+
+/// `R/plots/loss.svg`: train loss per step and val loss at each eval.
+pub fn plot_loss(run: &Path) -> Result<()> {
+    let m = report::read_metrics(run, "base");
+    let pick = |k: &str| -> Vec<(f64, f64)> {
+        m.iter().filter_map(|v| Some((v["step"].as_f64()?, v[k].as_f64()?))).collect()
+    };
+    report::line_plot(
+        &run.join("plots/loss.svg"),
+        "pretraining loss",
+        "step",
+        "nats / token",
+        &[("train", pick("loss")), ("val", pick("val_loss"))],
+    )
+}
