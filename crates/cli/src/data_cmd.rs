@@ -77,8 +77,10 @@ impl DataArgs {
     fn config(&self) -> anyhow::Result<CleanConfig> {
         let mut c: CleanConfig = match &self.config {
             Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-                serde_json::from_str(&text).with_context(|| format!("{}: not a data config", p.display()))?
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{}: not a data config", p.display()))?
             }
             None => CleanConfig::default(),
         };
@@ -142,8 +144,15 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
     let r = clean::run(&input, &args.out, &cfg)
         .with_context(|| format!("cleaning {} into {}", input.display(), args.out.display()))?;
 
-    println!("chatforge data: {} -> {} ({:.1} s)", input.display(), args.out.display(), r.elapsed_s);
-    let row = |name: &str, docs: u64, bytes: u64| println!("  {name:<28} {docs:>8} {:>14}", thousands(bytes));
+    println!(
+        "chatforge data: {} -> {} ({:.1} s)",
+        input.display(),
+        args.out.display(),
+        r.elapsed_s
+    );
+    let row = |name: &str, docs: u64, bytes: u64| {
+        println!("  {name:<28} {docs:>8} {:>14}", thousands(bytes))
+    };
     println!("  {:<28} {:>8} {:>14}", "", "docs", "bytes");
     row("in", r.docs_in, r.bytes_in);
     for (reason, c) in &r.removed {
@@ -152,15 +161,26 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
         }
     }
     for (kind, c) in &r.boilerplate {
-        println!("  {:<28} {:>8} {:>14}", format!("cut: {kind}"), format!("({})", c.docs), thousands(c.bytes));
+        println!(
+            "  {:<28} {:>8} {:>14}",
+            format!("cut: {kind}"),
+            format!("({})", c.docs),
+            thousands(c.bytes)
+        );
     }
-    println!("  {:<28} {:>8} {:>14}", "normalisation", "", r.normalization_bytes);
+    let sign = if r.normalization_bytes < 0 { "-" } else { "" };
+    let norm = format!("{sign}{}", thousands(r.normalization_bytes.unsigned_abs()));
+    println!("  {:<28} {:>8} {:>14}", "cut: normalisation", "", norm);
     row("out", r.docs_out, r.bytes_out);
     row("  train", r.train.docs, r.train.bytes);
     row("  val", r.val.docs, r.val.bytes);
 
     let sim = &r.similarity;
-    let by_jaccard = r.near_duplicates.iter().filter(|p| p.rule == DupRule::Jaccard).count();
+    let by_jaccard = r
+        .near_duplicates
+        .iter()
+        .filter(|p| p.rule == DupRule::Jaccard)
+        .count();
     println!(
         "near-duplicate pairs: {} by Jaccard >= {}, {} by containment; exact duplicates: {}",
         by_jaccard,
@@ -169,17 +189,30 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
         r.exact_duplicates.len()
     );
     if let Some(m) = &sim.min_merged {
-        println!("  least similar pair merged:   {:.3}  {} ~ {}", m.jaccard, m.a, m.b);
+        println!(
+            "  least similar pair merged:   {:.3}  {} ~ {}",
+            m.jaccard, m.a, m.b
+        );
     }
     if let Some(m) = sim.closest_not_merged.first() {
-        println!("  most similar pair not merged: {:.3}  {} ~ {}", m.jaccard, m.a, m.b);
+        println!(
+            "  most similar pair not merged: {:.3}  {} ~ {}",
+            m.jaccard, m.a, m.b
+        );
     }
-    let unreadable: Vec<_> = r.removed_docs.iter().filter(|d| d.reason == Reason::Unreadable).collect();
+    let unreadable: Vec<_> = r
+        .removed_docs
+        .iter()
+        .filter(|d| d.reason == Reason::Unreadable)
+        .collect();
     for d in unreadable.iter().take(5) {
         eprintln!("warning: unreadable: {}: {}", d.source, d.detail);
     }
     if unreadable.len() > 5 {
-        eprintln!("warning: … and {} more unreadable (see the report)", unreadable.len() - 5);
+        eprintln!(
+            "warning: … and {} more unreadable (see the report)",
+            unreadable.len() - 5
+        );
     }
     println!("report: {}", args.out.join("data_report.md").display());
     Ok(())

@@ -89,7 +89,10 @@ pub fn words(text: &str, spelling: bool) -> Vec<String> {
 /// empty text gives the empty set.
 pub fn shingles(text: &str, k: usize, spelling: bool) -> Vec<u64> {
     let k = k.max(1);
-    let word_hashes: Vec<u64> = words(text, spelling).iter().map(|w| xxh3_64(w.as_bytes())).collect();
+    let word_hashes: Vec<u64> = words(text, spelling)
+        .iter()
+        .map(|w| xxh3_64(w.as_bytes()))
+        .collect();
     if word_hashes.is_empty() {
         return Vec::new();
     }
@@ -192,7 +195,11 @@ pub fn lsh_probability(j: f64, bands: usize, rows: usize) -> f64 {
 
 /// Candidate pairs `(i, j)` with `i < j`, sorted, of the signatures that share at least one band.
 /// `None` entries (documents without shingles) take no part.
-pub fn candidate_pairs(sigs: &[Option<Vec<u64>>], bands: usize, rows: usize) -> Vec<(usize, usize)> {
+pub fn candidate_pairs(
+    sigs: &[Option<Vec<u64>>],
+    bands: usize,
+    rows: usize,
+) -> Vec<(usize, usize)> {
     let mut pairs = Vec::new();
     for band in 0..bands {
         let mut buckets: HashMap<u64, Vec<usize>> = HashMap::new();
@@ -203,7 +210,10 @@ pub fn candidate_pairs(sigs: &[Option<Vec<u64>>], bands: usize, rows: usize) -> 
             for v in slice {
                 bytes.extend_from_slice(&v.to_le_bytes());
             }
-            buckets.entry(xxh3_64_with_seed(&bytes, band as u64)).or_default().push(i);
+            buckets
+                .entry(xxh3_64_with_seed(&bytes, band as u64))
+                .or_default()
+                .push(i);
         }
         for docs in buckets.values() {
             for (x, &a) in docs.iter().enumerate() {
@@ -246,6 +256,9 @@ mod tests {
 
     #[test]
     fn words_join_apostrophes_and_split_punctuation() {
-        assert_eq!(words("Reliev'd you? 'Tis—twelve!", false), ["relievd", "you", "tis", "twelve"]);
+        assert_eq!(
+            words("Reliev'd you? 'Tis—twelve!", false),
+            ["relievd", "you", "tis", "twelve"]
+        );
     }
 }

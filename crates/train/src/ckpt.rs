@@ -61,6 +61,17 @@ fn fsync_dir(dir: &Path) {
     }
 }
 
+/// Fault injection for the crash-resume tests: `CHATFORGE_CRASH=PHASE:STEP` aborts the process
+/// (no cleanup, like a SIGKILL) at that phase of the checkpoint written at that step.
+fn crash_point(phase: &str, step: usize) {
+    if let Ok(spec) = std::env::var("CHATFORGE_CRASH") {
+        if spec == format!("{phase}:{step}") {
+            eprintln!("CHATFORGE_CRASH: aborting at {phase} of step {step}");
+            std::process::abort();
+        }
+    }
+}
+
 /// Saves a checkpoint of `model` and `opt` into `dir` (e.g. `R/base`) by the commit protocol.
 pub fn save<B: Backend>(dir: &Path, model: &Llama<B>, opt: &AdamW<B>, state: &TrainState) -> Result<()> {
     let tmp = tmp_dir(dir);
@@ -80,6 +91,7 @@ pub fn save<B: Backend>(dir: &Path, model: &Llama<B>, opt: &AdamW<B>, state: &Tr
         moments.push((format!("v.{}", p.name), p.shape.clone(), model.be.download(&opt.v[i])));
     }
     moments.push(("adam_step".into(), vec![1], vec![opt.step as f32]));
+    crash_point("mid_write", state.step);
     write_atomic(&tmp.join("trainer.safetensors"), &tensors_to_bytes(&moments)?)?;
     let mut state = state.clone();
     state.files.clear();
@@ -95,6 +107,7 @@ pub fn save<B: Backend>(dir: &Path, model: &Llama<B>, opt: &AdamW<B>, state: &Tr
         }
         std::fs::rename(dir, &prev).map_err(|e| Error::io(dir, e))?;
     }
+    crash_point("between_renames", state.step);
     std::fs::rename(&tmp, dir).map_err(|e| Error::io(&tmp, e))?;
     if let Some(parent) = dir.parent() {
         fsync_dir(parent);
