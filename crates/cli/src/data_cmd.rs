@@ -124,7 +124,7 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -144,36 +144,42 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
     let r = clean::run(&input, &args.out, &cfg)
         .with_context(|| format!("cleaning {} into {}", input.display(), args.out.display()))?;
 
-    println!(
-        "chatforge data: {} -> {} ({:.1} s)",
+    // The summary, written at once; a closed pipe (`| head`) is not an error.
+    let mut o = String::new();
+    let row = |o: &mut String, name: &str, docs: &str, bytes: &str| {
+        o.push_str(&format!("  {name:<28} {docs:>8} {bytes:>14}\n"))
+    };
+    let count = |o: &mut String, name: &str, docs: u64, bytes: u64| {
+        row(o, name, &docs.to_string(), &thousands(bytes))
+    };
+    o += &format!(
+        "chatforge data: {} -> {} ({:.1} s)\n",
         input.display(),
         args.out.display(),
         r.elapsed_s
     );
-    let row = |name: &str, docs: u64, bytes: u64| {
-        println!("  {name:<28} {docs:>8} {:>14}", thousands(bytes))
-    };
-    println!("  {:<28} {:>8} {:>14}", "", "docs", "bytes");
-    row("in", r.docs_in, r.bytes_in);
+    row(&mut o, "", "docs", "bytes");
+    count(&mut o, "in", r.docs_in, r.bytes_in);
     for (reason, c) in &r.removed {
         if c.docs > 0 {
-            row(&format!("removed: {}", reason.as_str()), c.docs, c.bytes);
+            count(
+                &mut o,
+                &format!("removed: {}", reason.as_str()),
+                c.docs,
+                c.bytes,
+            );
         }
     }
     for (kind, c) in &r.boilerplate {
-        println!(
-            "  {:<28} {:>8} {:>14}",
-            format!("cut: {kind}"),
-            format!("({})", c.docs),
-            thousands(c.bytes)
-        );
+        let docs = format!("({})", c.docs);
+        row(&mut o, &format!("cut: {kind}"), &docs, &thousands(c.bytes));
     }
     let sign = if r.normalization_bytes < 0 { "-" } else { "" };
     let norm = format!("{sign}{}", thousands(r.normalization_bytes.unsigned_abs()));
-    println!("  {:<28} {:>8} {:>14}", "cut: normalisation", "", norm);
-    row("out", r.docs_out, r.bytes_out);
-    row("  train", r.train.docs, r.train.bytes);
-    row("  val", r.val.docs, r.val.bytes);
+    row(&mut o, "cut: normalisation", "", &norm);
+    count(&mut o, "out", r.docs_out, r.bytes_out);
+    count(&mut o, "  train", r.train.docs, r.train.bytes);
+    count(&mut o, "  val", r.val.docs, r.val.bytes);
 
     let sim = &r.similarity;
     let by_jaccard = r
@@ -181,25 +187,26 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
         .iter()
         .filter(|p| p.rule == DupRule::Jaccard)
         .count();
-    println!(
-        "near-duplicate pairs: {} by Jaccard >= {}, {} by containment; exact duplicates: {}",
+    o += &format!(
+        "near-duplicate pairs: {} by Jaccard >= {}, {} by containment; exact duplicates: {}\n",
         by_jaccard,
         cfg.near_dup_threshold,
         r.near_duplicates.len() - by_jaccard,
         r.exact_duplicates.len()
     );
     if let Some(m) = &sim.min_merged {
-        println!(
-            "  least similar pair merged:   {:.3}  {} ~ {}",
+        o += &format!(
+            "  least similar pair merged:    {:.3}  {} ~ {}\n",
             m.jaccard, m.a, m.b
         );
     }
     if let Some(m) = sim.closest_not_merged.first() {
-        println!(
-            "  most similar pair not merged: {:.3}  {} ~ {}",
+        o += &format!(
+            "  most similar pair not merged: {:.3}  {} ~ {}\n",
             m.jaccard, m.a, m.b
         );
     }
+    o += &format!("report: {}\n", args.out.join("data_report.md").display());
     let unreadable: Vec<_> = r
         .removed_docs
         .iter()
@@ -214,6 +221,9 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
             unreadable.len() - 5
         );
     }
-    println!("report: {}", args.out.join("data_report.md").display());
-    Ok(())
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(o.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }

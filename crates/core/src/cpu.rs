@@ -233,6 +233,29 @@ fn rope_table(positions: std::ops::Range<usize>, hd: usize, theta: f32) -> (Vec<
     (cos, sin)
 }
 
+type RopeTable = std::sync::Arc<(Vec<f32>, Vec<f32>)>;
+
+thread_local! {
+    /// The last cos/sin table built, keyed by (head dim, theta bits), covering positions 0..len.
+    static ROPE_TABLE: std::cell::RefCell<Option<((usize, u32), usize, RopeTable)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// cos/sin for positions 0..end (at least), built once and reused while (hd, theta) stay the same.
+fn rope_table_cached(end: usize, hd: usize, theta: f32) -> RopeTable {
+    ROPE_TABLE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if let Some((key, len, table)) = slot.as_ref() {
+            if *key == (hd, theta.to_bits()) && *len >= end {
+                return table.clone();
+            }
+        }
+        let len = end.next_power_of_two().max(64);
+        let table: RopeTable = std::sync::Arc::new(rope_table(0..len, hd, theta));
+        *slot = Some(((hd, theta.to_bits()), len, table.clone()));
+        table
+    })
+}
+
 #[multiversion(targets = "simd")]
 fn rope_rows(x: &mut [f32], cos: &[f32], sin: &[f32], heads: usize, hd: usize, inverse: bool) {
     let half = hd / 2;
@@ -560,10 +583,11 @@ impl Backend for Cpu {
     }
 
     fn rope(&self, x: &mut Vec<f32>, heads: usize, hd: usize, t: usize, pos0: usize, theta: f32, inverse: bool) {
-        let (cos, sin) = rope_table(pos0..pos0 + t, hd, theta);
+        let table = rope_table_cached(pos0 + t, hd, theta);
+        let (cos, sin) = (&table.0, &table.1);
         let half = hd / 2;
         x.par_chunks_mut(heads * hd).enumerate().for_each(|(n, row)| {
-            let p = n % t;
+            let p = pos0 + n % t;
             rope_rows(row, &cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half], heads, hd, inverse);
         });
     }

@@ -551,8 +551,13 @@ fn read_file(path: &Path, rel: &str, kind: Kind, codec: Codec) -> Vec<RawDoc> {
     }
 }
 
+/// A file to read: its path, its path relative to the input (the documents' `source`), and how.
+type InputFile = (PathBuf, String, Kind, Codec);
+
 /// The files under `input` in path order: those to read, and the relative paths of those skipped.
-fn list_files(input: &Path) -> Result<(Vec<(PathBuf, String, Kind, Codec)>, Vec<String>)> {
+/// Files under `exclude` (the output folder, should it lie inside the input) are passed over.
+fn list_files(input: &Path, exclude: &Path) -> Result<(Vec<InputFile>, Vec<String>)> {
+    let exclude = exclude.canonicalize().ok();
     let meta = std::fs::metadata(input).map_err(|e| Error::io(input, e))?;
     let mut files = Vec::new();
     let mut skipped = Vec::new();
@@ -573,7 +578,14 @@ fn list_files(input: &Path) -> Result<(Vec<(PathBuf, String, Kind, Codec)>, Vec<
             .unwrap_or_default();
         consider(input.to_path_buf(), rel);
     } else {
-        for entry in walkdir::WalkDir::new(input).sort_by_file_name() {
+        let walk = walkdir::WalkDir::new(input)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| {
+                let own = exclude.as_ref().zip(e.path().canonicalize().ok());
+                !own.is_some_and(|(out, p)| p.starts_with(out))
+            });
+        for entry in walk {
             let entry = entry.map_err(|e| {
                 let path = e.path().unwrap_or(input).to_path_buf();
                 Error::io(&path, e.into())
@@ -676,7 +688,6 @@ fn strip_boilerplate(text: &str) -> (String, Vec<(&'static str, u64)>) {
     let start = lines.iter().take(600).position(|l| {
         let u = upper(l);
         (u.starts_with("***") && u.contains("START OF") && u.contains("GUTENBERG"))
-            || u.starts_with("*** START OF")
             || u.starts_with("*END*THE SMALL PRINT")
     });
     if let Some(s) = start {
@@ -1217,8 +1228,8 @@ fn near_duplicates(items: &[&Item], cfg: &CleanConfig) -> NearDupOutcome {
             .collect(),
         min_merged: sorted
             .iter()
-            .filter(|(_, e)| e.jaccard >= cfg.near_dup_threshold)
-            .last()
+            .rev()
+            .find(|(_, e)| e.jaccard >= cfg.near_dup_threshold)
             .map(|(p, e)| pair_sim(**p, e)),
         merged_not_lsh_candidates: out_pairs.iter().filter(|p| !p.lsh_candidate).count(),
     };
@@ -1303,7 +1314,7 @@ pub fn run(input: &Path, out: &Path, cfg: &CleanConfig) -> Result<DataReport> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
 
     // Read and clean, in parallel; results stay in path order.
-    let (files, files_skipped) = list_files(input)?;
+    let (files, files_skipped) = list_files(input, out)?;
     let total: u64 = files
         .iter()
         .map(|f| std::fs::metadata(&f.0).map(|m| m.len()).unwrap_or(0))
@@ -1514,13 +1525,11 @@ fn text_histograms(left: (&str, &Histogram), right: (&str, &Histogram), threshol
             (((c as f64 + 1.0).ln() / (peak as f64 + 1.0).ln()) * width as f64).ceil() as usize
         }
     };
-    let mut s = format!(
-        "Jaccard      {:>7} {:<width$}  {:>7} {}\n",
-        "n",
+    let (lt, rt) = (
         format!("{} (n={})", left.0, left.1.n),
-        "n",
-        format!("{} (n={})", right.0, right.1.n)
+        format!("{} (n={})", right.0, right.1.n),
     );
+    let mut s = format!("Jaccard      {:>7} {lt:<width$}  {:>7} {rt}\n", "n", "n");
     let w = left.1.bin_width.max(right.1.bin_width);
     for i in 0..left.1.counts.len().max(right.1.counts.len()) {
         let (lc, rc) = (
@@ -1528,7 +1537,7 @@ fn text_histograms(left: (&str, &Histogram), right: (&str, &Histogram), threshol
             right.1.counts.get(i).copied().unwrap_or(0),
         );
         let (lo, hi) = (i as f64 * w, (i + 1) as f64 * w);
-        let mark = if lo <= threshold && threshold < hi {
+        let mark = if ((threshold / w) + 1e-9).floor() as usize == i {
             "  <- threshold"
         } else {
             ""

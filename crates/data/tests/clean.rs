@@ -294,6 +294,33 @@ fn different_texts_are_not_merged() {
         "{:?}",
         r.similarity.random_histogram
     );
+    // More pairs than the sample: a seeded random sample of them.
+    let (r2, _o) = run(
+        dir.path(),
+        &CleanConfig {
+            similarity_sample_pairs: 10,
+            ..cfg()
+        },
+    );
+    assert!(!r2.similarity.all_pairs);
+    assert_eq!(r2.similarity.random_histogram.n, 10);
+    assert_eq!(r2.docs_out, 12);
+}
+
+#[test]
+fn an_output_folder_inside_the_input_is_not_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", text(60, 100).as_bytes());
+    write(dir.path(), "b.txt", text(61, 100).as_bytes());
+    let out = dir.path().join("clean");
+    let first = clean::run(dir.path(), &out, &cfg()).unwrap();
+    let second = clean::run(dir.path(), &out, &cfg()).unwrap();
+    assert_eq!((first.docs_in, second.docs_in), (2, 2));
+    assert!(
+        second.files_skipped.is_empty(),
+        "{:?}",
+        second.files_skipped
+    );
 }
 
 #[test]

@@ -7,5 +7,6 @@ mod error;
 pub mod optim;
 pub mod pretrain;
 pub mod report;
+pub mod trainer;
 
 pub use error::{Error, Result};

@@ -12,16 +12,15 @@ use chatforge_core::model::Llama;
 use chatforge_core::sample::{generate, SamplingParams};
 use chatforge_data::tokenizer::Tokenizer;
 use chatforge_data::{clean, shards};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::bench::matmul_peak_gflops;
-use crate::ckpt::{self, TrainState};
+use crate::ckpt;
 use crate::optim::{AdamW, OptimConfig};
 use crate::report;
+use crate::trainer::{self, LoopSpec};
 use crate::{Error, Result};
 
 /// Everything that defines a pretraining run (saved in `state.json`; a resumed run uses it).
@@ -331,8 +330,6 @@ fn calibrate_step_seconds(model: &mut Llama<Cpu>, corpus: &Corpus, cfg: &Pretrai
 /// Trains (or resumes) the base model of run folder `run`. `cfg.steps` is replaced by what
 /// `budget` resolves to on a fresh run; a resumed run keeps its saved configuration.
 pub fn pretrain(run: &Path, cfg: PretrainConfig, budget: Budget, tok: &Tokenizer, corpus: &Corpus, opts: &RunOptions) -> Result<PretrainOutcome> {
-    let dir = run.join("base");
-    ckpt::recover(&dir)?;
     let say = |s: String| {
         if !opts.quiet {
             println!("{s}");
@@ -345,8 +342,7 @@ pub fn pretrain(run: &Path, cfg: PretrainConfig, budget: Budget, tok: &Tokenizer
             cfg.context
         )));
     }
-    let resume_dir = opts.resume_from.clone().or_else(|| dir.join("state.json").exists().then(|| dir.clone()));
-    let (mut model, mut opt, mut state, cfg) = match resume_dir {
+    let (mut model, mut opt, mut state, cfg) = match trainer::resume_dir(run, "base", opts.resume_from.as_deref())? {
         Some(from) => {
             let saved: PretrainConfig = ckpt::read_state(&from)?.config_as()?;
             let (model, opt, state) = ckpt::load(&from, saved.optim.clone())?;
@@ -356,6 +352,13 @@ pub fn pretrain(run: &Path, cfg: PretrainConfig, budget: Budget, tok: &Tokenizer
                     msg: "the tokenizer or token shards differ from the ones this run was trained on".into(),
                 });
             }
+            if state.step >= saved.steps {
+                // Already trained: report what the finished run measured.
+                if let Ok(done) = serde_json::from_value::<PretrainOutcome>(report::read_report(run)["stages"]["base"].clone()) {
+                    say(format!("{}: the base model is already trained ({} steps)", run.display(), state.step));
+                    return Ok(done);
+                }
+            }
             say(format!("resuming {} from step {}/{} ({})", run.display(), state.step, state.total_steps, from.display()));
             (model, opt, state, saved)
         }
@@ -363,9 +366,18 @@ pub fn pretrain(run: &Path, cfg: PretrainConfig, budget: Budget, tok: &Tokenizer
             let mut cfg = cfg;
             let mc = cfg.model_config(tok.vocab_size());
             mc.validate()?;
-            let need = (mc.num_params() as f64 * 4.0 * 4.0 + (cfg.batch * cfg.context) as f64 * mc.hidden_size as f64 * 4.0 * 40.0) / 1e9;
-            say(format!("model: {} layers, hidden {}, {} heads ({} kv), mlp {}, context {}, vocab {}: {:.2}M parameters (~{need:.1} GB to train)",
-                mc.num_hidden_layers, mc.hidden_size, mc.num_attention_heads, mc.kv_heads(), mc.intermediate_size, cfg.context, mc.vocab_size, mc.num_params() as f64 / 1e6));
+            check_memory(&mc, &cfg)?;
+            say(format!(
+                "model: {} layers, hidden {}, {} heads ({} kv), mlp {}, context {}, vocab {}: {:.2}M parameters",
+                mc.num_hidden_layers,
+                mc.hidden_size,
+                mc.num_attention_heads,
+                mc.kv_heads(),
+                mc.intermediate_size,
+                cfg.context,
+                mc.vocab_size,
+                mc.num_params() as f64 / 1e6
+            ));
             let mut model = Llama::new(Cpu, mc, cfg.seed);
             cfg.steps = match budget {
                 Budget::Steps(s) => s,
@@ -380,106 +392,67 @@ pub fn pretrain(run: &Path, cfg: PretrainConfig, budget: Budget, tok: &Tokenizer
             .max(1);
             cfg.optim.warmup_steps = cfg.optim.warmup_steps.min(cfg.steps / 5);
             let opt = AdamW::new(&model, cfg.optim.clone());
-            let state = TrainState {
-                stage: "base".into(),
-                step: 0,
-                total_steps: cfg.steps,
-                tokens_seen: 0,
-                data_cursor: 0,
-                seed: cfg.seed,
-                rng: "ChaCha8 seeded by (seed, step, micro-step)".into(),
-                config: serde_json::to_value(&cfg).unwrap(),
-                data_sha256: corpus.data_sha256.clone(),
-                files: Default::default(),
-                elapsed_s: 0.0,
-            };
+            let state = trainer::fresh_state("base", cfg.steps, cfg.seed, serde_json::to_value(&cfg).unwrap(), corpus.data_sha256.clone());
             (model, opt, state, cfg)
         }
     };
     say(format!(
         "config: steps {}, batch {} x context {} x accum {} = {} tokens/step, lr {}, warmup {}, {:?} decay, weight decay {}, clip {}, seed {}",
-        cfg.steps, cfg.batch, cfg.context, cfg.grad_accum, cfg.tokens_per_step(), cfg.optim.lr, cfg.optim.warmup_steps,
-        cfg.optim.schedule, cfg.optim.weight_decay, cfg.optim.grad_clip, cfg.seed
+        cfg.steps,
+        cfg.batch,
+        cfg.context,
+        cfg.grad_accum,
+        cfg.tokens_per_step(),
+        cfg.optim.lr,
+        cfg.optim.warmup_steps,
+        cfg.optim.schedule,
+        cfg.optim.weight_decay,
+        cfg.optim.grad_clip,
+        cfg.seed
     ));
-    report::truncate_metrics(run, "base", state.step)?;
-
-    let peak = matmul_peak_gflops(512);
-    let flops_per_token = model.cfg.train_flops_per_token(cfg.context);
-    let bar = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(cfg.steps as u64) };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:28.cyan/blue} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-            .unwrap()
-            .progress_chars("=> "),
-    );
-    bar.set_position(state.step as u64);
-    let started = Instant::now();
-    let (mut loop_tokens, mut last) = (0u64, (f64::NAN, f64::NAN));
+    let spec = LoopSpec {
+        run,
+        stage: "base",
+        steps: cfg.steps,
+        batch: cfg.batch,
+        context: cfg.context,
+        grad_accum: cfg.grad_accum,
+        optim: &cfg.optim,
+        eval_every: cfg.eval_every,
+        checkpoint_every: cfg.checkpoint_every,
+        quiet: opts.quiet,
+    };
+    let mut last = (f64::NAN, f64::NAN);
     let mut samples = Vec::new();
-    let scale = 1.0 / cfg.tokens_per_step() as f32;
-    while state.step < cfg.steps {
-        let step = state.step;
-        let t0 = Instant::now();
-        model.zero_grad();
-        let mut loss = 0.0f64;
-        for micro in 0..cfg.grad_accum {
-            let (ids, targets) = batch_at(&corpus.train, &cfg, step, micro);
-            let (l, _) = model.forward_backward(&ids, &targets, cfg.batch, cfg.context, Some(scale));
-            loss += l as f64 / cfg.grad_accum as f64;
-        }
-        if !loss.is_finite() {
-            return Err(Error::Diverged(format!("loss is {loss} at step {}; the last good checkpoint is {}", step + 1, dir.display())));
-        }
-        let lr = cfg.optim.lr_at(step, cfg.steps);
-        let norm = opt.step(&mut model, lr);
-        let dt = t0.elapsed().as_secs_f64();
-        state.step += 1;
-        state.data_cursor = state.step;
-        state.tokens_seen += cfg.tokens_per_step() as u64;
-        loop_tokens += cfg.tokens_per_step() as u64;
-        let tps = cfg.tokens_per_step() as f64 / dt;
-        let mfu = tps * flops_per_token / 1e9 / peak;
-        report::append_metrics(run, &json!({"stage": "base", "step": state.step, "loss": loss, "lr": lr, "grad_norm": norm, "tokens": state.tokens_seen, "tokens_per_s": tps}))?;
-        bar.set_position(state.step as u64);
-        bar.set_message(format!("loss {loss:.4} | {tps:.0} tok/s | MFU {:.0}%", 100.0 * mfu));
-
-        let last_step = state.step == cfg.steps;
-        if state.step % cfg.eval_every.max(1) == 0 || last_step {
-            let (vl, bpb) = evaluate(&mut model, corpus, &cfg);
+    let stats = trainer::run_loop(
+        &spec,
+        &mut model,
+        &mut opt,
+        &mut state,
+        |step, micro| batch_at(&corpus.train, &cfg, step, micro),
+        |model, step, _| {
+            let (vl, bpb) = evaluate(model, corpus, &cfg);
             last = (vl, bpb);
-            report::append_metrics(run, &json!({"stage": "base", "step": state.step, "val_loss": vl, "val_bpb": bpb}))?;
-            let mut line = format!("step {:>5}: train {loss:.4}, val {vl:.4} nats/token, {bpb:.4} bits/byte", state.step);
+            let mut line = format!("val {vl:.4} nats/token, {bpb:.4} bits/byte");
             if cfg.sample_tokens > 0 {
-                let s = sample_text(&model, tok, corpus, cfg.sample_tokens, cfg.seed + state.step as u64);
+                let s = sample_text(model, tok, corpus, cfg.sample_tokens, cfg.seed + step as u64);
                 line += &format!("\n  sample: {}", s.replace('\n', "\n          "));
-                if last_step {
+                if step == cfg.steps {
                     samples.push(s);
                 }
             }
-            if bar.is_hidden() {
-                if !opts.quiet {
-                    println!("{line}");
-                }
-            } else {
-                bar.println(line);
-            }
             plot_loss(run)?;
-        }
-        if state.step % cfg.checkpoint_every.max(1) == 0 || last_step {
-            state.elapsed_s += 0.0;
-            ckpt::save(&dir, &model, &opt, &state)?;
-        }
-    }
-    bar.finish_and_clear();
-    let wall = started.elapsed().as_secs_f64();
+            Ok((json!({"val_loss": vl, "val_bpb": bpb}), line))
+        },
+    )?;
     if last.0.is_nan() {
         last = evaluate(&mut model, corpus, &cfg);
     }
-    if samples.is_empty() {
-        for i in 0..3 {
-            samples.push(sample_text(&model, tok, corpus, cfg.sample_tokens.max(48), cfg.seed + 17 * i));
+    for i in 0..3u64 {
+        if samples.len() < 3 {
+            samples.push(sample_text(&model, tok, corpus, cfg.sample_tokens.max(48), cfg.seed + 17 * (i + 1)));
         }
     }
-    let tps = if loop_tokens > 0 { loop_tokens as f64 / wall } else { f64::NAN };
     let outcome = PretrainOutcome {
         steps: state.step,
         tokens: state.tokens_seen,
@@ -487,13 +460,39 @@ pub fn pretrain(run: &Path, cfg: PretrainConfig, budget: Budget, tok: &Tokenizer
         val_loss: last.0,
         val_bpb: last.1,
         unigram_val_bpb: unigram_bpb(corpus),
-        train_tokens_per_s: tps,
-        mfu: tps * flops_per_token / 1e9 / peak,
-        wall_s: wall,
+        train_tokens_per_s: stats.tokens_per_s,
+        mfu: stats.mfu,
+        wall_s: stats.wall_s,
         samples,
     };
     report::update_report(run, "stages.base", serde_json::to_value(&outcome).unwrap())?;
     Ok(outcome)
+}
+
+/// Refuses a shape whose training would not fit in the memory this machine has available.
+fn check_memory(mc: &LlamaConfig, cfg: &PretrainConfig) -> Result<()> {
+    let (n, d, f, l) = ((cfg.batch * cfg.context) as f64, mc.hidden_size as f64, mc.intermediate_size as f64, mc.num_hidden_layers as f64);
+    let heads = mc.num_attention_heads as f64;
+    // weights + grads + 2 moments; per-layer activations; attention probabilities; logits.
+    let bytes = 4.0
+        * (4.0 * mc.num_params() as f64
+            + l * (8.0 * n * d + 3.0 * n * f + heads * n * cfg.context as f64)
+            + 12.0 * n * d
+            + 2.0 * n * mc.vocab_size as f64);
+    let avail = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("MemAvailable:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map(|kb| kb * 1024.0);
+    if let Some(avail) = avail {
+        if bytes > 0.9 * avail {
+            return Err(Error::Input(format!(
+                "this shape needs ~{:.1} GiB to train but {:.1} GiB is available; lower --depth, --batch or --context (or use --grad-accum)",
+                bytes / (1u64 << 30) as f64,
+                avail / (1u64 << 30) as f64
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `R/plots/loss.svg`: train loss per step and val loss at each eval.

@@ -1,0 +1,160 @@
+//! The training loop every stage shares: micro-batches with gradient accumulation, AdamW with
+//! the schedule, metrics, progress bar, periodic evals and checkpoints, and resume bookkeeping.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chatforge_core::backend::IGNORE;
+use chatforge_core::cpu::Cpu;
+use chatforge_core::model::Llama;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use crate::bench::matmul_peak_gflops;
+use crate::ckpt::{self, TrainState};
+use crate::optim::{AdamW, OptimConfig};
+use crate::report;
+use crate::{Error, Result};
+
+/// The loop's knobs, taken from a stage's own config.
+pub struct LoopSpec<'a> {
+    pub run: &'a Path,
+    /// Stage name: the metrics tag and the checkpoint folder `run/<stage>`.
+    pub stage: &'a str,
+    pub steps: usize,
+    /// Rows per micro-batch and their length.
+    pub batch: usize,
+    pub context: usize,
+    pub grad_accum: usize,
+    pub optim: &'a OptimConfig,
+    pub eval_every: usize,
+    pub checkpoint_every: usize,
+    pub quiet: bool,
+}
+
+impl LoopSpec<'_> {
+    pub fn dir(&self) -> PathBuf {
+        self.run.join(self.stage)
+    }
+}
+
+/// Throughput of the loop as run (data, evals and checkpoints included).
+pub struct LoopStats {
+    pub wall_s: f64,
+    pub tokens: u64,
+    pub tokens_per_s: f64,
+    pub mfu: f64,
+}
+
+/// Prints a line above the progress bar (or plainly when there is no terminal).
+pub fn say(bar: &ProgressBar, quiet: bool, line: &str) {
+    if quiet {
+        return;
+    }
+    if bar.is_hidden() {
+        println!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
+/// Runs steps `state.step..spec.steps`. `batch(step, micro)` gives a micro-batch (ids, targets
+/// with IGNORE where no loss is taken); it must be a pure function of its arguments for exact
+/// resume. `eval(model, step)` returns figures for metrics.jsonl and a line to print.
+pub fn run_loop(
+    spec: &LoopSpec,
+    model: &mut Llama<Cpu>,
+    opt: &mut AdamW<Cpu>,
+    state: &mut TrainState,
+    mut batch: impl FnMut(usize, usize) -> (Vec<u32>, Vec<u32>),
+    mut eval: impl FnMut(&mut Llama<Cpu>, usize, &ProgressBar) -> Result<(Value, String)>,
+) -> Result<LoopStats> {
+    let dir = spec.dir();
+    report::truncate_metrics(spec.run, spec.stage, state.step)?;
+    let peak = matmul_peak_gflops(512);
+    let flops_per_token = model.cfg.train_flops_per_token(spec.context);
+    let bar = if spec.quiet { ProgressBar::hidden() } else { ProgressBar::new(spec.steps as u64) };
+    bar.set_style(
+        ProgressStyle::with_template(&format!("{} {{bar:28.cyan/blue}} {{pos}}/{{len}} [{{elapsed_precise}}<{{eta_precise}}] {{msg}}", spec.stage))
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    bar.set_position(state.step as u64);
+    let started = Instant::now();
+    let mut loop_tokens = 0u64;
+    while state.step < spec.steps {
+        let step = state.step;
+        let t0 = Instant::now();
+        model.zero_grad();
+        let micro: Vec<(Vec<u32>, Vec<u32>)> = (0..spec.grad_accum).map(|m| batch(step, m)).collect();
+        // The loss is the mean over every counted target of the whole step.
+        let count: usize = micro.iter().map(|(_, t)| t.iter().filter(|&&x| x != IGNORE).count()).sum();
+        let scale = 1.0 / count.max(1) as f32;
+        let mut loss_sum = 0.0f64;
+        for (ids, targets) in &micro {
+            let (l, n) = model.forward_backward(ids, targets, spec.batch, spec.context, Some(scale));
+            loss_sum += l as f64 * n as f64;
+        }
+        let loss = loss_sum / count.max(1) as f64;
+        if !loss.is_finite() {
+            return Err(Error::Diverged(format!("loss is {loss} at step {}; the last good checkpoint is {}", step + 1, dir.display())));
+        }
+        let lr = spec.optim.lr_at(step, spec.steps);
+        let norm = opt.step(model, lr);
+        let dt = t0.elapsed().as_secs_f64();
+        let tokens = (spec.batch * spec.context * spec.grad_accum) as u64;
+        state.step += 1;
+        state.data_cursor = state.step;
+        state.tokens_seen += tokens;
+        loop_tokens += tokens;
+        let tps = tokens as f64 / dt;
+        let mfu = tps * flops_per_token / 1e9 / peak;
+        report::append_metrics(
+            spec.run,
+            &json!({"stage": spec.stage, "step": state.step, "loss": loss, "lr": lr, "grad_norm": norm, "tokens": state.tokens_seen, "tokens_per_s": tps}),
+        )?;
+        bar.set_position(state.step as u64);
+        bar.set_message(format!("loss {loss:.4} | {tps:.0} tok/s | MFU {:.0}%", 100.0 * mfu));
+        let last = state.step == spec.steps;
+        if state.step % spec.eval_every.max(1) == 0 || last {
+            let (mut figures, line) = eval(model, state.step, &bar)?;
+            figures["stage"] = json!(spec.stage);
+            figures["step"] = json!(state.step);
+            report::append_metrics(spec.run, &figures)?;
+            say(&bar, spec.quiet, &format!("step {:>5}: train {loss:.4}, {line}", state.step));
+        }
+        if state.step % spec.checkpoint_every.max(1) == 0 || last {
+            state.elapsed_s += started.elapsed().as_secs_f64();
+            ckpt::save(&dir, model, opt, state)?;
+        }
+    }
+    bar.finish_and_clear();
+    let wall = started.elapsed().as_secs_f64();
+    let tps = if loop_tokens > 0 { loop_tokens as f64 / wall } else { f64::NAN };
+    Ok(LoopStats { wall_s: wall, tokens: state.tokens_seen, tokens_per_s: tps, mfu: tps * flops_per_token / 1e9 / peak })
+}
+
+/// Where a stage resumes from: an explicit `--resume-from` folder, else `run/<stage>` when it
+/// holds a checkpoint (after finishing an interrupted commit), else nowhere (a fresh start).
+pub fn resume_dir(run: &Path, stage: &str, resume_from: Option<&Path>) -> Result<Option<PathBuf>> {
+    let dir = run.join(stage);
+    ckpt::recover(&dir)?;
+    Ok(resume_from.map(Path::to_path_buf).or_else(|| dir.join("state.json").exists().then_some(dir)))
+}
+
+/// A fresh `TrainState` for a stage.
+pub fn fresh_state(stage: &str, steps: usize, seed: u64, config: Value, data_sha256: std::collections::BTreeMap<String, String>) -> TrainState {
+    TrainState {
+        stage: stage.into(),
+        step: 0,
+        total_steps: steps,
+        tokens_seen: 0,
+        data_cursor: 0,
+        seed,
+        rng: "ChaCha8 seeded by (seed, step, micro-step)".into(),
+        config,
+        data_sha256,
+        files: Default::default(),
+        elapsed_s: 0.0,
+    }
+}
