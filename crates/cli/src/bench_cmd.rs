@@ -86,11 +86,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     println!("params: {:.2}M", r.params as f64 / 1e6);
     println!("chatforge: {:.1} tokens/s, {:.1} ms/step, {:.1} GFLOP/s", r.tokens_per_s, r.step_ms, r.gflops);
-    println!(
-        "matmul peak (1024^3 f32, same run): {:.1} GFLOP/s -> MFU {:.1}%",
-        r.matmul_peak_gflops,
-        100.0 * r.mfu
-    );
+    println!("matmul peak (1024^3 f32, same run): {:.1} GFLOP/s -> MFU {:.1}%", r.matmul_peak_gflops, 100.0 * r.mfu);
     println!("peak RSS: {:.0} MiB", r.peak_rss_mb);
     let torch = match &a.python {
         Some(py) => Some(torch_peer(py, &cfg, threads)?),

@@ -77,10 +77,8 @@ impl DataArgs {
     fn config(&self) -> anyhow::Result<CleanConfig> {
         let mut c: CleanConfig = match &self.config {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading {}", p.display()))?;
-                serde_json::from_str(&text)
-                    .with_context(|| format!("{}: not a data config", p.display()))?
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                serde_json::from_str(&text).with_context(|| format!("{}: not a data config", p.display()))?
             }
             None => CleanConfig::default(),
         };
@@ -138,36 +136,23 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => match clean::bundled_corpus_dir() {
             Some(p) => p,
-            None => bail!("no --input given and the bundled corpus (data/corpus) was not found; run from the repository or pass --input DIR"),
+            None => {
+                bail!("no --input given and the bundled corpus (data/corpus) was not found; run from the repository or pass --input DIR")
+            }
         },
     };
-    let r = clean::run(&input, &args.out, &cfg)
-        .with_context(|| format!("cleaning {} into {}", input.display(), args.out.display()))?;
+    let r = clean::run(&input, &args.out, &cfg).with_context(|| format!("cleaning {} into {}", input.display(), args.out.display()))?;
 
     // The summary, written at once; a closed pipe (`| head`) is not an error.
     let mut o = String::new();
-    let row = |o: &mut String, name: &str, docs: &str, bytes: &str| {
-        o.push_str(&format!("  {name:<28} {docs:>8} {bytes:>14}\n"))
-    };
-    let count = |o: &mut String, name: &str, docs: u64, bytes: u64| {
-        row(o, name, &docs.to_string(), &thousands(bytes))
-    };
-    o += &format!(
-        "chatforge data: {} -> {} ({:.1} s)\n",
-        input.display(),
-        args.out.display(),
-        r.elapsed_s
-    );
+    let row = |o: &mut String, name: &str, docs: &str, bytes: &str| o.push_str(&format!("  {name:<28} {docs:>8} {bytes:>14}\n"));
+    let count = |o: &mut String, name: &str, docs: u64, bytes: u64| row(o, name, &docs.to_string(), &thousands(bytes));
+    o += &format!("chatforge data: {} -> {} ({:.1} s)\n", input.display(), args.out.display(), r.elapsed_s);
     row(&mut o, "", "docs", "bytes");
     count(&mut o, "in", r.docs_in, r.bytes_in);
     for (reason, c) in &r.removed {
         if c.docs > 0 {
-            count(
-                &mut o,
-                &format!("removed: {}", reason.as_str()),
-                c.docs,
-                c.bytes,
-            );
+            count(&mut o, &format!("removed: {}", reason.as_str()), c.docs, c.bytes);
         }
     }
     for (kind, c) in &r.boilerplate {
@@ -182,11 +167,7 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
     count(&mut o, "  val", r.val.docs, r.val.bytes);
 
     let sim = &r.similarity;
-    let by_jaccard = r
-        .near_duplicates
-        .iter()
-        .filter(|p| p.rule == DupRule::Jaccard)
-        .count();
+    let by_jaccard = r.near_duplicates.iter().filter(|p| p.rule == DupRule::Jaccard).count();
     o += &format!(
         "near-duplicate pairs: {} by Jaccard >= {}, {} by containment; exact duplicates: {}\n",
         by_jaccard,
@@ -195,31 +176,18 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
         r.exact_duplicates.len()
     );
     if let Some(m) = &sim.min_merged {
-        o += &format!(
-            "  least similar pair merged:    {:.3}  {} ~ {}\n",
-            m.jaccard, m.a, m.b
-        );
+        o += &format!("  least similar pair merged:    {:.3}  {} ~ {}\n", m.jaccard, m.a, m.b);
     }
     if let Some(m) = sim.closest_not_merged.first() {
-        o += &format!(
-            "  most similar pair not merged: {:.3}  {} ~ {}\n",
-            m.jaccard, m.a, m.b
-        );
+        o += &format!("  most similar pair not merged: {:.3}  {} ~ {}\n", m.jaccard, m.a, m.b);
     }
     o += &format!("report: {}\n", args.out.join("data_report.md").display());
-    let unreadable: Vec<_> = r
-        .removed_docs
-        .iter()
-        .filter(|d| d.reason == Reason::Unreadable)
-        .collect();
+    let unreadable: Vec<_> = r.removed_docs.iter().filter(|d| d.reason == Reason::Unreadable).collect();
     for d in unreadable.iter().take(5) {
         eprintln!("warning: unreadable: {}: {}", d.source, d.detail);
     }
     if unreadable.len() > 5 {
-        eprintln!(
-            "warning: … and {} more unreadable (see the report)",
-            unreadable.len() - 5
-        );
+        eprintln!("warning: … and {} more unreadable (see the report)", unreadable.len() - 5);
     }
     use std::io::Write as _;
     match std::io::stdout().lock().write_all(o.as_bytes()) {

@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use chatforge_core::config::ShapeOverrides;
 use chatforge_data::clean;
 use chatforge_train::optim::Schedule;
-use chatforge_train::pretrain::{pretrain, prepare_corpus, Budget, PretrainConfig, PretrainOutcome, RunOptions, TokenizerSpec};
+use chatforge_train::pretrain::{prepare_corpus, pretrain, Budget, PretrainConfig, PretrainOutcome, RunOptions, TokenizerSpec};
 use clap::Args;
 
 #[derive(Args, Clone)]

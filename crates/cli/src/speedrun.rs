@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use chatforge_train::pretrain::{pretrain, prepare_corpus, Budget, PretrainConfig, RunOptions, TokenizerSpec};
+use chatforge_train::pretrain::{prepare_corpus, pretrain, Budget, PretrainConfig, RunOptions, TokenizerSpec};
 use chatforge_train::report;
 use clap::Args;
 use serde_json::json;
@@ -38,10 +38,8 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
     let data = bundled_clean_corpus(&run, false)?;
     if let Ok(text) = std::fs::read_to_string(data.join("data_report.json")) {
         let r: serde_json::Value = serde_json::from_str(&text)?;
-        let removed: serde_json::Map<String, serde_json::Value> = r["removed"]
-            .as_object()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v["docs"].clone())).collect())
-            .unwrap_or_default();
+        let removed: serde_json::Map<String, serde_json::Value> =
+            r["removed"].as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), v["docs"].clone())).collect()).unwrap_or_default();
         report::update_report(
             &run,
             "data",

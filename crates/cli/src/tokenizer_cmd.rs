@@ -71,61 +71,29 @@ pub enum TokenizerCmd {
 
 pub fn run(cmd: TokenizerCmd) -> anyhow::Result<()> {
     match cmd {
-        TokenizerCmd::Train {
-            input,
-            vocab_size,
-            out,
-            bytes,
-        } => train(&input, vocab_size, &out, bytes),
-        TokenizerCmd::Encode {
-            tokenizer,
-            text,
-            file,
-            special,
-        } => {
+        TokenizerCmd::Train { input, vocab_size, out, bytes } => train(&input, vocab_size, &out, bytes),
+        TokenizerCmd::Encode { tokenizer, text, file, special } => {
             let tok = Tokenizer::load(&tokenizer)?;
             let text = read_text(text, file.as_deref())?;
-            let ids = if special {
-                tok.encode_chat(&text)
-            } else {
-                tok.encode(&text)
-            };
+            let ids = if special { tok.encode_chat(&text) } else { tok.encode(&text) };
             let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
             println!("{}", ids.join(" "));
             Ok(())
         }
-        TokenizerCmd::Decode {
-            tokenizer,
-            ids,
-            skip_special,
-        } => {
+        TokenizerCmd::Decode { tokenizer, ids, skip_special } => {
             let tok = Tokenizer::load(&tokenizer)?;
             if let Some(bad) = ids.iter().find(|&&id| id as usize >= tok.vocab_size()) {
-                bail!(
-                    "id {bad} is outside the vocabulary (0..{})",
-                    tok.vocab_size()
-                );
+                bail!("id {bad} is outside the vocabulary (0..{})", tok.vocab_size());
             }
             println!("{}", tok.decode(&ids, skip_special));
             Ok(())
         }
-        TokenizerCmd::Show {
-            tokenizer,
-            text,
-            file,
-            plain,
-            special,
-        } => {
+        TokenizerCmd::Show { tokenizer, text, file, plain, special } => {
             let tok = Tokenizer::load(&tokenizer)?;
             let text = read_text(text, file.as_deref())?;
-            let ids = if special {
-                tok.encode_chat(&text)
-            } else {
-                tok.encode(&text)
-            };
+            let ids = if special { tok.encode_chat(&text) } else { tok.encode(&text) };
             // Colour only for a person at a terminal who has not asked for none.
-            let colour =
-                !plain && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            let colour = !plain && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
             println!("{}", tok.show_ids(&ids, colour));
             Ok(())
         }
@@ -139,28 +107,15 @@ fn train(input: &[PathBuf], vocab_size: usize, out: &Path, bytes: bool) -> anyho
         Tokenizer::bytes()
     } else {
         let files = text_files(input)?;
-        let size: u64 = files
-            .iter()
-            .filter_map(|f| f.metadata().ok())
-            .map(|m| m.len())
-            .sum();
-        eprintln!(
-            "training a {vocab_size}-token BPE on {} files ({:.1} MB)",
-            files.len(),
-            size as f64 / 1e6
-        );
+        let size: u64 = files.iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum();
+        eprintln!("training a {vocab_size}-token BPE on {} files ({:.1} MB)", files.len(), size as f64 / 1e6);
         Tokenizer::train_from_files(&files, vocab_size, true)?
     };
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     tok.save(out)?;
-    println!(
-        "vocab size {} in {:.1} s, saved to {}",
-        tok.vocab_size(),
-        start.elapsed().as_secs_f64(),
-        out.display()
-    );
+    println!("vocab size {} in {:.1} s, saved to {}", tok.vocab_size(), start.elapsed().as_secs_f64(), out.display());
     if !bytes && tok.vocab_size() < vocab_size {
         eprintln!(
             "warning: asked for {vocab_size} tokens, the text only supports {} merges ({} tokens); give it more text",
@@ -184,14 +139,7 @@ fn text_files(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     if files.is_empty() {
-        bail!(
-            "no .txt files in {}",
-            inputs
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        bail!("no .txt files in {}", inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
     }
     Ok(files)
 }
@@ -218,9 +166,7 @@ fn collect_txt(dir: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
 fn read_text(text: Option<String>, file: Option<&Path>) -> anyhow::Result<String> {
     match (text, file) {
         (Some(text), _) => Ok(text),
-        (None, Some(file)) => {
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
-        }
+        (None, Some(file)) => std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display())),
         (None, None) => bail!("give a text or --file"),
     }
 }

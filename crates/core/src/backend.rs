@@ -56,18 +56,7 @@ pub trait Backend: Send + Sync + Clone {
 
     /// `c[m,n] = op(a) · op(b)` (or `+=` when `accumulate`), where `op(a)` is `[m,k]` and `op(b)` is `[k,n]`.
     #[allow(clippy::too_many_arguments)]
-    fn matmul(
-        &self,
-        c: &mut Self::Buf,
-        a: &Self::Buf,
-        ta: Op,
-        b: &Self::Buf,
-        tb: Op,
-        m: usize,
-        n: usize,
-        k: usize,
-        accumulate: bool,
-    );
+    fn matmul(&self, c: &mut Self::Buf, a: &Self::Buf, ta: Op, b: &Self::Buf, tb: Op, m: usize, n: usize, k: usize, accumulate: bool);
 
     /// `out[n,:] = table[ids[n],:]`, table `[vocab, d]`.
     fn embedding(&self, out: &mut Self::Buf, table: &Self::Buf, ids: &[u32], d: usize);
@@ -138,6 +127,24 @@ pub trait Backend: Send + Sync + Clone {
         v_cache: &Self::Buf,
         pos0: usize,
         n: usize,
+        hq: usize,
+        hkv: usize,
+        hd: usize,
+    );
+    /// Rotary embedding in place on rows `x[i, heads, hd]` at explicit positions (batched decoding).
+    fn rope_at(&self, x: &mut Self::Buf, heads: usize, hd: usize, positions: &[usize], theta: f32);
+    /// Appends row i of `src` `[n, row]` to cache `dsts[i]` at row `positions[i]`.
+    fn scatter_rows(&self, dsts: &mut [&mut Self::Buf], src: &Self::Buf, row: usize, positions: &[usize]);
+    /// Batched decoding attention: row i of q `[n, hq·hd]` attends to the first `lens[i]` rows of
+    /// its own caches `ks[i]`, `vs[i]` `[capacity, hkv·hd]`; out `[n, hq·hd]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_decode(
+        &self,
+        out: &mut Self::Buf,
+        q: &Self::Buf,
+        ks: &[&Self::Buf],
+        vs: &[&Self::Buf],
+        lens: &[usize],
         hq: usize,
         hkv: usize,
         hd: usize,

@@ -55,10 +55,8 @@ pub fn verify_sha256(path: &Path, expected: &str) -> Result<()> {
 
 /// Serialises named f32 tensors to safetensors bytes.
 pub fn tensors_to_bytes(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Vec<u8>> {
-    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(n, s, d)| (n.clone(), s.clone(), d.iter().flat_map(|x| x.to_le_bytes()).collect()))
-        .collect();
+    let raw: Vec<(String, Vec<usize>, Vec<u8>)> =
+        tensors.iter().map(|(n, s, d)| (n.clone(), s.clone(), d.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
     let views: Vec<(String, TensorView)> = raw
         .iter()
         .map(|(n, s, b)| {
@@ -80,8 +78,7 @@ pub struct TensorFile {
 impl TensorFile {
     pub fn open(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        SafeTensors::deserialize(&bytes)
-            .map_err(|e| Error::Format(format!("{}: not a valid safetensors file ({e})", path.display())))?;
+        SafeTensors::deserialize(&bytes).map_err(|e| Error::Format(format!("{}: not a valid safetensors file ({e})", path.display())))?;
         Ok(TensorFile { path: path.to_path_buf(), bytes })
     }
 
@@ -100,9 +97,7 @@ impl TensorFile {
     /// The tensor's shape and its data as f32 (F32, BF16 and F16 are accepted).
     pub fn get(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         let st = self.st();
-        let t = st
-            .tensor(name)
-            .map_err(|_| Error::Tensor { name: name.into(), msg: format!("missing from {}", self.path.display()) })?;
+        let t = st.tensor(name).map_err(|_| Error::Tensor { name: name.into(), msg: format!("missing from {}", self.path.display()) })?;
         let data = t.data();
         let v: Vec<f32> = match t.dtype() {
             Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
@@ -122,9 +117,7 @@ impl TensorFile {
     /// An integer tensor (I64 or I32), e.g. token ids in test fixtures.
     pub fn get_i64(&self, name: &str) -> Result<(Vec<usize>, Vec<i64>)> {
         let st = self.st();
-        let t = st
-            .tensor(name)
-            .map_err(|_| Error::Tensor { name: name.into(), msg: format!("missing from {}", self.path.display()) })?;
+        let t = st.tensor(name).map_err(|_| Error::Tensor { name: name.into(), msg: format!("missing from {}", self.path.display()) })?;
         let d = t.data();
         let v = match t.dtype() {
             Dtype::I64 => d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),

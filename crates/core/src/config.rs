@@ -148,14 +148,14 @@ impl LlamaConfig {
         if self.num_attention_heads == 0 || self.kv_heads() == 0 {
             return bad("num_attention_heads and num_key_value_heads must be > 0".into());
         }
-        if self.num_attention_heads % self.kv_heads() != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
             return bad(format!(
                 "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
                 self.num_attention_heads,
                 self.kv_heads()
             ));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return bad(format!("head_dim ({}) must be even for rotary embeddings", self.head_dim()));
         }
         if self.vocab_size == 0 || self.hidden_size == 0 || self.num_hidden_layers == 0 {
@@ -188,8 +188,7 @@ impl LlamaConfig {
 
     pub fn from_json_file(path: &std::path::Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut cfg: LlamaConfig =
-            serde_json::from_str(&text).map_err(|e| Error::Format(format!("{}: {e}", path.display())))?;
+        let mut cfg: LlamaConfig = serde_json::from_str(&text).map_err(|e| Error::Format(format!("{}: {e}", path.display())))?;
         if let Some(rp) = &cfg.rope_parameters {
             cfg.rope_theta = rp.rope_theta;
         }

@@ -29,8 +29,7 @@ pub fn exp_fast(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     let n = (x * LOG2E).round_ties_even();
     let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
     p * scale
 }
@@ -126,15 +125,8 @@ unsafe fn gemm_view(
     accumulate: bool,
     parallel: bool,
 ) {
-    let par = if parallel && m * n * k >= 1 << 18 {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    gemm::gemm(
-        m, n, k, dst, 1, dst_rs, accumulate, lhs.ptr, lhs.cs, lhs.rs, rhs.ptr, rhs.cs, rhs.rs, 1.0, alpha, false,
-        false, false, par,
-    );
+    let par = if parallel && m * n * k >= 1 << 18 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    gemm::gemm(m, n, k, dst, 1, dst_rs, accumulate, lhs.ptr, lhs.cs, lhs.rs, rhs.ptr, rhs.cs, rhs.rs, 1.0, alpha, false, false, false, par);
 }
 
 /// `c = op(a)·op(b)` (+= when accumulate) for dense row-major buffers.
@@ -181,16 +173,7 @@ fn rmsnorm_rows(y: &mut [f32], rstd: &mut [f32], x: &[f32], w: &[f32], d: usize,
 /// Backward of a block of rows: writes/accumulates dx and returns this block's share of dw.
 #[multiversion(targets = "simd")]
 #[allow(clippy::too_many_arguments)]
-fn rmsnorm_backward_rows(
-    dx: &mut [f32],
-    dw: &mut [f32],
-    dy: &[f32],
-    x: &[f32],
-    w: &[f32],
-    rstd: &[f32],
-    d: usize,
-    accumulate: bool,
-) {
+fn rmsnorm_backward_rows(dx: &mut [f32], dw: &mut [f32], dy: &[f32], x: &[f32], w: &[f32], rstd: &[f32], d: usize, accumulate: bool) {
     for (((dx, dy), x), &r) in dx.chunks_exact_mut(d).zip(dy.chunks_exact(d)).zip(x.chunks_exact(d)).zip(rstd) {
         // y_i = x_i·r·w_i, r = (mean x² + eps)^-½  ⇒  dx_i = r·w_i·dy_i − r³/d · x_i · Σ_j dy_j w_j x_j
         let mut acc = 0.0f32;
@@ -234,10 +217,12 @@ fn rope_table(positions: std::ops::Range<usize>, hd: usize, theta: f32) -> (Vec<
 }
 
 type RopeTable = std::sync::Arc<(Vec<f32>, Vec<f32>)>;
+/// (head dim, theta bits), positions covered, the table.
+type RopeSlot = Option<((usize, u32), usize, RopeTable)>;
 
 thread_local! {
     /// The last cos/sin table built, keyed by (head dim, theta bits), covering positions 0..len.
-    static ROPE_TABLE: std::cell::RefCell<Option<((usize, u32), usize, RopeTable)>> = const { std::cell::RefCell::new(None) };
+    static ROPE_TABLE: std::cell::RefCell<RopeSlot> = const { std::cell::RefCell::new(None) };
 }
 
 /// cos/sin for positions 0..end (at least), built once and reused while (hd, theta) stay the same.
@@ -613,10 +598,7 @@ impl Backend for Cpu {
     }
 
     fn swiglu(&self, a: &mut Vec<f32>, g: &Vec<f32>, u: &Vec<f32>) {
-        a.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK))
-            .zip(u.par_chunks(CHUNK))
-            .for_each(|((a, g), u)| swiglu_chunk(a, g, u));
+        a.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(u.par_chunks(CHUNK)).for_each(|((a, g), u)| swiglu_chunk(a, g, u));
     }
 
     fn swiglu_backward(&self, dg: &mut Vec<f32>, du: &mut Vec<f32>, da: &Vec<f32>, g: &Vec<f32>, u: &Vec<f32>) {
@@ -632,11 +614,7 @@ impl Backend for Cpu {
         if let Some(&bad) = targets.iter().find(|&&t| t != IGNORE && t as usize >= v) {
             panic!("target id {bad} out of range for vocab {v}");
         }
-        let losses: Vec<f32> = logits
-            .par_chunks_mut(v)
-            .zip(targets.par_iter())
-            .map(|(row, &t)| cross_entropy_row(row, t, scale))
-            .collect();
+        let losses: Vec<f32> = logits.par_chunks_mut(v).zip(targets.par_iter()).map(|(row, &t)| cross_entropy_row(row, t, scale)).collect();
         let count = targets.iter().filter(|&&t| t != IGNORE).count();
         (losses.iter().map(|&l| l as f64).sum(), count)
     }
@@ -686,7 +664,58 @@ impl Backend for Cpu {
                 }
             },
         );
-        let _ = qd;
+    }
+
+    fn rope_at(&self, x: &mut Vec<f32>, heads: usize, hd: usize, positions: &[usize], theta: f32) {
+        let end = positions.iter().max().map_or(0, |&p| p + 1);
+        let table = rope_table_cached(end, hd, theta);
+        let half = hd / 2;
+        for (row, &p) in x.chunks_exact_mut(heads * hd).zip(positions) {
+            rope_rows(row, &table.0[p * half..(p + 1) * half], &table.1[p * half..(p + 1) * half], heads, hd, false);
+        }
+    }
+
+    fn scatter_rows(&self, dsts: &mut [&mut Vec<f32>], src: &Vec<f32>, row: usize, positions: &[usize]) {
+        for ((dst, s), &p) in dsts.iter_mut().zip(src.chunks_exact(row)).zip(positions) {
+            dst[p * row..(p + 1) * row].copy_from_slice(s);
+        }
+    }
+
+    fn attention_decode(
+        &self,
+        out: &mut Vec<f32>,
+        q: &Vec<f32>,
+        ks: &[&Vec<f32>],
+        vs: &[&Vec<f32>],
+        lens: &[usize],
+        hq: usize,
+        hkv: usize,
+        hd: usize,
+    ) {
+        let (qd, kvd, group) = (hq * hd, hkv * hd, hq / hkv);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let max_len = lens.iter().copied().max().unwrap_or(0);
+        out.par_chunks_mut(hd).enumerate().for_each_init(
+            || vec![0.0f32; max_len],
+            |scores, (task, o)| {
+                let (i, h) = (task / hq, task % hq);
+                let kvh = h / group;
+                let (k, v, len) = (ks[i], vs[i], lens[i]);
+                let qrow = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
+                for (j, s) in scores[..len].iter_mut().enumerate() {
+                    *s = dot(qrow, &k[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd]);
+                }
+                let m = max(&scores[..len]) * scale;
+                let sum = exp_shift_sum(&mut scores[..len], scale, m);
+                o.fill(0.0);
+                for (j, &p) in scores[..len].iter().enumerate() {
+                    let w = p / sum;
+                    for (o, v) in o.iter_mut().zip(&v[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd]) {
+                        *o += w * v;
+                    }
+                }
+            },
+        );
     }
 
     fn copy_at(&self, dst: &mut Vec<f32>, offset: usize, src: &Vec<f32>) {

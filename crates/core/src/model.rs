@@ -254,7 +254,17 @@ impl<B: Backend> Block<B> {
     /// `dx` `[N,d]` holds dL/dy on entry and dL/dx on exit (the residual stream's gradient);
     /// `dh` `[N,d]` is scratch for the gradient of a normed input.
     #[allow(clippy::too_many_arguments)]
-    fn backward(&mut self, be: &B, dx: &mut B::Buf, dh: &mut B::Buf, g: &mut LayerScratch<B>, a: &BlockActs<B>, x: &B::Buf, b: usize, t: usize) {
+    fn backward(
+        &mut self,
+        be: &B,
+        dx: &mut B::Buf,
+        dh: &mut B::Buf,
+        g: &mut LayerScratch<B>,
+        a: &BlockActs<B>,
+        x: &B::Buf,
+        b: usize,
+        t: usize,
+    ) {
         self.mlp.backward(be, dh, g, dx, &a.mlp, &a.h2, b * t);
         self.post_norm.backward(be, dx, dh, &a.x_mid, &a.rstd2, true);
         self.attn.backward(be, dh, g, dx, &a.attn, &a.h1, b, t);
@@ -264,8 +274,8 @@ impl<B: Backend> Block<B> {
 
 /// Gradient buffers shared by all blocks during the backward (allocated once per shape).
 pub struct Scratch<B: Backend> {
-    dx: B::Buf,      // [N,d] gradient of the residual stream
-    dh: B::Buf,      // [N,d] gradient of a normed input
+    dx: B::Buf, // [N,d] gradient of the residual stream
+    dh: B::Buf, // [N,d] gradient of a normed input
     rest: LayerScratch<B>,
 }
 
@@ -415,14 +425,14 @@ impl<B: Backend> Llama<B> {
                 dx: be.zeros(n * d),
                 dh: be.zeros(n * d),
                 rest: LayerScratch {
-                dq_o: be.zeros(n * qd),
-                dq: be.zeros(n * qd),
-                dk: be.zeros(n * kvd),
-                dv: be.zeros(n * kvd),
-                scratch: be.zeros(b * self.cfg.kv_heads() * t * t),
-                da: be.zeros(n * f),
-                dg: be.zeros(n * f),
-                du: be.zeros(n * f),
+                    dq_o: be.zeros(n * qd),
+                    dq: be.zeros(n * qd),
+                    dk: be.zeros(n * kvd),
+                    dv: be.zeros(n * kvd),
+                    scratch: be.zeros(b * self.cfg.kv_heads() * t * t),
+                    da: be.zeros(n * f),
+                    dg: be.zeros(n * f),
+                    du: be.zeros(n * f),
                 },
             });
         }
@@ -575,5 +585,59 @@ impl<B: Backend> Llama<B> {
         linear(be, &mut logits, &hl, self.head(), 1, false);
         be.download(&logits)
     }
-}
 
+    /// One decoding step for several sequences at once: `tokens[i]` is appended to `caches[i]`
+    /// (each at its own position) and the logits `[V]` of each are returned. The matmuls run
+    /// over all rows together; attention reads each sequence's own cache.
+    pub fn decode_batch(&self, caches: &mut [&mut KvCache<B>], tokens: &[u32]) -> Vec<Vec<f32>> {
+        let be = &self.be;
+        let c = &self.cfg;
+        let (n, d, v) = (tokens.len(), c.hidden_size, c.vocab_size);
+        assert_eq!(caches.len(), n, "one cache per token");
+        if let Some(&bad) = tokens.iter().find(|&&i| i as usize >= v) {
+            panic!("token id {bad} out of range for vocab {v}");
+        }
+        let positions: Vec<usize> = caches.iter().map(|k| k.len).collect();
+        for (cache, &p) in caches.iter().zip(&positions) {
+            assert!(p < cache.capacity, "sequence of {} exceeds the cache of {}", p + 1, cache.capacity);
+        }
+        let lens: Vec<usize> = positions.iter().map(|p| p + 1).collect();
+        let (hq, hkv, hd, f) = (c.num_attention_heads, c.kv_heads(), c.head_dim(), c.intermediate_size);
+        let (mut x, mut h, mut rstd) = (be.zeros(n * d), be.zeros(n * d), be.zeros(n));
+        let (mut q, mut k, mut vv, mut o) = (be.zeros(n * hq * hd), be.zeros(n * hkv * hd), be.zeros(n * hkv * hd), be.zeros(n * hq * hd));
+        let (mut gg, mut uu, mut aa) = (be.zeros(n * f), be.zeros(n * f), be.zeros(n * f));
+        be.embedding(&mut x, &self.embed.w, tokens, d);
+        for (l, blk) in self.blocks.iter().enumerate() {
+            blk.input_norm.forward(be, &mut h, &mut rstd, &x);
+            linear(be, &mut q, &h, &blk.attn.q, n, false);
+            linear(be, &mut k, &h, &blk.attn.k, n, false);
+            linear(be, &mut vv, &h, &blk.attn.v, n, false);
+            be.rope_at(&mut q, hq, hd, &positions, c.rope_theta);
+            be.rope_at(&mut k, hkv, hd, &positions, c.rope_theta);
+            {
+                let mut kd: Vec<&mut B::Buf> = caches.iter_mut().map(|cc| &mut cc.k[l]).collect();
+                be.scatter_rows(&mut kd, &k, hkv * hd, &positions);
+            }
+            {
+                let mut vd: Vec<&mut B::Buf> = caches.iter_mut().map(|cc| &mut cc.v[l]).collect();
+                be.scatter_rows(&mut vd, &vv, hkv * hd, &positions);
+            }
+            let ks: Vec<&B::Buf> = caches.iter().map(|cc| &cc.k[l]).collect();
+            let vs: Vec<&B::Buf> = caches.iter().map(|cc| &cc.v[l]).collect();
+            be.attention_decode(&mut o, &q, &ks, &vs, &lens, hq, hkv, hd);
+            linear(be, &mut x, &o, &blk.attn.o, n, true);
+            blk.post_norm.forward(be, &mut h, &mut rstd, &x);
+            linear(be, &mut gg, &h, &blk.mlp.gate, n, false);
+            linear(be, &mut uu, &h, &blk.mlp.up, n, false);
+            be.swiglu(&mut aa, &gg, &uu);
+            linear(be, &mut x, &aa, &blk.mlp.down, n, true);
+        }
+        for cache in caches.iter_mut() {
+            cache.len += 1;
+        }
+        self.norm.forward(be, &mut h, &mut rstd, &x);
+        let mut logits = be.zeros(n * v);
+        linear(be, &mut logits, &h, self.head(), n, false);
+        be.download(&logits).chunks_exact(v).map(|r| r.to_vec()).collect()
+    }
+}

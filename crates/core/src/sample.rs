@@ -95,6 +95,73 @@ pub fn generate<B: Backend>(
     out
 }
 
+/// What `generate_batch` does per sequence.
+#[derive(Debug, Clone)]
+pub struct GenOptions {
+    pub max_new: usize,
+    pub params: SamplingParams,
+    /// Token ids that end a sequence (not included in the output), e.g. `<|im_end|>`.
+    pub stop_ids: Vec<u32>,
+}
+
+/// Generates for several prompts at once: each prompt is prefilled into its own KV cache, then
+/// all live sequences advance together, one batched decode step per token. `seeds[i]` seeds
+/// sequence i's sampler, so a sequence's output does not depend on what it is batched with.
+/// `on_token(i, token)` sees every token as it comes (streaming); returning false stops sequence i.
+pub fn generate_batch<B: Backend>(
+    model: &Llama<B>,
+    prompts: &[Vec<u32>],
+    opts: &GenOptions,
+    seeds: &[u64],
+    mut on_token: impl FnMut(usize, u32) -> bool,
+) -> Vec<Vec<u32>> {
+    let cap = model.cfg.max_position_embeddings;
+    let n = prompts.len();
+    let mut rngs: Vec<ChaCha8Rng> = seeds.iter().map(|&s| ChaCha8Rng::seed_from_u64(s)).collect();
+    let mut caches: Vec<_> = (0..n).map(|_| model.new_cache(cap)).collect();
+    let mut out = vec![Vec::new(); n];
+    let mut next = vec![0u32; n];
+    let mut live = vec![true; n];
+    for i in 0..n {
+        let p = &prompts[i];
+        let p = if p.len() >= cap { &p[p.len() - cap + 1..] } else { &p[..] };
+        if p.is_empty() || opts.max_new == 0 {
+            live[i] = false;
+            continue;
+        }
+        let logits = model.decode(&mut caches[i], p);
+        next[i] = sample(&logits, &opts.params, &mut rngs[i]);
+    }
+    loop {
+        // Accept each live sequence's sampled token, or end the sequence.
+        for i in 0..n {
+            if !live[i] {
+                continue;
+            }
+            let tok = next[i];
+            if opts.stop_ids.contains(&tok) {
+                live[i] = false;
+                continue;
+            }
+            out[i].push(tok);
+            if !on_token(i, tok) || out[i].len() >= opts.max_new || caches[i].len >= caches[i].capacity {
+                live[i] = false;
+            }
+        }
+        let idx: Vec<usize> = (0..n).filter(|&i| live[i]).collect();
+        if idx.is_empty() {
+            break;
+        }
+        let tokens: Vec<u32> = idx.iter().map(|&i| next[i]).collect();
+        let mut refs: Vec<&mut crate::model::KvCache<B>> = caches.iter_mut().zip(&live).filter(|(_, &l)| l).map(|(c, _)| c).collect();
+        let logits = model.decode_batch(&mut refs, &tokens);
+        for (k, &i) in idx.iter().enumerate() {
+            next[i] = sample(&logits[k], &opts.params, &mut rngs[i]);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

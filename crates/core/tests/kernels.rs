@@ -253,7 +253,7 @@ fn cross_entropy_and_logprobs() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let (n, v) = (9, 1000);
     let logits = rand_vec(&mut rng, n * v, 10.0);
-    let mut targets: Vec<u32> = (0..n).map(|_| (rng.random::<u32>() % v as u32)).collect();
+    let mut targets: Vec<u32> = (0..n).map(|_| rng.random::<u32>() % v as u32).collect();
     targets[3] = IGNORE;
     let scale = 0.25;
     let mut g = logits.clone();

@@ -169,10 +169,7 @@ impl CleanConfig {
             ));
         }
         if !(self.near_dup_threshold > 0.0 && self.near_dup_threshold <= 1.0) {
-            return bad(format!(
-                "near_dup_threshold must be in (0, 1], got {}",
-                self.near_dup_threshold
-            ));
+            return bad(format!("near_dup_threshold must be in (0, 1], got {}", self.near_dup_threshold));
         }
         if let Some(c) = self.containment_threshold {
             if !(c > 0.0 && c <= 1.0) {
@@ -180,10 +177,7 @@ impl CleanConfig {
             }
         }
         if !(0.0..1.0).contains(&self.val_fraction) {
-            return bad(format!(
-                "val_fraction must be in [0, 1), got {}",
-                self.val_fraction
-            ));
+            return bad(format!("val_fraction must be in [0, 1), got {}", self.val_fraction));
         }
         Ok(())
     }
@@ -329,11 +323,7 @@ impl Histogram {
             bin_width: 1.0 / Self::BINS as f64,
             counts,
             n,
-            mean: if n == 0 {
-                0.0
-            } else {
-                values.iter().sum::<f64>() / n as f64
-            },
+            mean: if n == 0 { 0.0 } else { values.iter().sum::<f64>() / n as f64 },
             max: values.iter().copied().fold(0.0, f64::max),
         }
     }
@@ -403,16 +393,10 @@ pub fn bundled_corpus_dir() -> Option<PathBuf> {
         candidates.extend(cwd.ancestors().map(|a| a.join("data").join("corpus")));
     }
     if let Ok(exe) = std::env::current_exe() {
-        candidates.extend(
-            exe.ancestors()
-                .skip(1)
-                .map(|a| a.join("data").join("corpus")),
-        );
+        candidates.extend(exe.ancestors().skip(1).map(|a| a.join("data").join("corpus")));
     }
     candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/corpus"));
-    candidates
-        .into_iter()
-        .find(|p| p.join("ATTRIBUTION.md").is_file())
+    candidates.into_iter().find(|p| p.join("ATTRIBUTION.md").is_file())
 }
 
 /// Reads a split (`"train"` or `"val"`) written by [`run`] to `out`.
@@ -425,8 +409,7 @@ pub fn load_split(out: &Path, split: &str) -> Result<Vec<Doc>> {
         if line.trim().is_empty() {
             continue;
         }
-        let doc: Doc = serde_json::from_str(&line)
-            .map_err(|e| Error::Format(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        let doc: Doc = serde_json::from_str(&line).map_err(|e| Error::Format(format!("{}:{}: {e}", path.display(), i + 1)))?;
         docs.push(doc);
     }
     Ok(docs)
@@ -483,9 +466,7 @@ fn decompress(path: &Path, codec: Codec) -> std::result::Result<Vec<u8>, String>
     let mut reader: Box<dyn Read> = match codec {
         Codec::Plain => Box::new(file),
         Codec::Gz => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))),
-        Codec::Zst => {
-            Box::new(zstd::stream::read::Decoder::new(file).map_err(|e| format!("zstd: {e}"))?)
-        }
+        Codec::Zst => Box::new(zstd::stream::read::Decoder::new(file).map_err(|e| format!("zstd: {e}"))?),
     };
     let mut buf = Vec::new();
     reader.read_to_end(&mut buf).map_err(|e| match codec {
@@ -497,30 +478,19 @@ fn decompress(path: &Path, codec: Codec) -> std::result::Result<Vec<u8>, String>
 }
 
 fn utf8(bytes: Vec<u8>) -> std::result::Result<String, String> {
-    String::from_utf8(bytes)
-        .map_err(|e| format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()))
+    String::from_utf8(bytes).map_err(|e| format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()))
 }
 
 fn read_file(path: &Path, rel: &str, kind: Kind, codec: Codec) -> Vec<RawDoc> {
     let on_disk = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let bytes = match decompress(path, codec) {
         Ok(b) => b,
-        Err(msg) => {
-            return vec![RawDoc {
-                source: rel.to_string(),
-                bytes: on_disk,
-                text: Err(msg),
-            }]
-        }
+        Err(msg) => return vec![RawDoc { source: rel.to_string(), bytes: on_disk, text: Err(msg) }],
     };
     match kind {
         Kind::Text => {
             let n = bytes.len() as u64;
-            vec![RawDoc {
-                source: rel.to_string(),
-                bytes: n,
-                text: utf8(bytes),
-            }]
+            vec![RawDoc { source: rel.to_string(), bytes: n, text: utf8(bytes) }]
         }
         Kind::Jsonl => bytes
             .split(|&b| b == b'\n')
@@ -529,10 +499,7 @@ fn read_file(path: &Path, rel: &str, kind: Kind, codec: Codec) -> Vec<RawDoc> {
             .map(|(i, line)| {
                 let text = std::str::from_utf8(line)
                     .map_err(|e| format!("invalid UTF-8 at byte {}", e.valid_up_to()))
-                    .and_then(|l| {
-                        serde_json::from_str::<serde_json::Value>(l)
-                            .map_err(|e| format!("bad JSON: {e}"))
-                    })
+                    .and_then(|l| serde_json::from_str::<serde_json::Value>(l).map_err(|e| format!("bad JSON: {e}")))
                     .and_then(|v| match v.get("text") {
                         Some(serde_json::Value::String(s)) => Ok(s.clone()),
                         _ => Err("no string field \"text\"".to_string()),
@@ -541,11 +508,7 @@ fn read_file(path: &Path, rel: &str, kind: Kind, codec: Codec) -> Vec<RawDoc> {
                     Ok(t) => t.len() as u64,
                     Err(_) => line.len() as u64,
                 };
-                RawDoc {
-                    source: format!("{rel}:{}", i + 1),
-                    bytes,
-                    text,
-                }
+                RawDoc { source: format!("{rel}:{}", i + 1), bytes, text }
             })
             .collect(),
     }
@@ -562,29 +525,20 @@ fn list_files(input: &Path, exclude: &Path) -> Result<(Vec<InputFile>, Vec<Strin
     let mut files = Vec::new();
     let mut skipped = Vec::new();
     let mut consider = |path: PathBuf, rel: String| {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         match classify(&name) {
             Some((kind, codec)) => files.push((path, rel, kind, codec)),
             None => skipped.push(rel),
         }
     };
     if meta.is_file() {
-        let rel = input
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let rel = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         consider(input.to_path_buf(), rel);
     } else {
-        let walk = walkdir::WalkDir::new(input)
-            .sort_by_file_name()
-            .into_iter()
-            .filter_entry(|e| {
-                let own = exclude.as_ref().zip(e.path().canonicalize().ok());
-                !own.is_some_and(|(out, p)| p.starts_with(out))
-            });
+        let walk = walkdir::WalkDir::new(input).sort_by_file_name().into_iter().filter_entry(|e| {
+            let own = exclude.as_ref().zip(e.path().canonicalize().ok());
+            !own.is_some_and(|(out, p)| p.starts_with(out))
+        });
         for entry in walk {
             let entry = entry.map_err(|e| {
                 let path = e.path().unwrap_or(input).to_path_buf();
@@ -594,11 +548,7 @@ fn list_files(input: &Path, exclude: &Path) -> Result<(Vec<InputFile>, Vec<Strin
                 continue;
             }
             let rel = entry.path().strip_prefix(input).unwrap_or(entry.path());
-            let rel = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/");
+            let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
             consider(entry.path().to_path_buf(), rel);
         }
     }
@@ -612,10 +562,7 @@ fn list_files(input: &Path, exclude: &Path) -> Result<(Vec<InputFile>, Vec<Strin
 fn normalize(raw: &str) -> String {
     let s = raw.strip_prefix('\u{feff}').unwrap_or(raw);
     let s = s.replace("\r\n", "\n").replace('\r', "\n");
-    let nfc: String = s
-        .nfc()
-        .filter(|&c| c == '\n' || c == '\t' || !c.is_control())
-        .collect();
+    let nfc: String = s.nfc().filter(|&c| c == '\n' || c == '\t' || !c.is_control()).collect();
     let mut out = String::with_capacity(nfc.len());
     for line in nfc.split('\n') {
         out.push_str(line.trim_end());
@@ -687,8 +634,7 @@ fn strip_boilerplate(text: &str) -> (String, Vec<(&'static str, u64)>) {
     let upper = |l: &str| l.trim().to_ascii_uppercase();
     let start = lines.iter().take(600).position(|l| {
         let u = upper(l);
-        (u.starts_with("***") && u.contains("START OF") && u.contains("GUTENBERG"))
-            || u.starts_with("*END*THE SMALL PRINT")
+        (u.starts_with("***") && u.contains("START OF") && u.contains("GUTENBERG")) || u.starts_with("*END*THE SMALL PRINT")
     });
     if let Some(s) = start {
         drop(&mut keep, 0..s + 1, "gutenberg_header");
@@ -820,12 +766,7 @@ pub fn archaic_rate(text: &str) -> f64 {
         .filter(|w| {
             let b = w.as_bytes();
             (b.len() >= 2 && b[0] == b'v' && b[1].is_ascii_alphabetic() && !vowel(b[1]))
-                || b.windows(3).any(|t| {
-                    matches!(t[0], b'a' | b'e' | b'i' | b'o')
-                        && t[1] == b'u'
-                        && vowel(t[2])
-                        && t[2] != b'y'
-                })
+                || b.windows(3).any(|t| matches!(t[0], b'a' | b'e' | b'i' | b'o') && t[1] == b'u' && vowel(t[2]) && t[2] != b'y')
         })
         .count();
     archaic as f64 / words.len() as f64
@@ -842,16 +783,8 @@ fn load_blocklist(path: &Path) -> Result<Option<Regex>> {
             let words: Vec<String> = t.split_whitespace().map(regex::escape).collect();
             let body = words.join(r"\s+");
             let word_char = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
-            let pre = if word_char(t.chars().next()) {
-                r"\b"
-            } else {
-                ""
-            };
-            let post = if word_char(t.chars().last()) {
-                r"\b"
-            } else {
-                ""
-            };
+            let pre = if word_char(t.chars().next()) { r"\b" } else { "" };
+            let post = if word_char(t.chars().last()) { r"\b" } else { "" };
             format!("{pre}{body}{post}")
         })
         .collect();
@@ -875,15 +808,8 @@ struct Item {
 }
 
 fn clean_one(raw: RawDoc, cfg: &CleanConfig, blocklist: Option<&Regex>) -> Item {
-    let mut item = Item {
-        source: raw.source,
-        bytes_in: raw.bytes,
-        text: String::new(),
-        cut: Vec::new(),
-        verdict: None,
-        hash: [0; 32],
-        archaic: 0.0,
-    };
+    let mut item =
+        Item { source: raw.source, bytes_in: raw.bytes, text: String::new(), cut: Vec::new(), verdict: None, hash: [0; 32], archaic: 0.0 };
     let text = match raw.text {
         Ok(t) => t,
         Err(msg) => {
@@ -900,10 +826,7 @@ fn clean_one(raw: RawDoc, cfg: &CleanConfig, blocklist: Option<&Regex>) -> Item 
     item.text = collapse_blank_lines(&text);
     let t = &item.text;
     item.verdict = if t.trim().is_empty() {
-        Some((
-            Reason::Empty,
-            "no text left after normalisation and boilerplate stripping".into(),
-        ))
+        Some((Reason::Empty, "no text left after normalisation and boilerplate stripping".into()))
     } else if let Some(m) = blocklist.and_then(|re| re.find(t)) {
         Some((Reason::Blocklist, format!("matched {:?}", m.as_str())))
     } else {
@@ -913,18 +836,9 @@ fn clean_one(raw: RawDoc, cfg: &CleanConfig, blocklist: Option<&Regex>) -> Item 
         if n < cfg.min_words {
             Some((Reason::TooShort, format!("{n} words < {}", cfg.min_words)))
         } else if sym > cfg.max_symbol_ratio {
-            Some((
-                Reason::SymbolRatio,
-                format!("symbol ratio {sym:.3} > {}", cfg.max_symbol_ratio),
-            ))
+            Some((Reason::SymbolRatio, format!("symbol ratio {sym:.3} > {}", cfg.max_symbol_ratio)))
         } else if rep > cfg.max_repeated_line_fraction {
-            Some((
-                Reason::RepeatedLines,
-                format!(
-                    "repeated-line fraction {rep:.3} > {}",
-                    cfg.max_repeated_line_fraction
-                ),
-            ))
+            Some((Reason::RepeatedLines, format!("repeated-line fraction {rep:.3} > {}", cfg.max_repeated_line_fraction)))
         } else {
             None
         }
@@ -941,11 +855,7 @@ fn bar(show: bool, len: u64, template: &str, msg: &'static str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template(template)
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    pb.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
     pb.set_message(msg);
     pb
 }
@@ -980,12 +890,7 @@ struct NearDupOutcome {
 
 fn near_duplicates(items: &[&Item], cfg: &CleanConfig) -> NearDupOutcome {
     let n = items.len();
-    let pb = bar(
-        cfg.progress,
-        n as u64,
-        "{msg:12} [{bar:30}] {pos}/{len} docs {elapsed}/{eta}",
-        "minhash",
-    );
+    let pb = bar(cfg.progress, n as u64, "{msg:12} [{bar:30}] {pos}/{len} docs {elapsed}/{eta}", "minhash");
     let hasher = MinHasher::new(cfg.num_perm, cfg.seed);
     let sets: Vec<(Vec<u64>, Option<Vec<u64>>)> = items
         .par_iter()
@@ -1005,9 +910,7 @@ fn near_duplicates(items: &[&Item], cfg: &CleanConfig) -> NearDupOutcome {
     let total_pairs = n * n.saturating_sub(1) / 2;
     let all_pairs = total_pairs <= cfg.similarity_sample_pairs;
     let random: Vec<(usize, usize)> = if all_pairs {
-        (0..n)
-            .flat_map(|a| (a + 1..n).map(move |b| (a, b)))
-            .collect()
+        (0..n).flat_map(|a| (a + 1..n).map(move |b| (a, b))).collect()
     } else {
         (0..cfg.similarity_sample_pairs as u64)
             .map(|t| {
@@ -1025,42 +928,19 @@ fn near_duplicates(items: &[&Item], cfg: &CleanConfig) -> NearDupOutcome {
     pairs.sort_unstable();
     pairs.dedup();
     let is_candidate = |p: &(usize, usize)| candidates.binary_search(p).is_ok();
-    let pb = bar(
-        cfg.progress,
-        pairs.len() as u64,
-        "{msg:12} [{bar:30}] {pos}/{len} pairs {elapsed}/{eta}",
-        "comparing",
-    );
+    let pb = bar(cfg.progress, pairs.len() as u64, "{msg:12} [{bar:30}] {pos}/{len} pairs {elapsed}/{eta}", "comparing");
     let evals: HashMap<(usize, usize), Eval> = pairs
         .par_iter()
         .map(|&(a, b)| {
             let (sa, sb) = (&shingles[a], &shingles[b]);
             let inter = minhash::intersection(sa, sb);
             let union = sa.len() + sb.len() - inter;
-            let jaccard = if union == 0 {
-                1.0
-            } else {
-                inter as f64 / union as f64
-            };
+            let jaccard = if union == 0 { 1.0 } else { inter as f64 / union as f64 };
             let smaller = sa.len().min(sb.len());
-            let containment = if smaller == 0 {
-                0.0
-            } else {
-                inter as f64 / smaller as f64
-            };
-            let estimate = minhash::estimate(
-                sigs[a].as_deref().unwrap_or(&[]),
-                sigs[b].as_deref().unwrap_or(&[]),
-            );
+            let containment = if smaller == 0 { 0.0 } else { inter as f64 / smaller as f64 };
+            let estimate = minhash::estimate(sigs[a].as_deref().unwrap_or(&[]), sigs[b].as_deref().unwrap_or(&[]));
             pb.inc(1);
-            (
-                (a, b),
-                Eval {
-                    jaccard,
-                    containment,
-                    estimate,
-                },
-            )
+            ((a, b), Eval { jaccard, containment, estimate })
         })
         .collect();
     pb.finish_and_clear();
@@ -1092,10 +972,7 @@ fn near_duplicates(items: &[&Item], cfg: &CleanConfig) -> NearDupOutcome {
     let mut removed: Vec<(usize, String)> = Vec::new();
     let mut gone = vec![false; n];
     for (cluster, docs) in members.values().filter(|d| d.len() > 1).enumerate() {
-        let keep = *docs
-            .iter()
-            .min_by_key(|&&i| rank(i))
-            .expect("non-empty cluster");
+        let keep = *docs.iter().min_by_key(|&&i| rank(i)).expect("non-empty cluster");
         for &i in docs {
             cluster_of[i] = cluster;
             kept_of[i] = keep;
@@ -1109,13 +986,8 @@ fn near_duplicates(items: &[&Item], cfg: &CleanConfig) -> NearDupOutcome {
                 .next()
                 .expect("a merged document has a merged pair");
             gone[i] = true;
-            removed.push((
-                i,
-                format!(
-                    "near-duplicate of {} (Jaccard {:.3}); kept {}",
-                    items[partner].source, e.jaccard, items[keep].source
-                ),
-            ));
+            removed
+                .push((i, format!("near-duplicate of {} (Jaccard {:.3}); kept {}", items[partner].source, e.jaccard, items[keep].source)));
         }
     }
     let mut out_pairs: Vec<NearDupPair> = Vec::new();
@@ -1141,35 +1013,19 @@ fn near_duplicates(items: &[&Item], cfg: &CleanConfig) -> NearDupOutcome {
     if let Some(ct) = cfg.containment_threshold {
         let mut by_containment: Vec<&(&(usize, usize), &Eval)> = sorted
             .iter()
-            .filter(|(p, e)| {
-                e.containment >= ct
-                    && (cluster_of[p.0] == usize::MAX || cluster_of[p.0] != cluster_of[p.1])
-            })
+            .filter(|(p, e)| e.containment >= ct && (cluster_of[p.0] == usize::MAX || cluster_of[p.0] != cluster_of[p.1]))
             .collect();
-        by_containment.sort_by(|x, y| {
-            y.1.containment
-                .total_cmp(&x.1.containment)
-                .then(x.0.cmp(y.0))
-        });
+        by_containment.sort_by(|x, y| y.1.containment.total_cmp(&x.1.containment).then(x.0.cmp(y.0)));
         for &&(&(a, b), e) in &by_containment {
             if gone[a] || gone[b] {
                 continue;
             }
-            let (small, big) = if shingles[a].len() < shingles[b].len() {
-                (a, b)
-            } else {
-                (b, a)
-            };
+            let (small, big) = if shingles[a].len() < shingles[b].len() { (a, b) } else { (b, a) };
             gone[small] = true;
             merged.insert((a, b));
             removed.push((
                 small,
-                format!(
-                    "contained in {} ({:.0} % of its shingles; Jaccard {:.3})",
-                    items[big].source,
-                    100.0 * e.containment,
-                    e.jaccard
-                ),
+                format!("contained in {} ({:.0} % of its shingles; Jaccard {:.3})", items[big].source, 100.0 * e.containment, e.jaccard),
             ));
             out_pairs.push(NearDupPair {
                 a: items[a].source.clone(),
@@ -1196,48 +1052,27 @@ fn near_duplicates(items: &[&Item], cfg: &CleanConfig) -> NearDupOutcome {
     let mae = if candidates.is_empty() {
         0.0
     } else {
-        candidates
-            .iter()
-            .map(|p| (evals[p].estimate - evals[p].jaccard).abs())
-            .sum::<f64>()
-            / candidates.len() as f64
+        candidates.iter().map(|p| (evals[p].estimate - evals[p].jaccard).abs()).sum::<f64>() / candidates.len() as f64
     };
     let report = SimilarityReport {
         docs: n,
-        lsh_recall_at_threshold: minhash::lsh_probability(
-            cfg.near_dup_threshold,
-            cfg.bands,
-            cfg.rows,
-        ),
+        lsh_recall_at_threshold: minhash::lsh_probability(cfg.near_dup_threshold, cfg.bands, cfg.rows),
         candidate_pairs: candidates.len(),
         candidate_histogram: Histogram::of(&cand_j),
         minhash_mean_abs_error: mae,
         random_pairs: random.len(),
         all_pairs,
-        random_histogram: Histogram::of(
-            &random.iter().map(|p| evals[p].jaccard).collect::<Vec<_>>(),
-        ),
+        random_histogram: Histogram::of(&random.iter().map(|p| evals[p].jaccard).collect::<Vec<_>>()),
         closest_not_merged: sorted
             .iter()
-            .filter(|(p, _)| {
-                !merged.contains(*p)
-                    && (cluster_of[p.0] == usize::MAX || cluster_of[p.0] != cluster_of[p.1])
-            })
+            .filter(|(p, _)| !merged.contains(*p) && (cluster_of[p.0] == usize::MAX || cluster_of[p.0] != cluster_of[p.1]))
             .take(10)
             .map(|(p, e)| pair_sim(**p, e))
             .collect(),
-        min_merged: sorted
-            .iter()
-            .rev()
-            .find(|(_, e)| e.jaccard >= cfg.near_dup_threshold)
-            .map(|(p, e)| pair_sim(**p, e)),
+        min_merged: sorted.iter().rev().find(|(_, e)| e.jaccard >= cfg.near_dup_threshold).map(|(p, e)| pair_sim(**p, e)),
         merged_not_lsh_candidates: out_pairs.iter().filter(|p| !p.lsh_candidate).count(),
     };
-    NearDupOutcome {
-        removed,
-        pairs: out_pairs,
-        report,
-    }
+    NearDupOutcome { removed, pairs: out_pairs, report }
 }
 
 /// The exact similarity of an evaluated pair, and its MinHash estimate.
@@ -1251,26 +1086,15 @@ struct Eval {
 // Writing
 
 /// Writes a file atomically: a temporary file in the same folder, fsync, rename, fsync the folder.
-fn write_atomic(
-    path: &Path,
-    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let io = |e| Error::io(path, e);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(io)?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(io)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
         // a temporary file is private (0600); the output is an ordinary file
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(io)?;
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io)?;
     }
     {
         let mut w = BufWriter::new(tmp.as_file_mut());
@@ -1315,57 +1139,31 @@ pub fn run(input: &Path, out: &Path, cfg: &CleanConfig) -> Result<DataReport> {
 
     // Read and clean, in parallel; results stay in path order.
     let (files, files_skipped) = list_files(input, out)?;
-    let total: u64 = files
-        .iter()
-        .map(|f| std::fs::metadata(&f.0).map(|m| m.len()).unwrap_or(0))
-        .sum();
-    let pb = bar(
-        cfg.progress,
-        total,
-        "{msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {elapsed}/{eta}",
-        "reading",
-    );
+    let total: u64 = files.iter().map(|f| std::fs::metadata(&f.0).map(|m| m.len()).unwrap_or(0)).sum();
+    let pb = bar(cfg.progress, total, "{msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {elapsed}/{eta}", "reading");
     let per_file: Vec<Vec<Item>> = files
         .par_iter()
         .map(|(path, rel, kind, codec)| {
             let raws = read_file(path, rel, *kind, *codec);
             pb.inc(std::fs::metadata(path).map(|m| m.len()).unwrap_or(0));
-            raws.into_iter()
-                .map(|raw| clean_one(raw, cfg, blocklist.as_ref()))
-                .collect()
+            raws.into_iter().map(|raw| clean_one(raw, cfg, blocklist.as_ref())).collect()
         })
         .collect();
     pb.finish_and_clear();
     let items: Vec<Item> = per_file.into_iter().flatten().collect();
     if cfg.fail_on_unreadable {
-        if let Some(it) = items
-            .iter()
-            .find(|it| matches!(it.verdict, Some((Reason::Unreadable, _))))
-        {
+        if let Some(it) = items.iter().find(|it| matches!(it.verdict, Some((Reason::Unreadable, _)))) {
             let msg = it.verdict.as_ref().map(|v| v.1.clone()).unwrap_or_default();
-            return Err(Error::Unreadable {
-                path: input.join(&it.source),
-                msg,
-            });
+            return Err(Error::Unreadable { path: input.join(&it.source), msg });
         }
     }
 
-    let mut removed: BTreeMap<Reason, Count> =
-        Reason::ALL.iter().map(|&r| (r, Count::default())).collect();
+    let mut removed: BTreeMap<Reason, Count> = Reason::ALL.iter().map(|&r| (r, Count::default())).collect();
     let mut removed_docs = Vec::new();
     let mut remove = |it: &Item, reason: Reason, detail: String| {
-        let bytes = if reason == Reason::Unreadable {
-            it.bytes_in
-        } else {
-            it.text.len() as u64
-        };
+        let bytes = if reason == Reason::Unreadable { it.bytes_in } else { it.text.len() as u64 };
         removed.get_mut(&reason).expect("every reason").add(bytes);
-        removed_docs.push(RemovedDoc {
-            source: it.source.clone(),
-            reason,
-            bytes,
-            detail,
-        });
+        removed_docs.push(RemovedDoc { source: it.source.clone(), reason, bytes, detail });
     };
 
     // Stages 1-4 verdicts, then exact duplicates.
@@ -1379,15 +1177,8 @@ pub fn run(input: &Path, out: &Path, cfg: &CleanConfig) -> Result<DataReport> {
         }
         match first_of.get(&it.hash) {
             Some(&f) => {
-                exact_duplicates.push(ExactDuplicate {
-                    source: it.source.clone(),
-                    duplicate_of: items[f].source.clone(),
-                });
-                remove(
-                    it,
-                    Reason::ExactDuplicate,
-                    format!("same text as {}", items[f].source),
-                );
+                exact_duplicates.push(ExactDuplicate { source: it.source.clone(), duplicate_of: items[f].source.clone() });
+                remove(it, Reason::ExactDuplicate, format!("same text as {}", items[f].source));
             }
             None => {
                 first_of.insert(it.hash, i);
@@ -1404,12 +1195,7 @@ pub fn run(input: &Path, out: &Path, cfg: &CleanConfig) -> Result<DataReport> {
         gone[k] = true;
         remove(stage[k], Reason::NearDuplicate, detail);
     }
-    let kept: Vec<&Item> = stage
-        .iter()
-        .zip(&gone)
-        .filter(|(_, g)| !**g)
-        .map(|(it, _)| *it)
-        .collect();
+    let kept: Vec<&Item> = stage.iter().zip(&gone).filter(|(_, g)| !**g).map(|(it, _)| *it).collect();
 
     // Boilerplate counts (of documents that stay).
     let mut boilerplate: BTreeMap<String, Count> = BTreeMap::new();
@@ -1420,10 +1206,7 @@ pub fn run(input: &Path, out: &Path, cfg: &CleanConfig) -> Result<DataReport> {
     }
 
     // Train / validation split by document.
-    let us: Vec<f64> = kept
-        .iter()
-        .map(|it| xxh3_64_with_seed(it.source.as_bytes(), cfg.seed) as f64 / 2f64.powi(64))
-        .collect();
+    let us: Vec<f64> = kept.iter().map(|it| xxh3_64_with_seed(it.source.as_bytes(), cfg.seed) as f64 / 2f64.powi(64)).collect();
     let mut in_val: Vec<bool> = us.iter().map(|&u| u < cfg.val_fraction).collect();
     if kept.len() >= 2 {
         let by_u = |a: &usize, b: &usize| us[*a].total_cmp(&us[*b]);
@@ -1434,34 +1217,15 @@ pub fn run(input: &Path, out: &Path, cfg: &CleanConfig) -> Result<DataReport> {
             in_val[(0..kept.len()).max_by(by_u).expect("documents")] = false;
         }
     }
-    let to_doc = |it: &Item| Doc {
-        id: hex(&it.hash[..8]),
-        source: it.source.clone(),
-        text: it.text.clone(),
-    };
-    let train: Vec<Doc> = kept
-        .iter()
-        .zip(&in_val)
-        .filter(|(_, v)| !**v)
-        .map(|(it, _)| to_doc(it))
-        .collect();
-    let val: Vec<Doc> = kept
-        .iter()
-        .zip(&in_val)
-        .filter(|(_, v)| **v)
-        .map(|(it, _)| to_doc(it))
-        .collect();
-    let count = |docs: &[Doc]| Count {
-        docs: docs.len() as u64,
-        bytes: docs.iter().map(|d| d.text.len() as u64).sum(),
-    };
+    let to_doc = |it: &Item| Doc { id: hex(&it.hash[..8]), source: it.source.clone(), text: it.text.clone() };
+    let train: Vec<Doc> = kept.iter().zip(&in_val).filter(|(_, v)| !**v).map(|(it, _)| to_doc(it)).collect();
+    let val: Vec<Doc> = kept.iter().zip(&in_val).filter(|(_, v)| **v).map(|(it, _)| to_doc(it)).collect();
+    let count = |docs: &[Doc]| Count { docs: docs.len() as u64, bytes: docs.iter().map(|d| d.text.len() as u64).sum() };
     let (train_c, val_c) = (count(&train), count(&val));
 
     let bytes_in: u64 = items.iter().map(|it| it.bytes_in).sum();
     let bytes_out = train_c.bytes + val_c.bytes;
-    let accounted: u64 = removed.values().map(|c| c.bytes).sum::<u64>()
-        + boilerplate.values().map(|c| c.bytes).sum::<u64>()
-        + bytes_out;
+    let accounted: u64 = removed.values().map(|c| c.bytes).sum::<u64>() + boilerplate.values().map(|c| c.bytes).sum::<u64>() + bytes_out;
     let report = DataReport {
         input: input.display().to_string(),
         config: cfg.clone(),
@@ -1510,14 +1274,7 @@ fn human_bytes(b: u64) -> String {
 /// Two histograms side by side as text, with log-scaled bars (counts differ by orders of magnitude).
 fn text_histograms(left: (&str, &Histogram), right: (&str, &Histogram), threshold: f64) -> String {
     let width = 28usize;
-    let peak = left
-        .1
-        .counts
-        .iter()
-        .chain(&right.1.counts)
-        .copied()
-        .max()
-        .unwrap_or(0);
+    let peak = left.1.counts.iter().chain(&right.1.counts).copied().max().unwrap_or(0);
     let barlen = |c: u64| {
         if c == 0 || peak == 0 {
             0
@@ -1525,28 +1282,15 @@ fn text_histograms(left: (&str, &Histogram), right: (&str, &Histogram), threshol
             (((c as f64 + 1.0).ln() / (peak as f64 + 1.0).ln()) * width as f64).ceil() as usize
         }
     };
-    let (lt, rt) = (
-        format!("{} (n={})", left.0, left.1.n),
-        format!("{} (n={})", right.0, right.1.n),
-    );
+    let (lt, rt) = (format!("{} (n={})", left.0, left.1.n), format!("{} (n={})", right.0, right.1.n));
     let mut s = format!("Jaccard      {:>7} {lt:<width$}  {:>7} {rt}\n", "n", "n");
     let w = left.1.bin_width.max(right.1.bin_width);
     for i in 0..left.1.counts.len().max(right.1.counts.len()) {
-        let (lc, rc) = (
-            left.1.counts.get(i).copied().unwrap_or(0),
-            right.1.counts.get(i).copied().unwrap_or(0),
-        );
+        let (lc, rc) = (left.1.counts.get(i).copied().unwrap_or(0), right.1.counts.get(i).copied().unwrap_or(0));
         let (lo, hi) = (i as f64 * w, (i + 1) as f64 * w);
-        let mark = if ((threshold / w) + 1e-9).floor() as usize == i {
-            "  <- threshold"
-        } else {
-            ""
-        };
+        let mark = if ((threshold / w) + 1e-9).floor() as usize == i { "  <- threshold" } else { "" };
         let right_bar = format!("{}{mark}", "#".repeat(barlen(rc)));
-        s += &format!(
-            "{lo:.2}-{hi:.2}  {lc:>7} {:<width$}  {rc:>7} {right_bar}\n",
-            "#".repeat(barlen(lc))
-        );
+        s += &format!("{lo:.2}-{hi:.2}  {lc:>7} {:<width$}  {rc:>7} {right_bar}\n", "#".repeat(barlen(lc)));
     }
     s
 }
@@ -1569,28 +1313,14 @@ pub fn render_markdown(r: &DataReport) -> String {
     s += "| | documents | bytes |\n|---|---:|---:|\n";
     s += &format!("| in | {} | {} |\n", r.docs_in, r.bytes_in);
     for (reason, n) in &r.removed {
-        s += &format!(
-            "| removed: {} | {} | {} |\n",
-            reason.as_str(),
-            n.docs,
-            n.bytes
-        );
+        s += &format!("| removed: {} | {} | {} |\n", reason.as_str(), n.docs, n.bytes);
     }
     for (kind, n) in &r.boilerplate {
-        s += &format!(
-            "| cut from kept documents: {kind} | ({} docs) | {} |\n",
-            n.docs, n.bytes
-        );
+        s += &format!("| cut from kept documents: {kind} | ({} docs) | {} |\n", n.docs, n.bytes);
     }
-    s += &format!(
-        "| changed by normalisation (NFC, line endings, whitespace) | | {} |\n",
-        r.normalization_bytes
-    );
+    s += &format!("| changed by normalisation (NFC, line endings, whitespace) | | {} |\n", r.normalization_bytes);
     s += &format!("| **out** | **{}** | **{}** |\n", r.docs_out, r.bytes_out);
-    s += &format!(
-        "| train | {} | {} |\n| val | {} | {} |\n\n",
-        r.train.docs, r.train.bytes, r.val.docs, r.val.bytes
-    );
+    s += &format!("| train | {} | {} |\n| val | {} | {} |\n\n", r.train.docs, r.train.bytes, r.val.docs, r.val.bytes);
 
     s += "## Near-duplicates\n\n";
     s += &format!(
@@ -1619,10 +1349,8 @@ pub fn render_markdown(r: &DataReport) -> String {
             KeepPolicy::First => "the first by path".into(),
         },
         match c.containment_threshold {
-            Some(t) => format!(
-                " A document with ≥ {:.0} % of its shingles inside a larger document is removed, the larger kept.",
-                100.0 * t
-            ),
+            Some(t) =>
+                format!(" A document with ≥ {:.0} % of its shingles inside a larger document is removed, the larger kept.", 100.0 * t),
             None => String::new(),
         }
     );
@@ -1648,16 +1376,10 @@ pub fn render_markdown(r: &DataReport) -> String {
         s += "\n";
     }
     if let Some(m) = &sim.min_merged {
-        s += &format!(
-            "Least similar pair merged by Jaccard: {:.3} (`{}` ~ `{}`).\n",
-            m.jaccard, m.a, m.b
-        );
+        s += &format!("Least similar pair merged by Jaccard: {:.3} (`{}` ~ `{}`).\n", m.jaccard, m.a, m.b);
     }
     if let Some(m) = sim.closest_not_merged.first() {
-        s += &format!(
-            "Most similar pair not merged: {:.3} (`{}` ~ `{}`).\n",
-            m.jaccard, m.a, m.b
-        );
+        s += &format!("Most similar pair not merged: {:.3} (`{}` ~ `{}`).\n", m.jaccard, m.a, m.b);
     }
     s += &format!(
         "Near-duplicate pairs that LSH did not propose (found by the exact all/random-pair pass): {}.\n",
@@ -1678,13 +1400,9 @@ pub fn render_markdown(r: &DataReport) -> String {
         )
     );
     if !sim.closest_not_merged.is_empty() {
-        s +=
-            "Closest pairs not merged:\n\n| Jaccard | containment | a | b |\n|---:|---:|---|---|\n";
+        s += "Closest pairs not merged:\n\n| Jaccard | containment | a | b |\n|---:|---:|---|---|\n";
         for p in &sim.closest_not_merged {
-            s += &format!(
-                "| {:.3} | {:.3} | `{}` | `{}` |\n",
-                p.jaccard, p.containment, p.a, p.b
-            );
+            s += &format!("| {:.3} | {:.3} | `{}` | `{}` |\n", p.jaccard, p.containment, p.a, p.b);
         }
         s += "\n";
     }
@@ -1696,39 +1414,20 @@ pub fn render_markdown(r: &DataReport) -> String {
         }
         s += "\n";
     }
-    let others: Vec<&RemovedDoc> = r
-        .removed_docs
-        .iter()
-        .filter(|d| !matches!(d.reason, Reason::ExactDuplicate | Reason::NearDuplicate))
-        .collect();
+    let others: Vec<&RemovedDoc> =
+        r.removed_docs.iter().filter(|d| !matches!(d.reason, Reason::ExactDuplicate | Reason::NearDuplicate)).collect();
     if !others.is_empty() {
         s += "## Other removals\n\n| document | reason | bytes | detail |\n|---|---|---:|---|\n";
         for d in others.iter().take(200) {
-            s += &format!(
-                "| `{}` | {} | {} | {} |\n",
-                d.source,
-                d.reason.as_str(),
-                d.bytes,
-                d.detail.replace('|', "\\|")
-            );
+            s += &format!("| `{}` | {} | {} | {} |\n", d.source, d.reason.as_str(), d.bytes, d.detail.replace('|', "\\|"));
         }
         if others.len() > 200 {
-            s += &format!(
-                "\n… and {} more (see data_report.json).\n",
-                others.len() - 200
-            );
+            s += &format!("\n… and {} more (see data_report.json).\n", others.len() - 200);
         }
         s += "\n";
     }
     if !r.files_skipped.is_empty() {
-        s += &format!(
-            "## Files skipped\n\n{}\n\n",
-            r.files_skipped
-                .iter()
-                .map(|f| format!("`{f}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        s += &format!("## Files skipped\n\n{}\n\n", r.files_skipped.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "));
     }
     s += &format!(
         "## Rules\n\nIn order; a document is removed by the first it fails. Unreadable files are \

@@ -71,10 +71,7 @@ pub fn words(text: &str, spelling: bool) -> Vec<String> {
     while let Some(c) = chars.next() {
         if c.is_alphabetic() {
             cur.extend(c.to_lowercase());
-        } else if (c == '\'' || c == '\u{2019}')
-            && !cur.is_empty()
-            && chars.peek().is_some_and(|n| n.is_alphabetic())
-        {
+        } else if (c == '\'' || c == '\u{2019}') && !cur.is_empty() && chars.peek().is_some_and(|n| n.is_alphabetic()) {
             // joined: "look'd" -> "lookd"
         } else {
             flush(&mut cur, &mut out);
@@ -89,10 +86,7 @@ pub fn words(text: &str, spelling: bool) -> Vec<String> {
 /// empty text gives the empty set.
 pub fn shingles(text: &str, k: usize, spelling: bool) -> Vec<u64> {
     let k = k.max(1);
-    let word_hashes: Vec<u64> = words(text, spelling)
-        .iter()
-        .map(|w| xxh3_64(w.as_bytes()))
-        .collect();
+    let word_hashes: Vec<u64> = words(text, spelling).iter().map(|w| xxh3_64(w.as_bytes())).collect();
     if word_hashes.is_empty() {
         return Vec::new();
     }
@@ -154,9 +148,7 @@ pub struct MinHasher {
 
 impl MinHasher {
     pub fn new(num_perm: usize, seed: u64) -> Self {
-        let keys = (0..num_perm as u64)
-            .map(|i| mix(seed ^ mix(i.wrapping_add(0x9e37_79b9_7f4a_7c15))))
-            .collect();
+        let keys = (0..num_perm as u64).map(|i| mix(seed ^ mix(i.wrapping_add(0x9e37_79b9_7f4a_7c15)))).collect();
         MinHasher { keys }
     }
 
@@ -195,11 +187,7 @@ pub fn lsh_probability(j: f64, bands: usize, rows: usize) -> f64 {
 
 /// Candidate pairs `(i, j)` with `i < j`, sorted, of the signatures that share at least one band.
 /// `None` entries (documents without shingles) take no part.
-pub fn candidate_pairs(
-    sigs: &[Option<Vec<u64>>],
-    bands: usize,
-    rows: usize,
-) -> Vec<(usize, usize)> {
+pub fn candidate_pairs(sigs: &[Option<Vec<u64>>], bands: usize, rows: usize) -> Vec<(usize, usize)> {
     let mut pairs = Vec::new();
     for band in 0..bands {
         let mut buckets: HashMap<u64, Vec<usize>> = HashMap::new();
@@ -210,10 +198,7 @@ pub fn candidate_pairs(
             for v in slice {
                 bytes.extend_from_slice(&v.to_le_bytes());
             }
-            buckets
-                .entry(xxh3_64_with_seed(&bytes, band as u64))
-                .or_default()
-                .push(i);
+            buckets.entry(xxh3_64_with_seed(&bytes, band as u64)).or_default().push(i);
         }
         for docs in buckets.values() {
             for (x, &a) in docs.iter().enumerate() {
@@ -256,9 +241,6 @@ mod tests {
 
     #[test]
     fn words_join_apostrophes_and_split_punctuation() {
-        assert_eq!(
-            words("Reliev'd you? 'Tis—twelve!", false),
-            ["relievd", "you", "tis", "twelve"]
-        );
+        assert_eq!(words("Reliev'd you? 'Tis—twelve!", false), ["relievd", "you", "tis", "twelve"]);
     }
 }

@@ -68,38 +68,28 @@ impl Tokenizer {
         S: AsRef<str> + Send,
     {
         let (mut tok, mut trainer) = untrained(vocab_size, false)?;
-        tok.train(&mut trainer, texts.into_iter())
-            .map_err(|e| Error::Tokenizer(format!("training failed: {e}")))?;
+        tok.train(&mut trainer, texts.into_iter()).map_err(|e| Error::Tokenizer(format!("training failed: {e}")))?;
         Tokenizer::from_hf(tok)
     }
 
     /// Trains on text files, streaming them line by line; with `show_progress`, draws progress
     /// bars on stderr (reading, counting pairs, merging).
-    pub fn train_from_files(
-        files: &[PathBuf],
-        vocab_size: usize,
-        show_progress: bool,
-    ) -> Result<Tokenizer> {
+    pub fn train_from_files(files: &[PathBuf], vocab_size: usize, show_progress: bool) -> Result<Tokenizer> {
         // `tokenizers` reports a missing file without its name; check first to name it.
         for file in files {
             std::fs::metadata(file).map_err(|e| Error::io(file, e))?;
         }
         let (mut tok, mut trainer) = untrained(vocab_size, show_progress)?;
-        let names = files
-            .iter()
-            .map(|f| f.to_string_lossy().into_owned())
-            .collect();
-        tok.train_from_files(&mut trainer, names).map_err(|e| {
-            Error::Tokenizer(format!("training on {} files failed: {e}", files.len()))
-        })?;
+        let names = files.iter().map(|f| f.to_string_lossy().into_owned()).collect();
+        tok.train_from_files(&mut trainer, names)
+            .map_err(|e| Error::Tokenizer(format!("training on {} files failed: {e}", files.len())))?;
         Tokenizer::from_hf(tok)
     }
 
     /// The pure byte tokenizer: 256 byte tokens and the 3 specials, no merges. One token per
     /// byte, for character-level experiments. Identical to training with `vocab_size = 259`.
     pub fn bytes() -> Tokenizer {
-        Tokenizer::train(std::iter::empty::<&str>(), MIN_VOCAB_SIZE)
-            .expect("training with no merges cannot fail")
+        Tokenizer::train(std::iter::empty::<&str>(), MIN_VOCAB_SIZE).expect("training with no merges cannot fail")
     }
 
     /// Loads a `tokenizer.json`. Errors name the path: a missing file, a file that is not a
@@ -107,25 +97,20 @@ impl Tokenizer {
     pub fn load(path: &Path) -> Result<Tokenizer> {
         let json = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         Tokenizer::from_json(&json).map_err(|e| match e {
-            Error::Tokenizer(msg) | Error::Format(msg) => {
-                Error::Format(format!("{}: {msg}", path.display()))
-            }
+            Error::Tokenizer(msg) | Error::Format(msg) => Error::Format(format!("{}: {msg}", path.display())),
             other => other,
         })
     }
 
     /// Parses the contents of a `tokenizer.json`.
     pub fn from_json(json: &str) -> Result<Tokenizer> {
-        let tok = tokenizers::Tokenizer::from_bytes(json.as_bytes())
-            .map_err(|e| Error::Format(format!("not a tokenizer.json: {e}")))?;
+        let tok = tokenizers::Tokenizer::from_bytes(json.as_bytes()).map_err(|e| Error::Format(format!("not a tokenizer.json: {e}")))?;
         Tokenizer::from_hf(tok)
     }
 
     /// The `tokenizer.json` text.
     pub fn to_json(&self) -> String {
-        self.plain
-            .to_string(true)
-            .expect("a tokenizer always serialises")
+        self.plain.to_string(true).expect("a tokenizer always serialises")
     }
 
     /// Saves as `tokenizer.json`, atomically: a crash leaves the old file or the new one, never half.
@@ -155,10 +140,7 @@ impl Tokenizer {
         let token = self.id_to_token(id)?;
         // Map each character back to its byte, as the ByteLevel decoder does; a token that is
         // not made of byte characters (a special token written with other symbols) stays UTF-8.
-        let bytes: Option<Vec<u8>> = token
-            .chars()
-            .map(|c| CHAR_TO_BYTE.get(&c).copied())
-            .collect();
+        let bytes: Option<Vec<u8>> = token.chars().map(|c| CHAR_TO_BYTE.get(&c).copied()).collect();
         Some(bytes.unwrap_or_else(|| token.into_bytes()))
     }
 
@@ -175,14 +157,8 @@ impl Tokenizer {
 
     /// Encodes many texts in parallel (rayon), as `encode` does one.
     pub fn encode_batch(&self, texts: &[&str]) -> Vec<Vec<u32>> {
-        let encodings = self
-            .plain
-            .encode_batch_fast(texts.to_vec(), false)
-            .expect("a byte-level BPE encodes any string");
-        encodings
-            .into_iter()
-            .map(|e| e.get_ids().to_vec())
-            .collect()
+        let encodings = self.plain.encode_batch_fast(texts.to_vec(), false).expect("a byte-level BPE encodes any string");
+        encodings.into_iter().map(|e| e.get_ids().to_vec()).collect()
     }
 
     /// Decodes ids to text. With `skip_special`, special tokens are left out; otherwise they
@@ -197,10 +173,7 @@ impl Tokenizer {
             if i > 0 {
                 text.push(char::REPLACEMENT_CHARACTER);
             }
-            let part = self
-                .plain
-                .decode(run, skip_special)
-                .expect("the ByteLevel decoder cannot fail");
+            let part = self.plain.decode(run, skip_special).expect("the ByteLevel decoder cannot fail");
             text.push_str(&part);
         }
         text
@@ -246,22 +219,10 @@ impl Tokenizer {
     /// Shows already-encoded ids, in colour or plain.
     pub fn show_ids(&self, ids: &[u32], colour: bool) -> String {
         let pieces: Vec<String> = ids.iter().map(|&id| self.piece(id, !colour)).collect();
-        let mut out = if colour {
-            coloured(&pieces)
-        } else {
-            format!("[{}]", pieces.join("|"))
-        };
+        let mut out = if colour { coloured(&pieces) } else { format!("[{}]", pieces.join("|")) };
         let chars = self.decode(ids, false).chars().count();
-        let per_token = if ids.is_empty() {
-            0.0
-        } else {
-            chars as f64 / ids.len() as f64
-        };
-        let _ = write!(
-            out,
-            "\n{} tokens, {chars} characters, {per_token:.2} characters/token",
-            ids.len()
-        );
+        let per_token = if ids.is_empty() { 0.0 } else { chars as f64 / ids.len() as f64 };
+        let _ = write!(out, "\n{} tokens, {chars} characters, {per_token:.2} characters/token", ids.len());
         out
     }
 
@@ -281,37 +242,19 @@ impl Tokenizer {
     /// Wraps a `tokenizers::Tokenizer`, after checking it is one we can use.
     fn from_hf(mut plain: tokenizers::Tokenizer) -> Result<Tokenizer> {
         check_byte_level(&plain)?;
-        let special_id = |name: &str| {
-            special_token_id(&plain, name)
-                .ok_or_else(|| Error::Tokenizer(format!("no special token {name}")))
-        };
-        let (eot, im_start, im_end) = (
-            special_id(ENDOFTEXT)?,
-            special_id(IM_START)?,
-            special_id(IM_END)?,
-        );
+        let special_id = |name: &str| special_token_id(&plain, name).ok_or_else(|| Error::Tokenizer(format!("no special token {name}")));
+        let (eot, im_start, im_end) = (special_id(ENDOFTEXT)?, special_id(IM_START)?, special_id(IM_END)?);
         let mut chat = plain.clone();
         chat.set_encode_special_tokens(false);
         plain.set_encode_special_tokens(true);
-        Ok(Tokenizer {
-            plain,
-            chat,
-            eot,
-            im_start,
-            im_end,
-        })
+        Ok(Tokenizer { plain, chat, eot, im_start, im_end })
     }
 }
 
 /// An empty byte-level BPE tokenizer and a trainer that fills it.
-fn untrained(
-    vocab_size: usize,
-    show_progress: bool,
-) -> Result<(tokenizers::Tokenizer, TrainerWrapper)> {
+fn untrained(vocab_size: usize, show_progress: bool) -> Result<(tokenizers::Tokenizer, TrainerWrapper)> {
     if vocab_size < MIN_VOCAB_SIZE {
-        return Err(Error::Tokenizer(format!(
-            "vocab_size {vocab_size} is below {MIN_VOCAB_SIZE} (3 special tokens + 256 bytes)"
-        )));
+        return Err(Error::Tokenizer(format!("vocab_size {vocab_size} is below {MIN_VOCAB_SIZE} (3 special tokens + 256 bytes)")));
     }
     let mut tok = tokenizers::Tokenizer::new(BPE::default());
     // No normaliser. Pre-tokenizer: bytes to printable characters, then GPT-2's split regex.
@@ -319,10 +262,7 @@ fn untrained(
     tok.with_pre_tokenizer(Some(byte_level));
     // The decoder maps the byte characters back to bytes (its options only matter for offsets).
     tok.with_decoder(Some(byte_level));
-    let specials = SPECIAL_TOKENS
-        .iter()
-        .map(|s| AddedToken::from(*s, true))
-        .collect();
+    let specials = SPECIAL_TOKENS.iter().map(|s| AddedToken::from(*s, true)).collect();
     let trainer = BpeTrainer::builder()
         .vocab_size(vocab_size)
         .min_frequency(0)
@@ -337,9 +277,7 @@ fn untrained(
 /// Encodes with one of our two `tokenizers` instances; no post-processor specials are added.
 fn encode_with(tok: &tokenizers::Tokenizer, text: &str) -> Vec<u32> {
     // `from_hf` checked that every byte has a token, so encoding cannot fail.
-    let encoding = tok
-        .encode_fast(text, false)
-        .expect("a byte-level BPE encodes any string");
+    let encoding = tok.encode_fast(text, false).expect("a byte-level BPE encodes any string");
     encoding.get_ids().to_vec()
 }
 
@@ -353,20 +291,13 @@ fn special_token_id(tok: &tokenizers::Tokenizer, name: &str) -> Option<u32> {
 /// Checks that `tok` is byte-level with contiguous ids, so that `encode` and `decode` cannot fail
 /// and round-trip any string.
 fn check_byte_level(tok: &tokenizers::Tokenizer) -> Result<()> {
-    let missing = BYTE_CHARS
-        .iter()
-        .filter(|c| tok.token_to_id(&c.to_string()).is_none())
-        .count();
+    let missing = BYTE_CHARS.iter().filter(|c| tok.token_to_id(&c.to_string()).is_none()).count();
     if missing > 0 {
-        return Err(Error::Tokenizer(format!(
-            "not a byte-level tokenizer: {missing} of the 256 byte tokens are missing"
-        )));
+        return Err(Error::Tokenizer(format!("not a byte-level tokenizer: {missing} of the 256 byte tokens are missing")));
     }
     let n = tok.get_vocab_size(true) as u32;
     if let Some(hole) = (0..n).find(|&id| tok.id_to_token(id).is_none()) {
-        return Err(Error::Tokenizer(format!(
-            "ids are not contiguous: no token has id {hole}"
-        )));
+        return Err(Error::Tokenizer(format!("ids are not contiguous: no token has id {hole}")));
     }
     let probe = "Hi there!\n\t  ÉCOLE café 中文 🙂 x=1+2;\r\n\0";
     let round_trip = tok
@@ -374,9 +305,7 @@ fn check_byte_level(tok: &tokenizers::Tokenizer) -> Result<()> {
         .and_then(|e| tok.decode(e.get_ids(), false))
         .map_err(|e| Error::Tokenizer(format!("cannot encode a test string: {e}")))?;
     if round_trip != probe {
-        return Err(Error::Tokenizer(format!(
-            "not byte-level: {probe:?} decodes back as {round_trip:?}"
-        )));
+        return Err(Error::Tokenizer(format!("not byte-level: {probe:?} decodes back as {round_trip:?}")));
     }
     Ok(())
 }
@@ -400,13 +329,7 @@ static BYTE_CHARS: LazyLock<[char; 256]> = LazyLock::new(|| {
 });
 
 /// The inverse of `BYTE_CHARS`.
-static CHAR_TO_BYTE: LazyLock<HashMap<char, u8>> = LazyLock::new(|| {
-    BYTE_CHARS
-        .iter()
-        .enumerate()
-        .map(|(b, &c)| (c, b as u8))
-        .collect()
-});
+static CHAR_TO_BYTE: LazyLock<HashMap<char, u8>> = LazyLock::new(|| BYTE_CHARS.iter().enumerate().map(|(b, &c)| (c, b as u8)).collect());
 
 /// Background colours (xterm-256) to cycle through, with black text on top.
 const BACKGROUNDS: [u8; 4] = [153, 223, 194, 225];
@@ -460,14 +383,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::Format(format!("{}: not a file name", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let name = path.file_name().ok_or_else(|| Error::Format(format!("{}: not a file name", path.display())))?;
+    let tmp = dir.join(format!(".{}.tmp.{}", name.to_string_lossy(), std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;

@@ -17,9 +17,7 @@ use proptest::prelude::*;
 const CORPUS: &str = include_str!("fixtures/tokenizer_corpus.txt");
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 /// A fresh path in Cargo's scratch folder for integration tests.
@@ -30,8 +28,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 /// The committed 512-token BPE.
-static BPE: LazyLock<Tokenizer> =
-    LazyLock::new(|| Tokenizer::load(&fixture("tokenizer.json")).unwrap());
+static BPE: LazyLock<Tokenizer> = LazyLock::new(|| Tokenizer::load(&fixture("tokenizer.json")).unwrap());
 static BYTES: LazyLock<Tokenizer> = LazyLock::new(Tokenizer::bytes);
 
 fn has_special(tok: &Tokenizer, ids: &[u32]) -> bool {
@@ -67,9 +64,7 @@ fn bytes_tokenizer_gives_one_token_per_byte() {
     let text = "héllo, 世界 🙂\n";
     assert_eq!(BYTES.encode(text).len(), text.len());
     // The 256 non-special tokens stand for the 256 bytes, each exactly once.
-    let mut seen: Vec<u8> = (3..259)
-        .flat_map(|id| BYTES.token_bytes(id).unwrap())
-        .collect();
+    let mut seen: Vec<u8> = (3..259).flat_map(|id| BYTES.token_bytes(id).unwrap()).collect();
     seen.sort();
     assert_eq!(seen, (0..=255).collect::<Vec<u8>>());
 }
@@ -85,10 +80,7 @@ fn merges_make_text_shorter() {
 #[test]
 fn special_tokens_have_ids_0_1_2() {
     for tok in [&*BPE, &*BYTES] {
-        assert_eq!(
-            (tok.eot_id(), tok.im_start_id(), tok.im_end_id()),
-            (0, 1, 2)
-        );
+        assert_eq!((tok.eot_id(), tok.im_start_id(), tok.im_end_id()), (0, 1, 2));
         assert_eq!(tok.token_to_id(ENDOFTEXT), Some(0));
         assert_eq!(tok.token_to_id(IM_START), Some(1));
         assert_eq!(tok.token_to_id(IM_END), Some(2));
@@ -111,11 +103,7 @@ fn encode_treats_special_token_strings_as_text() {
 fn encode_chat_recognises_special_tokens() {
     let text = "<|im_start|>user\nhi<|im_end|>\n<|endoftext|>";
     let ids = BPE.encode_chat(text);
-    let specials: Vec<u32> = ids
-        .iter()
-        .copied()
-        .filter(|&id| BPE.is_special(id))
-        .collect();
+    let specials: Vec<u32> = ids.iter().copied().filter(|&id| BPE.is_special(id)).collect();
     assert_eq!(specials, vec![1, 2, 0]);
     assert_eq!(ids[0], BPE.im_start_id());
     assert_eq!(BPE.decode(&ids, false), text);
@@ -145,11 +133,8 @@ fn save_then_load_gives_identical_encodings() {
     }
     // No temp file is left behind.
     let dir = path.parent().unwrap();
-    let leftovers: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains(".tmp."))
-        .collect();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp.")).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
@@ -176,10 +161,7 @@ fn loading_a_tokenizer_without_special_tokens_fails() {
     let path = scratch("no-specials.json");
     std::fs::write(&path, json.to_string()).unwrap();
     let err = Tokenizer::load(&path).unwrap_err().to_string();
-    assert!(
-        err.contains("no-specials.json") && err.contains(ENDOFTEXT),
-        "{err}"
-    );
+    assert!(err.contains("no-specials.json") && err.contains(ENDOFTEXT), "{err}");
 }
 
 // ---------------------------------------------------------------- golden tests
@@ -187,17 +169,13 @@ fn loading_a_tokenizer_without_special_tokens_fails() {
 /// Training is deterministic: the committed fixture is what training on the corpus gives today.
 #[test]
 fn fixture_tokenizer_is_reproducible() {
-    let trained =
-        Tokenizer::train_from_files(&[fixture("tokenizer_corpus.txt")], 512, false).unwrap();
+    let trained = Tokenizer::train_from_files(&[fixture("tokenizer_corpus.txt")], 512, false).unwrap();
     assert_eq!(trained.vocab_size(), 512);
     if std::env::var_os("UPDATE_FIXTURES").is_some() {
         trained.save(&fixture("tokenizer.json")).unwrap();
     }
     let committed = std::fs::read_to_string(fixture("tokenizer.json")).unwrap();
-    assert!(
-        trained.to_json() == committed,
-        "training no longer reproduces tokenizer.json"
-    );
+    assert!(trained.to_json() == committed, "training no longer reproduces tokenizer.json");
 }
 
 /// Our ids equal Python `tokenizers`' ids for the same tokenizer.json, in both modes.
@@ -206,21 +184,11 @@ fn ids_match_python_tokenizers() {
     let json = std::fs::read_to_string(fixture("tokenizer_ids.json")).unwrap();
     let cases: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
     assert!(cases.len() >= 25);
-    let ids_of = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
+    let ids_of = |v: &serde_json::Value| -> Vec<u32> { v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
     for case in &cases {
         let text = case["text"].as_str().unwrap();
         assert_eq!(BPE.encode(text), ids_of(&case["ids"]), "encode({text:?})");
-        assert_eq!(
-            BPE.encode_chat(text),
-            ids_of(&case["chat_ids"]),
-            "encode_chat({text:?})"
-        );
+        assert_eq!(BPE.encode_chat(text), ids_of(&case["chat_ids"]), "encode_chat({text:?})");
         assert_eq!(BPE.decode(&ids_of(&case["ids"]), false), text);
     }
 }
@@ -235,26 +203,17 @@ fn show_plain_marks_token_boundaries() {
     let n = BPE.encode("strawberry").len();
     assert_eq!(tokens.matches('|').count(), n - 1);
     assert_eq!(tokens[1..tokens.len() - 1].replace('|', ""), "strawberry");
-    assert!(
-        footer.starts_with(&format!("{n} tokens, 10 characters")),
-        "{footer}"
-    );
+    assert!(footer.starts_with(&format!("{n} tokens, 10 characters")), "{footer}");
 }
 
 #[test]
 fn show_plain_escapes_partial_characters_and_newlines() {
-    assert_eq!(
-        BYTES.show_plain("é\n"),
-        "[\\xC3|\\xA9|\\n]\n3 tokens, 2 characters, 0.67 characters/token"
-    );
+    assert_eq!(BYTES.show_plain("é\n"), "[\\xC3|\\xA9|\\n]\n3 tokens, 2 characters, 0.67 characters/token");
 }
 
 #[test]
 fn show_plain_escapes_its_separator() {
-    assert_eq!(
-        BYTES.show_plain("|\\"),
-        "[\\||\\\\]\n2 tokens, 2 characters, 1.00 characters/token"
-    );
+    assert_eq!(BYTES.show_plain("|\\"), "[\\||\\\\]\n2 tokens, 2 characters, 1.00 characters/token");
 }
 
 #[test]
@@ -263,10 +222,7 @@ fn show_colours_each_token() {
     let n = BPE.encode("how many r in strawberry?\nthree").len();
     assert!(shown.matches("\x1b[0m").count() >= n, "{shown:?}");
     assert!(shown.contains("↵\x1b[0m\n"), "{shown:?}");
-    assert_eq!(
-        BPE.show(""),
-        "\n0 tokens, 0 characters, 0.00 characters/token"
-    );
+    assert_eq!(BPE.show(""), "\n0 tokens, 0 characters, 0.00 characters/token");
 }
 
 // ---------------------------------------------------------------- properties
@@ -288,10 +244,7 @@ fn check_round_trip(tok: &Tokenizer, s: &str) -> Result<(), TestCaseError> {
     prop_assert_eq!(tok.decode(&ids, false), s);
     prop_assert!(!has_special(tok, &ids));
     // The tokens' bytes, concatenated, are the text's bytes.
-    let bytes: Vec<u8> = ids
-        .iter()
-        .flat_map(|&id| tok.token_bytes(id).unwrap())
-        .collect();
+    let bytes: Vec<u8> = ids.iter().flat_map(|&id| tok.token_bytes(id).unwrap()).collect();
     prop_assert_eq!(bytes, s.as_bytes());
     Ok(())
 }

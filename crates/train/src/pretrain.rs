@@ -329,18 +329,21 @@ fn calibrate_step_seconds(model: &mut Llama<Cpu>, corpus: &Corpus, cfg: &Pretrai
 
 /// Trains (or resumes) the base model of run folder `run`. `cfg.steps` is replaced by what
 /// `budget` resolves to on a fresh run; a resumed run keeps its saved configuration.
-pub fn pretrain(run: &Path, cfg: PretrainConfig, budget: Budget, tok: &Tokenizer, corpus: &Corpus, opts: &RunOptions) -> Result<PretrainOutcome> {
+pub fn pretrain(
+    run: &Path,
+    cfg: PretrainConfig,
+    budget: Budget,
+    tok: &Tokenizer,
+    corpus: &Corpus,
+    opts: &RunOptions,
+) -> Result<PretrainOutcome> {
     let say = |s: String| {
         if !opts.quiet {
             println!("{s}");
         }
     };
     if corpus.train.len() <= cfg.context + 1 || corpus.val.len() < 2 {
-        return Err(Error::Input(format!(
-            "the corpus is too small: {} train tokens for a context of {}",
-            corpus.train.len(),
-            cfg.context
-        )));
+        return Err(Error::Input(format!("the corpus is too small: {} train tokens for a context of {}", corpus.train.len(), cfg.context)));
     }
     let (mut model, mut opt, mut state, cfg) = match trainer::resume_dir(run, "base", opts.resume_from.as_deref())? {
         Some(from) => {
@@ -498,9 +501,7 @@ fn check_memory(mc: &LlamaConfig, cfg: &PretrainConfig) -> Result<()> {
 /// `R/plots/loss.svg`: train loss per step and val loss at each eval.
 pub fn plot_loss(run: &Path) -> Result<()> {
     let m = report::read_metrics(run, "base");
-    let pick = |k: &str| -> Vec<(f64, f64)> {
-        m.iter().filter_map(|v| Some((v["step"].as_f64()?, v[k].as_f64()?))).collect()
-    };
+    let pick = |k: &str| -> Vec<(f64, f64)> { m.iter().filter_map(|v| Some((v["step"].as_f64()?, v[k].as_f64()?))).collect() };
     report::line_plot(
         &run.join("plots/loss.svg"),
         "pretraining loss",

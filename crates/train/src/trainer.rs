@@ -75,9 +75,12 @@ pub fn run_loop(
     let flops_per_token = model.cfg.train_flops_per_token(spec.context);
     let bar = if spec.quiet { ProgressBar::hidden() } else { ProgressBar::new(spec.steps as u64) };
     bar.set_style(
-        ProgressStyle::with_template(&format!("{} {{bar:28.cyan/blue}} {{pos}}/{{len}} [{{elapsed_precise}}<{{eta_precise}}] {{msg}}", spec.stage))
-            .unwrap()
-            .progress_chars("=> "),
+        ProgressStyle::with_template(&format!(
+            "{} {{bar:28.cyan/blue}} {{pos}}/{{len}} [{{elapsed_precise}}<{{eta_precise}}] {{msg}}",
+            spec.stage
+        ))
+        .unwrap()
+        .progress_chars("=> "),
     );
     bar.set_position(state.step as u64);
     let started = Instant::now();
@@ -116,14 +119,14 @@ pub fn run_loop(
         bar.set_position(state.step as u64);
         bar.set_message(format!("loss {loss:.4} | {tps:.0} tok/s | MFU {:.0}%", 100.0 * mfu));
         let last = state.step == spec.steps;
-        if state.step % spec.eval_every.max(1) == 0 || last {
+        if state.step.is_multiple_of(spec.eval_every.max(1)) || last {
             let (mut figures, line) = eval(model, state.step, &bar)?;
             figures["stage"] = json!(spec.stage);
             figures["step"] = json!(state.step);
             report::append_metrics(spec.run, &figures)?;
             say(&bar, spec.quiet, &format!("step {:>5}: train {loss:.4}, {line}", state.step));
         }
-        if state.step % spec.checkpoint_every.max(1) == 0 || last {
+        if state.step.is_multiple_of(spec.checkpoint_every.max(1)) || last {
             state.elapsed_s += started.elapsed().as_secs_f64();
             ckpt::save(&dir, model, opt, state)?;
         }
@@ -143,7 +146,13 @@ pub fn resume_dir(run: &Path, stage: &str, resume_from: Option<&Path>) -> Result
 }
 
 /// A fresh `TrainState` for a stage.
-pub fn fresh_state(stage: &str, steps: usize, seed: u64, config: Value, data_sha256: std::collections::BTreeMap<String, String>) -> TrainState {
+pub fn fresh_state(
+    stage: &str,
+    steps: usize,
+    seed: u64,
+    config: Value,
+    data_sha256: std::collections::BTreeMap<String, String>,
+) -> TrainState {
     TrainState {
         stage: stage.into(),
         step: 0,
