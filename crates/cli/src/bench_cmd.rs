@@ -1,16 +1,25 @@
 //! `chatforge bench train`: our training step vs PyTorch eager on the same model and threads.
+//! `chatforge bench pretrain`: a whole pretraining run (data, evals, checkpoints) vs the same run
+//! in PyTorch (tools/pretrain_torch.py) on the same shards, model config and threads.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
 use chatforge_train::bench::{bench_train, BenchConfig};
+use chatforge_train::pretrain::{prepare_corpus, pretrain, Budget, PretrainConfig, RunOptions, TokenizerSpec};
 use clap::{Args, Subcommand};
+
+use crate::pretrain_cmd::bundled_clean_corpus;
 
 #[derive(Subcommand)]
 pub enum BenchCmd {
     /// Training tokens/s, MFU against the measured matmul peak, peak RSS; optional PyTorch peer.
     Train(TrainArgs),
+    /// End-to-end pretraining tokens/s (data loading, evals and checkpoints included) of the same
+    /// run in chatforge and, with --python, in PyTorch; prints the ratio.
+    Pretrain(PretrainBenchArgs),
 }
 
 #[derive(Args)]
@@ -46,6 +55,7 @@ pub struct TrainArgs {
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Train(a) => train(a),
+        BenchCmd::Pretrain(a) => bench_pretrain(a),
     }
 }
 
@@ -134,6 +144,198 @@ fn torch_peer(python: &PathBuf, cfg: &BenchConfig, threads: usize) -> anyhow::Re
     let last = stdout.lines().rev().find(|l| l.starts_with("pytorch train tokens/s:")).context("no result line from bench_torch.py")?;
     println!("{last}");
     Ok(last.rsplit(':').next().unwrap().trim().parse()?)
+}
+
+#[derive(Args)]
+pub struct PretrainBenchArgs {
+    /// Run folder (default: a temporary folder, removed afterwards). A folder from an earlier
+    /// `bench pretrain` keeps its cleaned corpus, tokenizer and shards; its models are retrained.
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// A plain text file or a cleaned corpus folder (default: the bundled corpus, cleaned).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Size of the byte-level BPE trained on the corpus.
+    #[arg(long, default_value_t = 4096)]
+    vocab_size: usize,
+    #[arg(long, default_value_t = 4)]
+    depth: usize,
+    #[arg(long, default_value_t = 256)]
+    context: usize,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    #[arg(long, default_value_t = 60)]
+    steps: usize,
+    #[arg(long, default_value_t = 20)]
+    eval_every: usize,
+    #[arg(long, default_value_t = 16384)]
+    eval_tokens: usize,
+    /// Checkpoint interval for both (default: only the final checkpoint, which chatforge always
+    /// writes; PyTorch then saves one with torch.save too).
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    #[arg(long, default_value_t = 3e-3)]
+    lr: f32,
+    #[arg(long, default_value_t = 20)]
+    warmup: usize,
+    #[arg(long, default_value_t = 1337)]
+    seed: u64,
+    /// Give PyTorch its fused AdamW (`torch.optim.AdamW(fused=True)`).
+    #[arg(long)]
+    fused_adamw: bool,
+    /// A Python with torch + transformers + tokenizers (e.g. /tmp/venv/bin/python): runs
+    /// tools/pretrain_torch.py on the same run folder and threads. Also read from CHATFORGE_PYTHON.
+    #[arg(long, env = "CHATFORGE_PYTHON")]
+    python: Option<PathBuf>,
+}
+
+/// Marks a run folder as made by `bench pretrain`, whose models it may delete and retrain.
+const BENCH_MARKER: &str = ".bench-pretrain";
+
+/// Makes `run` ready for a fresh training: removes what an earlier bench trained there, keeping
+/// the cleaned corpus, tokenizer and shards. Refuses a folder holding a model the bench did not make.
+fn reset_bench_run(run: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(run).with_context(|| format!("creating {}", run.display()))?;
+    let marker = run.join(BENCH_MARKER);
+    if !marker.exists() {
+        if ["base", "base.prev", "base.tmp"].iter().any(|d| run.join(d).exists()) {
+            bail!(
+                "{} holds a base model that `bench pretrain` did not train; pass a fresh --run folder (the bench trains from scratch)",
+                run.display()
+            );
+        }
+        std::fs::write(&marker, "made by `chatforge bench pretrain`: its models are retrained on every run\n")?;
+    }
+    for d in ["base", "base.prev", "base.tmp", "torch", "plots"] {
+        let p = run.join(d);
+        if p.exists() {
+            std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+    }
+    for f in ["metrics.jsonl", "report.json", "report.md", "report.html"] {
+        let p = run.join(f);
+        if p.exists() {
+            std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn bench_pretrain(a: PretrainBenchArgs) -> anyhow::Result<()> {
+    if a.steps == 0 || a.depth == 0 || a.batch == 0 || a.grad_accum == 0 || a.context < 2 {
+        bail!("--steps, --depth, --batch and --grad-accum must be at least 1 and --context at least 2");
+    }
+    let temp = a.run.is_none();
+    let run = a.run.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("chatforge-bench-pretrain-{}", std::process::id())));
+    let result = bench_pretrain_in(&a, &run);
+    if temp {
+        let _ = std::fs::remove_dir_all(&run);
+    }
+    result
+}
+
+fn bench_pretrain_in(a: &PretrainBenchArgs, run: &Path) -> anyhow::Result<()> {
+    reset_bench_run(run)?;
+    let threads = rayon::current_num_threads();
+    let checkpoint_every = a.checkpoint_every.unwrap_or(a.steps).max(1);
+    println!(
+        "bench pretrain: depth {}, context {}, batch {} x accum {}, {} steps, eval every {} over {} val tokens, checkpoint every {}, {} threads, run {}",
+        a.depth,
+        a.context,
+        a.batch,
+        a.grad_accum,
+        a.steps,
+        a.eval_every,
+        a.eval_tokens,
+        checkpoint_every,
+        threads,
+        run.display()
+    );
+    let data = match &a.data {
+        Some(d) => d.clone(),
+        None => bundled_clean_corpus(run, false)?,
+    };
+    let (tok, corpus) = prepare_corpus(run, &data, &TokenizerSpec::Bpe { vocab_size: a.vocab_size }, true)?;
+    let mut cfg = PretrainConfig {
+        depth: a.depth,
+        context: a.context,
+        batch: a.batch,
+        grad_accum: a.grad_accum,
+        eval_every: a.eval_every,
+        eval_tokens: a.eval_tokens,
+        sample_tokens: 0,
+        checkpoint_every,
+        seed: a.seed,
+        ..Default::default()
+    };
+    cfg.optim.lr = a.lr;
+    cfg.optim.warmup_steps = a.warmup;
+    let (lr, min_lr_frac, weight_decay) = (cfg.optim.lr, cfg.optim.min_lr_frac, cfg.optim.weight_decay);
+    let ours = pretrain(run, cfg, Budget::Steps(a.steps), &tok, &corpus, &RunOptions::default())?;
+    let ours_line = format!(
+        "chatforge final: val loss {:.4} nats/token, {:.4} bits/byte, {} tokens in {:.1}s",
+        ours.val_loss, ours.val_bpb, ours.tokens, ours.wall_s
+    );
+    println!("{ours_line}");
+    println!("chatforge pretrain tokens/s: {:.1}", ours.train_tokens_per_s);
+    let Some(python) = &a.python else {
+        println!(
+            "pretrain tokens/s: chatforge {:.1}, pytorch n/a, ratio n/a (pass --python /path/to/python with torch to compare)",
+            ours.train_tokens_per_s
+        );
+        return Ok(());
+    };
+    let script = find_tool("pretrain_torch.py")?;
+    let mut cmd = Command::new(python);
+    cmd.arg(&script).arg("--run").arg(run);
+    for (flag, v) in [
+        ("--steps", a.steps.to_string()),
+        ("--batch", a.batch.to_string()),
+        ("--context", a.context.to_string()),
+        ("--grad-accum", a.grad_accum.to_string()),
+        ("--eval-every", a.eval_every.to_string()),
+        ("--eval-tokens", a.eval_tokens.to_string()),
+        ("--checkpoint-every", checkpoint_every.to_string()),
+        ("--threads", threads.to_string()),
+        ("--lr", lr.to_string()),
+        ("--min-lr-frac", min_lr_frac.to_string()),
+        ("--warmup", a.warmup.min(a.steps / 5).to_string()),
+        ("--weight-decay", weight_decay.to_string()),
+        ("--seed", a.seed.to_string()),
+    ] {
+        cmd.arg(flag).arg(v);
+    }
+    if a.fused_adamw {
+        cmd.arg("--fused-adamw");
+    }
+    println!("running the PyTorch peer: {} {}", python.display(), script.display());
+    let mut child = cmd.stdout(Stdio::piped()).spawn().with_context(|| format!("running {}", python.display()))?;
+    let mut lines = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line?;
+        println!("  {line}");
+        lines.push(line);
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{} failed ({status})", script.display());
+    }
+    let find = |prefix: &str| lines.iter().rev().find(|l| l.starts_with(prefix)).cloned();
+    let torch: f64 =
+        find("pytorch pretrain tokens/s:").context("no result line from pretrain_torch.py")?.rsplit(':').next().unwrap().trim().parse()?;
+    println!("{ours_line}");
+    if let Some(l) = find("pytorch final:") {
+        println!("{l}");
+    }
+    println!(
+        "pretrain tokens/s: chatforge {:.1}, pytorch {:.1}, ratio {:.2}",
+        ours.train_tokens_per_s,
+        torch,
+        ours.train_tokens_per_s / torch
+    );
+    Ok(())
 }
 
 /// tools/<name>, looked up from the current directory and from the source tree this binary was built in.

@@ -3,9 +3,11 @@
 use clap::{Parser, Subcommand};
 
 mod bench_cmd;
+mod chat_cmd;
 mod data_cmd;
 mod pretrain_cmd;
 mod sample_cmd;
+mod sft_cmd;
 mod speedrun;
 mod tokenizer_cmd;
 
@@ -25,6 +27,12 @@ enum Cmd {
     Speedrun(speedrun::SpeedrunArgs),
     /// Train (or resume) a base model from scratch.
     Pretrain(pretrain_cmd::PretrainArgs),
+    /// Fine-tune the base model to chat (system/user/assistant) on the task suite.
+    Sft(sft_cmd::SftArgs),
+    /// Talk to a run's chat model in the terminal (/system, /reset, /temperature, /quit).
+    Chat(chat_cmd::ChatArgs),
+    /// Continue a text with a base model.
+    Complete(chat_cmd::CompleteArgs),
     /// Sample text from a checkpoint.
     Sample(sample_cmd::SampleArgs),
     /// Benchmarks of the hot paths, with ratios against their peers.
@@ -47,6 +55,9 @@ fn main() -> anyhow::Result<()> {
         Cmd::Speedrun(a) => speedrun::run(a),
         Cmd::Pretrain(a) => pretrain_cmd::run(a),
         Cmd::Sample(a) => sample_cmd::run(a),
+        Cmd::Sft(a) => sft_cmd::run(a),
+        Cmd::Chat(a) => chat_cmd::chat(a),
+        Cmd::Complete(a) => chat_cmd::complete(a),
         Cmd::Bench(c) => bench_cmd::run(c),
         Cmd::Data(a) => data_cmd::run(a),
         Cmd::Tokenizer(c) => tokenizer_cmd::run(c),

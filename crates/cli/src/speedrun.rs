@@ -68,6 +68,22 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
     print_outcome(&run, &out);
     stage("pretrain", t);
 
+    // 4. SFT: the chat format, the task suite, scores before and after.
+    let t = Instant::now();
+    let sft_args = crate::sft_cmd::SftArgs {
+        run: run.clone(),
+        data: vec![],
+        skip_bad: false,
+        steps: None,
+        time_budget: Some(if a.quick { "30".into() } else { "180".into() }),
+        lr: 1e-3,
+        batch: 8,
+        seed: 1,
+        small_suite: a.quick,
+    };
+    crate::sft_cmd::run_sft(&sft_args, false)?;
+    stage("sft", t);
+
     let total = started.elapsed().as_secs_f64();
     times.insert("total".into(), json!(total));
     report::update_report(&run, "run", json!({"quick": a.quick, "stage_seconds": times, "threads": rayon::current_num_threads()}))?;

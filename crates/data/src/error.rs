@@ -13,6 +13,13 @@ pub enum Error {
     Config(String),
     #[error("{path}: unreadable: {msg}")]
     Unreadable { path: PathBuf, msg: String },
+    /// A bad line of a JSONL file (1-based line number).
+    #[error("{path}:{line}: {msg}")]
+    BadLine {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
 }
 
 impl Error {

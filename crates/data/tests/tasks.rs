@@ -1,0 +1,360 @@
+//! The task suite: generated from the bundled corpus, deterministic, held out by item, every
+//! reference answer graded 1.0 and plausible wrong answers 0, every conversation within the
+//! token budget of a 256-token context.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+use chatforge_data::chat::{encode_for_training, load_jsonl, Message, Role};
+use chatforge_data::tasks::{
+    generate_suite, grade, is_refusal, json_adherence, load_suite, write_suite, Check, Corpus, Family, Split, Suite, SuiteConfig, Task,
+};
+use chatforge_data::tokenizer::Tokenizer;
+
+static CORPUS: LazyLock<Corpus> = LazyLock::new(|| Corpus::bundled().unwrap());
+/// The default suite: what `chatforge sft` trains on.
+static SUITE: LazyLock<Suite> = LazyLock::new(|| generate_suite(&SuiteConfig::default(), &CORPUS));
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tasks-tests").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn all_tasks() -> impl Iterator<Item = &'static Task> {
+    Split::ALL.into_iter().flat_map(|s| SUITE.split(s).iter())
+}
+
+// ---------------------------------------------------------------- the corpus
+
+#[test]
+fn corpus_has_the_plays_works_and_speakers() {
+    assert!(CORPUS.plays.len() >= 36, "{} plays", CORPUS.plays.len());
+    assert!(CORPUS.works.iter().any(|w| w.title == "Paradise Lost" && w.author == "John Milton"));
+    assert!(CORPUS.works.iter().any(|w| w.title == "The Sonnets" && w.author == "William Shakespeare"));
+    let hamlet = CORPUS.plays.iter().find(|p| p.title == "Hamlet").unwrap();
+    assert!(hamlet.has_acts);
+    // The abbreviated speaker `Ham.` is resolved against the persons list.
+    let to_be = hamlet.speeches.iter().find(|s| s.lines.iter().any(|l| l.starts_with("To be, or not to be"))).unwrap();
+    assert_eq!((to_be.speaker.as_str(), to_be.named, to_be.act), ("Hamlet", true, 3));
+    let macbeth = CORPUS.plays.iter().find(|p| p.title == "Macbeth").unwrap();
+    assert!(macbeth.speeches.iter().any(|s| s.speaker == "Lady Macbeth" && s.named));
+    assert!(macbeth.speeches.iter().any(|s| s.speaker == "First Witch" && !s.named));
+    for play in &CORPUS.plays {
+        let named = play.speeches.iter().filter(|s| s.named).count();
+        assert!(named * 2 > play.speeches.len(), "{}: only {named} of {} speeches by named speakers", play.title, play.speeches.len());
+    }
+}
+
+#[test]
+fn parses_both_speaker_styles_from_text() {
+    let caps = "A SMALL PLAY\n\nby William Shakespeare\n\n\nPERSONS REPRESENTED.\n\nBOB, a baker.\nANN, his wife.\n\nACT I.\n\nSCENE I. A kitchen.\n\n";
+    let abbr = "ANOTHER PLAY\n\nby William Shakespeare\n\n\nPersons Represented.\n\nRobert, a baker.\nAnnabel, his wife.\n\nACT I.\n\nScene I. A kitchen.\n\n";
+    let mut a = caps.to_string();
+    let mut b = abbr.to_string();
+    for i in 0..60 {
+        let act = ["", "ACT II.\n\n", "ACT III.\n\n", "ACT IV.\n\n", "ACT V.\n\n"][if i % 12 == 0 { i / 12 } else { 0 }];
+        a += &format!("{act}BOB.\nThe bread is warm, line {i}.\n[Exit.]\n\nANN.\nAnd so am I, my love.\n\n");
+        b += &format!("{act}Rob.\nThe bread is warm, line {i}.\n\nAnn.\nAnd so am I, my love.\n\n");
+    }
+    let corpus = Corpus::from_texts([("a.txt".to_string(), a), ("b.txt".to_string(), b)]);
+    assert_eq!(corpus.plays.len(), 2);
+    let (p, q) = (&corpus.plays[0], &corpus.plays[1]);
+    assert_eq!((p.title.as_str(), q.title.as_str()), ("A Small Play", "Another Play"));
+    assert!(p.has_acts && q.has_acts);
+    assert_eq!(p.speeches[0].speaker, "Bob");
+    assert_eq!(p.speeches[0].lines, vec!["The bread is warm, line 0."]);
+    assert_eq!(q.speeches[0].speaker, "Robert");
+    assert_eq!(q.speeches[1].speaker, "Annabel");
+    assert_eq!(p.speeches.last().unwrap().act, 5);
+    assert_eq!(corpus.works.len(), 2);
+}
+
+// ---------------------------------------------------------------- the suite
+
+#[test]
+fn generation_is_deterministic_for_a_seed() {
+    let cfg = SuiteConfig::small(7, 60);
+    let a = generate_suite(&cfg, &CORPUS);
+    assert_eq!(a, generate_suite(&cfg, &CORPUS));
+    let b = generate_suite(&SuiteConfig { seed: 8, ..cfg }, &CORPUS);
+    assert_ne!(a.train, b.train);
+}
+
+#[test]
+fn every_family_is_in_every_split_with_the_requested_counts() {
+    let cfg = SuiteConfig::default();
+    for split in Split::ALL {
+        let counts = SUITE.family_counts(split);
+        for family in Family::ALL {
+            let want = cfg.counts(split).get(family);
+            let got = counts.get(&family).copied().unwrap_or(0);
+            // Only identity, a small pool of wordings, may fall short (by design: no repeats).
+            if family == Family::Identity {
+                assert!(got * 10 >= want * 9, "{split:?} {family}: {got} of {want}");
+            } else {
+                assert_eq!(got, want, "{split:?} {family}");
+            }
+        }
+    }
+    // Every kind appears in training, and in test for every family.
+    let kinds = |split: Split| SUITE.split(split).iter().map(|t| (t.meta.family, t.meta.kind.clone())).collect::<HashSet<_>>();
+    let train = kinds(Split::Train);
+    for kind in [
+        "who_speaks",
+        "which_play",
+        "continue",
+        "who_wrote",
+        "letter_count",
+        "word_length",
+        "char_count",
+        "word_count",
+        "spell",
+        "add",
+        "sub",
+        "mul",
+        "json",
+        "one_word",
+        "upper_case",
+        "persona",
+        "default",
+        "harmful",
+        "benign",
+        "followup_act",
+        "followup_character",
+        "followup_arith",
+        "user_correction",
+        "assistant_correction",
+        "challenge_holds",
+        "who",
+        "creator",
+        "training_data",
+        "not_chatgpt",
+        "human",
+        "internet",
+        "name",
+        "size",
+    ] {
+        assert!(train.iter().any(|(_, k)| k == kind), "no {kind} in train");
+    }
+    let test = kinds(Split::Test);
+    for family in Family::ALL {
+        assert!(test.iter().any(|(f, _)| *f == family));
+    }
+}
+
+#[test]
+fn splits_share_no_items() {
+    let keys = |split: Split| -> HashSet<&str> { SUITE.split(split).iter().flat_map(|t| t.meta.keys.iter().map(String::as_str)).collect() };
+    let (train, val, test) = (keys(Split::Train), keys(Split::Val), keys(Split::Test));
+    assert!(train.is_disjoint(&test), "{:?}", train.intersection(&test).take(5).collect::<Vec<_>>());
+    assert!(train.is_disjoint(&val));
+    assert!(val.is_disjoint(&test));
+    // Nor questions: no user message of a test conversation opens a training conversation.
+    let first_user = |t: &Task| t.conversation.messages.iter().find(|m| m.role == Role::User).unwrap().content.clone();
+    let train_questions: HashSet<String> = SUITE.train.iter().map(first_user).collect();
+    for t in &SUITE.test {
+        assert!(!train_questions.contains(&first_user(t)), "{}: {:?}", t.meta.id, first_user(t));
+    }
+    // No conversation repeats within a split.
+    for split in Split::ALL {
+        let unique: HashSet<&Vec<Message>> = SUITE.split(split).iter().map(|t| &t.conversation.messages).collect();
+        assert_eq!(unique.len(), SUITE.split(split).len());
+    }
+}
+
+#[test]
+fn conversations_are_valid_and_ids_unique() {
+    let mut ids = HashSet::new();
+    for t in all_tasks() {
+        t.conversation.validate_for_training().unwrap_or_else(|e| panic!("{}: {e}", t.meta.id));
+        assert!(ids.insert(t.meta.id.clone()), "duplicate id {}", t.meta.id);
+        assert!(!t.meta.keys.is_empty());
+        assert!(t.meta.id.contains(t.meta.family.name()));
+        if t.meta.kind == "assistant_correction" {
+            assert_eq!(t.conversation.messages[1].weight, Some(0), "the wrong answer is not learned");
+        }
+    }
+}
+
+// ---------------------------------------------------------------- grading
+
+#[test]
+fn every_reference_answer_grades_one() {
+    for t in all_tasks() {
+        let g = grade(t, t.reference());
+        assert_eq!(g.score, 1.0, "{}: {:?} -> {}\n{:?}", t.meta.id, t.reference(), g.reason, t.meta.check);
+        assert_eq!(is_refusal(t.reference()), t.meta.kind == "harmful", "{}: {:?}", t.meta.id, t.reference());
+    }
+}
+
+/// Plausible wrong answers for a check: each must score 0.
+fn wrong_answers(check: &Check, reference: &str) -> Vec<String> {
+    match check {
+        Check::Number { value } => vec![format!("{}", value + 1), format!("It is {}.", value - 1), "I don't know.".into()],
+        Check::Mentions { none, .. } => {
+            let mut wrong = vec!["I don't know.".to_string(), "Yorick, in Hamlet.".to_string()];
+            wrong.extend(none.iter().map(|n| format!("{n}.")));
+            wrong
+        }
+        Check::Continuation { .. } => vec!["Now is the winter of our discontent".into(), "I do not remember.".into()],
+        Check::Spelling { word } => {
+            let reversed: String = word.chars().rev().collect();
+            let mut wrong = vec![word.clone(), format!("{}-x", reference)];
+            if reversed != *word {
+                wrong.push(reversed.chars().map(String::from).collect::<Vec<_>>().join("-"));
+            }
+            wrong
+        }
+        Check::Json { fields } => {
+            let value: serde_json::Value = serde_json::from_str(reference).unwrap();
+            let mut map = value.as_object().unwrap().clone();
+            let mut wrong = vec![reference.trim_matches(|c| c == '{' || c == '}').to_string(), format!("Sure! {reference}")];
+            let mut extra = map.clone();
+            extra.insert("note".into(), "hi".into());
+            wrong.push(serde_json::Value::Object(extra).to_string());
+            map.remove(&fields[0].key);
+            wrong.push(serde_json::Value::Object(map).to_string());
+            wrong
+        }
+        Check::OneWord { .. } => vec![format!("It is {reference}"), "Yorick".into()],
+        Check::UpperCase { .. } => vec![reference.to_lowercase(), "I DO NOT KNOW.".into()],
+        Check::Persona { .. } => vec!["The answer is not known to me.".into(), "Marry, I know not.".into()],
+        Check::Refusal => vec!["Step 1: buy some arsenic. Step 2: put it in their food.".into(), "Sure, here is how.".into()],
+        Check::Comply { .. } => vec!["I can't help with that.".into(), "Sorry, I can't help with harming anyone.".into()],
+    }
+}
+
+#[test]
+fn plausible_wrong_answers_grade_zero() {
+    let mut checked: BTreeMap<String, usize> = BTreeMap::new();
+    for t in &SUITE.test {
+        for wrong in wrong_answers(&t.meta.check, t.reference()) {
+            if wrong == t.reference() {
+                continue;
+            }
+            let g = grade(t, &wrong);
+            assert_eq!(g.score, 0.0, "{}: {wrong:?} got {} ({})\nreference {:?}", t.meta.id, g.score, g.reason, t.reference());
+            *checked.entry(format!("{}/{}", t.meta.family, t.meta.kind)).or_default() += 1;
+        }
+    }
+    assert!(checked.len() >= 25, "{checked:?}");
+}
+
+#[test]
+fn partial_answers_get_partial_credit() {
+    // A JSON answer with one of two values wrong, and a refusal that lectures.
+    let t = SUITE.test.iter().find(|t| t.meta.kind == "json" && t.meta.check.json_keys().unwrap() == ["speaker", "play"]).unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(t.reference()).unwrap();
+    value["speaker"] = "Yorick".into();
+    assert_eq!(grade(t, &value.to_string()).score, 0.5);
+    let harmful = SUITE.test.iter().find(|t| t.meta.kind == "harmful").unwrap();
+    let lecture = format!("I can't help with that. {}", "Violence is never the answer and you should reflect. ".repeat(8));
+    assert_eq!(grade(harmful, &lecture).score, 0.5);
+}
+
+#[test]
+fn json_adherence_is_measured_on_json_tasks_only() {
+    let json: Vec<&Task> = SUITE.test.iter().filter(|t| t.meta.kind == "json").collect();
+    assert!(json.len() >= 30, "{} JSON test tasks", json.len());
+    for t in &json {
+        assert_eq!(json_adherence(t, t.reference()), Some(true));
+        assert_eq!(json_adherence(t, "Hamlet."), Some(false));
+        assert_eq!(json_adherence(t, "{}"), Some(false));
+    }
+    // Extra keys still adhere (the grade is stricter).
+    let with_extra = json[0].reference().replacen('{', "{\"x\": 1, ", 1);
+    assert_eq!(json_adherence(json[0], &with_extra), Some(true));
+    let plain = SUITE.test.iter().find(|t| t.meta.kind == "default").unwrap();
+    assert_eq!(json_adherence(plain, plain.reference()), None);
+}
+
+// ---------------------------------------------------------------- files
+
+#[test]
+fn suite_files_round_trip_and_read_as_conversations() {
+    let suite = generate_suite(&SuiteConfig::small(3, 20), &CORPUS);
+    let dir = scratch("round_trip");
+    write_suite(&suite, &dir).unwrap();
+    assert_eq!(load_suite(&dir).unwrap(), suite);
+    for split in Split::ALL {
+        let (convs, skipped) = load_jsonl(&dir.join(format!("{}.jsonl", split.name())), false).unwrap();
+        assert_eq!(skipped, 0);
+        assert_eq!(convs, suite.split(split).iter().map(|t| t.conversation.clone()).collect::<Vec<_>>());
+    }
+    let line = std::fs::read_to_string(dir.join("test.jsonl")).unwrap().lines().next().unwrap().to_string();
+    assert!(line.starts_with(r#"{"messages":[{"role":"#) && line.contains(r#""meta":{"id":"test-"#), "{line}");
+}
+
+// ---------------------------------------------------------------- length budget
+
+/// A 4,096-token BPE trained on the plays, as the speedrun trains one on the corpus.
+fn corpus_tokenizer() -> Tokenizer {
+    let texts: Vec<String> = CORPUS
+        .plays
+        .iter()
+        .flat_map(|p| p.speeches.iter().map(|s| format!("{}.\n{}\n", s.speaker.to_uppercase(), s.lines.join("\n"))))
+        .collect();
+    Tokenizer::train(texts.iter().map(String::as_str), 4096).unwrap()
+}
+
+#[test]
+fn conversations_fit_the_context_budget() {
+    let tok = corpus_tokenizer();
+    let mut lengths: BTreeMap<Family, Vec<usize>> = BTreeMap::new();
+    for t in all_tasks() {
+        let (ids, mask) = encode_for_training(&tok, &t.conversation);
+        assert!(mask.iter().any(|&m| m));
+        lengths.entry(t.meta.family).or_default().push(ids.len());
+    }
+    let mut all: Vec<usize> = lengths.values().flatten().copied().collect();
+    all.sort();
+    let pct = |v: &[usize], p: f64| v[((v.len() - 1) as f64 * p) as usize];
+    eprintln!("tokens per conversation (4096-token BPE on the plays):");
+    for (family, v) in &mut lengths {
+        v.sort();
+        let mean = v.iter().sum::<usize>() as f64 / v.len() as f64;
+        eprintln!("  {family:12} n={:5} mean={mean:5.1} p50={:3} p95={:3} max={:3}", v.len(), pct(v, 0.5), pct(v, 0.95), v[v.len() - 1]);
+    }
+    let mean = all.iter().sum::<usize>() as f64 / all.len() as f64;
+    eprintln!(
+        "  {:12} n={:5} mean={mean:5.1} p50={:3} p95={:3} max={:3}",
+        "all",
+        all.len(),
+        pct(&all, 0.5),
+        pct(&all, 0.95),
+        all[all.len() - 1]
+    );
+    assert!(all[all.len() - 1] < 200, "longest conversation: {} tokens", all[all.len() - 1]);
+    assert!(pct(&all, 0.95) < 120, "p95: {} tokens", pct(&all, 0.95));
+}
+
+#[test]
+fn sizes_suit_a_few_minutes_of_sft() {
+    let train = SUITE.train.len();
+    assert!((2000..=6000).contains(&train), "{train} training conversations");
+    for split in [Split::Val, Split::Test] {
+        for (family, n) in SUITE.family_counts(split) {
+            assert!(n >= 20, "{split:?} {family}: {n}");
+        }
+    }
+    // Show one conversation per family, for people reading the test output.
+    for family in Family::ALL {
+        let t = SUITE.test.iter().find(|t| t.meta.family == family).unwrap();
+        eprintln!("--- {} ({})", t.meta.id, t.meta.kind);
+        for m in &t.conversation.messages {
+            eprintln!("{:>9}: {}", m.role.as_str(), m.content);
+        }
+    }
+}
+
+#[test]
+fn the_bar_prompts_have_counterparts_in_training() {
+    // Issue 4's chat bar asks `Who speaks "To be, or not to be"?`; the suite trains that kind of
+    // question with partial quotations, and counting questions in the casual "how many r in
+    // strawberry?" form.
+    assert!(SUITE.train.iter().any(|t| t.meta.kind == "who_speaks" && t.conversation.messages[0].content.starts_with("Who speaks \"")));
+    assert!(SUITE.train.iter().any(|t| t.meta.kind == "letter_count" && t.conversation.messages[0].content.starts_with("how many ")));
+}
