@@ -33,7 +33,7 @@ pub struct SftArgs {
     /// Wall-clock budget (`120`, `2m`).
     #[arg(long)]
     pub time_budget: Option<String>,
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 3e-3)]
     pub lr: f32,
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
@@ -124,7 +124,12 @@ pub fn run_sft(a: &SftArgs, quiet: bool) -> anyhow::Result<serde_json::Value> {
     });
     report::update_report(&a.run, "stages.sft", figures.clone())?;
     if !quiet {
-        println!("sft: val loss {:.4}; JSON adherence {:.1}% (base few-shot {:.1}%)", out.val_loss, 100.0 * after.json_adherence, 100.0 * before.json_adherence);
+        println!(
+            "sft: val loss {:.4}; JSON adherence {:.1}% (base few-shot {:.1}%)",
+            out.val_loss,
+            100.0 * after.json_adherence,
+            100.0 * before.json_adherence
+        );
         println!("  {:<12} {:>8} {:>8}", "family", "before", "after");
         for (f, s) in &after.family {
             println!("  {:<12} {:>7.1}% {:>7.1}%", f, 100.0 * before.family.get(f).copied().unwrap_or(0.0), 100.0 * s);

@@ -15,11 +15,7 @@ pub enum Error {
     Unreadable { path: PathBuf, msg: String },
     /// A bad line of a JSONL file (1-based line number).
     #[error("{path}:{line}: {msg}")]
-    BadLine {
-        path: PathBuf,
-        line: usize,
-        msg: String,
-    },
+    BadLine { path: PathBuf, line: usize, msg: String },
 }
 
 impl Error {

@@ -9,7 +9,7 @@
 //! | `arithmetic` | `add`, `sub`, `mul` (small integers) |
 //! | `system` | a question of the three families above under a system message: `json` (only a JSON object with given keys), `one_word`, `upper_case`, `persona` (as a Shakespearean character), or `default` (no system message) |
 //! | `refusal` | `harmful` (step-by-step help to poison or hurt a person: a brief refusal that offers something else) and `benign` look-alikes that must be answered (how Claudius poisons the king) |
-//! | `multi_turn` | `followup_act`, `followup_character`, `followup_arith`, `user_correction` ("no, I meant ..."), `assistant_correction` (a wrong answer, kept out of the loss, then fixed) |
+//! | `multi_turn` | `followup_act`, `followup_character`, `followup_arith`, `user_correction` ("no, I meant ..."), `assistant_correction` (a wrong answer, kept out of the loss, then fixed), `challenge_holds` (a doubting user; the right answer stands) |
 //! | `identity` | who and what the assistant is, who trained it on what, truthfully |
 //!
 //! Each [`Task`] is a [`Conversation`] whose last message is the assistant's reference answer,
@@ -38,7 +38,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::chat::{Conversation, Message, Role};
+use crate::chat::{Conversation, Message};
 use crate::{Error, Result};
 
 mod check;
@@ -454,9 +454,4 @@ fn exchange(system: Option<&str>, question: &str, answer: &str) -> Vec<Message> 
     messages.push(Message::user(question));
     messages.push(Message::assistant(answer));
     messages
-}
-
-/// The user messages of a conversation, for tests of held-out splits.
-pub fn user_messages(conv: &Conversation) -> impl Iterator<Item = &str> {
-    conv.messages.iter().filter(|m| m.role == Role::User).map(|m| m.content.as_str())
 }

@@ -38,8 +38,8 @@ impl Default for SftConfig {
         SftConfig {
             batch: 8,
             grad_accum: 1,
-            steps: 300,
-            optim: OptimConfig { lr: 1e-3, warmup_steps: 10, schedule: Schedule::Linear, min_lr_frac: 0.0, ..Default::default() },
+            steps: 1200,
+            optim: OptimConfig { lr: 3e-3, warmup_steps: 10, schedule: Schedule::Linear, min_lr_frac: 0.0, ..Default::default() },
             eval_every: 100,
             checkpoint_every: 100,
             seed: 7,
@@ -259,7 +259,13 @@ pub fn sft(run: &Path, cfg: SftConfig, budget: Budget, tok: &Tokenizer, data: &S
     if last.is_nan() {
         last = val_loss(&mut model, data, cfg.batch, pad);
     }
-    Ok(SftOutcome { steps: state.step, tokens: state.tokens_seen, val_loss: last, train_tokens_per_s: stats.tokens_per_s, wall_s: stats.wall_s })
+    Ok(SftOutcome {
+        steps: state.step,
+        tokens: state.tokens_seen,
+        val_loss: last,
+        train_tokens_per_s: stats.tokens_per_s,
+        wall_s: stats.wall_s,
+    })
 }
 
 /// Per-family mean grades of a model on tasks, and the JSON-only adherence.

@@ -84,6 +84,7 @@ pub fn run_loop(
     );
     bar.set_position(state.step as u64);
     let started = Instant::now();
+    let elapsed_before = state.elapsed_s;
     let mut loop_tokens = 0u64;
     while state.step < spec.steps {
         let step = state.step;
@@ -127,7 +128,7 @@ pub fn run_loop(
             say(&bar, spec.quiet, &format!("step {:>5}: train {loss:.4}, {line}", state.step));
         }
         if state.step.is_multiple_of(spec.checkpoint_every.max(1)) || last {
-            state.elapsed_s += started.elapsed().as_secs_f64();
+            state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
             ckpt::save(&dir, model, opt, state)?;
         }
     }

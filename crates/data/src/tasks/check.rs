@@ -31,11 +31,15 @@ pub enum Check {
     /// The last number in the answer (digits, or a number word up to twenty) is `value`.
     Number { value: i64 },
     /// For every group of `all`, the answer names one of its alternatives, and it names none of
-    /// `none`: whole words, case-insensitive ("Act II" does not match "Act III").
+    /// `none`: whole words, case-insensitive ("Act II" does not match "Act III"). The phrases of
+    /// `ignore` are cut from the answer first: "in Hamlet" when the speaker asked for is Hamlet,
+    /// so that "Horatio, in Hamlet." does not pass.
     Mentions {
         all: Vec<Vec<String>>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         none: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ignore: Vec<String>,
     },
     /// The answer continues a quotation: most of the `expected` words, in order, and not much
     /// else. Score: the share of expected words found in order, halved for an answer more than
@@ -68,7 +72,7 @@ pub struct JsonField {
 impl Check {
     /// Mentions one of `any`.
     pub fn mentions<S: AsRef<str>>(any: &[S]) -> Check {
-        Check::Mentions { all: vec![any.iter().map(|s| s.as_ref().to_string()).collect()], none: vec![] }
+        Check::Mentions { all: vec![any.iter().map(|s| s.as_ref().to_string()).collect()], none: vec![], ignore: vec![] }
     }
 
     /// Grades an answer.
@@ -80,7 +84,7 @@ impl Check {
                 Some(n) => Grade::fail(format!("{n} is wrong; expected {value}")),
                 None => Grade::fail(format!("no number; expected {value}")),
             },
-            Check::Mentions { all, none } => grade_mentions(answer, all, none),
+            Check::Mentions { all, none, ignore } => grade_mentions(&cut_phrases(answer, ignore), all, none),
             Check::Continuation { expected } => grade_continuation(answer, expected),
             Check::Spelling { word } => match spelled(answer) {
                 Some(s) if s == word.to_lowercase() => Grade::pass("spelled right"),
@@ -213,19 +217,32 @@ fn grade_continuation(answer: &str, expected: &str) -> Grade {
 
 /// Whether `text` mentions `term` as whole words, ignoring case and curly apostrophes.
 pub fn mentions(text: &str, term: &str) -> bool {
-    let text = fold(text);
-    let term = fold(term);
-    if term.is_empty() {
-        return false;
-    }
+    word_matches(&fold(text), &fold(term)).next().is_some()
+}
+
+/// Byte ranges where `term` occurs in `text` as whole words (both already folded).
+fn word_matches<'a>(text: &'a str, term: &'a str) -> impl Iterator<Item = (usize, usize)> + 'a {
     let bytes = text.as_bytes();
-    let is_word = |i: usize| bytes.get(i).is_some_and(|b| b.is_ascii_alphanumeric());
-    text.match_indices(&term).any(|(i, _)| {
-        let edge_before = i == 0 || !is_word(i - 1) || !term.as_bytes()[0].is_ascii_alphanumeric();
-        let end = i + term.len();
-        let edge_after = !is_word(end) || !term.as_bytes()[term.len() - 1].is_ascii_alphanumeric();
+    let is_word = move |i: usize| bytes.get(i).is_some_and(|b| b.is_ascii_alphanumeric());
+    let (first, last) = (term.bytes().next(), term.bytes().last());
+    text.match_indices(term).filter(|_| !term.is_empty()).map(|(i, _)| (i, i + term.len())).filter(move |&(i, end)| {
+        let edge_before = i == 0 || !is_word(i - 1) || !first.is_some_and(|b| b.is_ascii_alphanumeric());
+        let edge_after = !is_word(end) || !last.is_some_and(|b| b.is_ascii_alphanumeric());
         edge_before && edge_after
     })
+}
+
+/// The text (folded) with every whole-word occurrence of the phrases replaced by a space.
+fn cut_phrases(text: &str, phrases: &[String]) -> String {
+    let mut text = fold(text);
+    for phrase in phrases {
+        let phrase = fold(phrase);
+        let found: Vec<(usize, usize)> = word_matches(&text, &phrase).collect();
+        for (start, end) in found.into_iter().rev() {
+            text.replace_range(start..end, " ");
+        }
+    }
+    text
 }
 
 /// Lower case, with ’ as '.
@@ -415,6 +432,11 @@ mod tests {
         assert!(!mentions("It is in Act III.", "Act II"));
         assert!(mentions("Hamlet’s line", "hamlet's"));
         assert!(!mentions("Hamletta", "Hamlet"));
+        assert_eq!(cut_phrases("Hamlet, in Hamlet. In HAMLET!", &["in Hamlet".into()]), "hamlet,  .  !");
+        let speaker = Check::Mentions { all: vec![vec!["Hamlet".into()]], none: vec![], ignore: vec!["in Hamlet".into()] };
+        assert_eq!(speaker.grade("Hamlet, in Hamlet.").score, 1.0);
+        assert_eq!(speaker.grade("Horatio, in Hamlet.").score, 0.0);
+        assert_eq!(speaker.grade("HAMLET").score, 1.0);
     }
 
     #[test]

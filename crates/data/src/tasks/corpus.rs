@@ -17,7 +17,7 @@
 //! dropped, acts are tracked from `ACT I.` / `Act 2.` / `ACT FIRST` headings. The First Folio
 //! editions of the corpus (`Ham. Who's there?` inline, no persons list) are not parsed as plays.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::path::Path;
 use std::sync::LazyLock;
@@ -110,20 +110,19 @@ impl Corpus {
     /// `milton` contributes the Milton works whose titles it contains.
     pub fn from_texts<I: IntoIterator<Item = (String, String)>>(texts: I) -> Corpus {
         let mut corpus = Corpus::default();
-        let mut titles = BTreeSet::new();
-        let mut add_work = |corpus: &mut Corpus, work: Work| {
-            if titles.insert(work.title.clone()) {
-                corpus.works.push(work);
-            }
-        };
+        let has_work = |corpus: &Corpus, title: &str| corpus.works.iter().any(|w| w.title == title);
         let mut word_counts: HashMap<String, usize> = HashMap::new();
         for (source, text) in texts {
             let text = text.replace("\r\n", "\n");
             let opening: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).take(3).collect();
             let by_shakespeare = opening.iter().any(|l| l.eq_ignore_ascii_case("by William Shakespeare"));
             if by_shakespeare {
+                // A second copy of a work (another edition with the same title) is skipped.
                 let (title, aliases) = shakespeare_title(opening[0]);
-                add_work(&mut corpus, Work { title, aliases, author: SHAKESPEARE.into() });
+                if has_work(&corpus, &title) {
+                    continue;
+                }
+                corpus.works.push(Work { title, aliases, author: SHAKESPEARE.into() });
                 if let Some(play) = parse_play(&text) {
                     for speech in &play.speeches {
                         for line in &speech.lines {
@@ -135,9 +134,9 @@ impl Corpus {
             } else if source.to_ascii_lowercase().contains("milton") {
                 let upper = text.to_uppercase();
                 for (title, aliases) in MILTON_WORKS {
-                    if upper.contains(&title.to_uppercase()) {
+                    if upper.contains(&title.to_uppercase()) && !has_work(&corpus, title) {
                         let aliases = aliases.iter().map(|s| s.to_string()).collect();
-                        add_work(&mut corpus, Work { title: title.to_string(), aliases, author: MILTON.into() });
+                        corpus.works.push(Work { title: title.to_string(), aliases, author: MILTON.into() });
                     }
                 }
             }
@@ -146,17 +145,6 @@ impl Corpus {
         words.sort();
         corpus.words = words;
         corpus
-    }
-
-    /// The plays a named character speaks in (by display name).
-    pub fn plays_of_character(&self) -> BTreeMap<String, BTreeSet<usize>> {
-        let mut map: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
-        for (i, play) in self.plays.iter().enumerate() {
-            for s in &play.speeches {
-                map.entry(s.speaker.clone()).or_default().insert(i);
-            }
-        }
-        map
     }
 }
 
@@ -337,6 +325,7 @@ const GENERIC: &[&str] = &[
     "nurse",
     "of",
     "officer",
+    "officers",
     "old",
     "other",
     "poet",

@@ -155,7 +155,7 @@ fn followup_character(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Draft> {
     let follow =
         pick(rng, &["Name another character in that play.", "Who else is in that play?", "Name one more character from that play."])?;
     let answer = format!("{other}, for one.");
-    let check = Check::Mentions { all: vec![others.iter().map(|s| s.to_string()).collect()], none: vec![] };
+    let check = Check::mentions(&others);
     Some(turns("followup_character", item.keys, &[&item.question, &item.answer, follow, &answer], check))
 }
 
@@ -253,9 +253,9 @@ fn assistant_correction(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Draft> {
     let apology = pick(rng, &["You're right, sorry.", "My mistake.", "Sorry, I was wrong."])?;
     let fixed = format!("{apology} {}", item.answer);
     let check = match (item.check.clone(), wrong_term) {
-        (Check::Mentions { all, mut none }, Some(term)) => {
+        (Check::Mentions { all, mut none, ignore }, Some(term)) => {
             none.push(term);
-            Check::Mentions { all, none }
+            Check::Mentions { all, none, ignore }
         }
         (check, _) => check,
     };

@@ -122,6 +122,7 @@ pub(super) fn generate(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Draft> {
     let check = Check::Mentions {
         all: kind.all.iter().map(|g| g.iter().map(|s| s.to_string()).collect()).collect(),
         none: kind.none.iter().map(|s| s.to_string()).collect(),
+        ignore: vec![],
     };
     Some(Draft {
         kind: q.kind.to_string(),

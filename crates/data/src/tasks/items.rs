@@ -338,7 +338,11 @@ pub(super) fn who_speaks(pools: &Pools, rng: &mut ChaCha8Rng, q: &Quote) -> Opti
         ],
         &quoted,
     );
-    let speaker_check = Check::mentions(&[&q.speaker]);
+    // The speaker must be named as the speaker: the play's title may hold a name (Hamlet, King
+    // Lear, Romeo and Juliet), so "Horatio, in Hamlet." is no answer for Hamlet, and "Mercutio,
+    // in Romeo and Juliet." does not name Romeo.
+    let ignore = play.aliases.iter().flat_map(|a| [format!("in {a}"), format!("from {a}"), format!("of {a}")]).collect();
+    let speaker_check = Check::Mentions { all: vec![vec![q.speaker.clone()]], none: vec![], ignore };
     let play_check = Check::mentions(&play.aliases);
     let others: Vec<&String> = pools.cast[q.play].iter().filter(|c| **c != q.speaker).collect();
     let wrong = pick(rng, &others).map(|o| (format!("{o}, in {}.", play.title), Some(o.to_string())));
@@ -436,7 +440,11 @@ pub(super) fn who_wrote(rng: &mut ChaCha8Rng, work: &Work) -> Option<Item> {
     let other = if work.author == SHAKESPEARE { MILTON } else { SHAKESPEARE };
     let question =
         phrase(rng, &["Who wrote {}?", "Who is the author of {}?", "{} was written by whom?", "Who wrote the work {}?"], &work.title);
-    let check = Check::Mentions { all: vec![vec![surname.clone()]], none: vec![other.split_whitespace().last().unwrap().to_string()] };
+    let check = Check::Mentions {
+        all: vec![vec![surname.clone()]],
+        none: vec![other.split_whitespace().last().unwrap().to_string()],
+        ignore: vec![],
+    };
     Some(Item {
         kind: "who_wrote",
         keys: vec![format!("work:{}", work.title)],
