@@ -149,7 +149,13 @@ pub fn load_documents(data: &Path) -> Result<(Vec<String>, Vec<String>)> {
     }
     let text = read_text_file(data)?;
     let target = text.len() * 9 / 10;
-    let cut = text[..target].rfind("\n\n").filter(|&c| c > text.len() / 2).or_else(|| text[..target].rfind('\n')).unwrap_or(target);
+    // Cut after a blank line in the second half, else after a newline, else at 90 %.
+    let cut = text[..target]
+        .rfind("\n\n")
+        .filter(|&c| c > text.len() / 2)
+        .map(|c| c + 2)
+        .or_else(|| text[..target].rfind('\n').map(|c| c + 1))
+        .unwrap_or(target);
     let cut = (0..=cut).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
     let (train, val) = text.split_at(cut);
     if train.trim().is_empty() || val.trim().is_empty() {
@@ -509,4 +515,50 @@ pub fn plot_loss(run: &Path) -> Result<()> {
         "nats / token",
         &[("train", pick("loss")), ("val", pick("val_loss"))],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, bytes: &[u8]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("chatforge-pretrain-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn bad_text_files_are_named_with_their_line() {
+        let e = read_text_file(&write("bin.txt", b"hello\nwor\0ld")).unwrap_err().to_string();
+        assert!(e.contains("bin.txt") && e.contains("line 2") && e.contains("binary"), "{e}");
+        let e = read_text_file(&write("utf8.txt", b"ok\nok\n\xff\xfe")).unwrap_err().to_string();
+        assert!(e.contains("utf8.txt") && e.contains("line 3") && e.contains("UTF-8"), "{e}");
+        let e = read_text_file(&write("empty.txt", b"")).unwrap_err().to_string();
+        assert!(e.contains("empty.txt") && e.contains("empty"), "{e}");
+        let e = load_documents(&write("tiny.txt", b"x")).unwrap_err().to_string();
+        assert!(e.contains("too little text"), "{e}");
+    }
+
+    #[test]
+    fn a_text_file_splits_into_train_and_val_at_a_paragraph() {
+        let text = (0..100).map(|i| format!("Line {i} of the play.\n\n")).collect::<String>();
+        let (train, val) = load_documents(&write("play.txt", text.as_bytes())).unwrap();
+        assert_eq!(train.len(), 1);
+        assert!(val[0].starts_with("Line 9"), "{}", &val[0][..20]);
+        assert_eq!(train[0].len() + val[0].len(), text.len());
+    }
+
+    #[test]
+    fn batches_are_a_pure_function_of_step_and_micro() {
+        let tokens: Vec<u32> = (0..1000).collect();
+        let cfg = PretrainConfig { context: 16, batch: 3, ..Default::default() };
+        let (a, ta) = batch_at(&tokens, &cfg, 5, 1);
+        assert_eq!((a.clone(), ta.clone()), batch_at(&tokens, &cfg, 5, 1));
+        assert_ne!(a, batch_at(&tokens, &cfg, 6, 1).0);
+        for (x, y) in a.iter().zip(&ta) {
+            assert_eq!(x + 1, *y, "targets are the next tokens");
+        }
+    }
 }
