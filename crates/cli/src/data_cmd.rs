@@ -191,7 +191,14 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
     }
     use std::io::Write as _;
     match std::io::stdout().lock().write_all(o.as_bytes()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+        _ => {}
     }
+    if r.docs_in == 0 {
+        bail!("{}: no documents found (expected .txt, .txt.gz, .zst or .jsonl files)", input.display());
+    }
+    if r.docs_out == 0 {
+        bail!("every document was removed; {} says why", args.out.join("data_report.md").display());
+    }
+    Ok(())
 }
