@@ -209,12 +209,13 @@ pub struct SuiteConfig {
 }
 
 impl Default for SuiteConfig {
-    /// About 3,500 training conversations (a few minutes of SFT on 2 cores for a ~5M-parameter
-    /// model), 40-60 validation and 60-100 test conversations per family.
+    /// About 4,200 training conversations (a few minutes of SFT on 2 cores for a ~5M-parameter
+    /// model), 40-60 validation and 60-100 test conversations per family. The system family is
+    /// the largest: following the system message (JSON-only above all) is what SFT must teach.
     fn default() -> SuiteConfig {
         SuiteConfig {
             seed: 1,
-            train: Counts { shakespeare: 700, spelling: 500, arithmetic: 400, system: 1000, refusal: 300, multi_turn: 450, identity: 90 },
+            train: Counts { shakespeare: 700, spelling: 500, arithmetic: 400, system: 1800, refusal: 300, multi_turn: 450, identity: 90 },
             val: Counts { shakespeare: 40, spelling: 40, arithmetic: 40, system: 60, refusal: 40, multi_turn: 40, identity: 20 },
             test: Counts { shakespeare: 80, spelling: 80, arithmetic: 80, system: 100, refusal: 60, multi_turn: 80, identity: 30 },
         }
