@@ -7,6 +7,7 @@ mod chat_cmd;
 mod data_cmd;
 mod pretrain_cmd;
 mod sample_cmd;
+mod scale_cmd;
 mod sft_cmd;
 mod speedrun;
 mod tokenizer_cmd;
@@ -27,6 +28,8 @@ enum Cmd {
     Speedrun(speedrun::SpeedrunArgs),
     /// Train (or resume) a base model from scratch.
     Pretrain(pretrain_cmd::PretrainArgs),
+    /// Predict a bigger run's final loss from a ladder of small runs (scaling laws), before training it.
+    Scale(scale_cmd::ScaleArgs),
     /// Fine-tune the base model to chat (system/user/assistant) on the task suite.
     Sft(sft_cmd::SftArgs),
     /// Talk to a run's chat model in the terminal (/system, /reset, /temperature, /quit).
@@ -55,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Speedrun(a) => speedrun::run(a),
         Cmd::Pretrain(a) => pretrain_cmd::run(a),
         Cmd::Sample(a) => sample_cmd::run(a),
+        Cmd::Scale(a) => scale_cmd::run(a),
         Cmd::Sft(a) => sft_cmd::run(a),
         Cmd::Chat(a) => chat_cmd::chat(a),
         Cmd::Complete(a) => chat_cmd::complete(a),

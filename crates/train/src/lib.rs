@@ -7,6 +7,7 @@ mod error;
 pub mod optim;
 pub mod pretrain;
 pub mod report;
+pub mod scaling;
 pub mod sft;
 pub mod trainer;
 
