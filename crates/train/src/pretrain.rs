@@ -457,6 +457,7 @@ pub fn pretrain(
     if last.0.is_nan() {
         last = evaluate(&mut model, corpus, &cfg);
     }
+    plot_loss(run)?;
     for i in 0..3u64 {
         if samples.len() < 3 {
             samples.push(sample_text(&model, tok, corpus, cfg.sample_tokens.max(48), cfg.seed + 17 * (i + 1)));
@@ -506,15 +507,7 @@ fn check_memory(mc: &LlamaConfig, cfg: &PretrainConfig) -> Result<()> {
 
 /// `R/plots/loss.svg`: train loss per step and val loss at each eval.
 pub fn plot_loss(run: &Path) -> Result<()> {
-    let m = report::read_metrics(run, "base");
-    let pick = |k: &str| -> Vec<(f64, f64)> { m.iter().filter_map(|v| Some((v["step"].as_f64()?, v[k].as_f64()?))).collect() };
-    report::line_plot(
-        &run.join("plots/loss.svg"),
-        "pretraining loss",
-        "step",
-        "nats / token",
-        &[("train", pick("loss")), ("val", pick("val_loss"))],
-    )
+    report::plot_stage_loss(run, "base", "pretraining loss", "loss.svg")
 }
 
 #[cfg(test)]

@@ -196,3 +196,10 @@ pub fn line_plot(path: &Path, title: &str, xlabel: &str, ylabel: &str, series: &
     write_atomic(path, svg.as_bytes())?;
     Ok(())
 }
+
+/// `run/plots/<file>`: a stage's train loss per step and val loss at each eval, from metrics.jsonl.
+pub fn plot_stage_loss(run: &Path, stage: &str, title: &str, file: &str) -> Result<()> {
+    let m = read_metrics(run, stage);
+    let pick = |k: &str| -> Vec<(f64, f64)> { m.iter().filter_map(|v| Some((v["step"].as_f64()?, v[k].as_f64()?))).collect() };
+    line_plot(&run.join("plots").join(file), title, "step", "nats / token", &[("train", pick("loss")), ("val", pick("val_loss"))])
+}

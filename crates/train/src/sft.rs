@@ -253,12 +253,14 @@ pub fn sft(run: &Path, cfg: SftConfig, budget: Budget, tok: &Tokenizer, data: &S
         |model, _, _| {
             let vl = val_loss(model, data, cfg.batch, pad);
             last = vl;
+            crate::report::plot_stage_loss(run, "sft", "SFT loss (assistant tokens)", "sft_loss.svg")?;
             Ok((json!({"val_loss": vl}), format!("val {vl:.4} nats/assistant token")))
         },
     )?;
     if last.is_nan() {
         last = val_loss(&mut model, data, cfg.batch, pad);
     }
+    crate::report::plot_stage_loss(run, "sft", "SFT loss (assistant tokens)", "sft_loss.svg")?;
     Ok(SftOutcome {
         steps: state.step,
         tokens: state.tokens_seen,
