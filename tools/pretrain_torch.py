@@ -22,7 +22,8 @@ chatforge's ChaCha stream, the distribution is the same), forward, mean
 cross-entropy over all batch*context next-token targets, backward, global
 grad-norm clip 1.0, AdamW (betas 0.9/0.95, eps 1e-8, weight decay on 2-D
 weights except the token embedding), linear warmup then cosine decay to
-min-lr-frac * lr. Every --eval-every steps and after the last step: val loss
+min-lr-frac * lr (AdamW fused=True by default: on a 2-core Xeon it gave
+PyTorch ~6 % more tokens/s than the default implementation). Every --eval-every steps and after the last step: val loss
 (nats/token) and bits per byte over the first --eval-tokens val tokens in
 non-overlapping context windows, batch rows per forward (the last forward
 padded like chatforge's), special-token targets left out. With
@@ -76,8 +77,9 @@ def parse_args():
                    help="warmup steps (capped at steps/5, as chatforge does)")
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--fused-adamw", action="store_true",
-                   help="torch.optim.AdamW(fused=True) instead of the default implementation")
+    p.add_argument("--adamw", choices=["fused", "default"], default="fused",
+                   help="torch.optim.AdamW(fused=True) (the faster one on this CPU) or the default "
+                        "for-loop implementation")
     return p.parse_args()
 
 
@@ -183,7 +185,7 @@ def main():
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() == 2 and "embed_tokens" not in n)]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, betas=(0.9, 0.95), eps=1e-8, fused=args.fused_adamw or None,
+        lr=args.lr, betas=(0.9, 0.95), eps=1e-8, fused=(args.adamw == "fused") or None,
     )
     warmup = min(args.warmup, args.steps // 5)
 
@@ -194,7 +196,7 @@ def main():
     n_params = sum(p.numel() for p in model.parameters())
     print(f"torch {torch.__version__}, threads={torch.get_num_threads()}, "
           f"attn={model.config._attn_implementation}, tied={config.tie_word_embeddings}, "
-          f"adamw={'fused' if args.fused_adamw else 'default'}")
+          f"adamw={args.adamw}")
     print(f"model: {config.num_hidden_layers} layers, hidden {config.hidden_size}, "
           f"{config.num_attention_heads} heads ({config.num_key_value_heads} kv), "
           f"mlp {config.intermediate_size}, context {T}, vocab {config.vocab_size}: {n_params / 1e6:.2f}M parameters")

@@ -182,9 +182,9 @@ pub struct PretrainBenchArgs {
     warmup: usize,
     #[arg(long, default_value_t = 1337)]
     seed: u64,
-    /// Give PyTorch its fused AdamW (`torch.optim.AdamW(fused=True)`).
-    #[arg(long)]
-    fused_adamw: bool,
+    /// PyTorch's AdamW: `fused` (`torch.optim.AdamW(fused=True)`, the faster one on CPU) or `default`.
+    #[arg(long, default_value = "fused", value_parser = ["fused", "default"])]
+    torch_adamw: String,
     /// A Python with torch + transformers + tokenizers (e.g. /tmp/venv/bin/python): runs
     /// tools/pretrain_torch.py on the same run folder and threads. Also read from CHATFORGE_PYTHON.
     #[arg(long, env = "CHATFORGE_PYTHON")]
@@ -304,11 +304,9 @@ fn bench_pretrain_in(a: &PretrainBenchArgs, run: &Path) -> anyhow::Result<()> {
         ("--warmup", a.warmup.min(a.steps / 5).to_string()),
         ("--weight-decay", weight_decay.to_string()),
         ("--seed", a.seed.to_string()),
+        ("--adamw", a.torch_adamw.clone()),
     ] {
         cmd.arg(flag).arg(v);
-    }
-    if a.fused_adamw {
-        cmd.arg("--fused-adamw");
     }
     println!("running the PyTorch peer: {} {}", python.display(), script.display());
     let mut child = cmd.stdout(Stdio::piped()).spawn().with_context(|| format!("running {}", python.display()))?;
