@@ -5,15 +5,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use chatforge_core::config::ShapeOverrides;
 use chatforge_data::clean;
+use chatforge_data::tokenizer::Tokenizer;
 use chatforge_train::optim::Schedule;
-use chatforge_train::pretrain::{prepare_corpus, pretrain, Budget, PretrainConfig, PretrainOutcome, RunOptions, TokenizerSpec};
+use chatforge_train::pretrain::{prepare_corpus, pretrain, Budget, Corpus, PretrainConfig, PretrainOutcome, RunOptions, TokenizerSpec};
 use clap::Args;
 
+/// Where a run's text comes from and how it is tokenised (pretrain, scale).
 #[derive(Args, Clone)]
-pub struct PretrainArgs {
-    /// Run folder (checkpoints, tokenizer, shards, metrics, report). Resumes if it holds a checkpoint.
-    #[arg(long)]
-    pub run: PathBuf,
+pub struct CorpusArgs {
     /// A plain text file, or a cleaned corpus folder from `chatforge data` (default: the bundled
     /// corpus, cleaned into RUN/data).
     #[arg(long)]
@@ -23,6 +22,35 @@ pub struct PretrainArgs {
     pub tokenizer: String,
     #[arg(long, default_value_t = 4096)]
     pub vocab_size: usize,
+}
+
+impl CorpusArgs {
+    pub fn tokenizer_spec(&self) -> TokenizerSpec {
+        match self.tokenizer.as_str() {
+            "bpe" => TokenizerSpec::Bpe { vocab_size: self.vocab_size },
+            "bytes" => TokenizerSpec::Bytes,
+            path => TokenizerSpec::File(PathBuf::from(path)),
+        }
+    }
+
+    /// The tokenizer and token shards of `run` (made once: the data stage on the bundled corpus
+    /// when no --data is given, the tokenizer, the shards).
+    pub fn prepare(&self, run: &Path, quiet: bool) -> anyhow::Result<(Tokenizer, Corpus)> {
+        let data = match &self.data {
+            Some(d) => d.clone(),
+            None => bundled_clean_corpus(run, quiet)?,
+        };
+        Ok(prepare_corpus(run, &data, &self.tokenizer_spec(), !quiet)?)
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct PretrainArgs {
+    /// Run folder (checkpoints, tokenizer, shards, metrics, report). Resumes if it holds a checkpoint.
+    #[arg(long)]
+    pub run: PathBuf,
+    #[command(flatten)]
+    pub corpus: CorpusArgs,
     /// The size dial: layers = D, hidden = 64·D, heads of 64, MLP ≈ 8/3·hidden.
     #[arg(long, default_value_t = 4)]
     pub depth: usize,
@@ -134,14 +162,6 @@ impl PretrainArgs {
         };
         Ok((cfg, budget))
     }
-
-    pub fn tokenizer_spec(&self) -> TokenizerSpec {
-        match self.tokenizer.as_str() {
-            "bpe" => TokenizerSpec::Bpe { vocab_size: self.vocab_size },
-            "bytes" => TokenizerSpec::Bytes,
-            path => TokenizerSpec::File(PathBuf::from(path)),
-        }
-    }
 }
 
 /// The cleaned bundled corpus at `run/data`, made by the data stage if it is not there yet.
@@ -167,11 +187,7 @@ pub fn bundled_clean_corpus(run: &Path, quiet: bool) -> anyhow::Result<PathBuf> 
 pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
     let (cfg, budget) = a.config()?;
     std::fs::create_dir_all(&a.run).with_context(|| format!("creating {}", a.run.display()))?;
-    let data = match &a.data {
-        Some(d) => d.clone(),
-        None => bundled_clean_corpus(&a.run, false)?,
-    };
-    let (tok, corpus) = prepare_corpus(&a.run, &data, &a.tokenizer_spec(), true)?;
+    let (tok, corpus) = a.corpus.prepare(&a.run, false)?;
     let opts = RunOptions { resume_from: a.resume_from.clone(), quiet: false };
     let out = pretrain(&a.run, cfg, budget, &tok, &corpus, &opts)?;
     print_outcome(&a.run, &out);

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use chatforge_train::pretrain::{prepare_corpus, PretrainConfig, TokenizerSpec};
+use chatforge_train::pretrain::PretrainConfig;
 use chatforge_train::scaling::{self, Estimate, Rung, ScaleConfig, ScalingReport};
 use clap::Args;
 
-use crate::pretrain_cmd::bundled_clean_corpus;
+use crate::pretrain_cmd::CorpusArgs;
 
 /// Measured on the bundled corpus (2 cores): with the default target (depth 3, 2.1M tokens,
 /// 10.5x the largest rung's compute) the whole ladder takes about 1.5 minutes.
@@ -20,14 +20,8 @@ pub struct ScaleArgs {
     /// Run folder: tokenizer and shards are prepared here once; ladder runs go to RUN/scale/.
     #[arg(long)]
     pub run: PathBuf,
-    /// A plain text file, or a cleaned corpus folder (default: the bundled corpus, cleaned into RUN/data).
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// `bpe` (trained on the train split), `bytes`, or a tokenizer.json path.
-    #[arg(long, default_value = "bpe")]
-    pub tokenizer: String,
-    #[arg(long, default_value_t = 4096)]
-    pub vocab_size: usize,
+    #[command(flatten)]
+    pub corpus: CorpusArgs,
     /// Depth of the run to predict.
     #[arg(long, default_value_t = 3)]
     pub target_depth: usize,
@@ -162,16 +156,7 @@ pub fn run(a: ScaleArgs) -> anyhow::Result<()> {
     let cfg = ScaleConfig { base, ladder, target: Rung { depth: a.target_depth, tokens: a.target_tokens }, bootstrap: a.bootstrap };
 
     std::fs::create_dir_all(&a.run).with_context(|| format!("creating {}", a.run.display()))?;
-    let data = match &a.data {
-        Some(d) => d.clone(),
-        None => bundled_clean_corpus(&a.run, a.quiet)?,
-    };
-    let spec = match a.tokenizer.as_str() {
-        "bpe" => TokenizerSpec::Bpe { vocab_size: a.vocab_size },
-        "bytes" => TokenizerSpec::Bytes,
-        path => TokenizerSpec::File(PathBuf::from(path)),
-    };
-    let (tok, corpus) = prepare_corpus(&a.run, &data, &spec, !a.quiet)?;
+    let (tok, corpus) = a.corpus.prepare(&a.run, a.quiet)?;
     let factor = scaling::check_target(&cfg, tok.vocab_size())?;
     if !a.quiet {
         println!(
