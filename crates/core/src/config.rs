@@ -14,6 +14,9 @@ fn default_theta() -> f32 {
 fn default_act() -> String {
     "silu".into()
 }
+/// HF's architecture name for a Llama with a scalar head (the reward model).
+pub const CLASSIFIER_ARCH: &str = "LlamaForSequenceClassification";
+
 fn default_arch() -> Vec<String> {
     vec!["LlamaForCausalLM".into()]
 }
@@ -59,6 +62,12 @@ pub struct LlamaConfig {
     pub eos_token_id: Option<u32>,
     #[serde(default)]
     pub torch_dtype: Option<String>,
+    /// A classifier's labels (the reward model: one, `LABEL_0`); HF derives `num_labels` from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id2label: Option<std::collections::BTreeMap<String, String>>,
+    /// The padding token: a classifier pools at each row's last token that is not this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_token_id: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,7 +129,14 @@ impl LlamaConfig {
             bos_token_id: None,
             eos_token_id: None,
             torch_dtype: Some("float32".into()),
+            id2label: None,
+            pad_token_id: None,
         }
+    }
+
+    /// A reward model: HF `LlamaForSequenceClassification` (scalar `score` head, no LM head).
+    pub fn is_classifier(&self) -> bool {
+        self.architectures.iter().any(|a| a == CLASSIFIER_ARCH)
     }
 
     pub fn kv_heads(&self) -> usize {

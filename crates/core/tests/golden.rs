@@ -88,3 +88,44 @@ fn cached_decode_matches_forward() {
         assert_close(&got, &want[i * v..(i + 1) * v], &format!("decode step {i}"));
     }
 }
+
+/// The reward model (scalar `score` head, HF `LlamaForSequenceClassification`): rewards at each
+/// row's last non-pad token, and the gradients of the Bradley–Terry loss
+/// mean(−log σ(r_chosen − r_rejected)) over pairs of rows (fixture: tools/make_rm_fixture.py).
+#[test]
+fn reward_model_matches_transformers() {
+    let dir = fixture("rm_tiny");
+    let golden = TensorFile::open(&dir.join("golden.safetensors")).unwrap();
+    let mut model = load_model(Cpu, &dir).unwrap();
+    assert!(model.cfg.is_classifier() && model.lm_head.is_none() && model.score.is_some());
+    let (shape, ids) = golden.get_i64("input_ids").unwrap();
+    let (b, t) = (shape[0], shape[1]);
+    let ids: Vec<u32> = ids.iter().map(|&x| x as u32).collect();
+    let pad = model.cfg.pad_token_id.unwrap();
+    let last: Vec<usize> = (0..b).map(|r| (0..t).rev().find(|&i| ids[r * t + i] != pad).unwrap()).collect();
+    model.zero_grad();
+    let (logits, values) = model.forward_heads(&ids, b, t, true, true);
+    assert!(logits.is_none(), "a classifier has no logits");
+    let values = values.unwrap();
+    let rewards: Vec<f32> = (0..b).map(|r| values[r * t + last[r]]).collect();
+    assert_close(&rewards, &golden.get("rewards").unwrap().1, "rm rewards");
+    // d/dr of mean_p −log σ(r_c − r_r): −σ(r_r − r_c)/P for the chosen row, +σ(r_r − r_c)/P for the rejected.
+    let pairs = b / 2;
+    let mut dv = vec![0.0f32; b * t];
+    let mut loss = 0.0f32;
+    for p in 0..pairs {
+        let d = rewards[2 * p] - rewards[2 * p + 1];
+        loss += (1.0 + (-d).exp()).ln() / pairs as f32;
+        let s = 1.0 / (1.0 + d.exp());
+        dv[2 * p * t + last[2 * p]] = -s / pairs as f32;
+        dv[(2 * p + 1) * t + last[2 * p + 1]] = s / pairs as f32;
+    }
+    let want_loss = golden.get("loss").unwrap().1[0];
+    assert!((loss - want_loss).abs() < 1e-5, "rm loss: ours {loss}, transformers {want_loss}");
+    model.backward_heads(None, Some(&dv));
+    let names: Vec<String> = golden.names().into_iter().filter(|n| n.starts_with("grad.")).collect();
+    assert_eq!(names.len(), model.params().len(), "one gradient per parameter");
+    for p in model.params() {
+        assert_close(&p.g, &golden.get(&format!("grad.{}", p.name)).unwrap().1, &format!("rm grad {}", p.name));
+    }
+}
