@@ -185,7 +185,13 @@ impl LlamaConfig {
         let (d, f, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
         let (q, kv) = (self.num_attention_heads * self.head_dim(), self.kv_heads() * self.head_dim());
         let layer = d * q + 2 * d * kv + q * d + 3 * d * f + 2 * d;
-        let head = if self.tie_word_embeddings { 0 } else { v * d };
+        let head = if self.is_classifier() {
+            d // the scalar score head
+        } else if self.tie_word_embeddings {
+            0
+        } else {
+            v * d
+        };
         v * d + self.num_hidden_layers * layer + d + head
     }
 
@@ -194,7 +200,7 @@ impl LlamaConfig {
     pub fn train_flops_per_token(&self, t: usize) -> f64 {
         let (d, v) = (self.hidden_size as f64, self.vocab_size as f64);
         // Every parameter but the embedding lookup is a matmul weight (tied: the table is the head).
-        let lookup = if self.tie_word_embeddings { 0.0 } else { v * d };
+        let lookup = if self.tie_word_embeddings && !self.is_classifier() { 0.0 } else { v * d };
         let n_matmul = self.num_params() as f64 - lookup;
         let q = (self.num_attention_heads * self.head_dim()) as f64;
         // QK^T and AV: 2·2·t·q per token per layer forward (full square; our kernel computes it all).

@@ -316,6 +316,13 @@ pub struct KvCache<B: Backend> {
     pub capacity: usize,
 }
 
+/// What [`Llama::policy_forward`] returns, per position `[B·T]`.
+pub struct PolicyOut {
+    pub logp: Vec<f32>,
+    pub entropy: Vec<f32>,
+    pub values: Option<Vec<f32>>,
+}
+
 pub struct Llama<B: Backend> {
     pub cfg: LlamaConfig,
     pub be: B,
@@ -558,6 +565,37 @@ impl<B: Backend> Llama<B> {
         });
         self.ws = Some(ws);
         (lg, values)
+    }
+
+    /// A policy's forward for RL: per position, the log-prob of `targets` and the softmax's
+    /// entropy (0 where IGNORE), and the value head's outputs when the model has one. With
+    /// `grads`, keeps what [`Llama::policy_backward`] needs.
+    pub fn policy_forward(&mut self, ids: &[u32], targets: &[u32], b: usize, t: usize, grads: bool) -> PolicyOut {
+        assert_eq!(targets.len(), b * t);
+        self.check_ids(ids, b, t);
+        if grads && self.be.len(&self.embed.g) == 0 {
+            self.zero_grad();
+        }
+        let mut ws = self.workspace(b, t, grads);
+        self.forward_ws(&mut ws, ids);
+        let (logp, entropy) = self.be.logprobs_entropy(&ws.logits, targets, self.cfg.vocab_size);
+        let values = self.score.as_ref().map(|score| {
+            linear(&self.be, &mut ws.values, &ws.hf, score, b * t, false);
+            self.be.download(&ws.values)
+        });
+        self.ws = Some(ws);
+        PolicyOut { logp, entropy, values }
+    }
+
+    /// Backward of the last [`Llama::policy_forward`] (with `grads`, same `targets`) from
+    /// `dL/dlogp` per position and, for a value head, `dL/dvalue`. Accumulates into every `g`.
+    pub fn policy_backward(&mut self, targets: &[u32], dlogp: &[f32], dvalues: Option<&[f32]>) {
+        let mut ws = self.ws.take().expect("policy_backward after policy_forward");
+        assert!(ws.grads.is_some(), "policy_forward was run without grads");
+        self.be.logprob_backward(&mut ws.logits, targets, dlogp, self.cfg.vocab_size);
+        let dv = dvalues.map(|d| self.be.upload(d));
+        self.backward_ws(&mut ws, true, dv.as_ref());
+        self.ws = Some(ws);
     }
 
     /// Backward from gradients of the heads' outputs of the last [`Llama::forward_heads`] (with

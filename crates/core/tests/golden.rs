@@ -129,3 +129,60 @@ fn reward_model_matches_transformers() {
         assert_close(&p.g, &golden.get(&format!("grad.{}", p.name)).unwrap().1, &format!("rm grad {}", p.name));
     }
 }
+
+/// The RL entry points: `policy_forward`'s log-probs and entropies are the softmax's, and
+/// `policy_backward` with dL/dlogp = −1/count gives the cross-entropy gradients checked against
+/// transformers above; a value head's gradient adds to it.
+#[test]
+fn policy_gradients_agree_with_cross_entropy() {
+    let dir = fixture("untied_mha");
+    let golden = TensorFile::open(&dir.join("golden.safetensors")).unwrap();
+    let mut model = load_model(Cpu, &dir).unwrap();
+    let (shape, ids) = golden.get_i64("input_ids").unwrap();
+    let (b, t) = (shape[0], shape[1]);
+    let ids: Vec<u32> = ids.iter().map(|&x| x as u32).collect();
+    let mut targets: Vec<u32> = (0..b * t).map(|i| if (i + 1) % t == 0 { IGNORE } else { ids[i + 1] }).collect();
+    targets[5] = IGNORE;
+    let v = model.cfg.vocab_size;
+    let logits = model.forward(&ids, b, t);
+    model.zero_grad();
+    let (_, count) = model.forward_backward(&ids, &targets, b, t, None);
+    let want: Vec<Vec<f32>> = model.params().iter().map(|p| p.g.clone()).collect();
+
+    model.zero_grad();
+    let out = model.policy_forward(&ids, &targets, b, t, true);
+    for i in 0..b * t {
+        let row = &logits[i * v..(i + 1) * v];
+        let m = row.iter().cloned().fold(f32::MIN, f32::max);
+        let z: f64 = row.iter().map(|&x| ((x - m) as f64).exp()).sum();
+        let lp: Vec<f64> = row.iter().map(|&x| (x - m) as f64 - z.ln()).collect();
+        let (want_lp, want_h) =
+            if targets[i] == IGNORE { (0.0, 0.0) } else { (lp[targets[i] as usize], -lp.iter().map(|l| l.exp() * l).sum::<f64>()) };
+        assert!((out.logp[i] as f64 - want_lp).abs() < 1e-4, "logp[{i}]");
+        assert!((out.entropy[i] as f64 - want_h).abs() < 1e-4, "entropy[{i}]: {} vs {want_h}", out.entropy[i]);
+    }
+    assert!(out.values.is_none());
+    let dlogp: Vec<f32> = targets.iter().map(|&x| if x == IGNORE { 0.0 } else { -1.0 / count as f32 }).collect();
+    model.policy_backward(&targets, &dlogp, None);
+    for (p, w) in model.params().iter().zip(&want) {
+        assert_close(&p.g, w, &format!("policy grad {}", p.name));
+    }
+
+    // With a value head: the LM part's gradient is unchanged by adding d(values) on top, and the
+    // head's own gradient is dvalues^T · h.
+    model.add_value_head();
+    let dv: Vec<f32> = (0..b * t).map(|i| (i % 3) as f32 - 1.0).collect();
+    model.zero_grad();
+    model.forward_heads(&ids, b, t, false, true);
+    model.backward_heads(None, Some(&dv));
+    let value_only: Vec<Vec<f32>> = model.params().iter().map(|p| p.g.clone()).collect();
+    model.zero_grad();
+    let out = model.policy_forward(&ids, &targets, b, t, true);
+    assert_eq!(out.values.as_ref().map(Vec::len), Some(b * t));
+    model.policy_backward(&targets, &dlogp, Some(&dv));
+    let n = want.len();
+    for (i, p) in model.params().iter().enumerate() {
+        let sum: Vec<f32> = if i < n { want[i].iter().zip(&value_only[i]).map(|(a, b)| a + b).collect() } else { value_only[i].clone() };
+        assert_close(&p.g, &sum, &format!("policy+value grad {}", p.name));
+    }
+}
