@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod bench_cmd;
 mod chat_cmd;
 mod data_cmd;
+mod label_cmd;
 mod pretrain_cmd;
 mod sample_cmd;
 mod scale_cmd;
@@ -36,6 +37,8 @@ enum Cmd {
     Chat(chat_cmd::ChatArgs),
     /// Continue a text with a base model.
     Complete(chat_cmd::CompleteArgs),
+    /// A local web page where people compare two sampled answers or rank several (votes into R/feedback.sqlite).
+    Label(label_cmd::LabelArgs),
     /// Sample text from a checkpoint.
     Sample(sample_cmd::SampleArgs),
     /// Benchmarks of the hot paths, with ratios against their peers.
@@ -58,6 +61,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Speedrun(a) => speedrun::run(a),
         Cmd::Pretrain(a) => pretrain_cmd::run(a),
         Cmd::Sample(a) => sample_cmd::run(a),
+        Cmd::Label(a) => label_cmd::run(a),
         Cmd::Scale(a) => scale_cmd::run(a),
         Cmd::Sft(a) => sft_cmd::run(a),
         Cmd::Chat(a) => chat_cmd::chat(a),
