@@ -8,6 +8,7 @@ mod data_cmd;
 mod pretrain_cmd;
 mod sample_cmd;
 mod scale_cmd;
+mod serve_cmd;
 mod sft_cmd;
 mod speedrun;
 mod tokenizer_cmd;
@@ -38,6 +39,11 @@ enum Cmd {
     Complete(chat_cmd::CompleteArgs),
     /// Sample text from a checkpoint.
     Sample(sample_cmd::SampleArgs),
+    /// Serve a run's models: OpenAI-compatible API (and web chat), moderation, metrics.
+    Serve(serve_cmd::ServeArgs),
+    /// The moderation classifier: train and measure it.
+    #[command(subcommand)]
+    Moderation(serve_cmd::ModerationCmd),
     /// Benchmarks of the hot paths, with ratios against their peers.
     #[command(subcommand)]
     Bench(bench_cmd::BenchCmd),
@@ -62,6 +68,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Sft(a) => sft_cmd::run(a),
         Cmd::Chat(a) => chat_cmd::chat(a),
         Cmd::Complete(a) => chat_cmd::complete(a),
+        Cmd::Serve(a) => serve_cmd::serve(a),
+        Cmd::Moderation(c) => serve_cmd::moderation(c),
         Cmd::Bench(c) => bench_cmd::run(c),
         Cmd::Data(a) => data_cmd::run(a),
         Cmd::Tokenizer(c) => tokenizer_cmd::run(c),
