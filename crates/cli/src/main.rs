@@ -9,6 +9,7 @@ mod label_cmd;
 mod pretrain_cmd;
 mod sample_cmd;
 mod scale_cmd;
+mod serve_cmd;
 mod sft_cmd;
 mod speedrun;
 mod tokenizer_cmd;
@@ -41,6 +42,11 @@ enum Cmd {
     Label(label_cmd::LabelArgs),
     /// Sample text from a checkpoint.
     Sample(sample_cmd::SampleArgs),
+    /// Serve a run's models: OpenAI-compatible API (and web chat), moderation, metrics.
+    Serve(serve_cmd::ServeArgs),
+    /// The moderation classifier: train and measure it.
+    #[command(subcommand)]
+    Moderation(serve_cmd::ModerationCmd),
     /// Benchmarks of the hot paths, with ratios against their peers.
     #[command(subcommand)]
     Bench(bench_cmd::BenchCmd),
@@ -66,6 +72,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Sft(a) => sft_cmd::run(a),
         Cmd::Chat(a) => chat_cmd::chat(a),
         Cmd::Complete(a) => chat_cmd::complete(a),
+        Cmd::Serve(a) => serve_cmd::serve(a),
+        Cmd::Moderation(c) => serve_cmd::moderation(c),
         Cmd::Bench(c) => bench_cmd::run(c),
         Cmd::Data(a) => data_cmd::run(a),
         Cmd::Tokenizer(c) => tokenizer_cmd::run(c),

@@ -37,8 +37,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::web::{self, note, parse_body, rater_name, store_error, with_store, ApiError, SharedStore};
-use crate::{Error, Result};
+use crate::web::{self, bad_request, internal, note, parse_body, rater_name, store_error, with_store, SharedStore};
+use crate::{ApiError, Error, Result};
 
 /// The most answers one item shows (rankings of K = 2..=9, as InstructGPT's labelers ranked).
 pub const MAX_K: usize = 9;
@@ -160,7 +160,10 @@ impl Labeler {
         queues.ready.insert(2, VecDeque::new());
         let labeler = Arc::new(Labeler { store, sampler, prompts, cfg, queues: Mutex::new(queues), changed: Condvar::new() });
         let worker = labeler.clone();
-        std::thread::Builder::new().name("label-sampler".into()).spawn(move || worker.fill()).map_err(Error::Io)?;
+        std::thread::Builder::new()
+            .name("label-sampler".into())
+            .spawn(move || worker.fill())
+            .map_err(|e| Error::Server(format!("starting the sampling thread: {e}")))?;
         Ok(labeler)
     }
 
@@ -292,12 +295,12 @@ async fn next(State(l): State<Arc<Labeler>>, Query(q): Query<NextQuery>) -> std:
             .parse::<usize>()
             .ok()
             .filter(|k| (2..=MAX_K).contains(k))
-            .ok_or_else(|| ApiError::bad_request(format!("k must be a number of answers from 2 to {MAX_K}, not {s:?}"), Some("k")))?,
+            .ok_or_else(|| bad_request(format!("k must be a number of answers from 2 to {MAX_K}, not {s:?}"), Some("k")))?,
     };
     let item = tokio::task::spawn_blocking(move || l.next_item(k))
         .await
-        .map_err(|e| ApiError::internal(format!("sampling task failed: {e}")))?
-        .map_err(|e| ApiError { status: StatusCode::SERVICE_UNAVAILABLE, message: e, param: None, code: None })?;
+        .map_err(|e| internal(format!("sampling task failed: {e}")))?
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", e))?;
     Ok(Json(item).into_response())
 }
 
@@ -327,7 +330,7 @@ fn votes(s: &chatforge_feedback::Store) -> std::result::Result<i64, ApiError> {
 async fn compare(State(l): State<Arc<Labeler>>, body: Bytes) -> std::result::Result<Response, ApiError> {
     let v: CompareVote = parse_body(&body)?;
     if v.sample_a == v.sample_b {
-        return Err(ApiError::bad_request("sample_a and sample_b are the same sample", Some("sample_b")));
+        return Err(bad_request("sample_a and sample_b are the same sample", Some("sample_b")));
     }
     let c = NewComparison {
         prompt_id: v.prompt_id,
@@ -349,13 +352,13 @@ async fn compare(State(l): State<Arc<Labeler>>, body: Bytes) -> std::result::Res
 async fn rank(State(l): State<Arc<Labeler>>, body: Bytes) -> std::result::Result<Response, ApiError> {
     let v: RankVote = parse_body(&body)?;
     if !(2..=MAX_K).contains(&v.ranked.len()) {
-        return Err(ApiError::bad_request(format!("ranked must list 2 to {MAX_K} samples, not {}", v.ranked.len()), Some("ranked")));
+        return Err(bad_request(format!("ranked must list 2 to {MAX_K} samples, not {}", v.ranked.len()), Some("ranked")));
     }
     let mut distinct = v.ranked.clone();
     distinct.sort_unstable();
     distinct.dedup();
     if distinct.len() != v.ranked.len() {
-        return Err(ApiError::bad_request("ranked lists a sample twice", Some("ranked")));
+        return Err(bad_request("ranked lists a sample twice", Some("ranked")));
     }
     let r = NewRanking { prompt_id: v.prompt_id, ranked: v.ranked, rater: rater_name(Some(&v.rater), true)?, simulated: false };
     let (id, votes) = with_store(&l.store, move |s| {

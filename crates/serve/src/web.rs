@@ -17,6 +17,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+
+use crate::{ApiError, AppState};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chatforge_data::chat::{Conversation, Message, Role};
@@ -44,40 +46,22 @@ const MAX_NAME: usize = 64;
 const MAX_NOTE: usize = 2000;
 const MAX_TEXT: usize = 100_000;
 
-/// An error in OpenAI's shape.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-    pub param: Option<&'static str>,
-    pub code: Option<&'static str>,
-}
-
-impl ApiError {
-    pub fn bad_request(message: impl Into<String>, param: Option<&'static str>) -> ApiError {
-        ApiError { status: StatusCode::BAD_REQUEST, message: message.into(), param, code: None }
-    }
-
-    pub fn not_found(message: impl Into<String>, param: Option<&'static str>) -> ApiError {
-        ApiError { status: StatusCode::NOT_FOUND, message: message.into(), param, code: None }
-    }
-
-    pub fn internal(message: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: message.into(), param: None, code: None }
+/// 400 `invalid_request_error`, about `param` when one is named.
+pub fn bad_request(message: impl Into<String>, param: Option<&str>) -> ApiError {
+    match param {
+        Some(p) => ApiError::invalid(p, message),
+        None => ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message),
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let kind = if self.status.is_server_error() { "server_error" } else { "invalid_request_error" };
-        let body = json!({"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}});
-        (self.status, Json(body)).into_response()
-    }
+/// 500 `server_error`.
+pub fn internal(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
 }
 
 /// Parses a JSON body, answering 400 in OpenAI's shape (axum's own rejection is plain text).
 pub fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}"), None))
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid JSON body: {e}"), None))
 }
 
 /// Runs `f` on the store in the blocking pool; store errors are 500s.
@@ -91,14 +75,14 @@ pub async fn with_store<T: Send + 'static>(
         f(&mut guard)
     })
     .await
-    .map_err(|e| ApiError::internal(format!("feedback store task failed: {e}")))?
+    .map_err(|e| internal(format!("feedback store task failed: {e}")))?
 }
 
 /// The store rejects bad input (a sample of another prompt, a repeated sample) as `Input`: a 400.
 pub fn store_error(e: chatforge_feedback::Error) -> ApiError {
     match e {
-        chatforge_feedback::Error::Input(msg) => ApiError::bad_request(msg, None),
-        e => ApiError::internal(format!("feedback store: {e}")),
+        chatforge_feedback::Error::Input(msg) => bad_request(msg, None),
+        e => internal(format!("feedback store: {e}")),
     }
 }
 
@@ -106,10 +90,10 @@ pub fn store_error(e: chatforge_feedback::Error) -> ApiError {
 pub fn rater_name(name: Option<&str>, required: bool) -> Result<String, ApiError> {
     let name = name.unwrap_or("").trim();
     if name.chars().count() > MAX_NAME {
-        return Err(ApiError::bad_request(format!("rater is longer than {MAX_NAME} characters"), Some("rater")));
+        return Err(bad_request(format!("rater is longer than {MAX_NAME} characters"), Some("rater")));
     }
     if name.is_empty() {
-        return if required { Err(ApiError::bad_request("rater is required", Some("rater"))) } else { Ok("anonymous".into()) };
+        return if required { Err(bad_request("rater is required", Some("rater"))) } else { Ok("anonymous".into()) };
     }
     Ok(name.to_string())
 }
@@ -118,19 +102,21 @@ pub fn rater_name(name: Option<&str>, required: bool) -> Result<String, ApiError
 pub fn note(text: Option<String>, param: &'static str) -> Result<Option<String>, ApiError> {
     let text = text.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
     match text {
-        Some(t) if t.chars().count() > MAX_NOTE => {
-            Err(ApiError::bad_request(format!("{param} is longer than {MAX_NOTE} characters"), Some(param)))
-        }
+        Some(t) if t.chars().count() > MAX_NOTE => Err(bad_request(format!("{param} is longer than {MAX_NOTE} characters"), Some(param))),
         t => Ok(t),
     }
 }
 
-fn model_name(model: &str) -> Result<String, ApiError> {
-    let model = model.trim();
-    if model.is_empty() || model.len() > 200 {
-        return Err(ApiError::bad_request("model must be a model id from /v1/models", Some("model")));
+/// The name a model id of the API is stored under: `<run>/<stage>`, e.g. `speedrun/sft`
+/// (404 for a model the server does not offer).
+fn model_name(app: &AppState, model: &str) -> Result<String, ApiError> {
+    if !app.models.iter().any(|m| m.id == model) {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", format!("The model `{model}` does not exist."))
+            .code("model_not_found"));
     }
-    Ok(model.to_string())
+    let run = app.run.canonicalize().unwrap_or_else(|_| app.run.clone());
+    let run = run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok(format!("{run}/{model}"))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -155,14 +141,23 @@ pub fn label_page() -> Response {
     asset("text/html; charset=utf-8", LABEL_HTML)
 }
 
-/// The chat's feedback endpoints, `POST /feedback/chat` and `POST /feedback/compare`.
-pub fn feedback_routes(store: SharedStore) -> Router {
-    Router::new().route("/feedback/chat", post(chat_feedback)).route("/feedback/compare", post(compare_feedback)).with_state(store)
+/// What the feedback handlers share: the store, and the server (its models, its API key).
+#[derive(Clone)]
+struct WebState {
+    store: SharedStore,
+    app: Arc<AppState>,
 }
 
-/// The chat page, its assets and its feedback endpoints: what `chatforge serve` adds to the API.
-pub fn routes(store: SharedStore) -> Router {
-    pages().merge(feedback_routes(store))
+/// The chat page, its assets and its feedback endpoints (`POST /feedback/chat`,
+/// `POST /feedback/compare`, behind the API key when one is set): what `chatforge serve` adds
+/// to [`crate::app`].
+pub fn routes(app: Arc<AppState>, store: SharedStore) -> Router {
+    let feedback = Router::new()
+        .route("/feedback/chat", post(chat_feedback))
+        .route("/feedback/compare", post(compare_feedback))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), crate::require_key))
+        .with_state(WebState { store, app });
+    pages().merge(feedback)
 }
 
 #[derive(Deserialize)]
@@ -178,29 +173,29 @@ struct ChatFeedbackRequest {
     comment: Option<String>,
 }
 
-async fn chat_feedback(State(store): State<SharedStore>, body: Bytes) -> Result<Response, ApiError> {
+async fn chat_feedback(State(st): State<WebState>, body: Bytes) -> Result<Response, ApiError> {
     let req: ChatFeedbackRequest = parse_body(&body)?;
     if req.rating != 1 && req.rating != -1 {
-        return Err(ApiError::bad_request("rating must be 1 (thumbs up) or -1 (thumbs down)", Some("rating")));
+        return Err(bad_request("rating must be 1 (thumbs up) or -1 (thumbs down)", Some("rating")));
     }
     let conversation = Conversation::new(req.messages);
     check_texts(&conversation)?;
     match conversation.messages.last() {
         Some(m) if m.role == Role::Assistant => {}
-        _ => return Err(ApiError::bad_request("the rated answer must be the last message (an assistant message)", Some("messages"))),
+        _ => return Err(bad_request("the rated answer must be the last message (an assistant message)", Some("messages"))),
     }
     if !conversation.messages.iter().any(|m| m.role == Role::User) {
-        return Err(ApiError::bad_request("the conversation has no user message", Some("messages")));
+        return Err(bad_request("the conversation has no user message", Some("messages")));
     }
-    conversation.validate().map_err(|e| ApiError::bad_request(format!("messages: {e}"), Some("messages")))?;
+    conversation.validate().map_err(|e| bad_request(format!("messages: {e}"), Some("messages")))?;
     let f = NewChatFeedback {
-        model: model_name(&req.model)?,
+        model: model_name(&st.app, &req.model)?,
         conversation,
         rating: req.rating,
         rater: rater_name(req.rater.as_deref(), false)?,
         comment: note(req.comment, "comment")?,
     };
-    let id = with_store(&store, move |s| s.add_chat_feedback(&f).map_err(store_error)).await?;
+    let id = with_store(&st.store, move |s| s.add_chat_feedback(&f).map_err(store_error)).await?;
     Ok((StatusCode::CREATED, Json(json!({"id": id}))).into_response())
 }
 
@@ -226,28 +221,28 @@ struct CompareRequest {
     reason: Option<String>,
 }
 
-async fn compare_feedback(State(store): State<SharedStore>, body: Bytes) -> Result<Response, ApiError> {
+async fn compare_feedback(State(st): State<WebState>, body: Bytes) -> Result<Response, ApiError> {
     let req: CompareRequest = parse_body(&body)?;
     let prompt = Conversation::new(req.messages);
-    prompt.validate_for_prompt().map_err(|e| ApiError::bad_request(format!("messages: {e}"), Some("messages")))?;
+    prompt.validate_for_prompt().map_err(|e| bad_request(format!("messages: {e}"), Some("messages")))?;
     check_texts(&prompt)?;
     if req.answers.len() != 2 {
-        return Err(ApiError::bad_request(format!("answers must hold 2 answers, not {}", req.answers.len()), Some("answers")));
+        return Err(bad_request(format!("answers must hold 2 answers, not {}", req.answers.len()), Some("answers")));
     }
     if req.answers.iter().any(|a| a.text.chars().count() > MAX_TEXT) {
-        return Err(ApiError::bad_request(format!("an answer is longer than {MAX_TEXT} characters"), Some("answers")));
+        return Err(bad_request(format!("an answer is longer than {MAX_TEXT} characters"), Some("answers")));
     }
     let params = match req.params {
         serde_json::Value::Null => json!({}),
         p @ serde_json::Value::Object(_) => p,
-        _ => return Err(ApiError::bad_request("params must be an object", Some("params"))),
+        _ => return Err(bad_request("params must be an object", Some("params"))),
     };
-    let model = model_name(&req.model)?;
+    let model = model_name(&st.app, &req.model)?;
     let rater = rater_name(req.rater.as_deref(), false)?;
     let reason = note(req.reason, "reason")?;
     let choice = req.choice;
     let answers = req.answers;
-    let (id, prompt_id, samples) = with_store(&store, move |s| {
+    let (id, prompt_id, samples) = with_store(&st.store, move |s| {
         let prompt_id = s.add_prompt(&prompt, "chat").map_err(store_error)?;
         let mut ids = Vec::with_capacity(2);
         for a in answers {
@@ -264,10 +259,10 @@ async fn compare_feedback(State(store): State<SharedStore>, body: Bytes) -> Resu
 /// Caps each message's length.
 fn check_texts(conv: &Conversation) -> Result<(), ApiError> {
     if conv.messages.len() > 200 {
-        return Err(ApiError::bad_request("more than 200 messages", Some("messages")));
+        return Err(bad_request("more than 200 messages", Some("messages")));
     }
     if conv.messages.iter().any(|m| m.content.chars().count() > MAX_TEXT) {
-        return Err(ApiError::bad_request(format!("a message is longer than {MAX_TEXT} characters"), Some("messages")));
+        return Err(bad_request(format!("a message is longer than {MAX_TEXT} characters"), Some("messages")));
     }
     Ok(())
 }
