@@ -53,32 +53,64 @@ impl Drop for Server {
     }
 }
 
-/// Starts `chatforge label` on a free port and waits for its address line.
-fn start_label(run: &Path) -> Server {
+/// Starts `chatforge ARGS --port 0` and waits for the line with its address.
+fn start(args: &[&std::ffi::OsStr]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_chatforge"))
-        .args(["--threads", "1", "label", "--run"])
-        .arg(run)
-        .arg("--prompts")
-        .arg(run.join("prompts.jsonl"))
-        .args(["--port", "0", "--max-tokens", "12", "--ahead", "3"])
+        .args(["--threads", "1"])
+        .args(args)
+        .args(["--port", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.split("http://").nth(1).and_then(|r| r.split('/').next()).unwrap_or_else(|| panic!("no address in {line:?}"));
-    Server { child, addr: addr.parse().unwrap() }
+    while !line.contains("http://") {
+        line.clear();
+        if out.read_line(&mut line).unwrap() == 0 {
+            panic!("the server exited before printing its address: {:?}", child.wait());
+        }
+    }
+    let addr = line.split("http://").nth(1).and_then(|r| r.split(['/', ' ', '\n']).next()).unwrap();
+    // Keep reading stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    Server { child, addr: addr.trim().parse().unwrap() }
+}
+
+/// `chatforge label` on the run's prompts.
+fn start_label(run: &Path) -> Server {
+    let prompts = run.join("prompts.jsonl");
+    start(&[
+        "label".as_ref(),
+        "--run".as_ref(),
+        run.as_os_str(),
+        "--prompts".as_ref(),
+        prompts.as_os_str(),
+        "--max-tokens".as_ref(),
+        "12".as_ref(),
+        "--ahead".as_ref(),
+        "3".as_ref(),
+    ])
+}
+
+/// `chatforge serve` with an API key.
+fn start_serve(run: &Path, key: &str) -> Server {
+    start(&["serve".as_ref(), "--run".as_ref(), run.as_os_str(), "--api-key".as_ref(), key.as_ref()])
 }
 
 /// One HTTP/1.1 request (`Connection: close`); the status and the body.
 fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> std::io::Result<(u16, String)> {
+    http_key(addr, method, path, body, None)
+}
+
+fn http_key(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>, key: Option<&str>) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     let mut out = String::new();
@@ -268,5 +300,146 @@ fn acknowledged_votes_survive_sigkill() {
     let (status, body) = http(server.addr, "POST", "/label/api/compare", Some(&vote)).unwrap();
     assert_eq!(status, 201, "{body}");
     drop(server);
+    std::fs::remove_dir_all(&run).ok();
+}
+
+/// The OpenAI error shape of a 4xx body; its message.
+fn error_message(status: u16, body: &str, want: u16) -> String {
+    assert_eq!(status, want, "{body}");
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let e = &v["error"];
+    assert!(e["message"].is_string() && e["type"].is_string() && e.get("param").is_some() && e.get("code").is_some(), "{body}");
+    e["message"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn chat_page_streams_and_stores_feedback() {
+    if !browser() {
+        return;
+    }
+    let run = tiny_run("chat");
+    let key = "test-key-123";
+    let server = start_serve(&run, key);
+    // The page and its assets need no key; the feedback endpoints do.
+    for path in ["/", "/assets/chat.js", "/assets/style.css"] {
+        assert_eq!(http(server.addr, "GET", path, None).unwrap().0, 200, "{path}");
+    }
+    let out = web_test("chat", server.addr, &["--api-key", key]);
+    let c = db(&run);
+    let name = run.file_name().unwrap().to_string_lossy().into_owned();
+    // The thumbs-up: the whole conversation, with the system message and the streamed answer.
+    let (model, messages, rating, rater): (String, String, i64, String) = c
+        .query_row("SELECT f.model, f.messages, f.rating, r.name FROM chat_feedback f JOIN raters r ON r.id = f.rater_id", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .unwrap();
+    assert_eq!((model.as_str(), rating, rater.as_str()), (format!("{name}/sft").as_str(), 1, "pw-chat"));
+    let messages: Value = serde_json::from_str(&messages).unwrap();
+    let want = json!([
+        {"role": "system", "content": out["system"]},
+        {"role": "user", "content": out["question"]},
+        {"role": "assistant", "content": out["answer"]},
+    ]);
+    assert_eq!(messages, want, "{out}");
+    // "Which is better?": B, over the prompt that ends with the second question.
+    let (choice, a, b, seed_a, seed_b, prompt): (String, String, String, i64, i64, String) = c
+        .query_row(
+            "SELECT c.choice, sa.text, sb.text, sa.seed, sb.seed, p.messages FROM comparisons c
+             JOIN samples sa ON sa.id = c.sample_a JOIN samples sb ON sb.id = c.sample_b JOIN prompts p ON p.id = c.prompt_id WHERE c.id = ?1",
+            [out["vote_id"].as_i64().unwrap()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+        )
+        .unwrap();
+    assert_eq!(choice, "b");
+    assert_eq!((a.as_str(), b.as_str()), (out["pair"][0].as_str().unwrap(), out["pair"][1].as_str().unwrap()));
+    assert_eq!((seed_a, seed_b), (out["seeds"][0].as_i64().unwrap(), out["seeds"][1].as_i64().unwrap()));
+    let prompt: Value = serde_json::from_str(&prompt).unwrap();
+    assert_eq!(prompt.as_array().unwrap().last().unwrap()["content"], out["question2"]);
+    drop(server);
+    std::fs::remove_dir_all(&run).ok();
+}
+
+#[test]
+fn feedback_and_vote_endpoints_reject_bad_input() {
+    let run = tiny_run("bad");
+    let key = "k";
+    let serve = start_serve(&run, key);
+    let post = |path: &str, body: Value| http_key(serve.addr, "POST", path, Some(&body), Some(key)).unwrap();
+    let conv = json!([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]);
+    // No key: 401; with it: 201.
+    let ok = json!({"model": "sft", "messages": conv, "rating": 1});
+    let (status, body) = http(serve.addr, "POST", "/feedback/chat", Some(&ok)).unwrap();
+    error_message(status, &body, 401);
+    assert_eq!(post("/feedback/chat", ok).0, 201);
+    let cases = [
+        ("/feedback/chat", json!({"model": "sft", "messages": conv, "rating": 0}), 400),
+        ("/feedback/chat", json!({"model": "nope", "messages": conv, "rating": 1}), 404),
+        ("/feedback/chat", json!({"model": "sft", "messages": [{"role": "user", "content": "hi"}], "rating": 1}), 400),
+        ("/feedback/chat", json!({"model": "sft", "messages": "hi", "rating": 1}), 400),
+        ("/feedback/chat", json!({"model": "sft", "messages": conv, "rating": 1, "rater": "x".repeat(65)}), 400),
+        (
+            "/feedback/compare",
+            json!({"model": "sft", "messages": conv, "answers": [{"text": "a", "seed": 1}, {"text": "b", "seed": 2}], "choice": "a"}),
+            400,
+        ),
+        (
+            "/feedback/compare",
+            json!({"model": "sft", "messages": [{"role": "user", "content": "hi"}], "answers": [{"text": "a", "seed": 1}], "choice": "a"}),
+            400,
+        ),
+        (
+            "/feedback/compare",
+            json!({"model": "sft", "messages": [{"role": "user", "content": "hi"}], "answers": [{"text": "a", "seed": 1}, {"text": "b", "seed": 2}], "choice": "c"}),
+            400,
+        ),
+    ];
+    for (path, body, want) in &cases {
+        let (status, text) = post(path, body.clone());
+        error_message(status, &text, *want);
+    }
+    let good = json!({"model": "sft", "messages": [{"role": "user", "content": "hi"}], "answers": [{"text": "a", "seed": 1}, {"text": "", "seed": 2}], "choice": "tie", "params": {"temperature": 0.7}});
+    let (status, body) = post("/feedback/compare", good);
+    assert_eq!(status, 201, "{body}");
+    drop(serve);
+    let c = db(&run);
+    let n: (i64, i64) = c
+        .query_row("SELECT (SELECT COUNT(*) FROM chat_feedback), (SELECT COUNT(*) FROM comparisons)", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!(n, (1, 1), "only the good requests were stored");
+    drop(c);
+
+    let label = start_label(&run);
+    let (status, body) = http(label.addr, "GET", "/label/api/next?k=1", None).unwrap();
+    error_message(status, &body, 400);
+    let (_, body) = http(label.addr, "GET", "/label/api/next?k=3", None).unwrap();
+    let item: Value = serde_json::from_str(&body).unwrap();
+    let (p, s) = (item["prompt_id"].as_i64().unwrap(), &item["samples"]);
+    let (s0, s1, s2) = (s[0]["id"].as_i64().unwrap(), s[1]["id"].as_i64().unwrap(), s[2]["id"].as_i64().unwrap());
+    let vote = |body: Value| http(label.addr, "POST", "/label/api/compare", Some(&body)).unwrap();
+    let bad = [
+        json!({"prompt_id": p, "sample_a": s0, "sample_b": s0, "choice": "a", "rater": "r"}),
+        json!({"prompt_id": p, "sample_a": s0, "sample_b": 999_999, "choice": "a", "rater": "r"}),
+        json!({"prompt_id": p + 1000, "sample_a": s0, "sample_b": s1, "choice": "a", "rater": "r"}),
+        json!({"prompt_id": p, "sample_a": s0, "sample_b": s1, "choice": "maybe", "rater": "r"}),
+        json!({"prompt_id": p, "sample_a": s0, "sample_b": s1, "choice": "a", "rater": "  "}),
+        json!({"prompt_id": p, "sample_a": s0, "sample_b": s1, "choice": "a"}),
+    ];
+    for b in bad {
+        let (status, text) = vote(b.clone());
+        error_message(status, &text, 400);
+    }
+    let rank = |ranked: Value| {
+        http(label.addr, "POST", "/label/api/rank", Some(&json!({"prompt_id": p, "ranked": ranked, "rater": "r"}))).unwrap()
+    };
+    for ranked in [json!([s0]), json!([s0, s0, s1]), json!([s0, 999_999])] {
+        let (status, text) = rank(ranked);
+        error_message(status, &text, 400);
+    }
+    let (status, body) = rank(json!([s2, s0, s1]));
+    assert_eq!(status, 201, "{body}");
+    let (_, body) = http(label.addr, "GET", "/label/api/progress", None).unwrap();
+    let progress: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((progress["comparisons"].as_i64(), progress["rankings"].as_i64()), (Some(1), Some(1)), "{progress}");
+    drop(label);
     std::fs::remove_dir_all(&run).ok();
 }

@@ -16,6 +16,8 @@ let controllers = [];
 let answers = 0; // answers generated on this page: every 5th is a comparison
 let compareNext = false;
 const COMPARE_EVERY = 5;
+// A thumb (the down button turns it over in CSS): drawn here, no icon font needed.
+const THUMB = '<svg viewBox="0 0 24 24" width="16" height="16" aria-hidden="true"><path fill="currentColor" d="M2 10h4v11H2zM8 10l4-8c1.5 0 2.6 1.1 2.5 2.6L14 9h6c1.2 0 2.1 1.1 1.9 2.3l-1.6 7.9c-.3 1.1-1.2 1.8-2.3 1.8H8z"/></svg>';
 
 function toast(text) {
   const t = $("toast");
@@ -225,7 +227,7 @@ async function rate(turn, index, rating) {
     const out = await postJSON("/feedback/chat", body);
     turn.rating = rating;
     turn.feedbackId = out.id;
-    toast(rating > 0 ? "Thanks! Saved 👍" : "Thanks! Saved 👎");
+    toast(rating > 0 ? "Thanks! Saved: good answer" : "Thanks! Saved: bad answer");
     render();
   } catch (e) {
     showError("Feedback not saved: " + e.message);
@@ -340,10 +342,14 @@ function render() {
       if (t.stopped) who.append(el("span", "muted", "(stopped)"));
       if (!t.streaming) {
         const actions = el("div", "actions");
-        const up = button("👍", () => rate(t, i, 1), "small thumb-up" + (t.rating > 0 ? " on" : ""));
-        const down = button("👎", () => rate(t, i, -1), "small thumb-down" + (t.rating < 0 ? " on" : ""));
+        const up = button("", () => rate(t, i, 1), "small thumb thumb-up" + (t.rating > 0 ? " on" : ""));
+        const down = button("", () => rate(t, i, -1), "small thumb thumb-down" + (t.rating < 0 ? " on" : ""));
+        up.innerHTML = THUMB;
+        down.innerHTML = THUMB;
         up.title = "good answer";
         down.title = "bad answer";
+        up.setAttribute("aria-label", "thumbs up: good answer");
+        down.setAttribute("aria-label", "thumbs down: bad answer");
         up.disabled = down.disabled = t.rating !== 0 || !t.content;
         actions.append(up, down);
         if (i === last) {
@@ -357,7 +363,7 @@ function render() {
     } else if (t.role === "compare") {
       box.classList.add("assistant");
       box.append(el("div", "who", "Which is better? (" + t.model + ")"));
-      const grid = el("div", "compare");
+      const grid = el("div", "pair");
       ["A", "B"].forEach((name, k) => {
         const side = el("div", "side");
         side.append(el("h3", "", "Answer " + name + (t.errors[k] ? " — " + t.errors[k] : "")), el("div", "text", t.texts[k]));
