@@ -173,6 +173,7 @@ impl Runner {
             }
             self.metrics.queued.store(rx.len() as u64, Ordering::Relaxed);
             self.accept();
+            self.metrics.running.store(self.seqs.len() as u64, Ordering::Relaxed);
             self.step();
             self.metrics.running.store(self.seqs.len() as u64, Ordering::Relaxed);
         }

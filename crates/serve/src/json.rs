@@ -308,7 +308,11 @@ impl JsonState {
                     match &g.nodes[*node] {
                         Node::Object(props) => match phase {
                             ObjPhase::Open => g.min_props(props, *seen, true) + 1,
-                            ObjPhase::Comma => g.min_props(props, *seen, true) + 1,
+                            // After a comma some property must follow, required or not.
+                            ObjPhase::Comma => candidates(props, *seen)
+                                .map(|i| props[i].0.len() + 3 + g.min_value(props[i].1) + g.min_props(props, *seen | 1 << i, false) + 1)
+                                .min()
+                                .unwrap_or(usize::MAX / 4),
                             ObjPhase::Value | ObjPhase::After => g.min_props(props, *seen, false) + 1,
                             ObjPhase::Colon => 1 + g.min_value(props[*cur].1) + g.min_props(props, *seen, false) + 1,
                             ObjPhase::Key => {
@@ -672,13 +676,24 @@ impl Constraint {
             return;
         }
         let budget = left.saturating_sub(1);
+        let mut allowed = 0;
         for (i, l) in logits.iter_mut().enumerate() {
             let ok = i < table.bytes.len() && !table.special[i] && !table.bytes[i].is_empty() && {
                 let mut s = self.state.clone();
                 s.feed(&self.grammar, &table.bytes[i]) && s.min_remaining(&self.grammar) <= budget
             };
-            if !ok {
+            if ok {
+                allowed += 1;
+            } else {
                 *l = f32::NEG_INFINITY;
+            }
+        }
+        if allowed == 0 {
+            // Cannot happen while the budget covers the shortest completion (checked before
+            // generation starts) and every byte has a token; end rather than emit noise.
+            tracing::warn!("constrained decoding found no allowed token; ending the output");
+            if let Some(l) = logits.get_mut(end as usize) {
+                *l = 0.0;
             }
         }
     }
@@ -742,6 +757,12 @@ mod tests {
         let g = Grammar::from_schema(&json!({"type": "object", "properties": {"a": {"type": "array", "items": {"type": "number"}},
             "b": {"type": "object", "properties": {"c": {"type": "null"}}, "required": ["c"]}}, "required": ["a", "b"]}))
         .unwrap();
+        let opt = Grammar::from_schema(&json!({"type": "object", "properties": {"n": {"type": "string"}, "pet": {"type": "object",
+            "properties": {"alive": {"type": "boolean"}}, "required": ["alive"]}}, "required": ["n"]}))
+        .unwrap();
+        let mut s = opt.start();
+        assert!(s.feed(&opt, br#"{"n":"x","#));
+        assert_eq!(s.min_remaining(&opt), r#""pet":{"alive":true}}"#.len(), "after a comma an optional property must follow");
         for prefix in ["", "{", r#"{"a"#, r#"{"a":[1"#, r#"{"a":[1,"#, r#"{"a":[-"#, r#"{"a":[],"b":{"c":n"#, r#"{"a":[],"#] {
             let mut s = g.start();
             assert!(s.feed(&g, prefix.as_bytes()), "{prefix}");
