@@ -375,3 +375,79 @@ async fn progress(State(l): State<Arc<Labeler>>) -> std::result::Result<Response
                    "prompts": c.prompts, "samples": c.samples}))
     .into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use chatforge_data::chat::Message;
+
+    /// Answers "answer <seed>", except that its first call answers the same text K times.
+    struct Fake {
+        calls: AtomicUsize,
+        fail: bool,
+    }
+
+    impl Sampler for Fake {
+        fn model(&self) -> &str {
+            "fake/sft"
+        }
+        fn params(&self) -> serde_json::Value {
+            json!({"temperature": 1.0})
+        }
+        fn sample(&self, _: &Conversation, seeds: &[u64]) -> Result<Vec<String>> {
+            if self.fail {
+                return Err(Error::PromptTooLong { tokens: 300, context: 256 });
+            }
+            let first = self.calls.fetch_add(1, Ordering::SeqCst) == 0;
+            Ok(seeds.iter().map(|s| if first { "same".to_string() } else { format!("answer {s}") }).collect())
+        }
+    }
+
+    fn labeler(fail: bool) -> (tempfile::TempDir, SharedStore, Arc<Labeler>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = web::open_store(&dir.path().join("feedback.sqlite")).unwrap();
+        let prompts = vec![
+            Conversation::new(vec![Message::system("Answer in one word."), Message::user("Who wrote Hamlet?")]),
+            Conversation::new(vec![Message::user("What is 7 times 8?")]),
+        ];
+        let cfg = LabelConfig { ahead: 2, seed: 3, source: "test".into(), wait: Duration::from_secs(20) };
+        let l = Labeler::start(store.clone(), Arc::new(Fake { calls: AtomicUsize::new(0), fail }), prompts, cfg).unwrap();
+        (dir, store, l)
+    }
+
+    #[test]
+    fn items_are_stored_distinct_and_handed_out_once() {
+        let (_dir, store, l) = labeler(false);
+        let mut seen = Vec::new();
+        for k in [2, 2, 5, 2] {
+            let item = l.next_item(k).unwrap();
+            assert_eq!(item.samples.len(), k);
+            let mut texts: Vec<&str> = item.samples.iter().map(|s| s.text.as_str()).collect();
+            texts.sort();
+            texts.dedup();
+            assert_eq!(texts.len(), k, "identical answers were resampled");
+            let s = store.lock().unwrap();
+            assert_eq!(s.prompt(item.prompt_id).unwrap().messages, item.messages);
+            for smp in &item.samples {
+                let row = s.sample(smp.id).unwrap();
+                assert_eq!((row.prompt_id, row.text.as_str(), row.model.as_str()), (item.prompt_id, smp.text.as_str(), "fake/sft"));
+                assert_eq!(row.text, format!("answer {}", row.seed));
+                assert!(!seen.contains(&smp.id), "sample {} handed out twice", smp.id);
+                seen.push(smp.id);
+            }
+        }
+        l.stop();
+    }
+
+    #[test]
+    fn a_sampling_error_reaches_the_rater() {
+        let (_dir, _store, l) = labeler(true);
+        let t = Instant::now();
+        let err = l.next_item(2).unwrap_err();
+        assert!(err.contains("context"), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(10));
+        l.stop();
+    }
+}
