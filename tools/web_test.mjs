@@ -175,6 +175,14 @@ async function chat(page) {
   await page.waitForFunction(() => !document.querySelector(".msg.streaming") && document.querySelectorAll(".thumb-up").length === 2, null, { timeout: TIMEOUT });
   check(requests.length === asked + 3, "regenerate asked for a new answer");
   await shot(page, "chat-final");
+  // Edit the first message: the conversation is cut there and answered again.
+  await page.locator(".msg.user").first().locator("text=edit").click();
+  await page.fill(".msg.user textarea", "Who wrote Othello?");
+  await page.click("text=Save & resend");
+  await page.waitForFunction(() => !document.querySelector(".msg.streaming") && document.querySelectorAll(".msg").length === 2, null, { timeout: TIMEOUT });
+  const last = requests[requests.length - 1].messages;
+  check(requests.length === asked + 4 && last.length === 2 && last[1].content === "Who wrote Othello?", "the edited message was sent alone: " + JSON.stringify(last));
+  check((await page.textContent(".msg.user .text")) === "Who wrote Othello?", "the edited message is shown");
   return { model, system, question, answer, updates, question2, pair, vote_id: voteId, seeds: [requests[asked].seed, requests[asked + 1].seed] };
 }
 

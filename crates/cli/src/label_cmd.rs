@@ -72,6 +72,8 @@ pub fn load_prompts(path: &Path) -> anyhow::Result<Vec<Conversation>> {
     Ok(prompts)
 }
 
+/// The interactive rater page. (`--simulated`, the simulated labelers of chatforge-feedback, is
+/// a separate mode: it adds its flags to [`LabelArgs`] and branches here before the server starts.)
 pub fn run(a: LabelArgs) -> anyhow::Result<()> {
     let (tok, model) = load(&a.run, &a.stage)?;
     let (prompts, source) = match &a.prompts {

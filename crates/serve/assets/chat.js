@@ -337,7 +337,7 @@ function render() {
     } else if (t.role === "assistant") {
       const who = el("div", "who", t.model || "assistant");
       box.append(who, el("div", "text", t.content));
-      if (!t.streaming && !t.content) box.querySelector(".text").append(el("span", "muted", "(no answer)"));
+      if (!t.streaming && !t.content) box.append(el("div", "muted", "(no answer)"));
       if (t.streaming) box.classList.add("streaming");
       if (t.stopped) who.append(el("span", "muted", "(stopped)"));
       if (!t.streaming) {
