@@ -92,39 +92,47 @@ pub fn run(a: LabelArgs) -> anyhow::Result<()> {
     let n = prompts.len();
     let labeler = Labeler::start(store, sampler, prompts, cfg)?;
     let app = routes(labeler.clone());
+    let stopper = labeler.clone();
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
+        let stop = shutdown()?;
         let listener =
             tokio::net::TcpListener::bind((a.host.as_str(), a.port)).await.with_context(|| format!("binding {}:{}", a.host, a.port))?;
         let addr: SocketAddr = listener.local_addr()?;
         println!("rater page: http://{addr}/label  ({name}, {n} prompts, votes into {})", db.display());
-        axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                stop.await;
+                stopper.stop();
+            })
+            .await?;
         anyhow::Ok(())
     })?;
     labeler.stop();
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed now, not when the future is
+/// first polled, so a signal that comes right after the address is printed is not missed.
+#[cfg(unix)]
+fn shutdown() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    println!("shutting down");
+        println!("shutting down");
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        println!("shutting down");
+    })
 }

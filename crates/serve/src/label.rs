@@ -167,7 +167,8 @@ impl Labeler {
         Ok(labeler)
     }
 
-    /// Stops the sampling thread (after the item it is sampling).
+    /// Stops the sampling thread (after the item it is sampling) and answers raters waiting for
+    /// an item with an error, so that a graceful shutdown does not wait for them.
     pub fn stop(&self) {
         self.lock().stop = true;
         self.changed.notify_all();
@@ -252,6 +253,9 @@ impl Labeler {
             self.changed.notify_all();
         }
         loop {
+            if q.stop {
+                return Err("the rater server is shutting down".into());
+            }
             if let Some(item) = q.ready.get_mut(&k).and_then(|v| v.pop_front()) {
                 drop(q);
                 self.changed.notify_all(); // the sampler refills
