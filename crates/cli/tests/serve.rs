@@ -59,7 +59,9 @@ fn openai_sdk_load_and_graceful_shutdown() {
     } else if std::env::var_os("CHATFORGE_REQUIRE_SDK").is_some() {
         panic!("CHATFORGE_REQUIRE_SDK is set but the Python module `openai` is missing (pip install openai)");
     } else {
-        eprintln!("SKIPPED the openai SDK part: the Python module `openai` is missing (pip install openai; CI sets CHATFORGE_REQUIRE_SDK=1)");
+        eprintln!(
+            "SKIPPED the openai SDK part: the Python module `openai` is missing (pip install openai; CI sets CHATFORGE_REQUIRE_SDK=1)"
+        );
     }
 
     // 2. 32 streaming clients at once, every third hanging up mid-stream: the rest get no error
@@ -74,7 +76,14 @@ fn openai_sdk_load_and_graceful_shutdown() {
     };
     let rows = chatforge_serve::loadtest::bench(None, Some(addr.clone()), &[32], &base, |_| {}).unwrap();
     let r = &rows[0].report;
-    println!("load: {} completed, {} hung up, {} tokens in {:.2}s = {:.0} tokens/s", r.completed, r.disconnected, r.tokens, r.seconds, r.tokens_per_second());
+    println!(
+        "load: {} completed, {} hung up, {} tokens in {:.2}s = {:.0} tokens/s",
+        r.completed,
+        r.disconnected,
+        r.tokens,
+        r.seconds,
+        r.tokens_per_second()
+    );
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(r.completed + r.disconnected, 32);
     assert!(r.completed >= 21, "{} completed", r.completed);
