@@ -196,6 +196,9 @@ async fn bad_input_matrix() {
         assert_eq!(s.as_u16(), *status, "{case}: {v}");
         assert_error_shape(&v, case);
     }
+    let (s, v) = call(&st, "GET", "/v1/chat/completions", Body::empty(), None).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{v}");
+    assert_error_shape(&v, "GET on a POST route");
     let (s, v) = call(&st, "GET", "/v1/models/nope", Body::empty(), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     // After all that the server still answers.
