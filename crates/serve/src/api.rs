@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 use crate::engine::{Event, Job, SubmitError, TokenLogprob};
 use crate::json::{Constraint, Grammar};
-use crate::moderation::{Action, Verdict};
+use crate::moderation::Action;
 use crate::{ApiError, AppState};
 
 type S = State<Arc<AppState>>;
@@ -52,6 +52,11 @@ pub async fn health(State(st): S) -> Json<Value> {
 
 pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", "Unknown route.").code("unknown_url")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "This route does not take that method.")
+        .code("method_not_allowed")
 }
 
 async fn metrics(State(st): S) -> Response {
@@ -157,7 +162,27 @@ struct Params {
     include_usage: bool,
 }
 
+/// Parameters that would change the output in ways this server does not implement: refused
+/// rather than silently ignored.
+fn unsupported(o: &Map<String, Value>) -> Result<(), ApiError> {
+    for k in ["tools", "functions", "tool_choice", "function_call", "audio", "prediction"] {
+        if field(o, k).is_some_and(|v| !v.as_array().is_some_and(|a| a.is_empty())) {
+            return Err(ApiError::invalid(k, format!("`{k}` is not supported by this server.")).code("unsupported_parameter"));
+        }
+    }
+    for k in ["frequency_penalty", "presence_penalty"] {
+        if field(o, k).is_some_and(|v| v.as_f64() != Some(0.0)) {
+            return Err(ApiError::invalid(k, format!("`{k}` other than 0 is not supported by this server.")).code("unsupported_parameter"));
+        }
+    }
+    if field(o, "logit_bias").is_some_and(|v| !v.as_object().is_some_and(|m| m.is_empty())) {
+        return Err(ApiError::invalid("logit_bias", "`logit_bias` is not supported by this server.").code("unsupported_parameter"));
+    }
+    Ok(())
+}
+
 fn common(st: &AppState, o: &Map<String, Value>) -> Result<Params, ApiError> {
+    unsupported(o)?;
     let model = match field(o, "model") {
         None => None,
         Some(Value::String(s)) => Some(s.as_str()),
@@ -404,23 +429,26 @@ struct Choice {
     prompt_tokens: usize,
 }
 
-/// Applies the policy to a finished or growing output: the refusal replaces it when refused.
-fn moderate_output(st: &AppState, text: &str) -> Option<Verdict> {
+/// Applies the policy to a finished or growing output: true when it is refused (the refusal
+/// replaces it). `flagged` remembers that this output was already counted as flagged.
+fn moderate_output(st: &AppState, text: &str, flagged: &mut bool) -> bool {
     if !st.moderator.policy.moderate_outputs || text.trim().is_empty() {
-        return None;
+        return false;
     }
-    let v = st.moderator.check(text);
-    match v.action {
+    match st.moderator.check(text).action {
         Action::Refuse => {
             st.metrics.moderation_refused.fetch_add(1, Ordering::Relaxed);
-            Some(v)
+            true
         }
         Action::Flag => {
-            st.metrics.moderation_flagged.fetch_add(1, Ordering::Relaxed);
-            tracing::info!("moderation flagged an output");
-            None
+            if !*flagged {
+                *flagged = true;
+                st.metrics.moderation_flagged.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("moderation flagged an output");
+            }
+            false
         }
-        Action::Allow => None,
+        Action::Allow => false,
     }
 }
 
@@ -461,7 +489,7 @@ async fn collect(st: &AppState, mut rx: mpsc::UnboundedReceiver<(usize, Event)>,
         }
     }
     for c in &mut choices {
-        if moderate_output(st, &c.text).is_some() {
+        if moderate_output(st, &c.text, &mut false) {
             c.text = st.moderator.policy.refusal.clone();
             c.logprobs.clear();
             c.finish = Some("content_filter");
@@ -603,6 +631,7 @@ struct StreamState {
     mk: ChunkMaker,
     queue: VecDeque<SseEvent>,
     text: Vec<String>,
+    flagged: Vec<bool>,
     done: Vec<bool>,
     prompt: usize,
     completion: usize,
@@ -630,6 +659,7 @@ fn chat_stream(
         mk,
         queue,
         text: vec![String::new(); n],
+        flagged: vec![false; n],
         done: vec![false; n],
         prompt: 0,
         completion: 0,
@@ -669,7 +699,7 @@ fn chat_stream(
             match ev {
                 Event::Delta { text, logprobs } => {
                     s.text[i].push_str(&text);
-                    if moderate_output(&s.st, &s.text[i]).is_some() {
+                    if moderate_output(&s.st, &s.text[i], &mut s.flagged[i]) {
                         s.done[i] = true;
                         let ev = s.mk.chunk(i, json!({}), Value::Null, Some("content_filter"));
                         s.queue.push_back(ev);

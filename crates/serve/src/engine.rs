@@ -268,7 +268,9 @@ impl Runner {
                 done(s, "stop");
                 return false;
             }
-            let complete = s.job.constraint.as_ref().is_some_and(|c| c.state.complete());
+            // A closed JSON value: nothing may follow (an open top-level number may still grow,
+            // or end with <|im_end|>, which the mask allows once the value is complete).
+            let complete = s.job.constraint.as_ref().is_some_and(|c| c.state.finished());
             if complete {
                 flush(s, &tok, None);
                 done(s, "stop");

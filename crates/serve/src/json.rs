@@ -269,8 +269,27 @@ pub struct JsonState {
 
 impl JsonState {
     /// Whether the output so far is a complete value (generation may end here).
-    pub fn complete(&self) -> bool {
-        self.done || (self.stack.is_empty() && matches!(self.scan, Scan::Num { phase, .. } if phase.complete()))
+    pub fn complete(&self, g: &Grammar) -> bool {
+        if self.done {
+            return true;
+        }
+        if !self.stack.is_empty() {
+            return false;
+        }
+        match &self.scan {
+            Scan::Num { phase, .. } => phase.complete(),
+            // A literal that is whole here but also the prefix of a longer one (`1` of 1 and 10).
+            Scan::Lit { node, pos, alive } => match &g.nodes[*node] {
+                Node::Literals(l) => l.iter().enumerate().any(|(i, x)| alive >> i & 1 == 1 && x.len() == *pos),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// Whether nothing more can follow (the value is closed).
+    pub fn finished(&self) -> bool {
+        self.done
     }
 
     /// Feeds bytes; false (state unspecified) if they cannot continue the output.
@@ -667,14 +686,7 @@ impl Constraint {
     /// Sets the logits of every token that may not come next to −∞. `left`: tokens the output
     /// may still have, counting this one. `end`: the token that ends the output (`<|im_end|>`).
     pub fn mask(&self, logits: &mut [f32], table: &TokenTable, left: usize, end: u32) {
-        if self.state.complete() {
-            for (i, l) in logits.iter_mut().enumerate() {
-                if i as u32 != end {
-                    *l = f32::NEG_INFINITY;
-                }
-            }
-            return;
-        }
+        let complete = self.state.complete(&self.grammar);
         let budget = left.saturating_sub(1);
         let mut allowed = 0;
         for (i, l) in logits.iter_mut().enumerate() {
@@ -682,7 +694,7 @@ impl Constraint {
                 let mut s = self.state.clone();
                 s.feed(&self.grammar, &table.bytes[i]) && s.min_remaining(&self.grammar) <= budget
             };
-            if ok {
+            if ok || (complete && i as u32 == end) {
                 allowed += 1;
             } else {
                 *l = f32::NEG_INFINITY;
@@ -717,7 +729,7 @@ mod tests {
 
     fn accepts(g: &Grammar, text: &str) -> bool {
         let mut s = g.start();
-        s.feed(g, text.as_bytes()) && s.complete()
+        s.feed(g, text.as_bytes()) && s.complete(g)
     }
 
     #[test]
@@ -752,6 +764,15 @@ mod tests {
     }
 
     #[test]
+    fn top_level_scalars() {
+        let g = Grammar::from_schema(&json!({"enum": [1, 10, "x"]})).unwrap();
+        assert!(accepts(&g, "1") && accepts(&g, "10") && accepts(&g, "\"x\""));
+        assert!(!accepts(&g, "11") && !accepts(&g, "\"y\""));
+        let g = Grammar::from_schema(&json!({"type": "number"})).unwrap();
+        assert!(accepts(&g, "-12.5e3") && !accepts(&g, "-") && !accepts(&g, "1."));
+    }
+
+    #[test]
     fn min_remaining_is_a_shortest_completion() {
         // From any prefix, some single byte lowers the count by one, down to a complete value.
         let g = Grammar::from_schema(&json!({"type": "object", "properties": {"a": {"type": "array", "items": {"type": "number"}},
@@ -767,7 +788,7 @@ mod tests {
             let mut s = g.start();
             assert!(s.feed(&g, prefix.as_bytes()), "{prefix}");
             let mut steps = 0;
-            while !s.complete() {
+            while !s.complete(&g) {
                 let m = s.min_remaining(&g);
                 let next = (0u8..=127)
                     .map(|b| (b, s.clone()))

@@ -148,7 +148,7 @@ impl AppState {
             Some(p) => Policy::load(p)?,
             None => Policy::default(),
         };
-        let classifier = moderation_classifier(&cfg.run)?;
+        let (classifier, measure) = moderation_classifier(&cfg.run)?;
         let metrics = Arc::new(Metrics::default());
         let engine = Engine::start(models, tok.clone(), cfg.engine.clone(), metrics.clone());
         Ok(AppState {
@@ -159,22 +159,21 @@ impl AppState {
             engine,
             limits: cfg.limits.clone(),
             api_key: cfg.api_key.clone(),
-            moderator: Moderator { classifier, policy, measure: None },
+            moderator: Moderator { classifier, policy, measure },
             metrics,
         })
     }
 }
 
 /// `R/moderation.json`, or a classifier trained on the task suite now (and saved there, with its
-/// figures in `R/report.json` under `stages.moderation`).
-pub fn moderation_classifier(run: &Path) -> Result<moderation::Classifier> {
+/// figures in `R/report.json` under `stages.moderation`; then they are returned too).
+pub fn moderation_classifier(run: &Path) -> Result<(moderation::Classifier, Option<moderation::Measure>)> {
     let path = run.join("moderation.json");
     if path.exists() {
-        return moderation::Classifier::load(&path);
+        return Ok((moderation::Classifier::load(&path)?, None));
     }
     let (c, m) = train_moderation(run)?;
-    tracing::info!("moderation classifier trained: precision {:.3}, recall {:.3}", m.precision, m.recall);
-    Ok(c)
+    Ok((c, Some(m)))
 }
 
 /// Trains the moderation classifier from the task suite, saves it to `R/moderation.json` and
@@ -196,6 +195,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/health", axum::routing::get(api::health))
         .merge(protected)
         .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
 }
@@ -262,6 +262,15 @@ pub fn run(cfg: &ServeConfig, addr: SocketAddr, extra: impl FnOnce(Router, Arc<A
         let local = listener.local_addr().map_err(|e| Error::Server(e.to_string()))?;
         let models: Vec<&str> = state.models.iter().map(|m| m.id.as_str()).collect();
         println!("serving {} (models: {}; default {})", cfg.run.display(), models.join(", "), state.models[state.default_model].id);
+        if let Some(m) = &state.moderator.measure {
+            println!(
+                "moderation classifier trained from the task suite: precision {:.3}, recall {:.3}, benign look-alikes flagged {:.1}% (saved {})",
+                m.precision,
+                m.recall,
+                100.0 * m.lookalike_false_positive_rate,
+                cfg.run.join("moderation.json").display()
+            );
+        }
         println!("listening on http://{local}");
         let router = extra(app(state.clone()), state);
         serve(listener, router, shutdown_signal()).await?;

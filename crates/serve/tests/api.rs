@@ -148,6 +148,9 @@ async fn bad_input_matrix() {
             400,
             None,
         ),
+        ("tools", chat(json!({"tools": [{"type": "function", "function": {"name": "f"}}]})), 400, Some("unsupported_parameter")),
+        ("presence_penalty", chat(json!({"presence_penalty": 1.0})), 400, Some("unsupported_parameter")),
+        ("logit_bias", chat(json!({"logit_bias": {"5": 10}})), 400, Some("unsupported_parameter")),
         ("unknown model", chat(json!({"model": "gpt-4o"})), 404, Some("model_not_found")),
         ("model a number", chat(json!({"model": 4})), 400, Some("invalid_type")),
         ("context overflow", json!({"messages": user(&long)}), 400, Some("context_length_exceeded")),
@@ -193,6 +196,9 @@ async fn bad_input_matrix() {
         assert_eq!(s.as_u16(), *status, "{case}: {v}");
         assert_error_shape(&v, case);
     }
+    let (s, v) = call(&st, "GET", "/v1/chat/completions", Body::empty(), None).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{v}");
+    assert_error_shape(&v, "GET on a POST route");
     let (s, v) = call(&st, "GET", "/v1/models/nope", Body::empty(), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     // After all that the server still answers.
