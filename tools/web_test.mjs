@@ -62,7 +62,7 @@ async function label(page) {
     ["key", "tie", () => page.keyboard.press("t")],
     ["key", "both_bad", async () => {
       await page.fill("#reason", "both ignore the question");
-      await page.click("#prompt-card"); // leave the text field so the key is a shortcut
+      await page.keyboard.press("Escape"); // leave the text field so the key is a shortcut
       await page.keyboard.press("b");
     }],
   ];

@@ -221,7 +221,7 @@ function render() {
       button("Both bad", () => vote("both_bad"), "", "key b"),
       button("Skip", next, "", "key s: another prompt"),
     );
-    $("help").innerHTML = "Keys: <kbd>1</kbd> answer 1 is better · <kbd>2</kbd> answer 2 · <kbd>t</kbd> tie · <kbd>b</kbd> both bad · <kbd>s</kbd> skip.";
+    $("help").innerHTML = "Keys: <kbd>1</kbd> answer 1 is better · <kbd>2</kbd> answer 2 · <kbd>t</kbd> tie · <kbd>b</kbd> both bad · <kbd>s</kbd> skip · <kbd>Esc</kbd> leaves the reason field.";
   } else {
     answers.className = "ranklist";
     if (item) order.forEach((i, pos) => answers.append(answerCard(i, pos)));
@@ -237,6 +237,7 @@ function render() {
 
 function onKey(e) {
   const tag = e.target.tagName;
+  if (e.key === "Escape" && (tag === "INPUT" || tag === "TEXTAREA")) return e.target.blur(); // back to the shortcuts
   if (tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || e.ctrlKey || e.metaKey || e.altKey) return;
   if (e.key === "s") return next();
   if (k() === 2) {
