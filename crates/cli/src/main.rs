@@ -11,6 +11,7 @@ mod rl_cmd;
 mod rm_cmd;
 mod sample_cmd;
 mod scale_cmd;
+mod serve_cmd;
 mod sft_cmd;
 mod speedrun;
 mod tokenizer_cmd;
@@ -35,7 +36,7 @@ enum Cmd {
     Scale(scale_cmd::ScaleArgs),
     /// Fine-tune the base model to chat (system/user/assistant) on the task suite.
     Sft(sft_cmd::SftArgs),
-    /// Preference labels into R/feedback.sqlite: humans on the rater page, or --simulated judges.
+    /// Preference labels into R/feedback.sqlite: humans on a local rater page (compare two, rank several), or --simulated judges.
     Label(label_cmd::LabelArgs),
     /// Export or import preference pairs (TRL's conversational JSONL).
     #[command(subcommand)]
@@ -54,6 +55,11 @@ enum Cmd {
     Complete(chat_cmd::CompleteArgs),
     /// Sample text from a checkpoint.
     Sample(sample_cmd::SampleArgs),
+    /// Serve a run's models: OpenAI-compatible API (and web chat), moderation, metrics.
+    Serve(serve_cmd::ServeArgs),
+    /// The moderation classifier: train and measure it.
+    #[command(subcommand)]
+    Moderation(serve_cmd::ModerationCmd),
     /// Benchmarks of the hot paths, with ratios against their peers.
     #[command(subcommand)]
     Bench(bench_cmd::BenchCmd),
@@ -84,6 +90,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Compare(a) => rl_cmd::run_compare(a),
         Cmd::Chat(a) => chat_cmd::chat(a),
         Cmd::Complete(a) => chat_cmd::complete(a),
+        Cmd::Serve(a) => serve_cmd::serve(a),
+        Cmd::Moderation(c) => serve_cmd::moderation(c),
         Cmd::Bench(c) => bench_cmd::run(c),
         Cmd::Data(a) => data_cmd::run(a),
         Cmd::Tokenizer(c) => tokenizer_cmd::run(c),
