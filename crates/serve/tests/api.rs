@@ -326,15 +326,14 @@ async fn seeds_streams_stops_and_logprobs() {
     // A stop string taken from the output cuts it just before.
     let text = alone["choices"][0]["message"]["content"].as_str().unwrap().to_string();
     let chars: Vec<char> = text.chars().collect();
-    if chars.len() >= 6 && !text.contains('\u{FFFD}') {
-        let stop: String = chars[3..5].iter().collect();
-        let mut b = base.clone();
-        b["stop"] = json!([stop]);
-        let (_, cut) = post(&st, "/v1/chat/completions", &b).await;
-        let want = &text[..text.find(&stop).unwrap()];
-        assert_eq!(cut["choices"][0]["message"]["content"], want);
-        assert_eq!(cut["choices"][0]["finish_reason"], "stop");
-    }
+    let at = (1..chars.len().saturating_sub(1)).find(|&i| chars[i..i + 2].iter().all(|c| *c != '\u{FFFD}')).expect("two plain characters");
+    let stop: String = chars[at..at + 2].iter().collect();
+    let mut b = base.clone();
+    b["stop"] = json!([stop, "never-in-the-output"]);
+    let (_, cut) = post(&st, "/v1/chat/completions", &b).await;
+    let want = &text[..text.find(&stop).unwrap()];
+    assert_eq!(cut["choices"][0]["message"]["content"], want, "stop {stop:?} in {text:?}");
+    assert_eq!(cut["choices"][0]["finish_reason"], "stop");
     // Streamed text is the same text; one id; role first; usage last.
     let mut s = base.clone();
     s["stream"] = json!(true);
