@@ -438,3 +438,30 @@ async fn two_deployments_draw_the_line_differently() {
     let m = &report["stages"]["moderation"];
     assert!(m["precision"].as_f64().unwrap() > 0.9 && m["recall"].as_f64().unwrap() > 0.9, "{m}");
 }
+
+/// Over real loopback TCP: 12 streaming clients, every third hanging up after its third chunk.
+/// The others finish without error, and the server drops the sequences of those that left.
+#[test]
+fn clients_hanging_up_mid_stream_over_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_run(dir.path());
+    // A slower model than the tiny one, so that streams are still running when clients leave.
+    let tok = Tokenizer::bytes();
+    save_model(&Llama::new(Cpu, LlamaConfig::from_depth(4, tok.vocab_size(), 1024), 5), &dir.path().join("sft")).unwrap();
+    let cfg = ServeConfig::new(dir.path());
+    let base = chatforge_serve::loadtest::LoadConfig {
+        addr: String::new(),
+        api_key: None,
+        model: None,
+        streams: 0,
+        max_tokens: 900,
+        disconnect_every: 3,
+    };
+    let rows = chatforge_serve::loadtest::bench(Some(&cfg), None, &[12], &base, |_| {}).unwrap();
+    let r = &rows[0];
+    assert!(r.report.errors.is_empty(), "{:?}", r.report.errors);
+    assert_eq!((r.report.completed, r.report.disconnected), (8, 4));
+    assert!(r.healthy_after);
+    println!("dropped {} of 4 hung-up sequences; {:.0} tokens/s", r.cancelled.unwrap(), r.report.tokens_per_second());
+    assert!(r.cancelled.unwrap() >= 1, "no sequence of the 4 clients that hung up was dropped");
+}
