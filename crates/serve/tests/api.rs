@@ -126,6 +126,7 @@ async fn bad_input_matrix() {
         ("seed a string", chat(json!({"seed": "x"})), 400, Some("invalid_type")),
         ("stop a number", chat(json!({"stop": 5})), 400, Some("invalid_type")),
         ("stop five strings", chat(json!({"stop": ["a", "b", "c", "d", "e"]})), 400, None),
+        ("stop string too long", chat(json!({"stop": ["x".repeat(300)]})), 400, None),
         ("stream a string", chat(json!({"stream": "yes"})), 400, Some("invalid_type")),
         ("stream_options without stream", chat(json!({"stream_options": {"include_usage": true}})), 400, None),
         ("top_logprobs without logprobs", chat(json!({"top_logprobs": 2})), 400, None),
