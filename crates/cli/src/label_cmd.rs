@@ -60,7 +60,7 @@ pub struct LabelArgs {
     #[arg(long, default_value_t = 3000)]
     pub pairs: usize,
     /// Simulated: answers sampled per prompt (K).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 4)]
     pub samples_per_prompt: usize,
     /// Simulated: judges in the pool.
     #[arg(long, default_value_t = 8)]

@@ -94,7 +94,7 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
         simulated: true,
         noise: 0.2,
         pairs: if a.quick { 200 } else { 3000 },
-        samples_per_prompt: 5,
+        samples_per_prompt: 4,
         judges: 8,
         seed: 11,
         // The rater page's settings (unused by the simulated labelers).

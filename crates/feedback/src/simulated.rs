@@ -33,7 +33,7 @@ pub struct PanelConfig {
 
 impl Default for PanelConfig {
     fn default() -> Self {
-        PanelConfig { judges: 8, noise: 0.2, spread: 0.3, tie_margin: 0.15, seed: 17 }
+        PanelConfig { judges: 8, noise: 0.2, spread: 0.3, tie_margin: 0.05, seed: 17 }
     }
 }
 
@@ -170,7 +170,7 @@ pub struct Weights {
 
 impl Weights {
     /// The gold judge's weights.
-    pub const GOLD: Weights = Weights { correct: 3.0, obeys: 1.5, form: 1.0, similar: 0.25, too_long: 0.5, repetitive: 1.5, preachy: 0.5 };
+    pub const GOLD: Weights = Weights { correct: 3.0, obeys: 1.5, form: 1.0, similar: 0.5, too_long: 0.5, repetitive: 1.5, preachy: 0.5 };
 
     pub fn score(&self, f: &Features) -> f32 {
         if f.empty {

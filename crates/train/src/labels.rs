@@ -44,9 +44,9 @@ impl Default for LabelConfig {
     fn default() -> Self {
         LabelConfig {
             prompts: 360,
-            samples_per_prompt: 5,
+            samples_per_prompt: 4,
             max_new: 48,
-            temperatures: vec![0.5, 0.8, 1.0, 1.2, 1.5],
+            temperatures: vec![0.6, 1.0, 1.3, 1.6],
             top_p: 1.0,
             overlap: 0.2,
             panel: PanelConfig::default(),
