@@ -7,6 +7,8 @@ mod chat_cmd;
 mod data_cmd;
 mod label_cmd;
 mod pretrain_cmd;
+mod rl_cmd;
+mod rm_cmd;
 mod sample_cmd;
 mod scale_cmd;
 mod serve_cmd;
@@ -34,12 +36,23 @@ enum Cmd {
     Scale(scale_cmd::ScaleArgs),
     /// Fine-tune the base model to chat (system/user/assistant) on the task suite.
     Sft(sft_cmd::SftArgs),
+    /// Preference labels into R/feedback.sqlite: humans on a local rater page (compare two, rank several), or --simulated judges.
+    Label(label_cmd::LabelArgs),
+    /// Export or import preference pairs (TRL's conversational JSONL).
+    #[command(subcommand)]
+    Prefs(label_cmd::PrefsCmd),
+    /// Train the reward model (Bradley–Terry) on the run's preference pairs.
+    Rm(rm_cmd::RmArgs),
+    /// RLHF: PPO with a KL penalty to the SFT model, against the reward model.
+    Ppo(rl_cmd::PpoArgs),
+    /// Direct preference optimization from the run's preference pairs.
+    Dpo(rl_cmd::DpoArgs),
+    /// Win rate of one stage over another on held-out prompts (noise-free judge).
+    Compare(rl_cmd::CompareArgs),
     /// Talk to a run's chat model in the terminal (/system, /reset, /temperature, /quit).
     Chat(chat_cmd::ChatArgs),
     /// Continue a text with a base model.
     Complete(chat_cmd::CompleteArgs),
-    /// A local web page where people compare two sampled answers or rank several (votes into R/feedback.sqlite).
-    Label(label_cmd::LabelArgs),
     /// Sample text from a checkpoint.
     Sample(sample_cmd::SampleArgs),
     /// Serve a run's models: OpenAI-compatible API (and web chat), moderation, metrics.
@@ -67,9 +80,14 @@ fn main() -> anyhow::Result<()> {
         Cmd::Speedrun(a) => speedrun::run(a),
         Cmd::Pretrain(a) => pretrain_cmd::run(a),
         Cmd::Sample(a) => sample_cmd::run(a),
-        Cmd::Label(a) => label_cmd::run(a),
         Cmd::Scale(a) => scale_cmd::run(a),
         Cmd::Sft(a) => sft_cmd::run(a),
+        Cmd::Label(a) => label_cmd::run(a),
+        Cmd::Prefs(c) => label_cmd::prefs_run(c),
+        Cmd::Rm(a) => rm_cmd::run(a),
+        Cmd::Ppo(a) => rl_cmd::run_ppo(&a, false).map(|_| ()),
+        Cmd::Dpo(a) => rl_cmd::run_dpo(&a, false).map(|_| ()),
+        Cmd::Compare(a) => rl_cmd::run_compare(a),
         Cmd::Chat(a) => chat_cmd::chat(a),
         Cmd::Complete(a) => chat_cmd::complete(a),
         Cmd::Serve(a) => serve_cmd::serve(a),

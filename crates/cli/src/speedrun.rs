@@ -86,6 +86,53 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
     crate::sft_cmd::run_sft(&sft_args, false)?;
     stage("sft", t);
 
+    // 5. Human feedback, simulated: judges compare sampled answers into R/feedback.sqlite.
+    let t = Instant::now();
+    let label = crate::label_cmd::LabelArgs {
+        run: run.clone(),
+        stage: "sft".into(),
+        simulated: true,
+        noise: 0.2,
+        pairs: if a.quick { 200 } else { 3000 },
+        samples_per_prompt: 5,
+        judges: 8,
+        seed: 11,
+        // The rater page's settings (unused by the simulated labelers).
+        prompts: None,
+        host: "127.0.0.1".into(),
+        port: 0,
+        temperature: 1.0,
+        top_p: 0.95,
+        max_tokens: 128,
+        ahead: 2,
+    };
+    crate::label_cmd::run_simulated(&label, false)?;
+    stage("labels", t);
+
+    // 6. The reward model.
+    let t = Instant::now();
+    let rm = crate::rm_cmd::RmArgs { run: run.clone(), epochs: if a.quick { 1.0 } else { 2.0 }, lr: 3e-4, batch_prompts: 8, ties: false, pairs: None, only: None };
+    crate::rm_cmd::run_rm(&rm, false)?;
+    stage("rm", t);
+
+    // 7. RLHF: PPO against the reward model with a KL penalty to SFT; DPO from the same pairs.
+    let t = Instant::now();
+    let ppo = crate::rl_cmd::PpoArgs {
+        run: run.clone(),
+        iterations: if a.quick { 2 } else { 20 },
+        rollouts: if a.quick { 8 } else { 32 },
+        kl_coef: 0.02,
+        kl_target: 3.0,
+        lr: 5e-5,
+        ptx_coef: 0.0,
+    };
+    crate::rl_cmd::run_ppo(&ppo, false)?;
+    stage("ppo", t);
+    let t = Instant::now();
+    let dpo = crate::rl_cmd::DpoArgs { run: run.clone(), beta: 0.1, epochs: if a.quick { 0.2 } else { 1.0 }, lr: 1e-4, pairs: None };
+    crate::rl_cmd::run_dpo(&dpo, false)?;
+    stage("dpo", t);
+
     let total = started.elapsed().as_secs_f64();
     times.insert("total".into(), json!(total));
     report::update_report(&run, "run", json!({"quick": a.quick, "stage_seconds": times, "threads": rayon::current_num_threads()}))?;

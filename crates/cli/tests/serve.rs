@@ -21,6 +21,18 @@ fn tiny_run(dir: &Path) {
     }
 }
 
+/// Kills the server if the test fails before shutting it down.
+struct Guard(Option<std::process::Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn has_openai_sdk() -> bool {
     Command::new("python3").args(["-c", "import openai"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
@@ -37,6 +49,7 @@ fn openai_sdk_load_and_graceful_shutdown() {
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut guard = Guard(Some(child));
     let mut addr = None;
     let mut line = String::new();
     while stdout.read_line(&mut line).unwrap() > 0 {
@@ -90,6 +103,7 @@ fn openai_sdk_load_and_graceful_shutdown() {
     assert!(rows[0].healthy_after, "the server went down");
 
     // 3. SIGTERM: a graceful shutdown with a zero exit code.
+    let mut child = guard.0.take().unwrap();
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = child.wait().unwrap();

@@ -222,8 +222,8 @@ fn common(st: &AppState, o: &Map<String, Value>) -> Result<Params, ApiError> {
         }
         Some(_) => return Err(type_err("stop", "a string or a list of strings")),
     };
-    if stop.len() > 4 || stop.iter().any(|s| s.is_empty()) {
-        return Err(ApiError::invalid("stop", "`stop` takes at most 4 non-empty strings.").code("invalid_value"));
+    if stop.len() > 4 || stop.iter().any(|s| s.is_empty() || s.len() > 256) {
+        return Err(ApiError::invalid("stop", "`stop` takes at most 4 non-empty strings of at most 256 bytes.").code("invalid_value"));
     }
     let stream = get_bool(o, "stream")?;
     let include_usage = match field(o, "stream_options") {

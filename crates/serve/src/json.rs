@@ -88,6 +88,9 @@ impl Grammar {
         }
         if let Some(e) = obj.get("enum") {
             let vals = e.as_array().filter(|a| !a.is_empty()).ok_or_else(|| format!("{at}.enum: must be a non-empty array"))?;
+            if vals.len() > 64 {
+                return Err(format!("{at}.enum: at most 64 values are supported"));
+            }
             let lits = vals.iter().map(|v| serde_json::to_vec(v).expect("a Value serializes")).collect();
             return Ok(self.push(Node::Literals(lits)));
         }
@@ -760,6 +763,7 @@ mod tests {
         assert!(!accepts(&g, r#"{"name":"Ann","age":3,"x":1}"#), "unknown key");
         assert_eq!(g.start().min_remaining(&g), r#"{"name":"","age":0}"#.len());
         assert!(Grammar::from_schema(&json!({"anyOf": []})).is_err());
+        assert!(Grammar::from_schema(&json!({"enum": (0..65).collect::<Vec<_>>()})).is_err());
         assert!(Grammar::from_schema(&json!({"type": "object", "required": ["x"], "properties": {}})).is_err());
     }
 

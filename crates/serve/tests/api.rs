@@ -126,6 +126,7 @@ async fn bad_input_matrix() {
         ("seed a string", chat(json!({"seed": "x"})), 400, Some("invalid_type")),
         ("stop a number", chat(json!({"stop": 5})), 400, Some("invalid_type")),
         ("stop five strings", chat(json!({"stop": ["a", "b", "c", "d", "e"]})), 400, None),
+        ("stop string too long", chat(json!({"stop": ["x".repeat(300)]})), 400, None),
         ("stream a string", chat(json!({"stream": "yes"})), 400, Some("invalid_type")),
         ("stream_options without stream", chat(json!({"stream_options": {"include_usage": true}})), 400, None),
         ("top_logprobs without logprobs", chat(json!({"top_logprobs": 2})), 400, None),
@@ -326,15 +327,14 @@ async fn seeds_streams_stops_and_logprobs() {
     // A stop string taken from the output cuts it just before.
     let text = alone["choices"][0]["message"]["content"].as_str().unwrap().to_string();
     let chars: Vec<char> = text.chars().collect();
-    if chars.len() >= 6 && !text.contains('\u{FFFD}') {
-        let stop: String = chars[3..5].iter().collect();
-        let mut b = base.clone();
-        b["stop"] = json!([stop]);
-        let (_, cut) = post(&st, "/v1/chat/completions", &b).await;
-        let want = &text[..text.find(&stop).unwrap()];
-        assert_eq!(cut["choices"][0]["message"]["content"], want);
-        assert_eq!(cut["choices"][0]["finish_reason"], "stop");
-    }
+    let at = (1..chars.len().saturating_sub(1)).find(|&i| chars[i..i + 2].iter().all(|c| *c != '\u{FFFD}')).expect("two plain characters");
+    let stop: String = chars[at..at + 2].iter().collect();
+    let mut b = base.clone();
+    b["stop"] = json!([stop, "never-in-the-output"]);
+    let (_, cut) = post(&st, "/v1/chat/completions", &b).await;
+    let want = &text[..text.find(&stop).unwrap()];
+    assert_eq!(cut["choices"][0]["message"]["content"], want, "stop {stop:?} in {text:?}");
+    assert_eq!(cut["choices"][0]["finish_reason"], "stop");
     // Streamed text is the same text; one id; role first; usage last.
     let mut s = base.clone();
     s["stream"] = json!(true);
@@ -438,4 +438,31 @@ async fn two_deployments_draw_the_line_differently() {
     let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap()).unwrap();
     let m = &report["stages"]["moderation"];
     assert!(m["precision"].as_f64().unwrap() > 0.9 && m["recall"].as_f64().unwrap() > 0.9, "{m}");
+}
+
+/// Over real loopback TCP: 12 streaming clients, every third hanging up after its third chunk.
+/// The others finish without error, and the server drops the sequences of those that left.
+#[test]
+fn clients_hanging_up_mid_stream_over_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_run(dir.path());
+    // A slower model than the tiny one, so that streams are still running when clients leave.
+    let tok = Tokenizer::bytes();
+    save_model(&Llama::new(Cpu, LlamaConfig::from_depth(4, tok.vocab_size(), 1024), 5), &dir.path().join("sft")).unwrap();
+    let cfg = ServeConfig::new(dir.path());
+    let base = chatforge_serve::loadtest::LoadConfig {
+        addr: String::new(),
+        api_key: None,
+        model: None,
+        streams: 0,
+        max_tokens: 900,
+        disconnect_every: 3,
+    };
+    let rows = chatforge_serve::loadtest::bench(Some(&cfg), None, &[12], &base, |_| {}).unwrap();
+    let r = &rows[0];
+    assert!(r.report.errors.is_empty(), "{:?}", r.report.errors);
+    assert_eq!((r.report.completed, r.report.disconnected), (8, 4));
+    assert!(r.healthy_after);
+    println!("dropped {} of 4 hung-up sequences; {:.0} tokens/s", r.cancelled.unwrap(), r.report.tokens_per_second());
+    assert!(r.cancelled.unwrap() >= 1, "no sequence of the 4 clients that hung up was dropped");
 }

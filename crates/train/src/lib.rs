@@ -3,10 +3,15 @@
 
 pub mod bench;
 pub mod ckpt;
+pub mod compare;
+pub mod dpo;
 mod error;
+pub mod labels;
 pub mod optim;
+pub mod ppo;
 pub mod pretrain;
 pub mod report;
+pub mod rm;
 pub mod scaling;
 pub mod sft;
 pub mod trainer;
