@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use chatforge_data::chat::{Conversation, Message};
-use chatforge_serve::label::{routes, LabelConfig, Labeler, ModelSampler};
-use chatforge_serve::web::open_store;
 use chatforge_core::checkpoint::load_model;
 use chatforge_core::cpu::Cpu;
+use chatforge_data::chat::{Conversation, Message};
 use chatforge_data::tokenizer::Tokenizer;
 use chatforge_feedback::prefs;
+use chatforge_serve::label::{routes, LabelConfig, Labeler, ModelSampler};
+use chatforge_serve::web::open_store;
 use chatforge_train::labels::{simulate, LabelConfig as SimConfig, LabelOutcome};
 use chatforge_train::report;
 use clap::{Args, Subcommand};

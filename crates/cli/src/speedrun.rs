@@ -111,7 +111,15 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
 
     // 6. The reward model.
     let t = Instant::now();
-    let rm = crate::rm_cmd::RmArgs { run: run.clone(), epochs: if a.quick { 1.0 } else { 2.0 }, lr: 3e-4, batch_prompts: 8, ties: false, pairs: None, only: None };
+    let rm = crate::rm_cmd::RmArgs {
+        run: run.clone(),
+        epochs: if a.quick { 1.0 } else { 2.0 },
+        lr: 3e-4,
+        batch_prompts: 8,
+        ties: false,
+        pairs: None,
+        only: None,
+    };
     crate::rm_cmd::run_rm(&rm, false)?;
     stage("rm", t);
 

@@ -43,6 +43,9 @@ use crate::{ApiError, Error, Result};
 /// The most answers one item shows (rankings of K = 2..=9, as InstructGPT's labelers ranked).
 pub const MAX_K: usize = 9;
 
+/// Failures in a row after which the sampler's error is shown to raters.
+const MAX_FAILURES: usize = 20;
+
 /// Draws K answers to a prompt.
 pub trait Sampler: Send + Sync + 'static {
     /// The model's name as the store records it, e.g. `speedrun/sft`.
@@ -181,6 +184,7 @@ impl Labeler {
     /// The sampling loop: keeps `ahead` items ready for every K in use.
     fn fill(&self) {
         let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.seed);
+        let mut failures = 0;
         loop {
             let k = {
                 let mut q = self.lock();
@@ -200,16 +204,25 @@ impl Labeler {
             let mut q = self.lock();
             match result {
                 Ok(item) => {
+                    failures = 0;
                     q.error = None;
                     q.ready.entry(k).or_default().push_back(item);
                 }
                 Err(e) => {
+                    // One bad prompt (say, too long for the context) is skipped; repeated failures
+                    // are shown to the raters waiting for an item.
                     tracing::warn!("rater page: could not prepare an item: {e}");
-                    q.error = Some(e.to_string());
+                    failures += 1;
+                    if failures >= MAX_FAILURES {
+                        q.error = Some(e.to_string());
+                    }
                 }
             }
             drop(q);
             self.changed.notify_all();
+            if failures >= MAX_FAILURES {
+                std::thread::sleep(Duration::from_millis(200));
+            }
         }
     }
 
@@ -390,7 +403,15 @@ mod tests {
     /// Answers "answer <seed>", except that its first call answers the same text K times.
     struct Fake {
         calls: AtomicUsize,
-        fail: bool,
+        fail: Fail,
+    }
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Fail {
+        Never,
+        Always,
+        /// On the prompt about Hamlet only.
+        Hamlet,
     }
 
     impl Sampler for Fake {
@@ -400,8 +421,9 @@ mod tests {
         fn params(&self) -> serde_json::Value {
             json!({"temperature": 1.0})
         }
-        fn sample(&self, _: &Conversation, seeds: &[u64]) -> Result<Vec<String>> {
-            if self.fail {
+        fn sample(&self, prompt: &Conversation, seeds: &[u64]) -> Result<Vec<String>> {
+            let hamlet = prompt.messages.iter().any(|m| m.content.contains("Hamlet"));
+            if self.fail == Fail::Always || (self.fail == Fail::Hamlet && hamlet) {
                 return Err(Error::PromptTooLong { tokens: 300, context: 256 });
             }
             let first = self.calls.fetch_add(1, Ordering::SeqCst) == 0;
@@ -409,7 +431,7 @@ mod tests {
         }
     }
 
-    fn labeler(fail: bool) -> (tempfile::TempDir, SharedStore, Arc<Labeler>) {
+    fn labeler(fail: Fail) -> (tempfile::TempDir, SharedStore, Arc<Labeler>) {
         let dir = tempfile::tempdir().unwrap();
         let store = web::open_store(&dir.path().join("feedback.sqlite")).unwrap();
         let prompts = vec![
@@ -423,7 +445,7 @@ mod tests {
 
     #[test]
     fn items_are_stored_distinct_and_handed_out_once() {
-        let (_dir, store, l) = labeler(false);
+        let (_dir, store, l) = labeler(Fail::Never);
         let mut seen = Vec::new();
         for k in [2, 2, 5, 2] {
             let item = l.next_item(k).unwrap();
@@ -447,11 +469,21 @@ mod tests {
 
     #[test]
     fn a_sampling_error_reaches_the_rater() {
-        let (_dir, _store, l) = labeler(true);
+        let (_dir, _store, l) = labeler(Fail::Always);
         let t = Instant::now();
         let err = l.next_item(2).unwrap_err();
         assert!(err.contains("context"), "{err}");
         assert!(t.elapsed() < Duration::from_secs(10));
+        l.stop();
+    }
+
+    #[test]
+    fn a_prompt_that_fails_is_skipped() {
+        let (_dir, _store, l) = labeler(Fail::Hamlet);
+        for _ in 0..4 {
+            let item = l.next_item(2).unwrap();
+            assert_eq!(item.messages.last().unwrap().content, "What is 7 times 8?");
+        }
         l.stop();
     }
 }

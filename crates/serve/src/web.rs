@@ -17,14 +17,14 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-
-use crate::{ApiError, AppState};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chatforge_data::chat::{Conversation, Message, Role};
 use chatforge_feedback::{Choice, NewChatFeedback, NewComparison, NewSample, Store};
 use serde::Deserialize;
 use serde_json::json;
+
+use crate::{ApiError, AppState};
 
 pub const CHAT_HTML: &str = include_str!("../assets/chat.html");
 pub const CHAT_JS: &str = include_str!("../assets/chat.js");
@@ -64,7 +64,7 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Api
     serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid JSON body: {e}"), None))
 }
 
-/// Runs `f` on the store in the blocking pool; store errors are 500s.
+/// Runs `f` on the store in the blocking pool (`f` maps store errors with [`store_error`]).
 pub async fn with_store<T: Send + 'static>(
     store: &SharedStore,
     f: impl FnOnce(&mut Store) -> Result<T, ApiError> + Send + 'static,
@@ -244,11 +244,11 @@ async fn compare_feedback(State(st): State<WebState>, body: Bytes) -> Result<Res
     let answers = req.answers;
     let (id, prompt_id, samples) = with_store(&st.store, move |s| {
         let prompt_id = s.add_prompt(&prompt, "chat").map_err(store_error)?;
-        let mut ids = Vec::with_capacity(2);
-        for a in answers {
-            let sample = NewSample { prompt_id, model: model.clone(), text: a.text, params: params.clone(), seed: a.seed };
-            ids.push(s.add_sample(&sample).map_err(store_error)?);
-        }
+        let samples: Vec<NewSample> = answers
+            .into_iter()
+            .map(|a| NewSample { prompt_id, model: model.clone(), text: a.text, params: params.clone(), seed: a.seed })
+            .collect();
+        let ids = s.add_samples(&samples).map_err(store_error)?;
         let c = NewComparison { prompt_id, sample_a: ids[0], sample_b: ids[1], choice, rater, simulated: false, reason };
         Ok((s.add_comparison(&c).map_err(store_error)?, prompt_id, ids))
     })
