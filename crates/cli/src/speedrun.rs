@@ -141,6 +141,12 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
     crate::rl_cmd::run_dpo(&dpo, false)?;
     stage("dpo", t);
 
+    // 8. Moderation for serving: the classifier of user inputs and outputs, measured.
+    let t = Instant::now();
+    let (_, m) = chatforge_serve::train_moderation(&run)?;
+    println!("moderation: {}", serde_json::to_string(&m)?);
+    stage("moderation", t);
+
     let total = started.elapsed().as_secs_f64();
     times.insert("total".into(), json!(total));
     report::update_report(&run, "run", json!({"quick": a.quick, "stage_seconds": times, "threads": rayon::current_num_threads()}))?;
