@@ -1,0 +1,94 @@
+//! The feedback and RLHF stages end to end from the CLI on a tiny model: simulated labels into
+//! SQLite, the reward model, many samples ranked by it, preference export, DPO, PPO, win rates.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_chatforge"))
+}
+
+fn ok(args: &[&str], run: &PathBuf) -> String {
+    let out = bin().arg(args[0]).arg("--run").arg(run).args(&args[1..]).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "chatforge {args:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn labels_reward_model_sampling_dpo_and_ppo() {
+    let run = std::env::temp_dir().join(format!("chatforge-feedback-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&run);
+    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/tests/fixtures/tokenizer_corpus.txt");
+    let pre = [
+        "pretrain",
+        "--tokenizer",
+        "bytes",
+        "--depth",
+        "1",
+        "--context",
+        "128",
+        "--batch",
+        "2",
+        "--steps",
+        "4",
+        "--eval-tokens",
+        "128",
+        "--data",
+    ];
+    let mut args: Vec<&str> = pre.to_vec();
+    let corpus_s = corpus.to_string_lossy().into_owned();
+    args.push(&corpus_s);
+    ok(&args, &run);
+    ok(&["sft", "--steps", "3", "--batch", "2", "--small-suite"], &run);
+
+    // Without labels, the reward model says what to do.
+    let out = bin().args(["rm", "--run"]).arg(&run).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("label"), "{out:?}");
+
+    let text = ok(&["label", "--simulated", "--pairs", "120", "--samples-per-prompt", "4"], &run);
+    assert!(text.contains("judges agree on"), "{text}");
+    let db = rusqlite::Connection::open(run.join("feedback.sqlite")).unwrap();
+    let n: i64 = db
+        .query_row("SELECT count(*) FROM comparisons c JOIN raters r ON r.id = c.rater_id WHERE r.simulated = 1", [], |r| r.get(0))
+        .unwrap();
+    assert!(n >= 120, "{n} simulated comparisons");
+
+    let text = ok(&["rm", "--epochs", "1"], &run);
+    assert!(text.contains("held-out accuracy"), "{text}");
+    assert!(run.join("rm/model.safetensors").exists() && run.join("plots/rm_loss.svg").exists());
+
+    let text = ok(&["sample", "-n", "64", "--prompt", "Spell \"cat\" letter by letter.", "--max-tokens", "8"], &run);
+    assert!(text.contains("p50") && text.contains("--- worst"), "{text}");
+    let text = ok(&["sample", "--best-of", "4", "--prompt", "What is 2 + 2?", "--max-tokens", "8"], &run);
+    assert!(text.contains("best of 4"), "{text}");
+
+    let prefs = run.join("prefs.jsonl");
+    let out = bin().args(["prefs", "export", "--run"]).arg(&run).arg("--out").arg(&prefs).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let line = std::fs::read_to_string(&prefs).unwrap().lines().next().unwrap().to_string();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(v["prompt"].is_array() && v["chosen"][0]["role"] == "assistant" && v["rejected"].is_array(), "{line}");
+
+    let text = ok(&["dpo", "--epochs", "0.2"], &run);
+    assert!(text.contains("win rate vs SFT"), "{text}");
+    let text = ok(&["ppo", "--iterations", "2", "--rollouts", "4"], &run);
+    assert!(text.contains("win rate vs SFT") && text.contains("KL to SFT"), "{text}");
+    assert!(run.join("plots/rl.svg").exists());
+
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    let s = &report["stages"];
+    for key in ["simulated_agreement", "pairs"] {
+        assert!(s["labels"][key].is_number(), "labels.{key}: {report}");
+    }
+    for key in ["heldout_accuracy", "heldout_accuracy_noisy", "pairs", "ece"] {
+        assert!(s["rm"][key].is_number(), "rm.{key}: {report}");
+    }
+    for stage in ["ppo", "dpo"] {
+        for key in ["win_rate_vs_sft", "json_adherence", "harmful_compliance", "over_refusal"] {
+            assert!(s[stage][key].is_number(), "{stage}.{key}: {report}");
+        }
+    }
+    assert!(s["ppo"]["kl"].is_number());
+    std::fs::remove_dir_all(&run).ok();
+}
