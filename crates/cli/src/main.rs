@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod bench_cmd;
 mod chat_cmd;
 mod data_cmd;
+mod eval_cmd;
 mod pretrain_cmd;
 mod sample_cmd;
 mod scale_cmd;
@@ -32,6 +33,8 @@ enum Cmd {
     Scale(scale_cmd::ScaleArgs),
     /// Fine-tune the base model to chat (system/user/assistant) on the task suite.
     Sft(sft_cmd::SftArgs),
+    /// Run the evals registry on a stage's checkpoint; per-sample results and the report card.
+    Eval(eval_cmd::EvalArgs),
     /// Talk to a run's chat model in the terminal (/system, /reset, /temperature, /quit).
     Chat(chat_cmd::ChatArgs),
     /// Continue a text with a base model.
@@ -60,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Sample(a) => sample_cmd::run(a),
         Cmd::Scale(a) => scale_cmd::run(a),
         Cmd::Sft(a) => sft_cmd::run(a),
+        Cmd::Eval(a) => eval_cmd::run(a),
         Cmd::Chat(a) => chat_cmd::chat(a),
         Cmd::Complete(a) => chat_cmd::complete(a),
         Cmd::Bench(c) => bench_cmd::run(c),
