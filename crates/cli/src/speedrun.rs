@@ -83,6 +83,9 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
         batch: 8,
         seed: 1,
         small_suite: a.quick,
+        eval_every: None,
+        evals: vec![],
+        eval_limit: 40,
     };
     let sft_figures = crate::sft_cmd::run_sft(&sft_args, false)?;
     stage("sft", t);

@@ -57,16 +57,46 @@ impl ModelPolicy {
     pub fn new(model: Llama<Cpu>, tok: Tokenizer) -> ModelPolicy {
         ModelPolicy { model, tok, batch: 32 }
     }
+}
 
+impl Policy for ModelPolicy {
+    fn generate(
+        &mut self,
+        prompts: &[Prompt],
+        max_tokens: usize,
+        temperature: f32,
+        seeds: &[u64],
+        progress: &mut dyn FnMut(usize),
+    ) -> Vec<String> {
+        Borrowed { model: &mut self.model, tok: &self.tok, batch: self.batch }.generate(prompts, max_tokens, temperature, seeds, progress)
+    }
+
+    fn loglik(&mut self, items: &[(Prompt, String)]) -> Vec<(f64, usize)> {
+        Borrowed { model: &mut self.model, tok: &self.tok, batch: self.batch }.loglik(items)
+    }
+
+    fn model(&mut self) -> Option<(&mut Llama<Cpu>, &Tokenizer)> {
+        Some((&mut self.model, &self.tok))
+    }
+}
+
+/// A [`Policy`] over a borrowed checkpoint: the model being trained, evaluated every N steps.
+pub struct Borrowed<'a> {
+    pub model: &'a mut Llama<Cpu>,
+    pub tok: &'a Tokenizer,
+    pub batch: usize,
+}
+
+impl Borrowed<'_> {
     fn ids(&self, p: &Prompt) -> Vec<u32> {
         match p {
-            Prompt::Chat(c) => encode_prompt(&self.tok, c),
+            Prompt::Chat(c) => encode_prompt(self.tok, c),
             Prompt::Text(t) | Prompt::Raw(t) => self.tok.encode(t),
         }
     }
 }
 
-impl Policy for ModelPolicy {
+impl Policy for Borrowed<'_> {
     fn generate(
         &mut self,
         prompts: &[Prompt],
@@ -91,7 +121,7 @@ impl Policy for ModelPolicy {
                     ids
                 })
                 .collect();
-            for (p, ans) in chunk.iter().zip(generate_batch(&self.model, &ids, &opts, seeds, |_, _| true)) {
+            for (p, ans) in chunk.iter().zip(generate_batch(self.model, &ids, &opts, seeds, |_, _| true)) {
                 let text = self.tok.decode(&ans, true);
                 out.push(match p {
                     Prompt::Chat(_) => text.trim().to_string(),
@@ -149,6 +179,6 @@ impl Policy for ModelPolicy {
     }
 
     fn model(&mut self) -> Option<(&mut Llama<Cpu>, &Tokenizer)> {
-        Some((&mut self.model, &self.tok))
+        Some((self.model, self.tok))
     }
 }

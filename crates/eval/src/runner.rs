@@ -552,12 +552,12 @@ fn many_samples(
                 bins[(((x - lo) / (hi - lo)) * 19.999) as usize] += 1;
             }
             hist_series.push((
-                format!("prompt {}", i + 1),
+                format!("{} ({})", i + 1, s.kind.as_deref().unwrap_or("prompt")),
                 bins.iter().enumerate().map(|(b, c)| (lo + (hi - lo) * (b as f64 + 0.5) / 20.0, *c as f64 / n as f64)).collect(),
             ));
         } else {
             hist_series.push((
-                format!("prompt {}", i + 1),
+                format!("{} ({})", i + 1, s.kind.as_deref().unwrap_or("prompt")),
                 hist.iter().enumerate().map(|(b, c)| (b as f64 / 10.0, *c as f64 / n as f64)).collect(),
             ));
         }
@@ -572,11 +572,14 @@ fn many_samples(
     let xlabel = if helpers.reward.is_some() { "reward" } else { "grade" };
     let file = opts.run.join("plots").join(format!("{}_{}.svg", spec.name, opts.stage));
     let series: Vec<(&str, Vec<(f64, f64)>)> = hist_series.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    chatforge_train::report::line_plot(
+    let width =
+        if helpers.reward.is_some() { hist_series.first().and_then(|(_, v)| Some(v.get(1)?.0 - v.first()?.0)).unwrap_or(1.0) } else { 0.1 };
+    chatforge_train::report::bar_plot(
         &file,
         &format!("{}: {xlabel} distribution over {n} samples ({})", spec.name, opts.stage),
         xlabel,
         "share of samples",
+        width,
         &series,
     )?;
     Ok(samples.len() * n)
@@ -667,6 +670,20 @@ fn next_word(
     metrics.insert("next_word_accuracy".into(), json!(mean(hits)));
     metrics.insert("lines".into(), json!(picked.len()));
     Ok(picked.len())
+}
+
+/// The headline figures an eval's spec lifts into the stage (`report: {figure: metric}`), with
+/// object figures flattened to `figure.key` (`family_scores.arithmetic`): for metrics lines.
+pub fn headline(spec: &EvalSpec, outcome: &EvalOutcome) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for (figure, metric) in &spec.report {
+        match outcome.metrics.get(metric) {
+            Some(Value::Object(m)) => out.extend(m.iter().filter_map(|(k, v)| Some((format!("{figure}.{k}"), v.as_f64()?)))),
+            Some(v) => out.extend(v.as_f64().map(|x| (figure.clone(), x))),
+            None => {}
+        }
+    }
+    out
 }
 
 /// Writes the per-sample results and the summary under `R/evals/<stage>/`, and the stage's

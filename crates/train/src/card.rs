@@ -31,7 +31,7 @@ const ROWS: &[(&str, &str, Fmt)] = &[
     ("wall_s", "wall time", Fmt::Secs),
     ("train_tokens_per_s", "training tokens/s", Fmt::Int),
     ("mfu", "MFU (%)", Fmt::F2),
-    ("val_loss", "val loss (nats/token)", Fmt::F4),
+    ("val_loss", "val loss (stage's own data)", Fmt::F4),
     ("val_bpb", "val bits per byte", Fmt::F4),
     ("unigram_val_bpb", "unigram baseline (bpb)", Fmt::F4),
     ("next_word_accuracy", "next-word accuracy", Fmt::Pct),
@@ -314,6 +314,14 @@ pub fn render_md(run: &Path, report: &Value) -> String {
         }
         s += "\n";
     }
+    let sections = extra_sections(report);
+    for (name, o) in sections.iter().filter(|(n, _)| n == "run") {
+        s += &format!("## {name}\n\n| | |\n|---|---|\n");
+        for (k, v) in o {
+            s += &format!("| {k} | {} |\n", md_cell(&brief(v)));
+        }
+        s += "\n";
+    }
     s += "## System card\n\n";
     for line in system_card(report) {
         s += &format!("- {line}\n");
@@ -327,9 +335,9 @@ pub fn render_md(run: &Path, report: &Value) -> String {
         }
         s += "\n";
     }
-    for (name, o) in extra_sections(report) {
+    for (name, o) in sections.iter().filter(|(n, _)| n != "run") {
         s += &format!("## {name}\n\n| | |\n|---|---|\n");
-        for (k, v) in &o {
+        for (k, v) in o {
             s += &format!("| {k} | {} |\n", md_cell(&brief(v)));
         }
         s += "\n";
@@ -372,6 +380,17 @@ pub fn render_html(run: &Path, report: &Value) -> String {
         }
         s += "</table>";
     }
+    let sections = extra_sections(report);
+    let kv = |name: &str, o: &Map<String, Value>| {
+        let mut t = format!("<h2>{}</h2><table>", esc(name));
+        for (k, v) in o {
+            t += &format!("<tr><th>{}</th><td class=kv>{}</td></tr>", esc(k), esc(&brief(v)));
+        }
+        t + "</table>"
+    };
+    for (name, o) in sections.iter().filter(|(n, _)| n == "run") {
+        s += &kv(name, o);
+    }
     s += "<h2>System card</h2><ul class=sys>";
     for line in system_card(report) {
         s += &format!("<li>{}</li>", esc(&line));
@@ -393,12 +412,8 @@ pub fn render_html(run: &Path, report: &Value) -> String {
         }
         s += "</div>";
     }
-    for (name, o) in extra_sections(report) {
-        s += &format!("<h2>{}</h2><table>", esc(&name));
-        for (k, v) in &o {
-            s += &format!("<tr><th>{}</th><td class=kv>{}</td></tr>", esc(k), esc(&brief(v)));
-        }
-        s += "</table>";
+    for (name, o) in sections.iter().filter(|(n, _)| n != "run") {
+        s += &kv(name, o);
     }
     if let Some(samples) = report["stages"]["base"]["samples"].as_array() {
         s += "<h2>Base model samples</h2>";
