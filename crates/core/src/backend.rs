@@ -116,6 +116,14 @@ pub trait Backend: Send + Sync + Clone {
     /// Per-row log-softmax values of the targets, without touching the logits (for RL and evals).
     fn target_logprobs(&self, logits: &Self::Buf, targets: &[u32], v: usize) -> Vec<f32>;
 
+    /// Per-row log-softmax value of the target and entropy of the softmax (both 0 where the
+    /// target is IGNORE), without touching the logits (for RL: the policy's log-probs).
+    fn logprobs_entropy(&self, logits: &Self::Buf, targets: &[u32], v: usize) -> (Vec<f32>, Vec<f32>);
+
+    /// Backward of per-row target log-probs: overwrites `logits` with
+    /// `dL/dlogits = dlogp[i] · (onehot(target_i) − softmax_i)` (zeros where IGNORE).
+    fn logprob_backward(&self, logits: &mut Self::Buf, targets: &[u32], dlogp: &[f32], v: usize);
+
     /// Attention of `n` new query rows (positions pos0..pos0+n of one sequence) over a KV cache whose
     /// first `pos0 + n` rows are filled: q `[n, hq·hd]`, caches `[capacity, hkv·hd]`, out `[n, hq·hd]`.
     #[allow(clippy::too_many_arguments)]

@@ -147,8 +147,11 @@ pub fn load_model<B: Backend>(be: B, dir: &Path) -> Result<Llama<B>> {
     let cfg = LlamaConfig::from_json_file(&dir.join("config.json"))?;
     let file = TensorFile::open(&dir.join("model.safetensors"))?;
     let mut model = Llama::empty(be, cfg);
+    if !model.cfg.is_classifier() && file.contains("score.weight") {
+        model.add_value_head();
+    }
     let be = model.be.clone();
-    let tied = model.cfg.tie_word_embeddings;
+    let tied = model.cfg.tie_word_embeddings || model.cfg.is_classifier();
     for p in model.params_mut() {
         let (shape, data) = file.get(&p.name)?;
         if shape != p.shape {

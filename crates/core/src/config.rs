@@ -14,6 +14,9 @@ fn default_theta() -> f32 {
 fn default_act() -> String {
     "silu".into()
 }
+/// HF's architecture name for a Llama with a scalar head (the reward model).
+pub const CLASSIFIER_ARCH: &str = "LlamaForSequenceClassification";
+
 fn default_arch() -> Vec<String> {
     vec!["LlamaForCausalLM".into()]
 }
@@ -59,6 +62,12 @@ pub struct LlamaConfig {
     pub eos_token_id: Option<u32>,
     #[serde(default)]
     pub torch_dtype: Option<String>,
+    /// A classifier's labels (the reward model: one, `LABEL_0`); HF derives `num_labels` from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id2label: Option<std::collections::BTreeMap<String, String>>,
+    /// The padding token: a classifier pools at each row's last token that is not this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_token_id: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,7 +129,14 @@ impl LlamaConfig {
             bos_token_id: None,
             eos_token_id: None,
             torch_dtype: Some("float32".into()),
+            id2label: None,
+            pad_token_id: None,
         }
+    }
+
+    /// A reward model: HF `LlamaForSequenceClassification` (scalar `score` head, no LM head).
+    pub fn is_classifier(&self) -> bool {
+        self.architectures.iter().any(|a| a == CLASSIFIER_ARCH)
     }
 
     pub fn kv_heads(&self) -> usize {
@@ -169,7 +185,13 @@ impl LlamaConfig {
         let (d, f, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
         let (q, kv) = (self.num_attention_heads * self.head_dim(), self.kv_heads() * self.head_dim());
         let layer = d * q + 2 * d * kv + q * d + 3 * d * f + 2 * d;
-        let head = if self.tie_word_embeddings { 0 } else { v * d };
+        let head = if self.is_classifier() {
+            d // the scalar score head
+        } else if self.tie_word_embeddings {
+            0
+        } else {
+            v * d
+        };
         v * d + self.num_hidden_layers * layer + d + head
     }
 
@@ -178,7 +200,7 @@ impl LlamaConfig {
     pub fn train_flops_per_token(&self, t: usize) -> f64 {
         let (d, v) = (self.hidden_size as f64, self.vocab_size as f64);
         // Every parameter but the embedding lookup is a matmul weight (tied: the table is the head).
-        let lookup = if self.tie_word_embeddings { 0.0 } else { v * d };
+        let lookup = if self.tie_word_embeddings && !self.is_classifier() { 0.0 } else { v * d };
         let n_matmul = self.num_params() as f64 - lookup;
         let q = (self.num_attention_heads * self.head_dim()) as f64;
         // QK^T and AV: 2·2·t·q per token per layer forward (full square; our kernel computes it all).

@@ -440,6 +440,21 @@ fn logprob_row(row: &[f32], target: u32, buf: &mut [f32]) -> f32 {
     row[target as usize] - m - s.ln()
 }
 
+/// (log p(target), entropy) of one row's softmax; `buf` is scratch.
+#[multiversion(targets = "simd")]
+fn logprob_entropy_row(row: &[f32], target: u32, buf: &mut [f32]) -> (f32, f32) {
+    let m = max(row);
+    buf.copy_from_slice(row);
+    let s = exp_shift_sum(buf, 1.0, m);
+    // H = ln s − Σ p·(x − m), with p = exp(x − m)/s.
+    let mut acc = [0.0f32; 16];
+    for (i, (e, x)) in buf.iter().zip(row).enumerate() {
+        acc[i % 16] += e * (x - m);
+    }
+    let ex: f32 = acc.iter().sum();
+    (row[target as usize] - m - s.ln(), s.ln() - ex / s)
+}
+
 // ---------------------------------------------------------------------------------------------
 // AdamW
 
@@ -625,6 +640,24 @@ impl Backend for Cpu {
             .zip(targets.par_iter())
             .map_init(|| vec![0.0; v], |buf, (row, &t)| if t == IGNORE { 0.0 } else { logprob_row(row, t, buf) })
             .collect()
+    }
+
+    fn logprobs_entropy(&self, logits: &Vec<f32>, targets: &[u32], v: usize) -> (Vec<f32>, Vec<f32>) {
+        assert_eq!(logits.len(), targets.len() * v);
+        logits
+            .par_chunks(v)
+            .zip(targets.par_iter())
+            .map_init(|| vec![0.0; v], |buf, (row, &t)| if t == IGNORE { (0.0, 0.0) } else { logprob_entropy_row(row, t, buf) })
+            .unzip()
+    }
+
+    fn logprob_backward(&self, logits: &mut Vec<f32>, targets: &[u32], dlogp: &[f32], v: usize) {
+        assert_eq!(logits.len(), targets.len() * v);
+        assert_eq!(dlogp.len(), targets.len());
+        // d log p_t / d x = onehot − softmax: the cross-entropy gradient scaled by −dlogp.
+        logits.par_chunks_mut(v).zip(targets.par_iter().zip(dlogp.par_iter())).for_each(|(row, (&t, &d))| {
+            cross_entropy_row(row, t, -d);
+        });
     }
 
     fn attention_cached(

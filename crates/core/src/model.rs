@@ -303,7 +303,8 @@ pub struct Workspace<B: Backend> {
     blocks: Vec<BlockActs<B>>,
     hf: B::Buf,     // [N,d] final norm
     rstdf: B::Buf,  // [N]
-    logits: B::Buf, // [N,V]; after the loss it holds dL/dlogits
+    logits: B::Buf, // [N,V]; after the loss it holds dL/dlogits (empty for a classifier)
+    values: B::Buf, // [N] the scalar head's outputs (empty without one)
     grads: Option<Scratch<B>>,
 }
 
@@ -315,13 +316,23 @@ pub struct KvCache<B: Backend> {
     pub capacity: usize,
 }
 
+/// What [`Llama::policy_forward`] returns, per position `[B·T]`.
+pub struct PolicyOut {
+    pub logp: Vec<f32>,
+    pub entropy: Vec<f32>,
+    pub values: Option<Vec<f32>>,
+}
+
 pub struct Llama<B: Backend> {
     pub cfg: LlamaConfig,
     pub be: B,
     pub embed: Param<B>, // [V,d]
     pub blocks: Vec<Block<B>>,
     pub norm: RmsNorm<B>,
-    pub lm_head: Option<Param<B>>, // [V,d]; None when tied to the embedding
+    pub lm_head: Option<Param<B>>, // [V,d]; None when tied to the embedding or a classifier
+    /// `score.weight` [1,d]: the scalar head of a reward model (HF `LlamaForSequenceClassification`,
+    /// which has no LM head) or a policy's value head (beside its LM head).
+    pub score: Option<Param<B>>,
     ws: Option<Workspace<B>>,
 }
 
@@ -339,8 +350,29 @@ impl<B: Backend> Llama<B> {
         let blocks = (0..cfg.num_hidden_layers).map(|i| Block::new(&be, i, &cfg)).collect();
         let embed = Param::new(&be, "model.embed_tokens.weight".into(), vec![v, d]);
         let norm = RmsNorm::new(&be, "model.norm.weight".into(), d, cfg.rms_norm_eps);
-        let lm_head = (!cfg.tie_word_embeddings).then(|| Param::new(&be, "lm_head.weight".into(), vec![v, d]));
-        Llama { cfg, be, embed, blocks, norm, lm_head, ws: None }
+        let classifier = cfg.is_classifier();
+        let lm_head = (!cfg.tie_word_embeddings && !classifier).then(|| Param::new(&be, "lm_head.weight".into(), vec![v, d]));
+        let score = classifier.then(|| Param::new(&be, "score.weight".into(), vec![1, d]));
+        Llama { cfg, be, embed, blocks, norm, lm_head, score, ws: None }
+    }
+
+    /// Turns a causal LM into a reward model: drops the LM head, adds a zero scalar head, and
+    /// marks the config `LlamaForSequenceClassification` (one label).
+    pub fn into_classifier(mut self) -> Self {
+        self.cfg.architectures = vec![crate::config::CLASSIFIER_ARCH.to_string()];
+        self.cfg.tie_word_embeddings = false;
+        self.cfg.id2label = Some([("0".to_string(), "LABEL_0".to_string())].into());
+        self.cfg.pad_token_id = Some(0);
+        self.lm_head = None;
+        self.ws = None;
+        self.score = Some(Param::new(&self.be, "score.weight".into(), vec![1, self.cfg.hidden_size]));
+        self
+    }
+
+    /// Adds a zero scalar head beside the LM head (a policy's value head).
+    pub fn add_value_head(&mut self) {
+        self.ws = None;
+        self.score = Some(Param::new(&self.be, "score.weight".into(), vec![1, self.cfg.hidden_size]));
     }
 
     /// Random initialisation: N(0, 0.02²) weights, output projections scaled by 1/√(2L) (GPT-2).
@@ -375,6 +407,7 @@ impl<B: Backend> Llama<B> {
         }
         v.push(&self.norm.w);
         v.extend(self.lm_head.as_ref());
+        v.extend(self.score.as_ref());
         v
     }
 
@@ -385,6 +418,7 @@ impl<B: Backend> Llama<B> {
         }
         v.push(&mut self.norm.w);
         v.extend(self.lm_head.as_mut());
+        v.extend(self.score.as_mut());
         v
     }
 
@@ -413,7 +447,8 @@ impl<B: Backend> Llama<B> {
                 blocks: self.blocks.iter().map(|blk| blk.acts(be, b, t)).collect(),
                 hf: be.zeros(n * d),
                 rstdf: be.zeros(n),
-                logits: be.zeros(n * v),
+                logits: be.zeros(if self.cfg.is_classifier() { 0 } else { n * v }),
+                values: be.zeros(if self.score.is_some() { n } else { 0 }),
                 grads: None,
             },
         };
@@ -440,6 +475,7 @@ impl<B: Backend> Llama<B> {
     }
 
     fn head(&self) -> &Param<B> {
+        assert!(!self.cfg.is_classifier(), "a reward model has no LM head");
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
@@ -452,9 +488,14 @@ impl<B: Backend> Llama<B> {
     }
 
     fn forward_ws(&self, ws: &mut Workspace<B>, ids: &[u32]) {
+        self.forward_trunk(ws, ids);
+        linear(&self.be, &mut ws.logits, &ws.hf, self.head(), ws.b * ws.t, false);
+    }
+
+    /// Embedding, blocks and final norm: `ws.hf` [N,d].
+    fn forward_trunk(&self, ws: &mut Workspace<B>, ids: &[u32]) {
         let be = &self.be;
         let (b, t) = (ws.b, ws.t);
-        let n = b * t;
         ws.ids.copy_from_slice(ids);
         be.embedding(&mut ws.xs[0], &self.embed.w, ids, self.cfg.hidden_size);
         for (l, blk) in self.blocks.iter().enumerate() {
@@ -462,7 +503,6 @@ impl<B: Backend> Llama<B> {
             blk.forward(be, &mut after[0], &mut ws.blocks[l], &before[l], b, t);
         }
         self.norm.forward(be, &mut ws.hf, &mut ws.rstdf, &ws.xs[self.blocks.len()]);
-        linear(be, &mut ws.logits, &ws.hf, self.head(), n, false);
     }
 
     /// Logits `[B·T, V]` for token ids `[B, T]` (positions 0..T).
@@ -499,26 +539,104 @@ impl<B: Backend> Llama<B> {
         let count = targets.iter().filter(|&&x| x != IGNORE).count();
         let scale = scale.unwrap_or(1.0 / count.max(1) as f32);
         let (sum, count) = self.be.cross_entropy(&mut ws.logits, targets, self.cfg.vocab_size, scale);
-        self.backward_ws(&mut ws);
+        self.backward_ws(&mut ws, true, None);
         self.ws = Some(ws);
         ((sum / count.max(1) as f64) as f32, count)
     }
 
-    /// Backward from `dL/dlogits` (already in `ws.logits`) to every parameter.
-    fn backward_ws(&mut self, ws: &mut Workspace<B>) {
+    /// The heads' outputs for token ids `[B, T]`: logits `[B·T, V]` when `logits` is set (and
+    /// the model has an LM head), and the scalar head's values `[B·T]` when it has one. With
+    /// `grads`, keeps what [`Llama::backward_heads`] needs.
+    pub fn forward_heads(&mut self, ids: &[u32], b: usize, t: usize, logits: bool, grads: bool) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+        self.check_ids(ids, b, t);
+        if grads && self.be.len(&self.embed.g) == 0 {
+            self.zero_grad();
+        }
+        let mut ws = self.workspace(b, t, grads);
+        self.forward_trunk(&mut ws, ids);
+        let n = b * t;
+        let lg = (logits && !self.cfg.is_classifier()).then(|| {
+            linear(&self.be, &mut ws.logits, &ws.hf, self.head(), n, false);
+            self.be.download(&ws.logits)
+        });
+        let values = self.score.as_ref().map(|score| {
+            linear(&self.be, &mut ws.values, &ws.hf, score, n, false);
+            self.be.download(&ws.values)
+        });
+        self.ws = Some(ws);
+        (lg, values)
+    }
+
+    /// A policy's forward for RL: per position, the log-prob of `targets` and the softmax's
+    /// entropy (0 where IGNORE), and the value head's outputs when the model has one. With
+    /// `grads`, keeps what [`Llama::policy_backward`] needs.
+    pub fn policy_forward(&mut self, ids: &[u32], targets: &[u32], b: usize, t: usize, grads: bool) -> PolicyOut {
+        assert_eq!(targets.len(), b * t);
+        self.check_ids(ids, b, t);
+        if grads && self.be.len(&self.embed.g) == 0 {
+            self.zero_grad();
+        }
+        let mut ws = self.workspace(b, t, grads);
+        self.forward_ws(&mut ws, ids);
+        let (logp, entropy) = self.be.logprobs_entropy(&ws.logits, targets, self.cfg.vocab_size);
+        let values = self.score.as_ref().map(|score| {
+            linear(&self.be, &mut ws.values, &ws.hf, score, b * t, false);
+            self.be.download(&ws.values)
+        });
+        self.ws = Some(ws);
+        PolicyOut { logp, entropy, values }
+    }
+
+    /// Backward of the last [`Llama::policy_forward`] (with `grads`, same `targets`) from
+    /// `dL/dlogp` per position and, for a value head, `dL/dvalue`. Accumulates into every `g`.
+    pub fn policy_backward(&mut self, targets: &[u32], dlogp: &[f32], dvalues: Option<&[f32]>) {
+        let mut ws = self.ws.take().expect("policy_backward after policy_forward");
+        assert!(ws.grads.is_some(), "policy_forward was run without grads");
+        self.be.logprob_backward(&mut ws.logits, targets, dlogp, self.cfg.vocab_size);
+        let dv = dvalues.map(|d| self.be.upload(d));
+        self.backward_ws(&mut ws, true, dv.as_ref());
+        self.ws = Some(ws);
+    }
+
+    /// Backward from gradients of the heads' outputs of the last [`Llama::forward_heads`] (with
+    /// `grads`): `dlogits [B·T, V]` and/or `dvalues [B·T]`. Accumulates into every `g`.
+    pub fn backward_heads(&mut self, dlogits: Option<&[f32]>, dvalues: Option<&[f32]>) {
+        let mut ws = self.ws.take().expect("backward_heads after forward_heads");
+        assert!(ws.grads.is_some(), "forward_heads was run without grads");
+        let n = ws.b * ws.t;
+        if let Some(d) = dlogits {
+            assert_eq!(d.len(), n * self.cfg.vocab_size, "dlogits shape");
+            ws.logits = self.be.upload(d);
+        }
+        let dv = dvalues.map(|d| {
+            assert_eq!(d.len(), n, "dvalues shape");
+            self.be.upload(d)
+        });
+        self.backward_ws(&mut ws, dlogits.is_some(), dv.as_ref());
+        self.ws = Some(ws);
+    }
+
+    /// Backward to every parameter from `dL/dlogits` (in `ws.logits`, when `dlogits`) and from
+    /// the scalar head's `dvalues`.
+    fn backward_ws(&mut self, ws: &mut Workspace<B>, dlogits: bool, dvalues: Option<&B::Buf>) {
         let (b, t) = (ws.b, ws.t);
         let n = b * t;
         let be = self.be.clone();
         let mut g = ws.grads.take().expect("workspace has gradient buffers");
         let nl = self.blocks.len();
-        // LM head (tied: into the embedding's gradient), then the final norm.
-        {
+        // LM head (tied: into the embedding's gradient) and scalar head, then the final norm.
+        if dlogits {
             let head = match &mut self.lm_head {
                 Some(h) => h,
                 None => &mut self.embed,
             };
             linear_backward(&be, &mut g.dh, &ws.logits, &ws.hf, head, n, false);
         }
+        if let Some(dv) = dvalues {
+            let score = self.score.as_mut().expect("dvalues without a scalar head");
+            linear_backward(&be, &mut g.dh, dv, &ws.hf, score, n, dlogits);
+        }
+        assert!(dlogits || dvalues.is_some(), "backward needs a gradient");
         self.norm.backward(&be, &mut g.dx, &g.dh, &ws.xs[nl], &ws.rstdf, false);
         for l in (0..nl).rev() {
             self.blocks[l].backward(&be, &mut g.dx, &mut g.dh, &mut g.rest, &ws.blocks[l], &ws.xs[l], b, t);

@@ -88,3 +88,101 @@ fn cached_decode_matches_forward() {
         assert_close(&got, &want[i * v..(i + 1) * v], &format!("decode step {i}"));
     }
 }
+
+/// The reward model (scalar `score` head, HF `LlamaForSequenceClassification`): rewards at each
+/// row's last non-pad token, and the gradients of the Bradley–Terry loss
+/// mean(−log σ(r_chosen − r_rejected)) over pairs of rows (fixture: tools/make_rm_fixture.py).
+#[test]
+fn reward_model_matches_transformers() {
+    let dir = fixture("rm_tiny");
+    let golden = TensorFile::open(&dir.join("golden.safetensors")).unwrap();
+    let mut model = load_model(Cpu, &dir).unwrap();
+    assert!(model.cfg.is_classifier() && model.lm_head.is_none() && model.score.is_some());
+    let (shape, ids) = golden.get_i64("input_ids").unwrap();
+    let (b, t) = (shape[0], shape[1]);
+    let ids: Vec<u32> = ids.iter().map(|&x| x as u32).collect();
+    let pad = model.cfg.pad_token_id.unwrap();
+    let last: Vec<usize> = (0..b).map(|r| (0..t).rev().find(|&i| ids[r * t + i] != pad).unwrap()).collect();
+    model.zero_grad();
+    let (logits, values) = model.forward_heads(&ids, b, t, true, true);
+    assert!(logits.is_none(), "a classifier has no logits");
+    let values = values.unwrap();
+    let rewards: Vec<f32> = (0..b).map(|r| values[r * t + last[r]]).collect();
+    assert_close(&rewards, &golden.get("rewards").unwrap().1, "rm rewards");
+    // d/dr of mean_p −log σ(r_c − r_r): −σ(r_r − r_c)/P for the chosen row, +σ(r_r − r_c)/P for the rejected.
+    let pairs = b / 2;
+    let mut dv = vec![0.0f32; b * t];
+    let mut loss = 0.0f32;
+    for p in 0..pairs {
+        let d = rewards[2 * p] - rewards[2 * p + 1];
+        loss += (1.0 + (-d).exp()).ln() / pairs as f32;
+        let s = 1.0 / (1.0 + d.exp());
+        dv[2 * p * t + last[2 * p]] = -s / pairs as f32;
+        dv[(2 * p + 1) * t + last[2 * p + 1]] = s / pairs as f32;
+    }
+    let want_loss = golden.get("loss").unwrap().1[0];
+    assert!((loss - want_loss).abs() < 1e-5, "rm loss: ours {loss}, transformers {want_loss}");
+    model.backward_heads(None, Some(&dv));
+    let names: Vec<String> = golden.names().into_iter().filter(|n| n.starts_with("grad.")).collect();
+    assert_eq!(names.len(), model.params().len(), "one gradient per parameter");
+    for p in model.params() {
+        assert_close(&p.g, &golden.get(&format!("grad.{}", p.name)).unwrap().1, &format!("rm grad {}", p.name));
+    }
+}
+
+/// The RL entry points: `policy_forward`'s log-probs and entropies are the softmax's, and
+/// `policy_backward` with dL/dlogp = −1/count gives the cross-entropy gradients checked against
+/// transformers above; a value head's gradient adds to it.
+#[test]
+fn policy_gradients_agree_with_cross_entropy() {
+    let dir = fixture("untied_mha");
+    let golden = TensorFile::open(&dir.join("golden.safetensors")).unwrap();
+    let mut model = load_model(Cpu, &dir).unwrap();
+    let (shape, ids) = golden.get_i64("input_ids").unwrap();
+    let (b, t) = (shape[0], shape[1]);
+    let ids: Vec<u32> = ids.iter().map(|&x| x as u32).collect();
+    let mut targets: Vec<u32> = (0..b * t).map(|i| if (i + 1) % t == 0 { IGNORE } else { ids[i + 1] }).collect();
+    targets[5] = IGNORE;
+    let v = model.cfg.vocab_size;
+    let logits = model.forward(&ids, b, t);
+    model.zero_grad();
+    let (_, count) = model.forward_backward(&ids, &targets, b, t, None);
+    let want: Vec<Vec<f32>> = model.params().iter().map(|p| p.g.clone()).collect();
+
+    model.zero_grad();
+    let out = model.policy_forward(&ids, &targets, b, t, true);
+    for i in 0..b * t {
+        let row = &logits[i * v..(i + 1) * v];
+        let m = row.iter().cloned().fold(f32::MIN, f32::max);
+        let z: f64 = row.iter().map(|&x| ((x - m) as f64).exp()).sum();
+        let lp: Vec<f64> = row.iter().map(|&x| (x - m) as f64 - z.ln()).collect();
+        let (want_lp, want_h) =
+            if targets[i] == IGNORE { (0.0, 0.0) } else { (lp[targets[i] as usize], -lp.iter().map(|l| l.exp() * l).sum::<f64>()) };
+        assert!((out.logp[i] as f64 - want_lp).abs() < 1e-4, "logp[{i}]");
+        assert!((out.entropy[i] as f64 - want_h).abs() < 1e-4, "entropy[{i}]: {} vs {want_h}", out.entropy[i]);
+    }
+    assert!(out.values.is_none());
+    let dlogp: Vec<f32> = targets.iter().map(|&x| if x == IGNORE { 0.0 } else { -1.0 / count as f32 }).collect();
+    model.policy_backward(&targets, &dlogp, None);
+    for (p, w) in model.params().iter().zip(&want) {
+        assert_close(&p.g, w, &format!("policy grad {}", p.name));
+    }
+
+    // With a value head: the LM part's gradient is unchanged by adding d(values) on top, and the
+    // head's own gradient is dvalues^T · h.
+    model.add_value_head();
+    let dv: Vec<f32> = (0..b * t).map(|i| (i % 3) as f32 - 1.0).collect();
+    model.zero_grad();
+    model.forward_heads(&ids, b, t, false, true);
+    model.backward_heads(None, Some(&dv));
+    let value_only: Vec<Vec<f32>> = model.params().iter().map(|p| p.g.clone()).collect();
+    model.zero_grad();
+    let out = model.policy_forward(&ids, &targets, b, t, true);
+    assert_eq!(out.values.as_ref().map(Vec::len), Some(b * t));
+    model.policy_backward(&targets, &dlogp, Some(&dv));
+    let n = want.len();
+    for (i, p) in model.params().iter().enumerate() {
+        let sum: Vec<f32> = if i < n { want[i].iter().zip(&value_only[i]).map(|(a, b)| a + b).collect() } else { value_only[i].clone() };
+        assert_close(&p.g, &sum, &format!("policy+value grad {}", p.name));
+    }
+}

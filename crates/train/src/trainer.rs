@@ -58,15 +58,52 @@ pub fn say(bar: &ProgressBar, quiet: bool, line: &str) {
     }
 }
 
-/// Runs steps `state.step..spec.steps`. `batch(step, micro)` gives a micro-batch (ids, targets
-/// with IGNORE where no loss is taken); it must be a pure function of its arguments for exact
-/// resume. `eval(model, step)` returns figures for metrics.jsonl and a line to print.
+/// What one optimizer step of a stage computed (its gradients are in the model).
+pub struct StepOut {
+    pub loss: f64,
+    /// Tokens the step processed (for tokens/s).
+    pub tokens: u64,
+    /// More figures for metrics.jsonl (e.g. a reward model's batch accuracy).
+    pub extra: Value,
+}
+
+/// Runs steps `state.step..spec.steps` of a next-token loss. `batch(step, micro)` gives a
+/// micro-batch (ids, targets with IGNORE where no loss is taken); it must be a pure function of
+/// its arguments for exact resume. `eval(model, step)` returns figures for metrics.jsonl and a
+/// line to print.
 pub fn run_loop(
     spec: &LoopSpec,
     model: &mut Llama<Cpu>,
     opt: &mut AdamW<Cpu>,
     state: &mut TrainState,
     mut batch: impl FnMut(usize, usize) -> (Vec<u32>, Vec<u32>),
+    eval: impl FnMut(&mut Llama<Cpu>, usize, &ProgressBar) -> Result<(Value, String)>,
+) -> Result<LoopStats> {
+    let (b, t, accum) = (spec.batch, spec.context, spec.grad_accum);
+    let step_fn = |model: &mut Llama<Cpu>, step: usize| -> Result<StepOut> {
+        let micro: Vec<(Vec<u32>, Vec<u32>)> = (0..accum).map(|m| batch(step, m)).collect();
+        // The loss is the mean over every counted target of the whole step.
+        let count: usize = micro.iter().map(|(_, t)| t.iter().filter(|&&x| x != IGNORE).count()).sum();
+        let scale = 1.0 / count.max(1) as f32;
+        let mut loss_sum = 0.0f64;
+        for (ids, targets) in &micro {
+            let (l, n) = model.forward_backward(ids, targets, b, t, Some(scale));
+            loss_sum += l as f64 * n as f64;
+        }
+        Ok(StepOut { loss: loss_sum / count.max(1) as f64, tokens: (b * t * accum) as u64, extra: json!({}) })
+    };
+    run_steps(spec, model, opt, state, step_fn, eval)
+}
+
+/// Runs steps `state.step..spec.steps` of any loss: `step_fn(model, step)` computes the step's
+/// gradients (into zeroed `g`) and must be a pure function of the model and `step` for exact
+/// resume; then AdamW steps, metrics are appended, evals and checkpoints run on schedule.
+pub fn run_steps(
+    spec: &LoopSpec,
+    model: &mut Llama<Cpu>,
+    opt: &mut AdamW<Cpu>,
+    state: &mut TrainState,
+    mut step_fn: impl FnMut(&mut Llama<Cpu>, usize) -> Result<StepOut>,
     mut eval: impl FnMut(&mut Llama<Cpu>, usize, &ProgressBar) -> Result<(Value, String)>,
 ) -> Result<LoopStats> {
     let dir = spec.dir();
@@ -92,33 +129,26 @@ pub fn run_loop(
         let step = state.step;
         let t0 = Instant::now();
         model.zero_grad();
-        let micro: Vec<(Vec<u32>, Vec<u32>)> = (0..spec.grad_accum).map(|m| batch(step, m)).collect();
-        // The loss is the mean over every counted target of the whole step.
-        let count: usize = micro.iter().map(|(_, t)| t.iter().filter(|&&x| x != IGNORE).count()).sum();
-        let scale = 1.0 / count.max(1) as f32;
-        let mut loss_sum = 0.0f64;
-        for (ids, targets) in &micro {
-            let (l, n) = model.forward_backward(ids, targets, spec.batch, spec.context, Some(scale));
-            loss_sum += l as f64 * n as f64;
-        }
-        let loss = loss_sum / count.max(1) as f64;
+        let out = step_fn(model, step)?;
+        let loss = out.loss;
         if !loss.is_finite() {
             return Err(Error::Diverged(format!("loss is {loss} at step {}; the last good checkpoint is {}", step + 1, dir.display())));
         }
         let lr = spec.optim.lr_at(step, spec.steps);
         let norm = opt.step(model, lr);
         let dt = t0.elapsed().as_secs_f64();
-        let tokens = (spec.batch * spec.context * spec.grad_accum) as u64;
+        let tokens = out.tokens;
         state.step += 1;
         state.data_cursor = state.step;
         state.tokens_seen += tokens;
         loop_tokens += tokens;
         let tps = tokens as f64 / dt;
         let mfu = tps * flops_per_token / 1e9 / peak;
-        report::append_metrics(
-            spec.run,
-            &json!({"stage": spec.stage, "step": state.step, "loss": loss, "lr": lr, "grad_norm": norm, "tokens": state.tokens_seen, "tokens_per_s": tps}),
-        )?;
+        let mut record = json!({"stage": spec.stage, "step": state.step, "loss": loss, "lr": lr, "grad_norm": norm, "tokens": state.tokens_seen, "tokens_per_s": tps});
+        if let (Some(r), Some(extra)) = (record.as_object_mut(), out.extra.as_object()) {
+            r.extend(extra.clone());
+        }
+        report::append_metrics(spec.run, &record)?;
         bar.set_position(state.step as u64);
         bar.set_message(format!("loss {loss:.4} | {tps:.0} tok/s | MFU {:.0}%", 100.0 * mfu));
         let last = state.step == spec.steps;
