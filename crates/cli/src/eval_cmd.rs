@@ -10,7 +10,7 @@ use chatforge_data::tasks::Corpus;
 use chatforge_data::tokenizer::Tokenizer;
 use chatforge_eval::registry::{bundled_registry_dir, Class};
 use chatforge_eval::runner::training_keys;
-use chatforge_eval::{record, run_eval, EvalSpec, Helpers, ModelPolicy, Policy, Registry, RunOptions};
+use chatforge_eval::{record, run_eval, CheckpointReward, EvalSpec, Helpers, ModelPolicy, Policy, Registry, RewardModel, RunOptions};
 use clap::Args;
 use serde_json::Value;
 
@@ -49,6 +49,19 @@ pub fn registry_dir(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// The reward model of a run (`R/rm`, a classifier checkpoint), if it has one.
+pub fn load_reward(run: &Path, tok: &Tokenizer) -> anyhow::Result<Option<CheckpointReward>> {
+    let dir = run.join("rm");
+    if !dir.join("model.safetensors").exists() {
+        return Ok(None);
+    }
+    let model = load_model(Cpu, &dir).with_context(|| format!("loading the reward model from {}", dir.display()))?;
+    if model.score.is_none() {
+        bail!("{}: not a reward model (no score head)", dir.display());
+    }
+    Ok(Some(CheckpointReward { model, tok: tok.clone() }))
+}
+
 /// What an eval needs that a run may not have; `None` when it can run.
 fn missing(spec: &EvalSpec, run: &Path, reward: bool) -> Option<String> {
     let need = |p: PathBuf| (!p.exists()).then(|| format!("{} does not exist", p.display()));
@@ -73,8 +86,12 @@ pub fn run_evals(a: &EvalArgs, quiet: bool) -> anyhow::Result<Value> {
     let dir = run.join(&a.stage);
     let model = load_model(Cpu, &dir).with_context(|| format!("loading the {} model from {}", a.stage, dir.display()))?;
     let mut policy = ModelPolicy::new(model, tok.clone());
-    // The reward model joins when the run has one (R/rm); until then reward figures stay empty.
-    let has_reward = false;
+    // The run's reward model (R/rm), when it has one: reward gaps, reward distributions, `judge: rm`.
+    let mut reward = load_reward(&run, &tok)?;
+    let has_reward = reward.is_some();
+    if !quiet && !has_reward {
+        println!("no reward model ({}): reward figures stay empty", run.join("rm").display());
+    }
     let mut specs: Vec<&EvalSpec> = Vec::new();
     for spec in chosen {
         match missing(spec, &run, has_reward) {
@@ -96,7 +113,10 @@ pub fn run_evals(a: &EvalArgs, quiet: bool) -> anyhow::Result<Value> {
             }
         }
     }
-    let mut helpers = Helpers { judges: judge_models.iter_mut().map(|(k, v)| (k.clone(), v as &mut dyn Policy)).collect(), reward: None };
+    let mut helpers = Helpers {
+        judges: judge_models.iter_mut().map(|(k, v)| (k.clone(), v as &mut dyn Policy)).collect(),
+        reward: reward.as_mut().map(|r| r as &mut dyn RewardModel),
+    };
     let opts =
         RunOptions { run: run.clone(), stage: a.stage.clone(), plain: a.stage == "base", many_samples: a.samples, limit: a.limit, quiet };
     let keys = training_keys(&run);
