@@ -508,6 +508,7 @@ fn many_samples(
     let mut per_prompt = Vec::new();
     let mut worst_rates = Vec::new();
     let mut hist_series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    let mut reward_sets: Vec<(String, Vec<f64>)> = Vec::new();
     for (i, s) in samples.iter().enumerate() {
         let check = s.check.as_ref().ok_or_else(|| Error::Input(format!("{}: sample {} has no check", spec.id, i + 1)))?;
         let input = s.input.conversation();
@@ -545,16 +546,7 @@ fn many_samples(
             sorted.sort_by(f64::total_cmp);
             let q = |f: f64| sorted[((sorted.len() - 1) as f64 * f).round() as usize];
             p["reward"] = json!({"mean": mean(r.iter().copied()), "min": sorted[0], "p05": q(0.05), "p50": q(0.5), "p95": q(0.95), "max": sorted[sorted.len() - 1]});
-            let lo = sorted[0];
-            let hi = sorted[sorted.len() - 1].max(lo + 1e-9);
-            let mut bins = [0usize; 20];
-            for x in r {
-                bins[(((x - lo) / (hi - lo)) * 19.999) as usize] += 1;
-            }
-            hist_series.push((
-                format!("{} ({})", i + 1, s.kind.as_deref().unwrap_or("prompt")),
-                bins.iter().enumerate().map(|(b, c)| (lo + (hi - lo) * (b as f64 + 0.5) / 20.0, *c as f64 / n as f64)).collect(),
-            ));
+            reward_sets.push((format!("{} ({})", i + 1, s.kind.as_deref().unwrap_or("prompt")), r.clone()));
         } else {
             hist_series.push((
                 format!("{} ({})", i + 1, s.kind.as_deref().unwrap_or("prompt")),
@@ -571,9 +563,24 @@ fn many_samples(
     metrics.insert("prompts".into(), json!(per_prompt));
     let xlabel = if helpers.reward.is_some() { "reward" } else { "grade" };
     let file = opts.run.join("plots").join(format!("{}_{}.svg", spec.name, opts.stage));
+    // Rewards: 20 bins over the range of all prompts' rewards.
+    let mut width = 0.1;
+    if !reward_sets.is_empty() {
+        let lo = reward_sets.iter().flat_map(|(_, r)| r.iter().copied()).fold(f64::MAX, f64::min);
+        let hi = reward_sets.iter().flat_map(|(_, r)| r.iter().copied()).fold(f64::MIN, f64::max).max(lo + 1e-9);
+        width = (hi - lo) / 20.0;
+        for (label, r) in &reward_sets {
+            let mut bins = [0usize; 20];
+            for x in r {
+                bins[((((x - lo) / (hi - lo)) * 20.0) as usize).min(19)] += 1;
+            }
+            hist_series.push((
+                label.clone(),
+                bins.iter().enumerate().map(|(b, c)| (lo + width * (b as f64 + 0.5), *c as f64 / n as f64)).collect(),
+            ));
+        }
+    }
     let series: Vec<(&str, Vec<(f64, f64)>)> = hist_series.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    let width =
-        if helpers.reward.is_some() { hist_series.first().and_then(|(_, v)| Some(v.get(1)?.0 - v.first()?.0)).unwrap_or(1.0) } else { 0.1 };
     chatforge_train::report::bar_plot(
         &file,
         &format!("{}: {xlabel} distribution over {n} samples ({})", spec.name, opts.stage),
@@ -728,5 +735,8 @@ pub fn record(opts: &RunOptions, specs: &[&EvalSpec], outcomes: &[EvalOutcome]) 
     let mut update = figures.clone();
     update.insert("evals".into(), Value::Object(evals));
     chatforge_train::report::update_report(&opts.run, &format!("stages.{}", opts.stage), Value::Object(update))?;
+    if report["run"].get("hardware").is_none() {
+        chatforge_train::report::update_report(&opts.run, "run", json!({"hardware": chatforge_train::report::hardware()}))?;
+    }
     Ok(summary)
 }
