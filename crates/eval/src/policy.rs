@@ -109,6 +109,12 @@ impl Policy for Borrowed<'_> {
         let opts = GenOptions { max_new: max_tokens, params, stop_ids: vec![self.tok.im_end_id(), self.tok.eot_id()] };
         // Keep the end of a long prompt, leaving room for the answer.
         let cap = self.model.cfg.max_position_embeddings.saturating_sub(max_tokens).max(1);
+        // A plain-text answer is one line: its sequence stops at the first token with a newline.
+        let newline: Vec<bool> = if prompts.iter().any(|p| matches!(p, Prompt::Text(_))) {
+            (0..self.tok.vocab_size() as u32).map(|i| self.tok.token_bytes(i).is_some_and(|b| b.contains(&b'\n'))).collect()
+        } else {
+            vec![]
+        };
         let mut out = Vec::with_capacity(prompts.len());
         for (chunk, seeds) in prompts.chunks(self.batch.max(1)).zip(seeds.chunks(self.batch.max(1))) {
             let ids: Vec<Vec<u32>> = chunk
@@ -121,7 +127,9 @@ impl Policy for Borrowed<'_> {
                     ids
                 })
                 .collect();
-            for (p, ans) in chunk.iter().zip(generate_batch(self.model, &ids, &opts, seeds, |_, _| true)) {
+            let one_line: Vec<bool> = chunk.iter().map(|p| matches!(p, Prompt::Text(_))).collect();
+            let keep_going = |i: usize, t: u32| !(one_line[i] && newline.get(t as usize).copied().unwrap_or(false));
+            for (p, ans) in chunk.iter().zip(generate_batch(self.model, &ids, &opts, seeds, keep_going)) {
                 let text = self.tok.decode(&ans, true);
                 out.push(match p {
                     Prompt::Chat(_) => text.trim().to_string(),
