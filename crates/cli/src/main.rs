@@ -6,7 +6,10 @@ mod bench_cmd;
 mod chat_cmd;
 mod data_cmd;
 mod eval_cmd;
+mod label_cmd;
 mod pretrain_cmd;
+mod rl_cmd;
+mod rm_cmd;
 mod sample_cmd;
 mod scale_cmd;
 mod sft_cmd;
@@ -35,6 +38,19 @@ enum Cmd {
     Sft(sft_cmd::SftArgs),
     /// Run the evals registry on a stage's checkpoint; per-sample results and the report card.
     Eval(eval_cmd::EvalArgs),
+    /// Preference labels into R/feedback.sqlite: humans on the rater page, or --simulated judges.
+    Label(label_cmd::LabelArgs),
+    /// Export or import preference pairs (TRL's conversational JSONL).
+    #[command(subcommand)]
+    Prefs(label_cmd::PrefsCmd),
+    /// Train the reward model (Bradley–Terry) on the run's preference pairs.
+    Rm(rm_cmd::RmArgs),
+    /// RLHF: PPO with a KL penalty to the SFT model, against the reward model.
+    Ppo(rl_cmd::PpoArgs),
+    /// Direct preference optimization from the run's preference pairs.
+    Dpo(rl_cmd::DpoArgs),
+    /// Win rate of one stage over another on held-out prompts (noise-free judge).
+    Compare(rl_cmd::CompareArgs),
     /// Talk to a run's chat model in the terminal (/system, /reset, /temperature, /quit).
     Chat(chat_cmd::ChatArgs),
     /// Continue a text with a base model.
@@ -64,6 +80,12 @@ fn main() -> anyhow::Result<()> {
         Cmd::Scale(a) => scale_cmd::run(a),
         Cmd::Sft(a) => sft_cmd::run(a),
         Cmd::Eval(a) => eval_cmd::run(a),
+        Cmd::Label(a) => label_cmd::run(a),
+        Cmd::Prefs(c) => label_cmd::prefs_run(c),
+        Cmd::Rm(a) => rm_cmd::run(a),
+        Cmd::Ppo(a) => rl_cmd::run_ppo(&a, false).map(|_| ()),
+        Cmd::Dpo(a) => rl_cmd::run_dpo(&a, false).map(|_| ()),
+        Cmd::Compare(a) => rl_cmd::run_compare(a),
         Cmd::Chat(a) => chat_cmd::chat(a),
         Cmd::Complete(a) => chat_cmd::complete(a),
         Cmd::Bench(c) => bench_cmd::run(c),

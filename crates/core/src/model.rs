@@ -365,7 +365,13 @@ impl<B: Backend> Llama<B> {
         self.cfg.pad_token_id = Some(0);
         self.lm_head = None;
         self.ws = None;
-        self.score = Some(Param::new(&self.be, "score.weight".into(), vec![1, self.cfg.hidden_size]));
+        // N(0, 1/d): the trunk gets a gradient from the first step (a zero head would give none).
+        let d = self.cfg.hidden_size;
+        let mut rng = ChaCha8Rng::seed_from_u64(0x5c0e);
+        let w: Vec<f32> = (0..d).map(|_| normal(&mut rng, 1.0 / (d as f32).sqrt())).collect();
+        let mut score = Param::new(&self.be, "score.weight".into(), vec![1, d]);
+        score.w = self.be.upload(&w);
+        self.score = Some(score);
         self
     }
 

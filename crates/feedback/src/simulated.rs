@@ -10,7 +10,7 @@
 //! (they agreed on ~73 % of comparisons). The **gold** judge has the mean weights and never
 //! flips: it is the noise-free reference for held-out accuracy and win rates.
 
-use chatforge_data::tasks::{grade, is_refusal, json_adherent, sounds_shakespearean, Check, Task};
+use chatforge_data::tasks::{grade, is_refusal, json_adherent, last_number, sounds_shakespearean, spelled, Check, Task};
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -33,7 +33,7 @@ pub struct PanelConfig {
 
 impl Default for PanelConfig {
     fn default() -> Self {
-        PanelConfig { judges: 8, noise: 0.15, spread: 0.3, tie_margin: 0.05, seed: 17 }
+        PanelConfig { judges: 8, noise: 0.2, spread: 0.3, tie_margin: 0.15, seed: 17 }
     }
 }
 
@@ -45,6 +45,9 @@ pub struct Features {
     /// Keeps the system message's format (JSON keys, one word, upper case, persona) and the
     /// refusal policy (refuses what it declines, helps with look-alikes); 0 or 1.
     pub obeys: f32,
+    /// Answers in the form the question asks for, right or wrong: a number to a sum, letters to
+    /// a spelling, a play's character to "who speaks", a line of verse to a continuation; 0 or 1.
+    pub form: f32,
     /// Character-trigram F1 against the reference answer, 0..1.
     pub similar: f32,
     /// How far past 1.5× the reference's length, in multiples of it (capped at 3).
@@ -83,6 +86,7 @@ pub fn features(task: &Task, answer: &str) -> Features {
     Features {
         correct: grade(task, text).score,
         obeys: obeys(&task.meta.check, text) as u8 as f32,
+        form: in_form(&task.meta.check, text) as u8 as f32,
         similar: trigram_f1(&lower, &reference.to_lowercase()),
         too_long: ((words / ref_words - 1.5) / 1.5).clamp(0.0, 3.0),
         repetitive: repetition(&lower),
@@ -101,6 +105,24 @@ fn obeys(check: &Check, text: &str) -> bool {
         Check::Refusal => is_refusal(text),
         Check::Comply { .. } => !is_refusal(text),
         _ => true,
+    }
+}
+
+/// Whether the answer has the form its question asks for (see [`Features::form`]).
+fn in_form(check: &Check, text: &str) -> bool {
+    match check {
+        Check::Number { .. } => last_number(text).is_some(),
+        Check::Spelling { .. } => spelled(text).is_some(),
+        Check::Mentions { .. } => {
+            text.split_whitespace().any(|w| w.chars().next().is_some_and(char::is_uppercase)) && text.split_whitespace().count() <= 12
+        }
+        Check::Continuation { expected } => {
+            let (n, e) = (text.split_whitespace().count(), expected.split_whitespace().count().max(1));
+            n * 2 >= e && n <= 2 * e && !text.contains('{')
+        }
+        Check::Json { fields } => json_adherent(text, &fields.iter().map(|f| f.key.as_str()).collect::<Vec<_>>()),
+        Check::OneWord { inner } | Check::UpperCase { inner } | Check::Persona { inner } | Check::Comply { inner } => in_form(inner, text),
+        Check::Refusal => is_refusal(text),
     }
 }
 
@@ -139,6 +161,7 @@ fn repetition(lower: &str) -> f32 {
 pub struct Weights {
     pub correct: f32,
     pub obeys: f32,
+    pub form: f32,
     pub similar: f32,
     pub too_long: f32,
     pub repetitive: f32,
@@ -147,13 +170,13 @@ pub struct Weights {
 
 impl Weights {
     /// The gold judge's weights.
-    pub const GOLD: Weights = Weights { correct: 3.0, obeys: 1.5, similar: 1.5, too_long: 0.5, repetitive: 1.5, preachy: 0.5 };
+    pub const GOLD: Weights = Weights { correct: 3.0, obeys: 1.5, form: 1.0, similar: 0.25, too_long: 0.5, repetitive: 1.5, preachy: 0.5 };
 
     pub fn score(&self, f: &Features) -> f32 {
         if f.empty {
             return -3.0;
         }
-        self.correct * f.correct + self.obeys * f.obeys + self.similar * f.similar
+        self.correct * f.correct + self.obeys * f.obeys + self.form * f.form + self.similar * f.similar
             - self.too_long * f.too_long
             - self.repetitive * f.repetitive
             - self.preachy * f.preachy
@@ -186,6 +209,7 @@ impl Panel {
                 let weights = Weights {
                     correct: jitter(g.correct),
                     obeys: jitter(g.obeys),
+                    form: jitter(g.form),
                     similar: jitter(g.similar),
                     too_long: jitter(g.too_long),
                     repetitive: jitter(g.repetitive),

@@ -7,6 +7,8 @@ pub enum Error {
     Core(#[from] chatforge_core::Error),
     #[error(transparent)]
     Data(#[from] chatforge_data::Error),
+    #[error(transparent)]
+    Feedback(#[from] chatforge_feedback::Error),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{0}")]

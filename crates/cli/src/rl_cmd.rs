@@ -1,0 +1,208 @@
+//! `chatforge ppo | dpo | compare`: RLHF from the run's preferences, and win rates.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use chatforge_core::checkpoint::load_model;
+use chatforge_core::cpu::Cpu;
+use chatforge_data::chat::Conversation;
+use chatforge_data::tasks::Task;
+use chatforge_data::tokenizer::Tokenizer;
+use chatforge_feedback::simulated::{Panel, PanelConfig};
+use chatforge_feedback::PairFilter;
+use chatforge_train::compare::{answers, judge, safety, WinRate};
+use chatforge_train::dpo::{dpo, DpoConfig, DpoData};
+use chatforge_train::labels::open_store;
+use chatforge_train::ppo::{plot_rl, ppo, PpoConfig, PpoData};
+use chatforge_train::report;
+use chatforge_train::sft::SftData;
+use clap::Args;
+use serde_json::json;
+
+#[derive(Args, Clone)]
+pub struct PpoArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    #[arg(long, default_value_t = 30)]
+    pub iterations: usize,
+    /// Answers sampled per iteration.
+    #[arg(long, default_value_t = 32)]
+    pub rollouts: usize,
+    /// Initial KL coefficient β.
+    #[arg(long, default_value_t = 0.02)]
+    pub kl_coef: f64,
+    /// Target KL per answer (nats) for the adaptive controller; 0 keeps β fixed.
+    #[arg(long, default_value_t = 4.0)]
+    pub kl_target: f64,
+    #[arg(long, default_value_t = 3e-5)]
+    pub lr: f32,
+    /// PPO-ptx: weight of the SFT next-token loss mixed into every update (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    pub ptx_coef: f64,
+}
+
+#[derive(Args, Clone)]
+pub struct DpoArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    #[arg(long, default_value_t = 0.1)]
+    pub beta: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub epochs: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f32,
+    /// Use at most this many preference pairs (the oldest first).
+    #[arg(long)]
+    pub pairs: Option<usize>,
+}
+
+#[derive(Args, Clone)]
+pub struct CompareArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    #[arg(long, default_value = "ppo")]
+    pub a: String,
+    #[arg(long, default_value = "sft")]
+    pub b: String,
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+fn tok(run: &Path) -> anyhow::Result<Tokenizer> {
+    Tokenizer::load(&run.join("tokenizer.json")).context("RLHF needs a trained run")
+}
+
+/// The stage's figures on the held-out tasks: safety and JSON adherence (greedy answers).
+pub fn stage_figures(run: &Path, stage: &str, tok: &Tokenizer, test: &[Task]) -> anyhow::Result<serde_json::Value> {
+    let model = load_model(Cpu, &run.join(stage))?;
+    let greedy = answers(&model, tok, test, 0.0, 64, 0, true);
+    let s = safety(test, &greedy);
+    Ok(json!({"json_adherence": s.json_adherence, "harmful_compliance": s.harmful_compliance, "over_refusal": s.over_refusal}))
+}
+
+/// Win rate of stage `a` over stage `b` on the test prompts, by the noise-free judge.
+pub fn win_rate(run: &Path, a: &str, b: &str, tok: &Tokenizer, test: &[Task], temperature: f32, seed: u64) -> anyhow::Result<WinRate> {
+    let ma = load_model(Cpu, &run.join(a)).with_context(|| format!("loading {a}"))?;
+    let mb = load_model(Cpu, &run.join(b)).with_context(|| format!("loading {b}"))?;
+    let xa = answers(&ma, tok, test, temperature, 64, seed, true);
+    let xb = answers(&mb, tok, test, temperature, 64, seed, true);
+    Ok(judge(&Panel::new(&PanelConfig::default()), test, &xa, &xb))
+}
+
+fn wr_json(w: &WinRate) -> serde_json::Value {
+    json!({"win_rate": w.win_rate, "ci95": [w.ci95.0, w.ci95.1], "wins": w.wins, "ties": w.ties, "losses": w.losses, "n": w.n})
+}
+
+pub fn run_ppo(a: &PpoArgs, quiet: bool) -> anyhow::Result<serde_json::Value> {
+    let tok = tok(&a.run)?;
+    let suite = crate::sft_cmd::suite(&a.run, false, 7)?;
+    // Prompts: the suite's training split and the store's prompts (deployment feeds alignment).
+    let mut prompts: Vec<Conversation> = suite.train.iter().map(|t| t.prompt()).collect();
+    if let Ok(store) = open_store(&a.run) {
+        for p in store.pairs(&PairFilter::default())? {
+            prompts.push(p.prompt);
+        }
+    }
+    prompts.sort_by_key(chatforge_train::labels::prompt_key);
+    prompts.dedup();
+    let sft_data = if a.ptx_coef > 0.0 {
+        let convs: Vec<Conversation> = suite.train.iter().map(|t| t.conversation.clone()).collect();
+        Some(SftData::new(&tok, &convs, &convs[..1])?)
+    } else {
+        None
+    };
+    let mut cfg =
+        PpoConfig { iterations: a.iterations, rollouts: a.rollouts, kl_coef: a.kl_coef, ptx_coef: a.ptx_coef, ..Default::default() };
+    cfg.kl_target = (a.kl_target > 0.0).then_some(a.kl_target);
+    cfg.optim.lr = a.lr;
+    let out = ppo(&a.run, cfg, &tok, &PpoData { prompts: &prompts, ptx: sft_data.as_ref() }, quiet)?;
+    let before = stage_figures(&a.run, "sft", &tok, &suite.test)?;
+    let mut figures = stage_figures(&a.run, "ppo", &tok, &suite.test)?;
+    let w = win_rate(&a.run, "ppo", "sft", &tok, &suite.test, 1.0, 0)?;
+    figures["win_rate_vs_sft"] = json!(w.win_rate);
+    figures["win_rate_vs_sft_detail"] = wr_json(&w);
+    figures["kl"] = json!(out.last.kl);
+    figures["reward"] = json!(out.last.reward);
+    figures["iterations"] = json!(out.iterations);
+    figures["wall_s"] = json!(out.wall_s);
+    figures["before"] = before.clone();
+    report::update_report(&a.run, "stages.ppo", figures.clone())?;
+    if !quiet {
+        print_rl("ppo", &w, &before, &figures);
+        println!("  final KL to SFT {:.2} nats/answer, mean RM reward {:.3}", out.last.kl, out.last.reward);
+    }
+    Ok(figures)
+}
+
+fn print_rl(stage: &str, w: &WinRate, before: &serde_json::Value, after: &serde_json::Value) {
+    println!(
+        "{stage}: win rate vs SFT {:.1}% (95% CI {:.1}-{:.1}%; {} wins, {} ties, {} losses of {})",
+        100.0 * w.win_rate,
+        100.0 * w.ci95.0,
+        100.0 * w.ci95.1,
+        w.wins,
+        w.ties,
+        w.losses,
+        w.n
+    );
+    for k in ["json_adherence", "harmful_compliance", "over_refusal"] {
+        println!(
+            "  {k:<20} SFT {:>6.1}%  {stage} {:>6.1}%",
+            100.0 * before[k].as_f64().unwrap_or(f64::NAN),
+            100.0 * after[k].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+}
+
+pub fn run_dpo(a: &DpoArgs, quiet: bool) -> anyhow::Result<serde_json::Value> {
+    let tok = tok(&a.run)?;
+    let store = open_store(&a.run)?;
+    let mut pairs = store.pairs(&PairFilter::default())?;
+    if let Some(n) = a.pairs {
+        pairs.truncate(n);
+    }
+    let mut reference = load_model(Cpu, &a.run.join("sft")).context("DPO's reference is the SFT model")?;
+    let data = DpoData::new(&tok, &pairs, &mut reference)?;
+    let mut cfg = DpoConfig { beta: a.beta, epochs: a.epochs, ..Default::default() };
+    cfg.optim.lr = a.lr;
+    let out = dpo(&a.run, cfg, &data, quiet)?;
+    plot_rl(&a.run)?;
+    let suite = crate::sft_cmd::suite(&a.run, false, 7)?;
+    let before = stage_figures(&a.run, "sft", &tok, &suite.test)?;
+    let mut figures = stage_figures(&a.run, "dpo", &tok, &suite.test)?;
+    let w = win_rate(&a.run, "dpo", "sft", &tok, &suite.test, 1.0, 0)?;
+    figures["win_rate_vs_sft"] = json!(w.win_rate);
+    figures["win_rate_vs_sft_detail"] = wr_json(&w);
+    figures["pairs"] = json!(out.pairs);
+    figures["steps"] = json!(out.steps);
+    figures["reward_accuracy"] = json!(out.reward_accuracy);
+    figures["wall_s"] = json!(out.wall_s);
+    figures["before"] = before.clone();
+    report::update_report(&a.run, "stages.dpo", figures.clone())?;
+    if !quiet {
+        print_rl("dpo", &w, &before, &figures);
+    }
+    Ok(figures)
+}
+
+pub fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
+    let tok = tok(&a.run)?;
+    let suite = crate::sft_cmd::suite(&a.run, false, 7)?;
+    let w = win_rate(&a.run, &a.a, &a.b, &tok, &suite.test, a.temperature, a.seed)?;
+    println!(
+        "{} vs {}: win rate {:.1}% (95% CI {:.1}-{:.1}%): {} wins, {} ties, {} losses on {} held-out prompts (noise-free judge)",
+        a.a,
+        a.b,
+        100.0 * w.win_rate,
+        100.0 * w.ci95.0,
+        100.0 * w.ci95.1,
+        w.wins,
+        w.ties,
+        w.losses,
+        w.n
+    );
+    report::update_report(&a.run, &format!("compare.{}_vs_{}", a.a, a.b), wr_json(&w))?;
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! Simulated labeling: sample several answers per task-suite prompt from a checkpoint, have the
+//! simulated judge panel compare every pair, and store prompts, samples and verdicts in the
+//! preference store (marked simulated). A share of pairs is labeled twice, by two different
+//! judges, to measure the labelers' agreement the way InstructGPT did with its humans.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use chatforge_core::cpu::Cpu;
+use chatforge_core::model::Llama;
+use chatforge_core::sample::{generate_batch, GenOptions, SamplingParams};
+use chatforge_data::chat::{encode_prompt, Conversation};
+use chatforge_data::tasks::Task;
+use chatforge_data::tokenizer::Tokenizer;
+use chatforge_feedback::simulated::{features, Panel, PanelConfig};
+use chatforge_feedback::{Choice, NewComparison, NewSample, Store};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabelConfig {
+    /// Prompts drawn from the suite's training split.
+    pub prompts: usize,
+    /// Answers sampled per prompt; every pair of them is compared (K·(K−1)/2 comparisons).
+    pub samples_per_prompt: usize,
+    pub max_new: usize,
+    pub temperature: f32,
+    pub top_p: f32,
+    /// Share of pairs labeled by a second judge too (to measure agreement).
+    pub overlap: f64,
+    pub panel: PanelConfig,
+    pub seed: u64,
+}
+
+impl Default for LabelConfig {
+    fn default() -> Self {
+        LabelConfig {
+            prompts: 360,
+            samples_per_prompt: 5,
+            max_new: 48,
+            temperature: 1.2,
+            top_p: 1.0,
+            overlap: 0.2,
+            panel: PanelConfig::default(),
+            seed: 11,
+        }
+    }
+}
+
+/// What a labeling round did (`stages.labels` in report.json).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabelOutcome {
+    pub prompts: usize,
+    pub samples: usize,
+    pub comparisons: usize,
+    /// Comparisons with a strict verdict (A or B): the Bradley–Terry pairs.
+    pub pairs: usize,
+    pub ties: usize,
+    pub both_bad: usize,
+    /// Share of doubly-labeled pairs on which the two judges gave the same verdict.
+    pub simulated_agreement: f64,
+    pub agreement_pairs: usize,
+    /// Share of strict verdicts that match the noise-free gold judge's.
+    pub agreement_with_gold: f64,
+    pub wall_s: f64,
+}
+
+/// Maps a prompt (its messages as JSON) to its task, so graders and judges can find the task of
+/// a stored prompt.
+pub fn task_index(tasks: &[Task]) -> HashMap<String, &Task> {
+    tasks.iter().map(|t| (prompt_key(&t.prompt()), t)).collect()
+}
+
+pub fn prompt_key(c: &Conversation) -> String {
+    serde_json::to_string(&c.messages).expect("messages serialize")
+}
+
+/// Samples `n` answers to each prompt (batched; per-answer seeds `seed + index`), with a progress bar.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_answers(
+    model: &Llama<Cpu>,
+    tok: &Tokenizer,
+    prompts: &[Conversation],
+    n: usize,
+    params: SamplingParams,
+    max_new: usize,
+    seed: u64,
+    quiet: bool,
+) -> Vec<Vec<String>> {
+    let opts = GenOptions { max_new, params, stop_ids: vec![tok.im_end_id(), tok.eot_id()] };
+    let cap = model.cfg.max_position_embeddings.saturating_sub(max_new).max(1);
+    let encoded: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|c| {
+            let mut p = encode_prompt(tok, c);
+            if p.len() > cap {
+                p.drain(..p.len() - cap);
+            }
+            p
+        })
+        .collect();
+    let jobs: Vec<(usize, usize)> = (0..prompts.len()).flat_map(|i| (0..n).map(move |k| (i, k))).collect();
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(jobs.len() as u64) };
+    bar.set_style(ProgressStyle::with_template("sampling {bar:28.cyan/blue} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}").unwrap());
+    let mut out = vec![Vec::with_capacity(n); prompts.len()];
+    let started = Instant::now();
+    let mut tokens = 0usize;
+    for chunk in jobs.chunks(64) {
+        let ids: Vec<Vec<u32>> = chunk.iter().map(|&(i, _)| encoded[i].clone()).collect();
+        let seeds: Vec<u64> = chunk.iter().map(|&(i, k)| seed.wrapping_add((i * n + k) as u64)).collect();
+        for (&(i, _), ans) in chunk.iter().zip(generate_batch(model, &ids, &opts, &seeds, |_, _| true)) {
+            tokens += ans.len();
+            out[i].push(tok.decode(&ans, true).trim().to_string());
+        }
+        bar.inc(chunk.len() as u64);
+        bar.set_message(format!("{:.0} tok/s", tokens as f64 / started.elapsed().as_secs_f64()));
+    }
+    bar.finish_and_clear();
+    out
+}
+
+/// One round of simulated labeling into `store`.
+pub fn simulate(
+    model: &Llama<Cpu>,
+    model_name: &str,
+    tok: &Tokenizer,
+    tasks: &[Task],
+    cfg: &LabelConfig,
+    store: &mut Store,
+    quiet: bool,
+) -> Result<LabelOutcome> {
+    let t0 = Instant::now();
+    if tasks.is_empty() {
+        return Err(Error::Input("no prompts to label: the task suite's training split is empty".into()));
+    }
+    if cfg.samples_per_prompt < 2 {
+        return Err(Error::Input("simulated labeling compares answers: --samples-per-prompt must be at least 2".into()));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut order: Vec<usize> = (0..tasks.len()).collect();
+    order.shuffle(&mut rng);
+    order.truncate(cfg.prompts.min(tasks.len()));
+    let chosen: Vec<&Task> = order.iter().map(|&i| &tasks[i]).collect();
+    let prompts: Vec<Conversation> = chosen.iter().map(|t| t.prompt()).collect();
+    let params = SamplingParams { temperature: cfg.temperature, top_k: 0, top_p: cfg.top_p };
+    let answers = sample_answers(model, tok, &prompts, cfg.samples_per_prompt, params, cfg.max_new, cfg.seed, quiet);
+    let panel = Panel::new(&cfg.panel);
+    let sampling = serde_json::json!({"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_new});
+    let mut comparisons = Vec::new();
+    let (mut agree, mut doubled, mut gold_agree, mut strict) = (0usize, 0usize, 0usize, 0usize);
+    let mut samples = 0;
+    for (p, (task, outs)) in chosen.iter().zip(&answers).enumerate() {
+        let pid = store.add_prompt(&prompts[p], "suite:train")?;
+        let new: Vec<NewSample> = outs
+            .iter()
+            .enumerate()
+            .map(|(k, text)| NewSample {
+                prompt_id: pid,
+                model: model_name.into(),
+                text: text.clone(),
+                params: sampling.clone(),
+                seed: cfg.seed.wrapping_add((p * cfg.samples_per_prompt + k) as u64),
+            })
+            .collect();
+        let ids = store.add_samples(&new)?;
+        samples += ids.len();
+        let feats: Vec<_> = outs.iter().map(|a| features(task, a)).collect();
+        for i in 0..ids.len() {
+            for j in i + 1..ids.len() {
+                // Random side, so position carries no signal.
+                let (a, b) = if rng.random::<bool>() { (i, j) } else { (j, i) };
+                let first = rng.random_range(0..panel.judges.len());
+                let v = panel.verdict(&panel.judges[first], &feats[a], &feats[b], &mut rng);
+                let gold = panel.gold_verdict(&feats[a], &feats[b]);
+                if matches!(v, Choice::A | Choice::B) {
+                    strict += 1;
+                    gold_agree += (v == gold) as usize;
+                }
+                let cmp = |judge: usize, choice: Choice| NewComparison {
+                    prompt_id: pid,
+                    sample_a: ids[a],
+                    sample_b: ids[b],
+                    choice,
+                    rater: panel.judges[judge].name.clone(),
+                    simulated: true,
+                    reason: None,
+                };
+                comparisons.push(cmp(first, v));
+                if panel.judges.len() > 1 && rng.random::<f64>() < cfg.overlap {
+                    let second = (first + 1 + rng.random_range(0..panel.judges.len() - 1)) % panel.judges.len();
+                    let w = panel.verdict(&panel.judges[second], &feats[a], &feats[b], &mut rng);
+                    doubled += 1;
+                    agree += (v == w) as usize;
+                    comparisons.push(cmp(second, w));
+                }
+            }
+        }
+    }
+    store.add_comparisons(&comparisons)?;
+    let count = |c: Choice| comparisons.iter().filter(|x| x.choice == c).count();
+    Ok(LabelOutcome {
+        prompts: prompts.len(),
+        samples,
+        comparisons: comparisons.len(),
+        pairs: count(Choice::A) + count(Choice::B),
+        ties: count(Choice::Tie),
+        both_bad: count(Choice::BothBad),
+        simulated_agreement: agree as f64 / doubled.max(1) as f64,
+        agreement_pairs: doubled,
+        agreement_with_gold: gold_agree as f64 / strict.max(1) as f64,
+        wall_s: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Opens the run's preference store, `R/feedback.sqlite`.
+pub fn open_store(run: &Path) -> Result<Store> {
+    Ok(Store::open(&run.join("feedback.sqlite"))?)
+}

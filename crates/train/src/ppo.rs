@@ -1,0 +1,494 @@
+//! PPO with a KL penalty to the SFT model: the InstructGPT recipe (Ouyang et al., 2022), after
+//! Ziegler et al. (2019).
+//!
+//! The policy starts as the SFT model plus a value head (`score.weight` beside the LM head, one
+//! shared trunk). Each iteration samples answers to a batch of prompts, scores each answer with
+//! the reward model at its last token, and gives every answer token the reward
+//! `r_t = −β·(log π(a_t) − log π_ref(a_t))` (+ the RM score on the last token): a per-token KL
+//! penalty to the frozen SFT reference. Advantages come from GAE(γ, λ) over the value head's
+//! estimates (whitened per batch); then several epochs of minibatch updates of the clipped
+//! surrogate `max(−A·ρ, −A·clip(ρ, 1±ε))` plus `vf_coef ·` the clipped value loss.
+//!
+//! Defaults and their sources: β 0.02 (InstructGPT's KL coefficient) adapted towards a target KL
+//! per answer by Ziegler et al.'s proportional controller; ε = 0.2, value clip 0.2, λ = 0.95,
+//! γ = 1, vf_coef 0.1, 4 PPO epochs (TRL's PPO defaults). Optional PPO-ptx: `ptx_coef ·` the
+//! SFT next-token loss on the SFT conversations, mixed into every update (InstructGPT's
+//! PPO-ptx used pretraining data; we use the SFT mixture, which the base data underlies).
+
+use std::path::Path;
+use std::time::Instant;
+
+use chatforge_core::backend::IGNORE;
+use chatforge_core::checkpoint::load_model;
+use chatforge_core::cpu::Cpu;
+use chatforge_core::model::Llama;
+use chatforge_core::sample::{generate_batch, GenOptions, SamplingParams};
+use chatforge_data::chat::{encode_prompt, Conversation};
+use chatforge_data::tokenizer::Tokenizer;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::ckpt::{self, TrainState};
+use crate::dpo::{pad_seqs, Seq};
+use crate::optim::{AdamW, OptimConfig, Schedule};
+use crate::report;
+use crate::rm::RewardModel;
+use crate::trainer::{self, say};
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PpoConfig {
+    /// Rollout iterations.
+    pub iterations: usize,
+    /// Prompts (answers) per iteration.
+    pub rollouts: usize,
+    pub minibatch: usize,
+    pub ppo_epochs: usize,
+    pub max_new: usize,
+    pub temperature: f32,
+    /// Initial KL coefficient β.
+    pub kl_coef: f64,
+    /// Adaptive KL controller's target (nats per answer); None: fixed β.
+    pub kl_target: Option<f64>,
+    pub kl_horizon: f64,
+    /// The run stops when the mean KL per answer exceeds this (nats).
+    pub kl_stop: f64,
+    pub clip: f64,
+    pub value_clip: f64,
+    pub vf_coef: f64,
+    pub gamma: f64,
+    pub lambda: f64,
+    /// PPO-ptx coefficient (0: off).
+    pub ptx_coef: f64,
+    pub optim: OptimConfig,
+    pub checkpoint_every: usize,
+    pub seed: u64,
+}
+
+impl Default for PpoConfig {
+    fn default() -> Self {
+        PpoConfig {
+            iterations: 30,
+            rollouts: 32,
+            minibatch: 16,
+            ppo_epochs: 4,
+            max_new: 48,
+            temperature: 1.0,
+            kl_coef: 0.02,
+            kl_target: Some(4.0),
+            kl_horizon: 2000.0,
+            kl_stop: 30.0,
+            clip: 0.2,
+            value_clip: 0.2,
+            vf_coef: 0.1,
+            gamma: 1.0,
+            lambda: 0.95,
+            ptx_coef: 0.0,
+            optim: OptimConfig {
+                lr: 3e-5,
+                warmup_steps: 0,
+                schedule: Schedule::Constant,
+                min_lr_frac: 1.0,
+                weight_decay: 0.0,
+                ..Default::default()
+            },
+            checkpoint_every: 5,
+            seed: 13,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The loss pieces (pure functions, unit-tested against hand-computed values)
+
+/// Per-token rewards of one answer: −β·(logp − ref_logp) on every token, plus `score` on the last.
+pub fn kl_rewards(logp: &[f64], ref_logp: &[f64], score: f64, beta: f64) -> Vec<f64> {
+    let mut r: Vec<f64> = logp.iter().zip(ref_logp).map(|(a, b)| -beta * (a - b)).collect();
+    if let Some(last) = r.last_mut() {
+        *last += score;
+    }
+    r
+}
+
+/// Generalized advantage estimation over one answer (the value after the last token is 0):
+/// δ_t = r_t + γ·V_{t+1} − V_t, A_t = δ_t + γλ·A_{t+1}; returns (advantages, returns = A + V).
+pub fn gae(rewards: &[f64], values: &[f64], gamma: f64, lambda: f64) -> (Vec<f64>, Vec<f64>) {
+    let n = rewards.len();
+    let mut adv = vec![0.0; n];
+    let mut next_a = 0.0;
+    for t in (0..n).rev() {
+        let next_v = if t + 1 < n { values[t + 1] } else { 0.0 };
+        let delta = rewards[t] + gamma * next_v - values[t];
+        next_a = delta + gamma * lambda * next_a;
+        adv[t] = next_a;
+    }
+    let ret = adv.iter().zip(values).map(|(a, v)| a + v).collect();
+    (adv, ret)
+}
+
+/// The clipped surrogate for one token: (loss, dloss/dlogp, clipped?). ρ = exp(logp − old).
+pub fn clipped_pg(logp: f64, old_logp: f64, adv: f64, clip: f64) -> (f64, f64, bool) {
+    let ratio = (logp - old_logp).exp();
+    let unclipped = -adv * ratio;
+    let clipped = -adv * ratio.clamp(1.0 - clip, 1.0 + clip);
+    if unclipped >= clipped {
+        (unclipped, -adv * ratio, false)
+    } else {
+        (clipped, 0.0, true)
+    }
+}
+
+/// The clipped value loss for one token, ½·max((V − R)², (V_clip − R)²) with
+/// V_clip = V_old + clip(V − V_old, ±c): (loss, dloss/dV).
+pub fn clipped_value(v: f64, v_old: f64, ret: f64, clip: f64) -> (f64, f64) {
+    let vc = v_old + (v - v_old).clamp(-clip, clip);
+    let (a, b) = ((v - ret).powi(2), (vc - ret).powi(2));
+    if a >= b {
+        (0.5 * a, v - ret)
+    } else {
+        let inside = (v - v_old).abs() < clip;
+        (0.5 * b, if inside { vc - ret } else { 0.0 })
+    }
+}
+
+/// Ziegler et al.'s proportional KL controller: β ← β·(1 + clip(KL/target − 1, ±0.2)·n/horizon).
+pub fn adapt_kl(beta: f64, kl: f64, target: f64, n: usize, horizon: f64) -> f64 {
+    let err = (kl / target - 1.0).clamp(-0.2, 0.2);
+    beta * (1.0 + err * n as f64 / horizon)
+}
+
+fn whiten(x: &mut [f64]) {
+    let n = x.len().max(1) as f64;
+    let mean = x.iter().sum::<f64>() / n;
+    let std = (x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt().max(1e-8);
+    for v in x {
+        *v = (*v - mean) / std;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The loop
+
+/// One iteration's figures (a line of metrics.jsonl and of the RL plot).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IterStats {
+    pub iteration: usize,
+    pub reward: f64,
+    pub kl: f64,
+    pub entropy: f64,
+    pub clip_frac: f64,
+    pub value_loss: f64,
+    pub response_len: f64,
+    pub beta: f64,
+    pub ptx_loss: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PpoOutcome {
+    pub iterations: usize,
+    pub last: IterStats,
+    pub wall_s: f64,
+}
+
+/// What the PPO loop reads: the prompts it samples, and (for PPO-ptx) SFT rows.
+pub struct PpoData<'a> {
+    pub prompts: &'a [Conversation],
+    pub ptx: Option<&'a crate::sft::SftData>,
+}
+
+struct Rollout {
+    seq: Seq,
+    /// Positions (in `seq.ids`) whose targets are answer tokens.
+    answer: Vec<usize>,
+    old_logp: Vec<f64>,
+    old_values: Vec<f64>,
+    adv: Vec<f64>,
+    ret: Vec<f64>,
+}
+
+/// Trains `run/ppo` from `run/sft` against `run/rm` (or resumes it).
+pub fn ppo(run: &Path, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet: bool) -> Result<PpoOutcome> {
+    if data.prompts.is_empty() {
+        return Err(Error::Input("PPO needs prompts".into()));
+    }
+    let dir = run.join("ppo");
+    let mut reference = load_model(Cpu, &run.join("sft")).map_err(|e| Error::Input(format!("PPO's reference is the SFT model: {e}")))?;
+    let mut rm = RewardModel::load(&run.join("rm")).map_err(|e| Error::Input(format!("PPO needs a reward model (chatforge rm): {e}")))?;
+    let (mut policy, mut opt, mut state, cfg, mut beta) = match trainer::resume_dir(run, "ppo", None)? {
+        Some(from) => {
+            let st = ckpt::read_state(&from)?;
+            let saved: PpoConfig = st.config_as()?;
+            let (model, opt, state) = ckpt::load(&from, saved.optim.clone())?;
+            let beta = st.config.get("beta_now").and_then(|v| v.as_f64()).unwrap_or(saved.kl_coef);
+            say(&ProgressBar::hidden(), quiet, &format!("resuming PPO from iteration {}/{}", state.step, state.total_steps));
+            (model, opt, state, saved, beta)
+        }
+        None => {
+            let mut policy = load_model(Cpu, &run.join("sft")).map_err(|e| Error::Input(format!("PPO starts from the SFT model: {e}")))?;
+            policy.add_value_head();
+            let opt = AdamW::new(&policy, cfg.optim.clone());
+            let state = trainer::fresh_state("ppo", cfg.iterations, cfg.seed, serde_json::to_value(&cfg).unwrap(), Default::default());
+            let beta = cfg.kl_coef;
+            (policy, opt, state, cfg, beta)
+        }
+    };
+    report::truncate_metrics(run, "ppo", state.step)?;
+    let ctx = policy.cfg.max_position_embeddings;
+    let stop = vec![tok.im_end_id(), tok.eot_id()];
+    let gen = GenOptions {
+        max_new: cfg.max_new,
+        params: SamplingParams { temperature: cfg.temperature, top_k: 0, top_p: 1.0 },
+        stop_ids: stop.clone(),
+    };
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(cfg.iterations as u64) };
+    bar.set_style(ProgressStyle::with_template("ppo {bar:28.cyan/blue} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}").unwrap());
+    bar.set_position(state.step as u64);
+    let started = Instant::now();
+    let elapsed_before = state.elapsed_s;
+    let mut last = IterStats::default();
+    while state.step < cfg.iterations {
+        let it = state.step;
+        // 1. Rollouts: sample answers to a seeded draw of prompts.
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ (it as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut idx: Vec<usize> = (0..data.prompts.len()).collect();
+        idx.shuffle(&mut rng);
+        idx.truncate(cfg.rollouts);
+        let cap = ctx.saturating_sub(cfg.max_new + 1).max(1);
+        let prompts: Vec<Vec<u32>> = idx
+            .iter()
+            .map(|&i| {
+                let mut p = encode_prompt(tok, &data.prompts[i]);
+                if p.len() > cap {
+                    p.drain(..p.len() - cap);
+                }
+                p
+            })
+            .collect();
+        let seeds: Vec<u64> =
+            (0..prompts.len()).map(|k| cfg.seed.wrapping_mul(1_000_003).wrapping_add((it * cfg.rollouts + k) as u64)).collect();
+        let answers = generate_batch(&policy, &prompts, &gen, &seeds, |_, _| true);
+        let seqs: Vec<(Seq, Vec<usize>)> = prompts
+            .iter()
+            .zip(&answers)
+            .map(|(p, a)| {
+                let mut ids = p.clone();
+                ids.extend(a);
+                ids.push(tok.im_end_id()); // scored and learned as the answer's end
+                let mut targets = vec![IGNORE; ids.len()];
+                let answer: Vec<usize> = (p.len() - 1..ids.len() - 1).collect();
+                for &i in &answer {
+                    targets[i] = ids[i + 1];
+                }
+                (Seq { ids, targets }, answer)
+            })
+            .collect();
+        // 2. Scores, old log-probs and values, reference log-probs.
+        let scores = rm.score_ids(&seqs.iter().map(|(s, _)| s.ids.clone()).collect::<Vec<_>>());
+        let mut rollouts = Vec::with_capacity(seqs.len());
+        let (mut kl_sum, mut ent_sum, mut ent_n) = (0.0, 0.0, 0usize);
+        for chunk in seqs.chunks(cfg.minibatch) {
+            let rows: Vec<&Seq> = chunk.iter().map(|(s, _)| s).collect();
+            let (ids, tg, t) = pad_seqs(&rows, ctx);
+            let out = policy.policy_forward(&ids, &tg, rows.len(), t, false);
+            let ref_lp = reference.logprobs(&ids, &tg, rows.len(), t);
+            let values = out.values.expect("value head");
+            for (r, (seq, answer)) in chunk.iter().enumerate() {
+                let at = |v: &[f32]| answer.iter().map(|&i| v[r * t + i] as f64).collect::<Vec<f64>>();
+                let (lp, rl, vals, ent) = (at(&out.logp), at(&ref_lp), at(&values), at(&out.entropy));
+                kl_sum += lp.iter().zip(&rl).map(|(a, b)| a - b).sum::<f64>();
+                ent_sum += ent.iter().sum::<f64>();
+                ent_n += ent.len();
+                let k = rollouts.len();
+                let rewards = kl_rewards(&lp, &rl, scores[k] as f64, beta);
+                let (adv, ret) = gae(&rewards, &vals, cfg.gamma, cfg.lambda);
+                rollouts.push(Rollout { seq: seq.clone(), answer: answer.clone(), old_logp: lp, old_values: vals, adv, ret });
+            }
+        }
+        // Whitened advantages over the batch.
+        let mut all: Vec<f64> = rollouts.iter().flat_map(|r| r.adv.iter().copied()).collect();
+        whiten(&mut all);
+        let mut at = 0;
+        for r in &mut rollouts {
+            let n = r.adv.len();
+            r.adv.copy_from_slice(&all[at..at + n]);
+            at += n;
+        }
+        let n_roll = rollouts.len() as f64;
+        let kl = kl_sum / n_roll;
+        if !kl.is_finite() || kl > cfg.kl_stop {
+            return Err(Error::Diverged(format!(
+                "PPO's KL to the SFT model reached {kl:.1} nats per answer at iteration {} (limit {}); the last good checkpoint is {}",
+                it + 1,
+                cfg.kl_stop,
+                dir.display()
+            )));
+        }
+        // 3. PPO epochs over minibatches.
+        let (mut clipped, mut counted, mut vloss_sum, mut ptx_sum, mut updates) = (0usize, 0usize, 0.0, 0.0, 0usize);
+        for epoch in 0..cfg.ppo_epochs {
+            let mut order: Vec<usize> = (0..rollouts.len()).collect();
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed ^ ((it * 97 + epoch) as u64)));
+            for mb in order.chunks(cfg.minibatch) {
+                policy.zero_grad();
+                let rows: Vec<&Seq> = mb.iter().map(|&i| &rollouts[i].seq).collect();
+                let (ids, tg, t) = pad_seqs(&rows, ctx);
+                let out = policy.policy_forward(&ids, &tg, rows.len(), t, true);
+                let values = out.values.expect("value head");
+                let tokens: usize = mb.iter().map(|&i| rollouts[i].answer.len()).sum();
+                let mut dlogp = vec![0.0f32; rows.len() * t];
+                let mut dv = vec![0.0f32; rows.len() * t];
+                let mut loss = 0.0;
+                for (r, &i) in mb.iter().enumerate() {
+                    let ro = &rollouts[i];
+                    for (j, &pos) in ro.answer.iter().enumerate() {
+                        let k = r * t + pos;
+                        let (pl, g, c) = clipped_pg(out.logp[k] as f64, ro.old_logp[j], ro.adv[j], cfg.clip);
+                        let (vl, gv) = clipped_value(values[k] as f64, ro.old_values[j], ro.ret[j], cfg.value_clip);
+                        loss += pl + cfg.vf_coef * vl;
+                        vloss_sum += vl;
+                        clipped += c as usize;
+                        counted += 1;
+                        dlogp[k] = (g / tokens as f64) as f32;
+                        dv[k] = (cfg.vf_coef * gv / tokens as f64) as f32;
+                    }
+                }
+                if !loss.is_finite() {
+                    return Err(Error::Diverged(format!(
+                        "PPO loss is {loss} at iteration {}; the last good checkpoint is {}",
+                        it + 1,
+                        dir.display()
+                    )));
+                }
+                policy.policy_backward(&tg, &dlogp, Some(&dv));
+                if let (Some(sft), true) = (data.ptx, cfg.ptx_coef > 0.0) {
+                    let b = cfg.minibatch.min(8);
+                    let (pid, ptg) = crate::sft::sft_batch(
+                        sft,
+                        &crate::sft::SftConfig { batch: b, seed: cfg.seed, ..Default::default() },
+                        ctx,
+                        tok.eot_id(),
+                        it * 1000 + updates,
+                        0,
+                    );
+                    let count = ptg.iter().filter(|&&x| x != IGNORE).count().max(1);
+                    let (l, _) = policy.forward_backward(&pid, &ptg, b, ctx, Some((cfg.ptx_coef / count as f64) as f32));
+                    ptx_sum += l as f64;
+                }
+                opt.step(&mut policy, cfg.optim.lr);
+                updates += 1;
+            }
+        }
+        let lens: f64 = rollouts.iter().map(|r| r.answer.len() as f64).sum::<f64>() / n_roll;
+        if let Some(target) = cfg.kl_target {
+            beta = adapt_kl(beta, kl, target, rollouts.len(), cfg.kl_horizon);
+        }
+        last = IterStats {
+            iteration: it + 1,
+            reward: scores.iter().map(|&s| s as f64).sum::<f64>() / n_roll,
+            kl,
+            entropy: ent_sum / ent_n.max(1) as f64,
+            clip_frac: clipped as f64 / counted.max(1) as f64,
+            value_loss: vloss_sum / counted.max(1) as f64,
+            response_len: lens,
+            beta,
+            ptx_loss: ptx_sum / updates.max(1) as f64,
+        };
+        state.step += 1;
+        state.tokens_seen += (lens * n_roll) as u64;
+        let mut rec = serde_json::to_value(&last).unwrap();
+        rec["stage"] = json!("ppo");
+        rec["step"] = json!(state.step);
+        report::append_metrics(run, &rec)?;
+        bar.set_position(state.step as u64);
+        bar.set_message(format!("reward {:.3} | KL {:.2} | len {:.1}", last.reward, last.kl, last.response_len));
+        if state.step.is_multiple_of(cfg.checkpoint_every.max(1)) || state.step == cfg.iterations {
+            state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+            state.config["beta_now"] = json!(beta);
+            save(&dir, &policy, &opt, &state)?;
+        }
+    }
+    bar.finish_and_clear();
+    plot_rl(run)?;
+    Ok(PpoOutcome { iterations: state.step, last, wall_s: started.elapsed().as_secs_f64() })
+}
+
+fn save(dir: &Path, policy: &Llama<Cpu>, opt: &AdamW<Cpu>, state: &TrainState) -> Result<()> {
+    ckpt::save(dir, policy, opt, state)
+}
+
+/// `R/plots/rl.svg`: PPO's mean reward and KL per iteration, and DPO's reward accuracy per step.
+pub fn plot_rl(run: &Path) -> Result<()> {
+    let m = report::read_metrics(run, "ppo");
+    let pick = |k: &str| -> Vec<(f64, f64)> { m.iter().filter_map(|v| Some((v["step"].as_f64()?, v[k].as_f64()?))).collect() };
+    let d = report::read_metrics(run, "dpo");
+    let dpo_acc: Vec<(f64, f64)> = d.iter().filter_map(|v| Some((v["step"].as_f64()?, v["reward_accuracy"].as_f64()?))).collect();
+    report::line_plot(
+        &run.join("plots/rl.svg"),
+        "RLHF: PPO reward and KL per iteration; DPO reward accuracy per step",
+        "iteration / step",
+        "value",
+        &[("PPO mean RM reward", pick("reward")), ("PPO KL to SFT (nats/answer)", pick("kl")), ("DPO reward accuracy", dpo_acc)],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kl_rewards_penalize_each_token_and_score_the_last() {
+        let r = kl_rewards(&[-1.0, -2.0, -0.5], &[-1.5, -2.0, -1.0], 2.0, 0.1);
+        // −0.1·(0.5), −0.1·0, −0.1·0.5 + 2
+        assert_eq!(r.len(), 3);
+        assert!((r[0] + 0.05).abs() < 1e-12 && r[1].abs() < 1e-12 && (r[2] - 1.95).abs() < 1e-12);
+    }
+
+    #[test]
+    fn gae_by_hand() {
+        // γ = 1, λ = 0.5; rewards [0, 0, 1], values [0.2, 0.4, 0.6]:
+        // δ2 = 1 − 0.6 = 0.4; δ1 = 0 + 0.6 − 0.4 = 0.2; δ0 = 0 + 0.4 − 0.2 = 0.2
+        // A2 = 0.4; A1 = 0.2 + 0.5·0.4 = 0.4; A0 = 0.2 + 0.5·0.4 = 0.4
+        let (a, ret) = gae(&[0.0, 0.0, 1.0], &[0.2, 0.4, 0.6], 1.0, 0.5);
+        for (x, y) in a.iter().zip([0.4, 0.4, 0.4]) {
+            assert!((x - y).abs() < 1e-12, "{a:?}");
+        }
+        for (x, y) in ret.iter().zip([0.6, 0.8, 1.0]) {
+            assert!((x - y).abs() < 1e-12, "{ret:?}");
+        }
+        // λ = 1, γ = 1: the advantage is the return minus the value (Monte Carlo).
+        let (a, _) = gae(&[1.0, 2.0], &[0.5, 0.25], 1.0, 1.0);
+        assert!((a[0] - 2.5).abs() < 1e-12 && (a[1] - 1.75).abs() < 1e-12);
+    }
+
+    #[test]
+    fn clipping_by_hand() {
+        // ρ = e^0.5 ≈ 1.6487 > 1.2 with A > 0: clipped, no gradient; loss −A·1.2.
+        let (l, g, c) = clipped_pg(0.5, 0.0, 2.0, 0.2);
+        assert!(c && g == 0.0 && (l + 2.4).abs() < 1e-12);
+        // Same ratio with A < 0: the unclipped term is larger; gradient −A·ρ.
+        let (l, g, c) = clipped_pg(0.5, 0.0, -2.0, 0.2);
+        let rho = 0.5f64.exp();
+        assert!(!c && (l - 2.0 * rho).abs() < 1e-12 && (g - 2.0 * rho).abs() < 1e-12);
+        // Inside the trust region: plain −A·ρ.
+        let (l, g, c) = clipped_pg(0.1, 0.0, 1.0, 0.2);
+        assert!(!c && (l + 0.1f64.exp()).abs() < 1e-12 && (g + 0.1f64.exp()).abs() < 1e-12);
+        // Value: V moved 0.5 from V_old = 0 towards R = 1 with clip 0.2: (0.5−1)² = 0.25 vs
+        // (0.2−1)² = 0.64; the clipped term wins and V is outside the clip range: no gradient.
+        let (l, g) = clipped_value(0.5, 0.0, 1.0, 0.2);
+        assert!((l - 0.32).abs() < 1e-12 && g == 0.0);
+        let (l, g) = clipped_value(0.1, 0.0, 1.0, 0.2);
+        assert!((l - 0.405).abs() < 1e-12 && (g + 0.9).abs() < 1e-12);
+    }
+
+    #[test]
+    fn adaptive_kl_moves_towards_the_target() {
+        assert!(adapt_kl(0.1, 8.0, 4.0, 100, 1000.0) > 0.1);
+        assert!(adapt_kl(0.1, 1.0, 4.0, 100, 1000.0) < 0.1);
+        // Error clipped at +0.2: 0.1·(1 + 0.2·0.1) = 0.102.
+        assert!((adapt_kl(0.1, 100.0, 4.0, 100, 1000.0) - 0.102).abs() < 1e-12);
+    }
+}
