@@ -55,11 +55,8 @@ pub fn load_reward(run: &Path, tok: &Tokenizer) -> anyhow::Result<Option<Checkpo
     if !dir.join("model.safetensors").exists() {
         return Ok(None);
     }
-    let model = load_model(Cpu, &dir).with_context(|| format!("loading the reward model from {}", dir.display()))?;
-    if model.score.is_none() {
-        bail!("{}: not a reward model (no score head)", dir.display());
-    }
-    Ok(Some(CheckpointReward { model, tok: tok.clone() }))
+    let rm = chatforge_train::rm::RewardModel::load(&dir)?;
+    Ok(Some(CheckpointReward { rm, tok: tok.clone() }))
 }
 
 /// What an eval needs that a run may not have; `None` when it can run.

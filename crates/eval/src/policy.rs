@@ -191,45 +191,16 @@ impl Policy for Borrowed<'_> {
     }
 }
 
-/// A reward model checkpoint (`R/rm`: HF `LlamaForSequenceClassification`, a scalar `score`
-/// head): the reward of an answer is the head's value at the answer's `<|im_end|>`, after the
-/// ChatML prompt and the answer's tokens.
+/// The run's reward model (`R/rm`, [`chatforge_train::rm::RewardModel`]): the reward of an
+/// answer is its score head's value at the `<|im_end|>` that ends the answer.
 pub struct CheckpointReward {
-    pub model: Llama<Cpu>,
+    pub rm: chatforge_train::rm::RewardModel,
     pub tok: Tokenizer,
-}
-
-impl CheckpointReward {
-    /// The token ids a reward is read from: prompt, answer, `<|im_end|>`, the end kept if longer
-    /// than the context.
-    pub fn ids(&self, conv: &Conversation, answer: &str) -> Vec<u32> {
-        let mut ids = encode_prompt(&self.tok, conv);
-        ids.extend(self.tok.encode(answer));
-        ids.push(self.tok.im_end_id());
-        let t = self.model.cfg.max_position_embeddings;
-        if ids.len() > t {
-            ids.drain(..ids.len() - t);
-        }
-        ids
-    }
 }
 
 impl RewardModel for CheckpointReward {
     fn rewards(&mut self, items: &[(Conversation, String)]) -> Vec<f64> {
-        let t = self.model.cfg.max_position_embeddings;
-        let b = 8usize;
-        let rows: Vec<Vec<u32>> = items.iter().map(|(c, a)| self.ids(c, a)).collect();
-        let mut out = Vec::with_capacity(rows.len());
-        for chunk in rows.chunks(b) {
-            // Right padding: causal attention keeps the padding out of every real position.
-            let mut ids = vec![self.tok.eot_id(); b * t];
-            for (r, row) in chunk.iter().enumerate() {
-                ids[r * t..r * t + row.len()].copy_from_slice(row);
-            }
-            let (_, values) = self.model.forward_heads(&ids, b, t, false, false);
-            let values = values.expect("a reward model has a score head");
-            out.extend(chunk.iter().enumerate().map(|(r, row)| values[r * t + row.len() - 1] as f64));
-        }
-        out
+        let refs: Vec<(&Conversation, &str)> = items.iter().map(|(c, a)| (c, a.as_str())).collect();
+        self.rm.score(&self.tok, &refs).into_iter().map(f64::from).collect()
     }
 }

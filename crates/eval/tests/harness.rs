@@ -492,7 +492,7 @@ fn a_reward_checkpoint_scores_answers_at_their_end() {
     let cfg = LlamaConfig::from_depth(1, 260, 64);
     let mut m = Llama::new(Cpu, cfg, 5).into_classifier();
     m.score.as_mut().unwrap().w.iter_mut().enumerate().for_each(|(i, x)| *x = ((i * 7919) % 13) as f32 / 13.0 - 0.5);
-    let mut rm = chatforge_eval::CheckpointReward { model: m, tok: Tokenizer::bytes() };
+    let mut rm = chatforge_eval::CheckpointReward { rm: chatforge_train::rm::RewardModel { model: m }, tok: Tokenizer::bytes() };
     let conv = Conversation::new(vec![chatforge_data::chat::Message::user("Who wrote Hamlet?")]);
     let items: Vec<(Conversation, String)> =
         ["Shakespeare.", "Milton, I think.", "", "x"].iter().map(|a| (conv.clone(), a.to_string())).collect();
@@ -503,9 +503,9 @@ fn a_reward_checkpoint_scores_answers_at_their_end() {
         assert!((alone - together[i]).abs() < 1e-5, "{alone} vs {}", together[i]);
     }
     // The value at the last token of the full sequence.
-    let ids = rm.ids(&conv, "Shakespeare.");
+    let ids = chatforge_train::rm::encode_answer(&rm.tok, &conv, "Shakespeare.", 64);
     let t = ids.len();
-    let (_, v) = rm.model.forward_heads(&ids, 1, t, false, false);
+    let (_, v) = rm.rm.model.forward_heads(&ids, 1, t, false, false);
     assert!((v.unwrap()[t - 1] as f64 - together[0]).abs() < 1e-4);
     assert!(together.iter().any(|&r| (r - together[0]).abs() > 1e-6), "different answers, different rewards: {together:?}");
 }
