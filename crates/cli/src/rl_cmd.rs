@@ -32,9 +32,9 @@ pub struct PpoArgs {
     #[arg(long, default_value_t = 0.02)]
     pub kl_coef: f64,
     /// Target KL per answer (nats) for the adaptive controller; 0 keeps β fixed.
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = 3.0)]
     pub kl_target: f64,
-    #[arg(long, default_value_t = 3e-5)]
+    #[arg(long, default_value_t = 5e-5)]
     pub lr: f32,
     /// PPO-ptx: weight of the SFT next-token loss mixed into every update (0: off).
     #[arg(long, default_value_t = 0.0)]
@@ -128,10 +128,27 @@ pub fn run_ppo(a: &PpoArgs, quiet: bool) -> anyhow::Result<serde_json::Value> {
     figures["iterations"] = json!(out.iterations);
     figures["wall_s"] = json!(out.wall_s);
     figures["before"] = before.clone();
+    // Reward hacking shows as the reward model's score rising while the held-out judge prefers
+    // the SFT model: the policy found what the reward model over-rates.
+    let m = report::read_metrics(&a.run, "ppo");
+    let early: Vec<f64> = m.iter().take(3).filter_map(|v| v["reward"].as_f64()).collect();
+    let late: Vec<f64> = m.iter().rev().take(3).filter_map(|v| v["reward"].as_f64()).collect();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let rise = mean(&late) - mean(&early);
+    figures["reward_rise"] = json!(rise);
+    if rise > 0.0 && w.ci95.1 < 0.5 {
+        let warning = format!(
+            "reward hacking: the reward model's mean score rose by {rise:.3} during PPO while the held-out judge prefers SFT (win rate {:.1}%, 95% CI up to {:.1}%)",
+            100.0 * w.win_rate,
+            100.0 * w.ci95.1
+        );
+        figures["warning"] = json!(warning);
+        eprintln!("WARNING: {warning}");
+    }
     report::update_report(&a.run, "stages.ppo", figures.clone())?;
     if !quiet {
         print_rl("ppo", &w, &before, &figures);
-        println!("  final KL to SFT {:.2} nats/answer, mean RM reward {:.3}", out.last.kl, out.last.reward);
+        println!("  final KL to SFT {:.2} nats/answer, mean RM reward {:.3} (rise {rise:+.3})", out.last.kl, out.last.reward);
     }
     Ok(figures)
 }

@@ -90,10 +90,58 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
     let sft_figures = crate::sft_cmd::run_sft(&sft_args, false)?;
     stage("sft", t);
 
-    // 5. Evals: the registry on the base model (few-shot, plain text) and the chat model; the
-    // figures land in report.json and the report card.
+    // 5. Human feedback, simulated: judges compare sampled answers into R/feedback.sqlite.
     let t = Instant::now();
-    for stage in ["base", "sft"] {
+    let label = crate::label_cmd::LabelArgs {
+        run: run.clone(),
+        stage: "sft".into(),
+        simulated: true,
+        noise: 0.2,
+        pairs: if a.quick { 200 } else { 3000 },
+        samples_per_prompt: 5,
+        judges: 8,
+        seed: 11,
+    };
+    crate::label_cmd::run_label(&label, false)?;
+    stage("labels", t);
+
+    // 6. The reward model.
+    let t = Instant::now();
+    let rm = crate::rm_cmd::RmArgs {
+        run: run.clone(),
+        epochs: if a.quick { 1.0 } else { 2.0 },
+        lr: 3e-4,
+        batch_prompts: 8,
+        ties: false,
+        pairs: None,
+        only: None,
+    };
+    crate::rm_cmd::run_rm(&rm, false)?;
+    stage("rm", t);
+
+    // 7. RLHF: PPO against the reward model with a KL penalty to SFT; DPO from the same pairs.
+    let t = Instant::now();
+    let ppo = crate::rl_cmd::PpoArgs {
+        run: run.clone(),
+        iterations: if a.quick { 2 } else { 20 },
+        rollouts: if a.quick { 8 } else { 32 },
+        kl_coef: 0.02,
+        kl_target: 3.0,
+        lr: 5e-5,
+        ptx_coef: 0.0,
+    };
+    crate::rl_cmd::run_ppo(&ppo, false)?;
+    stage("ppo", t);
+    let t = Instant::now();
+    let dpo = crate::rl_cmd::DpoArgs { run: run.clone(), beta: 0.1, epochs: if a.quick { 0.2 } else { 1.0 }, lr: 1e-4, pairs: None };
+    crate::rl_cmd::run_dpo(&dpo, false)?;
+    stage("dpo", t);
+
+    // 8. Evals: the registry on every model (the base one few-shot, in plain text), with the
+    // reward model for reward gaps and distributions; the figures land in report.json and the
+    // report card.
+    let t = Instant::now();
+    for stage in ["base", "sft", "ppo", "dpo"] {
         println!("== evals of the {stage} model");
         let args = crate::eval_cmd::EvalArgs {
             run: Some(run.clone()),
@@ -113,12 +161,13 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
     times.insert("total".into(), json!(total));
     let tokens_seen = out.tokens + sft_figures["tokens"].as_u64().unwrap_or(0);
     let config = json!({"depth": depth, "params": out.params, "vocab_size": tok.vocab_size(), "context": context,
-                        "pretrain_steps": out.steps, "sft_steps": sft_figures["steps"], "sft_lr": 3e-3});
+                        "pretrain_steps": out.steps, "sft_steps": sft_figures["steps"], "sft_lr": 3e-3,
+                        "ppo_iterations": if a.quick { 2 } else { 20 }, "ppo_kl_coef": 0.02, "dpo_beta": 0.1});
     report::update_report(
         &run,
         "run",
-        json!({"quick": a.quick, "stage_seconds": times, "wall_s": total, "tokens_seen": tokens_seen, "threads": rayon::current_num_threads(),
-               "hardware": report::hardware(), "config": config}),
+        json!({"quick": a.quick, "stage_seconds": times, "wall_s": total, "tokens_seen_pretrain_sft": tokens_seen,
+               "threads": rayon::current_num_threads(), "hardware": report::hardware(), "config": config}),
     )?;
     println!("speedrun finished in {total:.1}s; report: {}", run.join("report.html").display());
     Ok(())

@@ -30,7 +30,9 @@ pub struct LabelConfig {
     /// Answers sampled per prompt; every pair of them is compared (K·(K−1)/2 comparisons).
     pub samples_per_prompt: usize,
     pub max_new: usize,
-    pub temperature: f32,
+    /// The k-th answer of each prompt is sampled at `temperatures[k % len]`: a spread of
+    /// temperatures gives the judges answers of clearly different quality to compare.
+    pub temperatures: Vec<f32>,
     pub top_p: f32,
     /// Share of pairs labeled by a second judge too (to measure agreement).
     pub overlap: f64,
@@ -44,7 +46,7 @@ impl Default for LabelConfig {
             prompts: 360,
             samples_per_prompt: 5,
             max_new: 48,
-            temperature: 1.2,
+            temperatures: vec![0.5, 0.8, 1.0, 1.2, 1.5],
             top_p: 1.0,
             overlap: 0.2,
             panel: PanelConfig::default(),
@@ -148,10 +150,19 @@ pub fn simulate(
     order.truncate(cfg.prompts.min(tasks.len()));
     let chosen: Vec<&Task> = order.iter().map(|&i| &tasks[i]).collect();
     let prompts: Vec<Conversation> = chosen.iter().map(|t| t.prompt()).collect();
-    let params = SamplingParams { temperature: cfg.temperature, top_k: 0, top_p: cfg.top_p };
-    let answers = sample_answers(model, tok, &prompts, cfg.samples_per_prompt, params, cfg.max_new, cfg.seed, quiet);
+    if cfg.temperatures.is_empty() {
+        return Err(Error::Input("no sampling temperatures given".into()));
+    }
+    let mut answers = vec![Vec::with_capacity(cfg.samples_per_prompt); prompts.len()];
+    for k in 0..cfg.samples_per_prompt {
+        let params = SamplingParams { temperature: cfg.temperatures[k % cfg.temperatures.len()], top_k: 0, top_p: cfg.top_p };
+        let seed = cfg.seed.wrapping_add((k * prompts.len()) as u64);
+        for (i, mut a) in sample_answers(model, tok, &prompts, 1, params, cfg.max_new, seed, quiet).into_iter().enumerate() {
+            answers[i].push(a.remove(0));
+        }
+    }
     let panel = Panel::new(&cfg.panel);
-    let sampling = serde_json::json!({"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_new});
+    let sampling = |k: usize| serde_json::json!({"temperature": cfg.temperatures[k % cfg.temperatures.len()], "top_p": cfg.top_p, "max_tokens": cfg.max_new});
     let mut comparisons = Vec::new();
     let (mut agree, mut doubled, mut gold_agree, mut strict) = (0usize, 0usize, 0usize, 0usize);
     let mut samples = 0;
@@ -164,8 +175,8 @@ pub fn simulate(
                 prompt_id: pid,
                 model: model_name.into(),
                 text: text.clone(),
-                params: sampling.clone(),
-                seed: cfg.seed.wrapping_add((p * cfg.samples_per_prompt + k) as u64),
+                params: sampling(k),
+                seed: cfg.seed.wrapping_add((k * prompts.len() + p) as u64),
             })
             .collect();
         let ids = store.add_samples(&new)?;
