@@ -45,6 +45,11 @@ const ROWS: &[(&str, &str, Fmt)] = &[
     ("symmetry_length_gap", "symmetry: length gap", Fmt::F3),
     ("symmetry_reward_gap", "symmetry: reward gap", Fmt::F3),
     ("worst_case_rate", "worst case, many samples", Fmt::Pct),
+    ("heldout_accuracy", "RM: held-out pair accuracy", Fmt::Pct),
+    ("ece", "RM: calibration error (ECE)", Fmt::F3),
+    ("reward", "RL: reward (last iteration)", Fmt::F3),
+    ("kl", "RL: KL to SFT", Fmt::F3),
+    ("win_rate_vs_sft", "win rate vs SFT", Fmt::Pct),
 ];
 
 /// Keys of a stage object that are not figures for the table.

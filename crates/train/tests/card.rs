@@ -34,7 +34,7 @@ fn columns_rows_and_system_card() {
     assert_eq!(row("symmetry: reward gap")[2], "n/a");
     assert_eq!(row("parameters")[1], "5,310,720");
     assert_eq!(row("pair accuracy")[3], "0.7000", "a new stage's own figures get rows");
-    assert_eq!(row("kl")[4], "0.0500");
+    assert_eq!(row("RL: KL to SFT")[4], "0.050");
     // The system card describes the latest chat stage with safety figures: PPO.
     let card = system_card(&r).join("\n");
     assert!(card.contains("PPO") && card.contains("1.0%") && card.contains("12.0%"), "{card}");
