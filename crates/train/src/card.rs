@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 /// Model stages in the card's column order; other stages with figures follow.
 const STAGE_ORDER: [&str; 5] = ["base", "sft", "rm", "ppo", "dpo"];
 /// Stages that are not a model's column (their own sections).
-const NOT_COLUMNS: [&str; 1] = ["scaling"];
+const NOT_COLUMNS: [&str; 2] = ["scaling", "labels"];
 
 /// How a figure is shown.
 #[derive(Clone, Copy)]
@@ -161,7 +161,7 @@ pub fn table(report: &Value) -> (Vec<String>, Vec<Vec<String>>) {
     for key in others {
         let mut row = vec![key.replace('_', " ")];
         for c in &cols {
-            row.push(stage(c).get(&key).map_or_else(|| "—".into(), |v| fmt(v, Fmt::F4)));
+            row.push(stage(c).get(&key).map_or_else(|| "—".into(), |v| fmt(v, if v.is_f64() { Fmt::F4 } else { Fmt::Int })));
         }
         rows.push(row);
     }
