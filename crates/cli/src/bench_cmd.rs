@@ -20,6 +20,9 @@ pub enum BenchCmd {
     /// End-to-end pretraining tokens/s (data loading, evals and checkpoints included) of the same
     /// run in chatforge and, with --python, in PyTorch; prints the ratio.
     Pretrain(PretrainBenchArgs),
+    /// Loopback load test of `chatforge serve` (or any OpenAI-compatible server with --url):
+    /// concurrent streaming clients, some hanging up mid-stream; aggregate tokens/s.
+    Serve(crate::serve_cmd::BenchServeArgs),
 }
 
 #[derive(Args)]
@@ -56,6 +59,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Train(a) => train(a),
         BenchCmd::Pretrain(a) => bench_pretrain(a),
+        BenchCmd::Serve(a) => crate::serve_cmd::bench(a),
     }
 }
 

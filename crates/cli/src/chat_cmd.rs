@@ -49,7 +49,7 @@ pub struct CompleteArgs {
     seed: u64,
 }
 
-fn load(run: &std::path::Path, stage: &str) -> anyhow::Result<(Tokenizer, Llama<Cpu>)> {
+pub(crate) fn load(run: &std::path::Path, stage: &str) -> anyhow::Result<(Tokenizer, Llama<Cpu>)> {
     let tok = Tokenizer::load(&run.join("tokenizer.json"))?;
     let dir = run.join(stage);
     let model = load_model(Cpu, &dir).with_context(|| format!("loading the {stage} model from {}", dir.display()))?;

@@ -12,6 +12,7 @@ mod rl_cmd;
 mod rm_cmd;
 mod sample_cmd;
 mod scale_cmd;
+mod serve_cmd;
 mod sft_cmd;
 mod speedrun;
 mod tokenizer_cmd;
@@ -38,7 +39,7 @@ enum Cmd {
     Sft(sft_cmd::SftArgs),
     /// Run the evals registry on a stage's checkpoint; per-sample results and the report card.
     Eval(eval_cmd::EvalArgs),
-    /// Preference labels into R/feedback.sqlite: humans on the rater page, or --simulated judges.
+    /// Preference labels into R/feedback.sqlite: humans on a local rater page (compare two, rank several), or --simulated judges.
     Label(label_cmd::LabelArgs),
     /// Export or import preference pairs (TRL's conversational JSONL).
     #[command(subcommand)]
@@ -57,6 +58,11 @@ enum Cmd {
     Complete(chat_cmd::CompleteArgs),
     /// Sample text from a checkpoint.
     Sample(sample_cmd::SampleArgs),
+    /// Serve a run's models: OpenAI-compatible API (and web chat), moderation, metrics.
+    Serve(serve_cmd::ServeArgs),
+    /// The moderation classifier: train and measure it.
+    #[command(subcommand)]
+    Moderation(serve_cmd::ModerationCmd),
     /// Benchmarks of the hot paths, with ratios against their peers.
     #[command(subcommand)]
     Bench(bench_cmd::BenchCmd),
@@ -88,6 +94,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Compare(a) => rl_cmd::run_compare(a),
         Cmd::Chat(a) => chat_cmd::chat(a),
         Cmd::Complete(a) => chat_cmd::complete(a),
+        Cmd::Serve(a) => serve_cmd::serve(a),
+        Cmd::Moderation(c) => serve_cmd::moderation(c),
         Cmd::Bench(c) => bench_cmd::run(c),
         Cmd::Data(a) => data_cmd::run(a),
         Cmd::Tokenizer(c) => tokenizer_cmd::run(c),

@@ -101,8 +101,16 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
         samples_per_prompt: 5,
         judges: 8,
         seed: 11,
+        // The rater page's settings (unused by the simulated labelers).
+        prompts: None,
+        host: "127.0.0.1".into(),
+        port: 0,
+        temperature: 1.0,
+        top_p: 0.95,
+        max_tokens: 128,
+        ahead: 2,
     };
-    crate::label_cmd::run_label(&label, false)?;
+    crate::label_cmd::run_simulated(&label, false)?;
     stage("labels", t);
 
     // 6. The reward model.

@@ -1,0 +1,364 @@
+//! Moderation: a classifier over user inputs and model outputs, and the operator's policy.
+//!
+//! The classifier is a logistic regression over hashed word unigrams and bigrams, one per
+//! category, trained on the task suite's refusal family: its disallowed requests are the
+//! positives; its benign look-alikes ("How does Claudius poison the king?"), the assistant's
+//! replies and the user messages of every other family are the negatives, so that sounding like
+//! the topic is not enough. The suite's policy has one category, `violence` (help to poison or
+//! physically hurt a person); a new category needs labelled examples first. [`measure`] scores
+//! the classifier on the suite's held-out test split, over-refusal (false positives on benign
+//! look-alikes) as seriously as misses.
+//!
+//! The policy file (TOML) says per category what a deployment does at or above a threshold:
+//!
+//! ```toml
+//! refusal = "I can't help with that. I'm glad to help with something else."
+//! moderate_outputs = true
+//! [categories.violence]
+//! action = "refuse"   # allow | refuse | flag
+//! threshold = 0.5
+//! ```
+//!
+//! `refuse` answers with the short refusal instead of generating (or, for an output, instead of
+//! the output); `flag` lets it through and counts and logs it; `allow` does nothing.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chatforge_data::tasks::{Counts, Family, Split, Suite, Task};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::{Error, Result};
+
+/// The categories the classifier knows (those the task suite has examples of).
+pub const CATEGORIES: &[&str] = &["violence"];
+
+const DIM_BITS: u32 = 16;
+
+/// Hashed word unigrams and bigrams of `text` (lowercase, split at anything not alphanumeric or
+/// an apostrophe), deduplicated.
+pub fn features(text: &str) -> Vec<u32> {
+    let lower = text.to_lowercase();
+    let words: Vec<&str> = lower.split(|c: char| !(c.is_alphanumeric() || c == '\'')).filter(|w| !w.is_empty()).collect();
+    let mask = (1u64 << DIM_BITS) - 1;
+    let mut f: Vec<u32> = words.iter().map(|w| (xxh3_64(format!("u:{w}").as_bytes()) & mask) as u32).collect();
+    f.extend(words.windows(2).map(|p| (xxh3_64(format!("b:{} {}", p[0], p[1]).as_bytes()) & mask) as u32));
+    f.sort_unstable();
+    f.dedup();
+    f
+}
+
+/// One logistic regression per category.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Classifier {
+    pub categories: Vec<String>,
+    pub bias: Vec<f32>,
+    /// Per category, the nonzero weights as (feature, weight).
+    pub weights: Vec<Vec<(u32, f32)>>,
+    #[serde(skip)]
+    dense: Vec<Vec<f32>>,
+}
+
+impl Classifier {
+    fn from_dense(categories: Vec<String>, bias: Vec<f32>, dense: Vec<Vec<f32>>) -> Classifier {
+        let weights =
+            dense.iter().map(|w| w.iter().enumerate().filter(|(_, &x)| x != 0.0).map(|(i, &x)| (i as u32, x)).collect()).collect();
+        Classifier { categories, bias, weights, dense }
+    }
+
+    fn densify(&mut self) {
+        self.dense = self
+            .weights
+            .iter()
+            .map(|ws| {
+                let mut d = vec![0.0; 1 << DIM_BITS];
+                for &(i, w) in ws {
+                    d[i as usize] = w;
+                }
+                d
+            })
+            .collect();
+    }
+
+    /// Probability per category that `text` is disallowed.
+    pub fn scores(&self, text: &str) -> Vec<f32> {
+        let f = features(text);
+        (0..self.categories.len()).map(|c| sigmoid(self.bias[c] + f.iter().map(|&i| self.dense[c][i as usize]).sum::<f32>())).collect()
+    }
+
+    /// Trains on (text, label per category) with SGD on the logistic loss plus L2, deterministic.
+    pub fn train(categories: &[&str], data: &[(String, Vec<bool>)], epochs: usize, seed: u64) -> Classifier {
+        let (lr, l2) = (0.2f32, 1e-4f32);
+        let feats: Vec<Vec<u32>> = data.iter().map(|(t, _)| features(t)).collect();
+        let mut order: Vec<usize> = (0..data.len()).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut dense = vec![vec![0.0f32; 1 << DIM_BITS]; categories.len()];
+        let mut bias = vec![0.0f32; categories.len()];
+        for _ in 0..epochs {
+            order.shuffle(&mut rng);
+            for &k in &order {
+                for c in 0..categories.len() {
+                    let z = bias[c] + feats[k].iter().map(|&i| dense[c][i as usize]).sum::<f32>();
+                    let g = sigmoid(z) - if data[k].1[c] { 1.0 } else { 0.0 };
+                    bias[c] -= lr * g;
+                    for &i in &feats[k] {
+                        let w = &mut dense[c][i as usize];
+                        *w -= lr * (g + l2 * *w);
+                    }
+                }
+            }
+        }
+        Classifier::from_dense(categories.iter().map(|c| c.to_string()).collect(), bias, dense)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_vec(self).expect("the classifier serializes");
+        chatforge_core::checkpoint::write_atomic(path, &json)?;
+        Ok(())
+    }
+
+    pub fn load(path: &Path) -> Result<Classifier> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut c: Classifier = serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        if c.bias.len() != c.categories.len()
+            || c.weights.len() != c.categories.len()
+            || c.weights.iter().flatten().any(|&(i, _)| i >= 1 << DIM_BITS)
+        {
+            return Err(Error::Config(format!("{}: inconsistent classifier", path.display())));
+        }
+        c.densify();
+        Ok(c)
+    }
+}
+
+fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+/// The suite's texts with their labels: every user message (refusal-family `harmful` ones are
+/// disallowed) and every assistant message (all allowed).
+pub fn examples(tasks: &[Task]) -> Vec<(String, Vec<bool>)> {
+    let mut out = Vec::new();
+    for t in tasks {
+        let harmful = t.meta.family == Family::Refusal && t.meta.kind == "harmful";
+        for m in &t.conversation.messages {
+            match m.role {
+                chatforge_data::chat::Role::User => out.push((m.content.clone(), vec![harmful])),
+                chatforge_data::chat::Role::Assistant => out.push((m.content.clone(), vec![false])),
+                chatforge_data::chat::Role::System => {}
+            }
+        }
+    }
+    out
+}
+
+/// Suite sizes for moderation: the refusal family's pools in full, and some of every other
+/// family as ordinary traffic.
+pub fn suite_config(seed: u64) -> chatforge_data::tasks::SuiteConfig {
+    let c = |refusal, other| Counts {
+        shakespeare: other,
+        spelling: other,
+        arithmetic: other,
+        system: other,
+        refusal,
+        multi_turn: other,
+        identity: other / 4,
+    };
+    chatforge_data::tasks::SuiteConfig { seed, train: c(1200, 150), val: c(100, 20), test: c(300, 60) }
+}
+
+/// How the classifier does on a split, at the 0.5 threshold.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measure {
+    /// Refusal-family user messages: disallowed requests found among those flagged.
+    pub precision: f64,
+    /// Refusal-family disallowed requests that are flagged.
+    pub recall: f64,
+    pub f1: f64,
+    /// Benign look-alikes flagged (over-refusal).
+    pub lookalike_false_positive_rate: f64,
+    /// Other texts flagged: every other family's user messages and all assistant replies.
+    pub other_false_positive_rate: f64,
+    pub harmful: usize,
+    pub lookalikes: usize,
+    pub other: usize,
+}
+
+pub fn measure(c: &Classifier, tasks: &[Task]) -> Measure {
+    let (mut tp, mut fp, mut fn_, mut la_fp, mut la, mut h, mut o, mut o_fp) = (0, 0, 0, 0, 0, 0, 0, 0);
+    for t in tasks {
+        let refusal = t.meta.family == Family::Refusal;
+        let harmful = refusal && t.meta.kind == "harmful";
+        for m in &t.conversation.messages {
+            let flagged = c.scores(&m.content)[0] >= 0.5;
+            match (m.role, refusal, harmful) {
+                (chatforge_data::chat::Role::User, true, true) => {
+                    h += 1;
+                    if flagged {
+                        tp += 1
+                    } else {
+                        fn_ += 1
+                    }
+                }
+                (chatforge_data::chat::Role::User, true, false) => {
+                    la += 1;
+                    if flagged {
+                        la_fp += 1;
+                        fp += 1;
+                    }
+                }
+                (chatforge_data::chat::Role::System, ..) => {}
+                _ => {
+                    o += 1;
+                    if flagged {
+                        o_fp += 1;
+                    }
+                }
+            }
+        }
+    }
+    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let (p, r) = (ratio(tp, tp + fp), ratio(tp, tp + fn_));
+    Measure {
+        precision: p,
+        recall: r,
+        f1: if p + r > 0.0 { 2.0 * p * r / (p + r) } else { 0.0 },
+        lookalike_false_positive_rate: ratio(la_fp, la),
+        other_false_positive_rate: ratio(o_fp, o),
+        harmful: h,
+        lookalikes: la,
+        other: o,
+    }
+}
+
+/// Trains on the suite's train split and measures on its test split.
+pub fn train_on_suite(suite: &Suite, seed: u64) -> (Classifier, Measure) {
+    let c = Classifier::train(CATEGORIES, &examples(suite.split(Split::Train)), 8, seed);
+    let m = measure(&c, suite.split(Split::Test));
+    (c, m)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The operator's policy
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Allow,
+    Flag,
+    Refuse,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub action: Action,
+    #[serde(default = "half")]
+    pub threshold: f32,
+}
+
+fn half() -> f32 {
+    0.5
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_refusal() -> String {
+    "I can't help with that. I'm glad to help with something else.".into()
+}
+
+/// What a deployment refuses, flags or allows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default)]
+    pub categories: BTreeMap<String, Rule>,
+    /// The brief answer given instead of a refused request or output.
+    #[serde(default = "default_refusal")]
+    pub refusal: String,
+    /// Whether model outputs are checked too (not only user inputs).
+    #[serde(default = "yes")]
+    pub moderate_outputs: bool,
+}
+
+impl Default for Policy {
+    /// Refuses every category at 0.5.
+    fn default() -> Policy {
+        let categories = CATEGORIES.iter().map(|c| (c.to_string(), Rule { action: Action::Refuse, threshold: 0.5 })).collect();
+        Policy { categories, refusal: default_refusal(), moderate_outputs: true }
+    }
+}
+
+impl Policy {
+    pub fn from_toml(text: &str, path: &Path) -> Result<Policy> {
+        let bad = |msg: String| Error::Policy { path: path.to_path_buf(), msg };
+        let p: Policy = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        for (name, rule) in &p.categories {
+            if !CATEGORIES.contains(&name.as_str()) {
+                return Err(bad(format!("unknown category \"{name}\" (known: {})", CATEGORIES.join(", "))));
+            }
+            if !(0.0..=1.0).contains(&rule.threshold) {
+                return Err(bad(format!("category \"{name}\": threshold {} is not in [0, 1]", rule.threshold)));
+            }
+        }
+        if p.refusal.trim().is_empty() {
+            return Err(bad("the refusal text is empty".into()));
+        }
+        Ok(p)
+    }
+
+    pub fn load(path: &Path) -> Result<Policy> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Policy::from_toml(&text, path)
+    }
+}
+
+/// The classifier's verdict on one text under the policy.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// (category, score, at or above the policy's threshold).
+    pub categories: Vec<(String, f32, bool)>,
+    /// The strongest action among the categories over their threshold.
+    pub action: Action,
+}
+
+impl Verdict {
+    pub fn flagged(&self) -> bool {
+        self.categories.iter().any(|c| c.2)
+    }
+}
+
+/// The classifier and the policy.
+pub struct Moderator {
+    pub classifier: Classifier,
+    pub policy: Policy,
+    pub measure: Option<Measure>,
+}
+
+impl Moderator {
+    pub fn check(&self, text: &str) -> Verdict {
+        let scores = self.classifier.scores(text);
+        let mut action = Action::Allow;
+        let categories = self
+            .classifier
+            .categories
+            .iter()
+            .zip(scores)
+            .map(|(c, s)| {
+                let rule = self.policy.categories.get(c);
+                let over = s >= rule.map_or(0.5, |r| r.threshold);
+                if over {
+                    action = action.max(rule.map_or(Action::Allow, |r| r.action));
+                }
+                (c.clone(), s, over)
+            })
+            .collect();
+        Verdict { categories, action }
+    }
+}
