@@ -46,9 +46,31 @@ fn eval_a_tiny_base_model_with_the_bundled_registry() {
     assert_eq!(rows.lines().count(), 3);
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
     assert!(html.contains("<th>BASE</th>") && html.contains("prompt-injection resistance") && html.contains("System card"));
+    // The card in headless Chromium (Debian's; CI installs it): the page parses, the stage
+    // column and the figures are in the DOM, and a screenshot is drawn.
+    browser_check(&run);
     // An eval asked for by name that cannot run is an error that says why.
     let out = bin().args(["eval", "--run"]).arg(&run).args(["--stage", "base", "--eval", "judged"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("judged"), "{}", String::from_utf8_lossy(&out.stderr));
     std::fs::remove_dir_all(&run).ok();
+}
+
+fn browser_check(run: &std::path::Path) {
+    let chromium = std::path::Path::new("/usr/bin/chromium");
+    if !chromium.exists() {
+        assert!(std::env::var("CHATFORGE_REQUIRE_BROWSER").is_err(), "CHATFORGE_REQUIRE_BROWSER is set but /usr/bin/chromium is missing");
+        eprintln!("skipping the browser check: no /usr/bin/chromium");
+        return;
+    }
+    let url = format!("file://{}", run.join("report.html").display());
+    let flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"];
+    let dom = Command::new(chromium).args(flags).arg("--dump-dom").arg(&url).output().unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.contains("<th>BASE</th>") && dom.contains("harmful compliance") && dom.contains("System card"), "{dom}");
+    let png = run.join("card.png");
+    let out = Command::new(chromium).args(flags).arg("--window-size=1100,1400").arg(format!("--screenshot={}", png.display())).arg(&url).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000, "a blank or missing screenshot ({} bytes)", bytes.len());
 }
