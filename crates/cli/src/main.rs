@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod bench_cmd;
 mod chat_cmd;
 mod data_cmd;
+mod eval_cmd;
 mod label_cmd;
 mod pretrain_cmd;
 mod rl_cmd;
@@ -36,6 +37,8 @@ enum Cmd {
     Scale(scale_cmd::ScaleArgs),
     /// Fine-tune the base model to chat (system/user/assistant) on the task suite.
     Sft(sft_cmd::SftArgs),
+    /// Run the evals registry on a stage's checkpoint; per-sample results and the report card.
+    Eval(eval_cmd::EvalArgs),
     /// Preference labels into R/feedback.sqlite: humans on a local rater page (compare two, rank several), or --simulated judges.
     Label(label_cmd::LabelArgs),
     /// Export or import preference pairs (TRL's conversational JSONL).
@@ -82,6 +85,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Sample(a) => sample_cmd::run(a),
         Cmd::Scale(a) => scale_cmd::run(a),
         Cmd::Sft(a) => sft_cmd::run(a),
+        Cmd::Eval(a) => eval_cmd::run(a),
         Cmd::Label(a) => label_cmd::run(a),
         Cmd::Prefs(c) => label_cmd::prefs_run(c),
         Cmd::Rm(a) => rm_cmd::run(a),

@@ -9,9 +9,11 @@ use chatforge_core::cpu::Cpu;
 use chatforge_data::chat::{load_jsonl, write_jsonl, Conversation};
 use chatforge_data::tasks::{generate_suite, load_suite, write_suite, Corpus, Suite, SuiteConfig};
 use chatforge_data::tokenizer::Tokenizer;
+use chatforge_eval::runner::training_keys;
+use chatforge_eval::{headline, run_eval, Borrowed, Helpers, Registry, RunOptions};
 use chatforge_train::pretrain::Budget;
 use chatforge_train::report;
-use chatforge_train::sft::{score_tasks, sft, SftConfig, SftData};
+use chatforge_train::sft::{score_tasks, sft, sft_with_hook, SftConfig, SftData};
 use clap::Args;
 use serde_json::json;
 
@@ -42,6 +44,16 @@ pub struct SftArgs {
     /// A smaller suite (tests, --quick speedruns).
     #[arg(long)]
     pub small_suite: bool,
+    /// Every N steps (and at the end), also run evals of the registry on the model being trained
+    /// (and the val loss); figures go to metrics.jsonl and plots/sft_evals.svg.
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// The evals run with --eval-every (repeatable).
+    #[arg(long = "eval", default_values_t = ["system".to_string(), "injection".to_string(), "refusal".to_string(), "arithmetic".to_string()])]
+    pub evals: Vec<String>,
+    /// Samples per eval with --eval-every.
+    #[arg(long, default_value_t = 40)]
+    pub eval_limit: usize,
 }
 
 /// The task suite of `run` (generated from the bundled corpus once, then read back).
@@ -91,7 +103,33 @@ pub fn run_sft(a: &SftArgs, quiet: bool) -> anyhow::Result<serde_json::Value> {
         (_, Some(d)) => Budget::Seconds(parse_duration(d)?),
         _ => Budget::Steps(cfg.steps),
     };
-    let out = sft(&a.run, cfg, budget, &tok, &data, quiet)?;
+    let out = match a.eval_every {
+        None => sft(&a.run, cfg, budget, &tok, &data, quiet)?,
+        Some(every) => {
+            cfg.eval_every = every.max(1);
+            let registry = Registry::load(&crate::eval_cmd::registry_dir(None)?)?;
+            let specs = registry.select(&a.evals)?;
+            let keys = training_keys(&a.run);
+            let opts = RunOptions { limit: Some(a.eval_limit), many_samples: Some(10), ..RunOptions::new(&a.run, "sft") };
+            let mut hook =
+                |model: &mut chatforge_core::model::Llama<Cpu>, _step: usize| -> chatforge_train::Result<(serde_json::Value, String)> {
+                    let mut policy = Borrowed { model, tok: &tok, batch: 32 };
+                    let mut figures = serde_json::Map::new();
+                    for spec in &specs {
+                        let o = run_eval(spec, &mut policy, &mut Helpers::default(), &opts, &keys)
+                            .map_err(|e| chatforge_train::Error::Input(format!("eval {} during SFT: {e}", spec.name)))?;
+                        for (k, v) in headline(spec, &o) {
+                            figures.insert(k, json!(v));
+                        }
+                    }
+                    let line = figures.iter().filter_map(|(k, v)| Some(format!("{k} {:.2}", v.as_f64()?))).collect::<Vec<_>>().join(", ");
+                    Ok((json!({"evals": figures}), line))
+                };
+            let out = sft_with_hook(&a.run, cfg, budget, &tok, &data, quiet, Some(&mut hook))?;
+            plot_eval_curves(&a.run)?;
+            out
+        }
+    };
 
     // After: the SFT model in ChatML on the same held-out tasks.
     let model = load_model(Cpu, &a.run.join("sft"))?;
@@ -137,6 +175,23 @@ pub fn run_sft(a: &SftArgs, quiet: bool) -> anyhow::Result<serde_json::Value> {
         println!("answers: {}", a.run.join("sft/test_answers.jsonl").display());
     }
     Ok(figures)
+}
+
+/// `plots/sft_evals.svg`: the figures of `--eval-every` against the step.
+fn plot_eval_curves(run: &Path) -> anyhow::Result<()> {
+    let lines = report::read_metrics(run, "sft");
+    let mut series: std::collections::BTreeMap<String, Vec<(f64, f64)>> = Default::default();
+    for l in &lines {
+        let (Some(step), Some(evals)) = (l["step"].as_f64(), l["evals"].as_object()) else { continue };
+        for (k, v) in evals {
+            if let Some(x) = v.as_f64() {
+                series.entry(k.clone()).or_default().push((step, x));
+            }
+        }
+    }
+    let s: Vec<(&str, Vec<(f64, f64)>)> = series.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    report::line_plot(&run.join("plots/sft_evals.svg"), "Evals during SFT", "step", "share", &s)?;
+    Ok(())
 }
 
 pub fn run(a: SftArgs) -> anyhow::Result<()> {

@@ -66,6 +66,7 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
     // Step budgets, not time budgets: the speedrun gives the same model on every machine
     // (about 7 minutes of pretraining and 4 of SFT on 2 idle cores).
     let budget = Budget::Steps(if a.quick { 200 } else { 2200 });
+    let (depth, context) = (cfg.depth, cfg.context);
     let out = pretrain(&run, cfg, budget, &tok, &corpus, &RunOptions::default())?;
     print_outcome(&run, &out);
     stage("pretrain", t);
@@ -82,8 +83,11 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
         batch: 8,
         seed: 1,
         small_suite: a.quick,
+        eval_every: None,
+        evals: vec![],
+        eval_limit: 40,
     };
-    crate::sft_cmd::run_sft(&sft_args, false)?;
+    let sft_figures = crate::sft_cmd::run_sft(&sft_args, false)?;
     stage("sft", t);
 
     // 5. Human feedback, simulated: judges compare sampled answers into R/feedback.sqlite.
@@ -147,9 +151,38 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
     println!("moderation: {}", serde_json::to_string(&m)?);
     stage("moderation", t);
 
+    // 9. Evals: the registry on every model (the base one few-shot, in plain text), with the
+    // reward model for reward gaps and distributions; the figures land in report.json and the
+    // report card.
+    let t = Instant::now();
+    for stage in ["base", "sft", "ppo", "dpo"] {
+        println!("== evals of the {stage} model");
+        let args = crate::eval_cmd::EvalArgs {
+            run: Some(run.clone()),
+            stage: stage.into(),
+            evals: vec![],
+            registry: None,
+            samples: Some(if a.quick { 20 } else { 200 }),
+            limit: a.quick.then_some(40),
+            list: false,
+            write_builtin: None,
+        };
+        crate::eval_cmd::run_evals(&args, false)?;
+    }
+    stage("eval", t);
+
     let total = started.elapsed().as_secs_f64();
     times.insert("total".into(), json!(total));
-    report::update_report(&run, "run", json!({"quick": a.quick, "stage_seconds": times, "threads": rayon::current_num_threads()}))?;
+    let tokens_seen = out.tokens + sft_figures["tokens"].as_u64().unwrap_or(0);
+    let config = json!({"depth": depth, "params": out.params, "vocab_size": tok.vocab_size(), "context": context,
+                        "pretrain_steps": out.steps, "sft_steps": sft_figures["steps"], "sft_lr": 3e-3,
+                        "ppo_iterations": if a.quick { 2 } else { 20 }, "ppo_kl_coef": 0.02, "dpo_beta": 0.1});
+    report::update_report(
+        &run,
+        "run",
+        json!({"quick": a.quick, "stage_seconds": times, "wall_s": total, "tokens_seen_pretrain_sft": tokens_seen,
+               "threads": rayon::current_num_threads(), "hardware": report::hardware(), "config": config}),
+    )?;
     println!("speedrun finished in {total:.1}s; report: {}", run.join("report.html").display());
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! and the run's report.
 
 pub mod bench;
+pub mod card;
 pub mod ckpt;
 pub mod compare;
 pub mod dpo;

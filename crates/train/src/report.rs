@@ -69,91 +69,25 @@ pub fn update_report(run: &Path, key: &str, figures: Value) -> Result<()> {
     Ok(())
 }
 
-fn fmt_value(v: &Value) -> String {
-    match v {
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() => format!("{f:.4}"),
-            _ => n.to_string(),
-        },
-        Value::String(s) => s.clone(),
-        other => {
-            let s = other.to_string();
-            if s.len() > 120 {
-                format!("{}…", &s[..s.char_indices().nth(117).map_or(s.len(), |(i, _)| i)])
-            } else {
-                s
-            }
-        }
-    }
-}
-
-fn sections(report: &Value) -> Vec<(String, &serde_json::Map<String, Value>)> {
-    let mut out = vec![];
-    if let Some(stages) = report["stages"].as_object() {
-        for (name, v) in stages {
-            if let Some(o) = v.as_object() {
-                out.push((format!("stage: {name}"), o));
-            }
-        }
-    }
-    if let Some(o) = report.as_object() {
-        for (name, v) in o {
-            if name != "stages" {
-                if let Some(o) = v.as_object() {
-                    out.push((name.clone(), o));
-                }
-            }
-        }
-    }
-    out
-}
-
-fn plots(run: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(run.join("plots"))
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".svg")).collect())
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 fn render_md(run: &Path, report: &Value) -> String {
-    let mut s = format!("# chatforge report: {}\n\n", run.display());
-    for (name, o) in sections(report) {
-        s += &format!("## {name}\n\n| figure | value |\n|---|---|\n");
-        for (k, v) in o {
-            s += &format!("| {k} | {} |\n", fmt_value(v).replace('|', "\\|"));
-        }
-        s += "\n";
-    }
-    for p in plots(run) {
-        s += &format!("![{p}](plots/{p})\n\n");
-    }
-    s
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    crate::card::render_md(run, report)
 }
 
 fn render_html(run: &Path, report: &Value) -> String {
-    let mut s = String::from(
-        "<!doctype html><meta charset=utf-8><title>chatforge report</title>\
-         <style>body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;color:#222}\
-         table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}\
-         th{background:#f4f4f4}img{max-width:100%;border:1px solid #eee;margin:1em 0}</style>",
-    );
-    s += &format!("<h1>chatforge report</h1><p>{}</p>", html_escape(&run.display().to_string()));
-    for (name, o) in sections(report) {
-        s += &format!("<h2>{}</h2><table><tr><th>figure</th><th>value</th></tr>", html_escape(&name));
-        for (k, v) in o {
-            s += &format!("<tr><td>{}</td><td>{}</td></tr>", html_escape(k), html_escape(&fmt_value(v)));
-        }
-        s += "</table>";
-    }
-    for p in plots(run) {
-        s += &format!("<img src=\"plots/{p}\" alt=\"{p}\">");
-    }
-    s
+    crate::card::render_html(run, report)
+}
+
+/// The machine, for the report card: CPU model, cores, memory.
+pub fn hardware() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo.lines().find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_string()));
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|kib| (kib / 1024.0 / 1024.0 * 10.0).round() / 10.0);
+    json!({"cpu": cpu, "cores": std::thread::available_parallelism().map(|n| n.get()).ok(), "memory_gib": mem_gib,
+           "os": std::env::consts::OS, "arch": std::env::consts::ARCH})
 }
 
 /// A line chart of named (x, y) series as SVG.
@@ -189,6 +123,54 @@ pub fn line_plot(path: &Path, title: &str, xlabel: &str, ylabel: &str, series: &
                 .map_err(|e| err(e.to_string()))?
                 .label(*name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+        }
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| err(e.to_string()))?;
+        root.present().map_err(|e| err(e.to_string()))?;
+    }
+    write_atomic(path, svg.as_bytes())?;
+    Ok(())
+}
+
+/// Grouped bars as SVG: for each series, a bar of height y at each bin centre x (bins `width`
+/// wide); the series share each bin side by side. For distributions (shares of samples).
+pub fn bar_plot(path: &Path, title: &str, xlabel: &str, ylabel: &str, width: f64, series: &[(&str, Vec<(f64, f64)>)]) -> Result<()> {
+    let err = |e: String| Error::Plot { path: path.to_path_buf(), msg: e };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let pts: Vec<(f64, f64)> = series.iter().flat_map(|(_, v)| v.iter().copied()).filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+    if pts.is_empty() || width.is_nan() || width <= 0.0 {
+        return Ok(());
+    }
+    let x0 = pts.iter().map(|p| p.0).fold(f64::MAX, f64::min) - width / 2.0;
+    let x1 = pts.iter().map(|p| p.0).fold(f64::MIN, f64::max) + width / 2.0;
+    let y1 = pts.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-9) * 1.08;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (800, 480)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x0..x1, 0.0..y1)
+            .map_err(|e| err(e.to_string()))?;
+        chart.configure_mesh().x_desc(xlabel).y_desc(ylabel).draw().map_err(|e| err(e.to_string()))?;
+        let colours = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+        let k = series.len().max(1) as f64;
+        for (i, (name, data)) in series.iter().enumerate() {
+            let c = colours[i % colours.len()];
+            let w = width * 0.9 / k;
+            let bars = data.iter().filter(|(_, y)| *y > 0.0).map(move |&(x, y)| {
+                let left = x - width * 0.45 + w * i as f64;
+                Rectangle::new([(left, 0.0), (left + w, y)], c.mix(0.75).filled())
+            });
+            chart
+                .draw_series(bars)
+                .map_err(|e| err(e.to_string()))?
+                .label(*name)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], c.mix(0.75).filled()));
         }
         chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| err(e.to_string()))?;
         root.present().map_err(|e| err(e.to_string()))?;

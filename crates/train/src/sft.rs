@@ -172,8 +172,25 @@ pub struct SftOutcome {
     pub wall_s: f64,
 }
 
+/// Runs at each eval step of SFT on the model being trained (`chatforge sft --eval-every N`):
+/// returns figures for that step's metrics line and a short line to print.
+pub type EvalHook<'a> = &'a mut dyn FnMut(&mut Llama<Cpu>, usize) -> Result<(serde_json::Value, String)>;
+
 /// Fine-tunes `run/base` into `run/sft` (or resumes `run/sft`).
 pub fn sft(run: &Path, cfg: SftConfig, budget: Budget, tok: &Tokenizer, data: &SftData, quiet: bool) -> Result<SftOutcome> {
+    sft_with_hook(run, cfg, budget, tok, data, quiet, None)
+}
+
+/// [`sft`], with `hook` run at every eval step (every `cfg.eval_every` steps and at the end).
+pub fn sft_with_hook(
+    run: &Path,
+    cfg: SftConfig,
+    budget: Budget,
+    tok: &Tokenizer,
+    data: &SftData,
+    quiet: bool,
+    mut hook: Option<EvalHook>,
+) -> Result<SftOutcome> {
     let say = |s: String| {
         if !quiet {
             println!("{s}");
@@ -250,11 +267,19 @@ pub fn sft(run: &Path, cfg: SftConfig, budget: Budget, tok: &Tokenizer, data: &S
         &mut opt,
         &mut state,
         |step, micro| sft_batch(data, &cfg, t, pad, step, micro),
-        |model, _, _| {
+        |model, step, _| {
             let vl = val_loss(model, data, cfg.batch, pad);
             last = vl;
             crate::report::plot_stage_loss(run, "sft", "SFT loss (assistant tokens)", "sft_loss.svg")?;
-            Ok((json!({"val_loss": vl}), format!("val {vl:.4} nats/assistant token")))
+            let (mut figures, mut line) = (json!({"val_loss": vl}), format!("val {vl:.4} nats/assistant token"));
+            if let Some(h) = hook.as_mut() {
+                let (extra, said) = h(model, step)?;
+                if let (Some(f), serde_json::Value::Object(e)) = (figures.as_object_mut(), extra) {
+                    f.extend(e);
+                }
+                line += &format!("; {said}");
+            }
+            Ok((figures, line))
         },
     )?;
     if last.is_nan() {
