@@ -74,20 +74,34 @@ fn tok(run: &Path) -> anyhow::Result<Tokenizer> {
     Tokenizer::load(&run.join("tokenizer.json")).context("RLHF needs a trained run")
 }
 
+/// A stage's answers to the held-out tasks, cached in `R/<stage>/answers-*.json` under the
+/// checkpoint's sha256 (SFT's answers serve every comparison against it).
+fn stage_answers(run: &Path, stage: &str, tok: &Tokenizer, test: &[Task], temperature: f32, seed: u64) -> anyhow::Result<Vec<String>> {
+    let dir = run.join(stage);
+    let sha = chatforge_core::checkpoint::sha256_file(&dir.join("model.safetensors"))?;
+    let cache = dir.join(format!("answers-t{temperature}-s{seed}-{}.json", &sha[..12]));
+    if let Some(v) = std::fs::read_to_string(&cache).ok().and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok()) {
+        if v.len() == test.len() {
+            return Ok(v);
+        }
+    }
+    let model = load_model(Cpu, &dir).with_context(|| format!("loading {stage}"))?;
+    let out = answers(&model, tok, test, temperature, 64, seed, true);
+    chatforge_core::checkpoint::write_atomic(&cache, serde_json::to_string(&out)?.as_bytes())?;
+    Ok(out)
+}
+
 /// The stage's figures on the held-out tasks: safety and JSON adherence (greedy answers).
 pub fn stage_figures(run: &Path, stage: &str, tok: &Tokenizer, test: &[Task]) -> anyhow::Result<serde_json::Value> {
-    let model = load_model(Cpu, &run.join(stage))?;
-    let greedy = answers(&model, tok, test, 0.0, 64, 0, true);
+    let greedy = stage_answers(run, stage, tok, test, 0.0, 0)?;
     let s = safety(test, &greedy);
     Ok(json!({"json_adherence": s.json_adherence, "harmful_compliance": s.harmful_compliance, "over_refusal": s.over_refusal}))
 }
 
 /// Win rate of stage `a` over stage `b` on the test prompts, by the noise-free judge.
 pub fn win_rate(run: &Path, a: &str, b: &str, tok: &Tokenizer, test: &[Task], temperature: f32, seed: u64) -> anyhow::Result<WinRate> {
-    let ma = load_model(Cpu, &run.join(a)).with_context(|| format!("loading {a}"))?;
-    let mb = load_model(Cpu, &run.join(b)).with_context(|| format!("loading {b}"))?;
-    let xa = answers(&ma, tok, test, temperature, 64, seed, true);
-    let xb = answers(&mb, tok, test, temperature, 64, seed, true);
+    let xa = stage_answers(run, a, tok, test, temperature, seed)?;
+    let xb = stage_answers(run, b, tok, test, temperature, seed)?;
     Ok(judge(&Panel::new(&PanelConfig::default()), test, &xa, &xb))
 }
 

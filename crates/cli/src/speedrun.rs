@@ -64,7 +64,7 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     // Step budgets, not time budgets: the speedrun gives the same model on every machine
-    // (about 7 minutes of pretraining and 4 of SFT on 2 idle cores).
+    // (about 7 minutes of pretraining and 3.5 of SFT on 2 idle cores).
     let budget = Budget::Steps(if a.quick { 200 } else { 2200 });
     let (depth, context) = (cfg.depth, cfg.context);
     let out = pretrain(&run, cfg, budget, &tok, &corpus, &RunOptions::default())?;
@@ -77,7 +77,7 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
         run: run.clone(),
         data: vec![],
         skip_bad: false,
-        steps: Some(if a.quick { 150 } else { 1200 }),
+        steps: Some(if a.quick { 150 } else { 1000 }),
         time_budget: None,
         lr: 3e-3,
         batch: 8,
@@ -141,7 +141,7 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
     crate::rl_cmd::run_ppo(&ppo, false)?;
     stage("ppo", t);
     let t = Instant::now();
-    let dpo = crate::rl_cmd::DpoArgs { run: run.clone(), beta: 0.1, epochs: if a.quick { 0.2 } else { 1.0 }, lr: 1e-4, pairs: None };
+    let dpo = crate::rl_cmd::DpoArgs { run: run.clone(), beta: 0.1, epochs: if a.quick { 0.2 } else { 0.5 }, lr: 1e-4, pairs: None };
     crate::rl_cmd::run_dpo(&dpo, false)?;
     stage("dpo", t);
 

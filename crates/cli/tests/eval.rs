@@ -69,7 +69,13 @@ fn browser_check(run: &std::path::Path) {
     let dom = String::from_utf8_lossy(&dom.stdout);
     assert!(dom.contains("<th>BASE</th>") && dom.contains("harmful compliance") && dom.contains("System card"), "{dom}");
     let png = run.join("card.png");
-    let out = Command::new(chromium).args(flags).arg("--window-size=1100,1400").arg(format!("--screenshot={}", png.display())).arg(&url).output().unwrap();
+    let out = Command::new(chromium)
+        .args(flags)
+        .arg("--window-size=1100,1400")
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(&url)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let bytes = std::fs::read(&png).unwrap();
     assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000, "a blank or missing screenshot ({} bytes)", bytes.len());
