@@ -30,7 +30,7 @@ const ROWS: &[(&str, &str, Fmt)] = &[
     ("tokens", "tokens seen", Fmt::Int),
     ("wall_s", "wall time", Fmt::Secs),
     ("train_tokens_per_s", "training tokens/s", Fmt::Int),
-    ("mfu", "MFU (%)", Fmt::F2),
+    ("mfu", "MFU", Fmt::Pct),
     ("val_loss", "val loss (stage's own data)", Fmt::F4),
     ("val_bpb", "val bits per byte", Fmt::F4),
     ("unigram_val_bpb", "unigram baseline (bpb)", Fmt::F4),
