@@ -16,7 +16,6 @@ const NOT_COLUMNS: [&str; 2] = ["scaling", "labels"];
 #[derive(Clone, Copy)]
 enum Fmt {
     Int,
-    F2,
     F3,
     F4,
     Pct,
@@ -80,7 +79,6 @@ fn fmt(v: &Value, f: Fmt) -> String {
                 out
             }
         }
-        Fmt::F2 => format!("{x:.2}"),
         Fmt::F3 => format!("{x:.3}"),
         Fmt::F4 => format!("{x:.4}"),
         Fmt::Pct => format!("{:.1}%", 100.0 * x),
