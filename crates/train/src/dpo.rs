@@ -16,9 +16,6 @@ use chatforge_core::model::Llama;
 use chatforge_data::chat::encode_prompt;
 use chatforge_data::tokenizer::Tokenizer;
 use chatforge_feedback::Pair;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -161,18 +158,6 @@ pub struct DpoOutcome {
     pub wall_s: f64,
 }
 
-fn step_pairs(n: usize, batch: usize, seed: u64, step: usize) -> Vec<usize> {
-    (0..batch)
-        .map(|i| {
-            let k = step * batch + i;
-            let (epoch, at) = (k / n, k % n);
-            let mut perm: Vec<usize> = (0..n).collect();
-            perm.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
-            perm[at]
-        })
-        .collect()
-}
-
 /// Trains `run/dpo` from `run/sft` (or resumes it).
 pub fn dpo(run: &Path, cfg: DpoConfig, data: &DpoData, quiet: bool) -> Result<DpoOutcome> {
     let mut data_sha = std::collections::BTreeMap::new();
@@ -219,7 +204,7 @@ pub fn dpo(run: &Path, cfg: DpoConfig, data: &DpoData, quiet: bool) -> Result<Dp
     let beta = cfg.beta as f64;
     let mut last_acc = f64::NAN;
     let step_fn = |model: &mut Llama<Cpu>, step: usize| -> Result<StepOut> {
-        let idx = step_pairs(n, cfg.batch_pairs, cfg.seed, step);
+        let idx = trainer::epoch_order(n, cfg.batch_pairs, cfg.seed, step);
         let p = idx.len();
         let rows: Vec<&Seq> = idx.iter().map(|&i| &data.chosen[i]).chain(idx.iter().map(|&i| &data.rejected[i])).collect();
         let (ids, tg, t) = pad_seqs(&rows, ctx);

@@ -270,19 +270,6 @@ pub fn evaluate(model: &mut Llama<Cpu>, data: &RmData) -> RmEval {
     e
 }
 
-/// The prompt groups of step `step`: a seeded permutation per epoch, walked in order.
-fn step_groups(n: usize, batch: usize, seed: u64, step: usize) -> Vec<usize> {
-    (0..batch)
-        .map(|i| {
-            let k = step * batch + i;
-            let (epoch, at) = (k / n, k % n);
-            let mut perm: Vec<usize> = (0..n).collect();
-            perm.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
-            perm[at]
-        })
-        .collect()
-}
-
 /// The reward model run's figures (`stages.rm`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RmOutcome {
@@ -350,7 +337,7 @@ pub fn train_rm(run: &Path, cfg: RmConfig, data: &RmData, quiet: bool) -> Result
     };
     let n = data.train.len();
     let step_fn = |model: &mut Llama<Cpu>, step: usize| -> Result<StepOut> {
-        let groups: Vec<&Group> = step_groups(n, cfg.batch_prompts, cfg.seed, step).into_iter().map(|i| &data.train[i]).collect();
+        let groups: Vec<&Group> = trainer::epoch_order(n, cfg.batch_prompts, cfg.seed, step).into_iter().map(|i| &data.train[i]).collect();
         let rows: Vec<&[u32]> = groups.iter().flat_map(|g| g.rows.iter().map(|r| r.as_slice())).collect();
         let (ids, t, last) = pad_rows(&rows, ctx);
         let (_, values) = model.forward_heads(&ids, rows.len(), t, false, true);

@@ -171,6 +171,22 @@ pub fn run_steps(
     Ok(LoopStats { wall_s: wall, tokens: state.tokens_seen, tokens_per_s: tps, mfu: tps * flops_per_token / 1e9 / peak })
 }
 
+/// The items of step `step` when each step takes `batch` of `n` items: a seeded permutation per
+/// epoch, walked in order (a pure function of its arguments, for exact resume).
+pub fn epoch_order(n: usize, batch: usize, seed: u64, step: usize) -> Vec<usize> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    (0..batch)
+        .map(|i| {
+            let k = step * batch + i;
+            let (epoch, at) = (k / n, k % n);
+            let mut perm: Vec<usize> = (0..n).collect();
+            perm.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+            perm[at]
+        })
+        .collect()
+}
+
 /// Where a stage resumes from: an explicit `--resume-from` folder, else `run/<stage>` when it
 /// holds a checkpoint (after finishing an interrupted commit), else nowhere (a fresh start).
 pub fn resume_dir(run: &Path, stage: &str, resume_from: Option<&Path>) -> Result<Option<PathBuf>> {
