@@ -143,14 +143,7 @@ pub fn run(a: SampleArgs) -> anyhow::Result<()> {
     println!("the worst answer came up in {:.2}% of the samples", 100.0 * worst_share);
     let plot = a.run.join("plots").join(format!("rewards_{}.svg", a.stage));
     let title = format!("Rewards of {n} answers ({})", a.stage);
-    report::histogram_plot(
-        &plot,
-        &title,
-        "reward",
-        &rewards,
-        40,
-        &[("median", percentile(&sorted, 0.5)), ("best", sorted[n - 1]), ("worst", sorted[0])],
-    )?;
+    report::histogram_plot(&plot, &title, "reward", &rewards, 40)?;
     report::update_report(
         &a.run,
         &format!("stages.{}.sample", a.stage),

@@ -186,12 +186,8 @@ pub fn plot_stage_loss(run: &Path, stage: &str, title: &str, file: &str) -> Resu
     line_plot(&run.join("plots").join(file), title, "step", "nats / token", &[("train", pick("loss")), ("val", pick("val_loss"))])
 }
 
-/// A histogram of `values` in `bins` equal bins as SVG, with optional vertical markers (name, x).
-pub fn histogram_plot(path: &Path, title: &str, xlabel: &str, values: &[f64], bins: usize, markers: &[(&str, f64)]) -> Result<()> {
-    let err = |e: String| Error::Plot { path: path.to_path_buf(), msg: e };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
+/// A histogram of `values` in `bins` equal bins, drawn by [`bar_plot`].
+pub fn histogram_plot(path: &Path, title: &str, xlabel: &str, values: &[f64], bins: usize) -> Result<()> {
     let vals: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
     if vals.is_empty() || bins == 0 {
         return Ok(());
@@ -203,39 +199,6 @@ pub fn histogram_plot(path: &Path, title: &str, xlabel: &str, values: &[f64], bi
     for v in &vals {
         counts[(((v - lo) / w) as usize).min(bins - 1)] += 1;
     }
-    let top = *counts.iter().max().unwrap() as f64 * 1.1;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (800, 480)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(lo..hi, 0.0..top)
-            .map_err(|e| err(e.to_string()))?;
-        chart.configure_mesh().x_desc(xlabel).y_desc("count").draw().map_err(|e| err(e.to_string()))?;
-        chart
-            .draw_series(counts.iter().enumerate().map(|(i, &c)| {
-                let x0 = lo + i as f64 * w;
-                Rectangle::new([(x0, 0.0), (x0 + w * 0.95, c as f64)], BLUE.mix(0.6).filled())
-            }))
-            .map_err(|e| err(e.to_string()))?;
-        let colours = [RED, GREEN, BLACK, MAGENTA];
-        for (i, (name, x)) in markers.iter().enumerate() {
-            let c = colours[i % colours.len()];
-            chart
-                .draw_series(LineSeries::new(vec![(*x, 0.0), (*x, top)], c.stroke_width(2)))
-                .map_err(|e| err(e.to_string()))?
-                .label(*name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-        }
-        if !markers.is_empty() {
-            chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| err(e.to_string()))?;
-        }
-        root.present().map_err(|e| err(e.to_string()))?;
-    }
-    write_atomic(path, svg.as_bytes())?;
-    Ok(())
+    let bars: Vec<(f64, f64)> = counts.iter().enumerate().map(|(i, &c)| (lo + (i as f64 + 0.5) * w, c as f64)).collect();
+    bar_plot(path, title, xlabel, "answers", w, &[("answers", bars)])
 }
