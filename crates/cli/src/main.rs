@@ -52,6 +52,8 @@ enum Cmd {
     Dpo(rl_cmd::DpoArgs),
     /// Win rate of one stage over another on held-out prompts (noise-free judge).
     Compare(rl_cmd::CompareArgs),
+    /// Data efficiency: RM + PPO and DPO from 100, 300, 1k, 3k preference pairs, each judged against SFT.
+    PairsCurve(rl_cmd::CurveArgs),
     /// Talk to a run's chat model in the terminal (/system, /reset, /temperature, /quit).
     Chat(chat_cmd::ChatArgs),
     /// Continue a text with a base model.
@@ -92,6 +94,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Ppo(a) => rl_cmd::run_ppo(&a, false).map(|_| ()),
         Cmd::Dpo(a) => rl_cmd::run_dpo(&a, false).map(|_| ()),
         Cmd::Compare(a) => rl_cmd::run_compare(a),
+        Cmd::PairsCurve(a) => rl_cmd::run_curve(a),
         Cmd::Chat(a) => chat_cmd::chat(a),
         Cmd::Complete(a) => chat_cmd::complete(a),
         Cmd::Serve(a) => serve_cmd::serve(a),

@@ -7,7 +7,9 @@ use chatforge_core::config::ShapeOverrides;
 use chatforge_data::clean;
 use chatforge_data::tokenizer::Tokenizer;
 use chatforge_train::optim::Schedule;
-use chatforge_train::pretrain::{prepare_corpus, pretrain, Budget, Corpus, PretrainConfig, PretrainOutcome, RunOptions, TokenizerSpec};
+use chatforge_train::pretrain::{
+    lr_for_depth, prepare_corpus, pretrain, Budget, Corpus, PretrainConfig, PretrainOutcome, RunOptions, TokenizerSpec, BASE_LR,
+};
 use clap::Args;
 
 /// Where a run's text comes from and how it is tokenised (pretrain, scale).
@@ -80,8 +82,9 @@ pub struct PretrainArgs {
     /// Wall-clock budget in seconds (`300`, `5m`): the step count is fixed from a measured step.
     #[arg(long)]
     pub time_budget: Option<String>,
-    #[arg(long, default_value_t = 3e-3)]
-    pub lr: f32,
+    /// Peak learning rate (default: 3e-3 up to depth 2, then ∝ 1/width: 1.5e-3 at depth 4).
+    #[arg(long)]
+    pub lr: Option<f32>,
     #[arg(long, default_value_t = 20)]
     pub warmup: usize,
     #[arg(long, default_value_t = 0.1)]
@@ -150,7 +153,7 @@ impl PretrainArgs {
             seed: self.seed,
             ..Default::default()
         };
-        cfg.optim.lr = self.lr;
+        cfg.optim.lr = self.lr.unwrap_or_else(|| lr_for_depth(BASE_LR, self.depth));
         cfg.optim.warmup_steps = self.warmup;
         cfg.optim.weight_decay = self.weight_decay;
         cfg.optim.schedule = schedule;

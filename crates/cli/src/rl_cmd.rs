@@ -64,8 +64,12 @@ pub struct CompareArgs {
     pub a: String,
     #[arg(long, default_value = "sft")]
     pub b: String,
+    /// Sampling temperature of both stages.
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f32,
+    /// Sample B at this temperature instead (e.g. is RLHF better than a cooler SFT?).
+    #[arg(long)]
+    pub b_temperature: Option<f32>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
@@ -99,9 +103,9 @@ pub fn stage_figures(run: &Path, stage: &str, tok: &Tokenizer, test: &[Task]) ->
 }
 
 /// Win rate of stage `a` over stage `b` on the test prompts, by the noise-free judge.
-pub fn win_rate(run: &Path, a: &str, b: &str, tok: &Tokenizer, test: &[Task], temperature: f32, seed: u64) -> anyhow::Result<WinRate> {
-    let xa = stage_answers(run, a, tok, test, temperature, seed)?;
-    let xb = stage_answers(run, b, tok, test, temperature, seed)?;
+pub fn win_rate(run: &Path, a: &str, b: &str, tok: &Tokenizer, test: &[Task], temperature: [f32; 2], seed: u64) -> anyhow::Result<WinRate> {
+    let xa = stage_answers(run, a, tok, test, temperature[0], seed)?;
+    let xb = stage_answers(run, b, tok, test, temperature[1], seed)?;
     Ok(judge(&Panel::new(&PanelConfig::default()), test, &xa, &xb))
 }
 
@@ -134,7 +138,7 @@ pub fn run_ppo(a: &PpoArgs, quiet: bool) -> anyhow::Result<serde_json::Value> {
     let out = ppo(&a.run, cfg, &tok, &PpoData { prompts: &prompts, ptx: sft_data.as_ref() }, quiet)?;
     let before = stage_figures(&a.run, "sft", &tok, &suite.test)?;
     let mut figures = stage_figures(&a.run, "ppo", &tok, &suite.test)?;
-    let w = win_rate(&a.run, "ppo", "sft", &tok, &suite.test, 1.0, 0)?;
+    let w = win_rate(&a.run, "ppo", "sft", &tok, &suite.test, [1.0; 2], 0)?;
     figures["win_rate_vs_sft"] = json!(w.win_rate);
     figures["win_rate_vs_sft_detail"] = wr_json(&w);
     figures["kl"] = json!(out.last.kl);
@@ -203,7 +207,7 @@ pub fn run_dpo(a: &DpoArgs, quiet: bool) -> anyhow::Result<serde_json::Value> {
     let suite = crate::sft_cmd::suite(&a.run, false, 7)?;
     let before = stage_figures(&a.run, "sft", &tok, &suite.test)?;
     let mut figures = stage_figures(&a.run, "dpo", &tok, &suite.test)?;
-    let w = win_rate(&a.run, "dpo", "sft", &tok, &suite.test, 1.0, 0)?;
+    let w = win_rate(&a.run, "dpo", "sft", &tok, &suite.test, [1.0; 2], 0)?;
     figures["win_rate_vs_sft"] = json!(w.win_rate);
     figures["win_rate_vs_sft_detail"] = wr_json(&w);
     figures["pairs"] = json!(out.pairs);
@@ -221,10 +225,12 @@ pub fn run_dpo(a: &DpoArgs, quiet: bool) -> anyhow::Result<serde_json::Value> {
 pub fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
     let tok = tok(&a.run)?;
     let suite = crate::sft_cmd::suite(&a.run, false, 7)?;
-    let w = win_rate(&a.run, &a.a, &a.b, &tok, &suite.test, a.temperature, a.seed)?;
+    let tb = a.b_temperature.unwrap_or(a.temperature);
+    let w = win_rate(&a.run, &a.a, &a.b, &tok, &suite.test, [a.temperature, tb], a.seed)?;
     println!(
-        "{} vs {}: win rate {:.1}% (95% CI {:.1}-{:.1}%): {} wins, {} ties, {} losses on {} held-out prompts (noise-free judge)",
+        "{} (T={}) vs {} (T={tb}): win rate {:.1}% (95% CI {:.1}-{:.1}%): {} wins, {} ties, {} losses on {} held-out prompts (noise-free judge)",
         a.a,
+        a.temperature,
         a.b,
         100.0 * w.win_rate,
         100.0 * w.ci95.0,
@@ -236,4 +242,117 @@ pub fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
     );
     report::update_report(&a.run, &format!("compare.{}_vs_{}", a.a, a.b), wr_json(&w))?;
     Ok(())
+}
+
+#[derive(Args, Clone)]
+pub struct CurveArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Preference-pair counts to train from (the oldest first; capped at what the store holds).
+    #[arg(long, value_delimiter = ',', default_value = "100,300,1000,3000")]
+    pub pairs: Vec<usize>,
+    /// PPO iterations at every point (as the speedrun's PPO).
+    #[arg(long, default_value_t = 20)]
+    pub iterations: usize,
+    #[arg(long, default_value_t = 32)]
+    pub rollouts: usize,
+    /// Reward-model epochs over the full store; smaller subsets get proportionally more (capped
+    /// at 10), so every point trains for about the same number of steps.
+    #[arg(long, default_value_t = 2.0)]
+    pub rm_epochs: f64,
+    /// DPO epochs over the full store, scaled the same way.
+    #[arg(long, default_value_t = 0.5)]
+    pub dpo_epochs: f64,
+}
+
+/// `R/pairs/n{N}`: a run folder that shares R's tokenizer, task suite, SFT model and store
+/// (symbolic links) and holds its own reward model, PPO and DPO checkpoints.
+fn pairs_run(run: &Path, n: usize) -> anyhow::Result<PathBuf> {
+    let sub = run.join("pairs").join(format!("n{n}"));
+    std::fs::create_dir_all(&sub).with_context(|| format!("creating {}", sub.display()))?;
+    for name in ["tokenizer.json", "sft", "sft_data", "feedback.sqlite"] {
+        let (from, to) =
+            (std::fs::canonicalize(run.join(name)).with_context(|| format!("{} needs {name}", run.display()))?, sub.join(name));
+        if std::fs::symlink_metadata(&to).is_err() {
+            std::os::unix::fs::symlink(&from, &to).with_context(|| format!("linking {}", to.display()))?;
+        }
+    }
+    Ok(sub)
+}
+
+/// Data efficiency: for each pair count N, a reward model and PPO from N pairs and DPO from the
+/// same N, each judged against SFT. Writes `stages.ppo.win_rate_by_pairs`,
+/// `stages.dpo.win_rate_by_pairs` and `R/plots/win_rate_by_pairs.svg`.
+pub fn run_curve(a: CurveArgs) -> anyhow::Result<()> {
+    let total = open_store(&a.run)?.pairs(&PairFilter::default())?.len();
+    if total == 0 {
+        anyhow::bail!("{} holds no preference pairs: run `chatforge label --run {} --simulated` first", a.run.display(), a.run.display());
+    }
+    let mut counts: Vec<usize> = a.pairs.iter().map(|&n| n.min(total)).filter(|&n| n > 0).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    if counts.is_empty() {
+        anyhow::bail!("--pairs needs at least one count above 0");
+    }
+    println!("data efficiency: {} of the store's {total} pairs, each through RM + PPO and through DPO", fmt_counts(&counts));
+    let (mut ppo_rows, mut dpo_rows) = (vec![], vec![]);
+    for &n in &counts {
+        let sub = pairs_run(&a.run, n)?;
+        let scale = (total as f64 / n as f64).min(10.0);
+        let rm = crate::rm_cmd::RmArgs {
+            run: sub.clone(),
+            epochs: a.rm_epochs * scale,
+            lr: 3e-4,
+            batch_prompts: 8,
+            ties: false,
+            pairs: Some(n),
+            only: None,
+        };
+        let rm_out = crate::rm_cmd::run_rm(&rm, true)?;
+        let ppo = PpoArgs {
+            run: sub.clone(),
+            iterations: a.iterations,
+            rollouts: a.rollouts,
+            kl_coef: 0.02,
+            kl_target: 3.0,
+            lr: 5e-5,
+            ptx_coef: 0.0,
+        };
+        let p = run_ppo(&ppo, true)?;
+        let dpo = DpoArgs { run: sub.clone(), beta: 0.1, epochs: a.dpo_epochs * scale, lr: 1e-4, pairs: Some(n) };
+        let d = run_dpo(&dpo, true)?;
+        let row =
+            |f: &serde_json::Value| json!({"pairs": n, "win_rate": f["win_rate_vs_sft"], "ci95": f["win_rate_vs_sft_detail"]["ci95"]});
+        let mut pr = row(&p);
+        pr["rm_heldout_accuracy"] = json!(rm_out.eval.heldout_accuracy);
+        pr["kl"] = p["kl"].clone();
+        let dr = row(&d);
+        println!(
+            "  {n:>5} pairs: RM {:.1}% vs the gold judge; win rate vs SFT: PPO {:.1}%, DPO {:.1}%",
+            100.0 * rm_out.eval.heldout_accuracy,
+            100.0 * p["win_rate_vs_sft"].as_f64().unwrap_or(f64::NAN),
+            100.0 * d["win_rate_vs_sft"].as_f64().unwrap_or(f64::NAN)
+        );
+        ppo_rows.push(pr);
+        dpo_rows.push(dr);
+    }
+    report::update_report(&a.run, "stages.ppo", json!({"win_rate_by_pairs": ppo_rows}))?;
+    report::update_report(&a.run, "stages.dpo", json!({"win_rate_by_pairs": dpo_rows}))?;
+    let series = |rows: &[serde_json::Value]| -> Vec<(f64, f64)> {
+        rows.iter().map(|r| (r["pairs"].as_f64().unwrap_or(f64::NAN), 100.0 * r["win_rate"].as_f64().unwrap_or(f64::NAN))).collect()
+    };
+    let plot = a.run.join("plots/win_rate_by_pairs.svg");
+    report::line_plot(
+        &plot,
+        "win rate vs SFT by preference pairs (noise-free judge)",
+        "preference pairs",
+        "win rate vs SFT (%)",
+        &[("RM + PPO", series(&ppo_rows)), ("DPO", series(&dpo_rows)), ("even", counts.iter().map(|&n| (n as f64, 50.0)).collect())],
+    )?;
+    println!("data efficiency: {} and report.json stages.ppo/dpo.win_rate_by_pairs", plot.display());
+    Ok(())
+}
+
+fn fmt_counts(c: &[usize]) -> String {
+    c.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
 }

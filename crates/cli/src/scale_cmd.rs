@@ -11,9 +11,10 @@ use clap::Args;
 
 use crate::pretrain_cmd::CorpusArgs;
 
-/// Measured on the bundled corpus (2 cores): with the default target (depth 3, 2.1M tokens,
-/// 10.5x the largest rung's compute) the whole ladder takes about 1.5 minutes.
-const DEFAULT_LADDER: &str = "1:400000,1:600000,1:900000,1:1300000,2:250000,2:330000,2:440000,3:200000";
+/// The speedrun's ladder (depths 1–3 at 3–8 % of the default target's compute, 16.6x below
+/// it): about 100 s on 2 cores. The default target is the speedrun's base run (depth 4, 2,200
+/// steps of 2,048 tokens), about 7 minutes more with --run-target.
+pub const DEFAULT_LADDER: &str = "1:600000,1:1200000,1:2400000,2:500000,2:1200000,3:400000";
 
 #[derive(Args, Clone)]
 pub struct ScaleArgs {
@@ -23,13 +24,13 @@ pub struct ScaleArgs {
     #[command(flatten)]
     pub corpus: CorpusArgs,
     /// Depth of the run to predict.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 4)]
     pub target_depth: usize,
     /// Training tokens of the run to predict.
-    #[arg(long, default_value_t = 2_100_000)]
+    #[arg(long, default_value_t = 4_505_600)]
     pub target_tokens: usize,
-    /// The ladder as depth:tokens pairs. The default spans 3.4x in compute below a target 10x
-    /// beyond it; its runs are past the unigram plateau, which runs of fewer tokens sit on.
+    /// The ladder as depth:tokens pairs. The default's largest rungs are past the unigram
+    /// plateau by a nat or more (runs of fewer tokens sit on it and bend the fit).
     #[arg(long, default_value = DEFAULT_LADDER, conflicts_with_all = ["depths", "tokens"])]
     pub ladder: String,
     /// Ladder depths, crossed with --tokens (instead of --ladder).
@@ -41,16 +42,18 @@ pub struct ScaleArgs {
     /// After writing the prediction, train the target and report actual vs predicted.
     #[arg(long)]
     pub run_target: bool,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 256)]
     pub context: usize,
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    #[arg(long, default_value_t = 3e-3)]
+    /// Peak learning rate up to depth 2; deeper runs get it ∝ 1/width (the target included).
+    #[arg(long, default_value_t = chatforge_train::pretrain::BASE_LR)]
     pub lr: f32,
     #[arg(long, default_value_t = 1337)]
     pub seed: u64,
     /// Val tokens scored at the end of every run (the same ones for all; capped by the val split).
-    #[arg(long, default_value_t = 131_072)]
+    /// The default is pretraining's, so a speedrun's ladder is reused by `scale --run R`.
+    #[arg(long, default_value_t = 32_768)]
     pub eval_tokens: usize,
     /// Bootstrap resamples for the intervals.
     #[arg(long, default_value_t = 200)]
@@ -67,7 +70,7 @@ fn fmt_est_e(e: &Estimate) -> String {
     format!("{:.3e} [{:.3e}, {:.3e}]", e.value, e.interval[0], e.interval[1])
 }
 
-fn print_prediction(s: &ScalingReport) {
+pub fn print_prediction(s: &ScalingReport) {
     println!("ladder ({} runs):", s.ladder.len());
     println!(
         "  depth     params  compute-params     tokens       compute   val loss   wall s  (unigram loss {:.4})",

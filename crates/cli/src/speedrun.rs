@@ -1,10 +1,12 @@
 //! `chatforge speedrun`: every stage in order on the bundled corpus, timed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use chatforge_train::pretrain::{prepare_corpus, pretrain, Budget, PretrainConfig, RunOptions, TokenizerSpec};
+use chatforge_data::tokenizer::Tokenizer;
+use chatforge_train::pretrain::{prepare_corpus, pretrain, Budget, Corpus, PretrainConfig, RunOptions, TokenizerSpec, BASE_LR};
 use chatforge_train::report;
+use chatforge_train::scaling::{self, Rung, ScaleConfig, ScalingReport};
 use clap::Args;
 use serde_json::json;
 
@@ -54,7 +56,8 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
     let (tok, corpus) = prepare_corpus(&run, &data, &TokenizerSpec::Bpe { vocab_size: 4096 }, true)?;
     stage("tokenizer", t);
 
-    // 3. Pretraining.
+    // 3. Predictable scaling: a ladder of small runs, one recipe for every size, fits the laws
+    // and predicts the base run's final val loss before it trains.
     let t = Instant::now();
     let cfg = PretrainConfig {
         depth: 4,
@@ -64,11 +67,30 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     // Step budgets, not time budgets: the speedrun gives the same model on every machine
-    // (about 7 minutes of pretraining and 3.5 of SFT on 2 idle cores).
-    let budget = Budget::Steps(if a.quick { 200 } else { 2200 });
+    // (about 9 minutes of pretraining and 3 of SFT on 2 idle cores).
+    let cap = (if a.quick { 200 } else { 2200 }) * cfg.tokens_per_step();
+    let plan = plan_pretraining(&run, &cfg, cap, a.quick, &tok, &corpus);
+    stage("scaling", t);
+
+    // 4. Pretraining.
+    let t = Instant::now();
+    let tokens = plan.as_ref().map_or(cap, |(_, s)| s.target.tokens as usize);
     let (depth, context) = (cfg.depth, cfg.context);
-    let out = pretrain(&run, cfg, budget, &tok, &corpus, &RunOptions::default())?;
+    let out = pretrain(&run, cfg, Budget::Tokens(tokens), &tok, &corpus, &RunOptions::default())?;
     print_outcome(&run, &out);
+    if let Some((scfg, mut s)) = plan {
+        s.set_actual(&scaling::point_of(&scfg, scfg.target, tok.vocab_size(), &out));
+        scaling::write(&run, &s)?;
+        println!(
+            "scaling: predicted {:.4} [{:.4}, {:.4}] before training, actual {:.4}: relative error {:+.2}% ({} the interval)",
+            s.predicted_loss,
+            s.prediction_interval[0],
+            s.prediction_interval[1],
+            out.val_loss,
+            100.0 * s.relative_error.unwrap_or(f64::NAN),
+            if s.within_interval == Some(true) { "inside" } else { "outside" }
+        );
+    }
     stage("pretrain", t);
 
     // 4. SFT: the chat format, the task suite, scores before and after.
@@ -185,4 +207,68 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
     )?;
     println!("speedrun finished in {total:.1}s; report: {}", run.join("report.html").display());
     Ok(())
+}
+
+/// The ladder the speedrun predicts its base run from: `scale`'s default (depths 1–3 at 3–8 % of
+/// the base run's compute, about 100 s on 2 cores; depth 1 at 2.4M tokens sees some text twice,
+/// as the base run does). The quick ladder takes seconds and its rungs barely leave the unigram
+/// plateau: its prediction is a smoke test.
+fn speedrun_ladder(quick: bool) -> Vec<Rung> {
+    if quick {
+        let r = |depth, tokens| Rung { depth, tokens };
+        vec![r(1, 60_000), r(1, 100_000), r(1, 160_000), r(2, 60_000), r(2, 100_000), r(3, 40_000)]
+    } else {
+        scaling::parse_ladder(crate::scale_cmd::DEFAULT_LADDER).expect("the default ladder parses")
+    }
+}
+
+/// Runs the ladder and fits the laws; the base run's token budget is `cap` unless the
+/// Chinchilla law says depth 4 is compute-optimal at fewer tokens (beyond them a bigger model
+/// would spend the compute better). Prints the prediction. A ladder that cannot be fitted
+/// (the quick one may not be) costs the prediction, not the speedrun.
+fn plan_pretraining(
+    run: &Path,
+    cfg: &PretrainConfig,
+    cap: usize,
+    quick: bool,
+    tok: &Tokenizer,
+    corpus: &Corpus,
+) -> Option<(ScaleConfig, ScalingReport)> {
+    // The ladder trains with the base recipe; its learning rate scales down from BASE_LR with width.
+    let mut base = cfg.clone();
+    base.optim.lr = BASE_LR;
+    let mut scfg = ScaleConfig { base, ladder: speedrun_ladder(quick), target: Rung { depth: cfg.depth, tokens: cap }, bootstrap: 200 };
+    let result = scaling::ladder_and_predict(run, &scfg, tok, corpus, false).and_then(|s| {
+        let optimal = s.fit.chinchilla.as_ref().map(|c| c.law().optimal_tokens(s.target.compute_params));
+        match (&s.fit.chinchilla, optimal) {
+            (Some(c), Some(d)) => {
+                let [lo, hi] = c.tokens_per_param.interval;
+                println!(
+                    "scaling: the fitted law makes depth {} compute-optimal at {d:.3e} tokens ({:.3e} per parameter at this compute, 90% interval {lo:.2e} to {hi:.2e}{}); this machine's cap is {cap} tokens",
+                    cfg.depth,
+                    c.tokens_per_param.value,
+                    if hi > 10.0 * lo { ": the ladder does not pin the optimum down" } else { "" }
+                );
+            }
+            _ => println!("scaling: no Chinchilla fit, so no compute-optimal budget; this machine's cap is {cap} tokens"),
+        }
+        match optimal {
+            Some(d) if d.is_finite() && d < cap as f64 => {
+                scfg.target.tokens = (d as usize).max(cfg.tokens_per_step());
+                println!("  training {} tokens: past them a bigger model would use the compute better", scfg.target.tokens);
+                scaling::ladder_and_predict(run, &scfg, tok, corpus, true)
+            }
+            _ => Ok(s),
+        }
+    });
+    match result {
+        Ok(s) => {
+            crate::scale_cmd::print_prediction(&s);
+            Some((scfg, s))
+        }
+        Err(e) => {
+            println!("scaling: no prediction for the base run: {e}");
+            None
+        }
+    }
 }

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::ckpt;
-use crate::pretrain::{pretrain, Budget, Corpus, PretrainConfig, PretrainOutcome, RunOptions};
+use crate::pretrain::{lr_for_depth, pretrain, Budget, Corpus, PretrainConfig, PretrainOutcome, RunOptions};
 use crate::report;
 use crate::{Error, Result};
 
@@ -86,6 +86,14 @@ impl ChinchillaLaw {
         let ln_n = ((self.alpha * self.a).ln() - (self.beta * self.b).ln() + self.beta * nd.ln()) / (self.alpha + self.beta);
         let n = ln_n.exp();
         (n, nd / n)
+    }
+
+    /// The training tokens for which `n` compute parameters is the compute-optimal size (the
+    /// inverse of `optimal_split`: `C/6 = (N / G)^{(α+β)/β}` with `G = (αA / βB)^{1/(α+β)}`).
+    pub fn optimal_tokens(&self, n: f64) -> f64 {
+        let ln_g = ((self.alpha * self.a).ln() - (self.beta * self.b).ln()) / (self.alpha + self.beta);
+        let ln_nd = (n.ln() - ln_g) * (self.alpha + self.beta) / self.beta;
+        (ln_nd - n.ln()).exp()
     }
 
     /// Compute-optimal training tokens per (compute) parameter at `compute` FLOPs.
@@ -552,10 +560,14 @@ pub struct ScaleConfig {
 }
 
 impl ScaleConfig {
-    /// The pretraining config of a rung: the base one at this depth, with a single eval (at the
-    /// end, on the same `eval_tokens` val tokens for every run) and a single checkpoint.
+    /// The pretraining config of a rung: the base one at this depth, its learning rate scaled
+    /// from `base.optim.lr` by `lr_for_depth` (one recipe for every size), with a single eval
+    /// (at the end, on the same `eval_tokens` val tokens for every run) and a single checkpoint.
     pub fn run_config(&self, depth: usize) -> PretrainConfig {
-        PretrainConfig { depth, eval_every: usize::MAX / 2, checkpoint_every: usize::MAX / 2, sample_tokens: 0, ..self.base.clone() }
+        let mut c =
+            PretrainConfig { depth, eval_every: usize::MAX / 2, checkpoint_every: usize::MAX / 2, sample_tokens: 0, ..self.base.clone() };
+        c.optim.lr = lr_for_depth(self.base.optim.lr, depth);
+        c
     }
 
     /// Tokens a rung will train: its budget rounded up to whole steps (what `pretrain` does).
@@ -614,7 +626,8 @@ fn train_rung(
     pretrain(run_dir, cfg, Budget::Tokens(tokens), tok, corpus, &RunOptions { resume_from: None, quiet })
 }
 
-fn point_of(cfg: &ScaleConfig, r: Rung, vocab: usize, o: &PretrainOutcome) -> LadderPoint {
+/// A finished run as a ladder point (also the target's actual point once it trained).
+pub fn point_of(cfg: &ScaleConfig, r: Rung, vocab: usize, o: &PretrainOutcome) -> LadderPoint {
     let (params, compute_params, _, _) = cfg.size_of(r, vocab);
     let unigram_loss = if o.val_bpb > 0.0 { o.unigram_val_bpb * o.val_loss / o.val_bpb } else { f64::NAN };
     LadderPoint {
@@ -717,6 +730,13 @@ pub struct ChinchillaFit {
     /// The compute-optimal (N, D) at the target's compute.
     pub optimal_params: f64,
     pub optimal_tokens: f64,
+}
+
+impl ChinchillaFit {
+    /// The law at the point estimates.
+    pub fn law(&self) -> ChinchillaLaw {
+        ChinchillaLaw { e: self.e.value, a: self.a.value, alpha: self.alpha.value, b: self.b.value, beta: self.beta.value }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

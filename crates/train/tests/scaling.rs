@@ -70,6 +70,8 @@ fn the_chinchilla_law_is_recovered_from_noisy_points() {
     for f in [0.8, 1.25] {
         assert!(truth.predict(tn * f, td / f) > truth.predict(tn, td));
     }
+    // optimal_tokens inverts it: the tokens for which tn parameters is the optimal size.
+    assert!(close(truth.optimal_tokens(tn), td, 1e-9), "{} vs {td}", truth.optimal_tokens(tn));
 }
 
 #[test]
