@@ -28,6 +28,9 @@ pub struct PpoArgs {
     /// Answers sampled per iteration.
     #[arg(long, default_value_t = 32)]
     pub rollouts: usize,
+    /// Answers per prompt; each scored relative to its siblings (1: InstructGPT's one answer per prompt).
+    #[arg(long, default_value_t = 4)]
+    pub group: usize,
     /// Initial KL coefficient β.
     #[arg(long, default_value_t = 0.02)]
     pub kl_coef: f64,
@@ -131,8 +134,14 @@ pub fn run_ppo(a: &PpoArgs, quiet: bool) -> anyhow::Result<serde_json::Value> {
     } else {
         None
     };
-    let mut cfg =
-        PpoConfig { iterations: a.iterations, rollouts: a.rollouts, kl_coef: a.kl_coef, ptx_coef: a.ptx_coef, ..Default::default() };
+    let mut cfg = PpoConfig {
+        iterations: a.iterations,
+        rollouts: a.rollouts,
+        group: a.group,
+        kl_coef: a.kl_coef,
+        ptx_coef: a.ptx_coef,
+        ..Default::default()
+    };
     cfg.kl_target = (a.kl_target > 0.0).then_some(a.kl_target);
     cfg.optim.lr = a.lr;
     let out = ppo(&a.run, cfg, &tok, &PpoData { prompts: &prompts, ptx: sft_data.as_ref() }, quiet)?;
@@ -313,6 +322,7 @@ pub fn run_curve(a: CurveArgs) -> anyhow::Result<()> {
             run: sub.clone(),
             iterations: a.iterations,
             rollouts: a.rollouts,
+            group: 4,
             kl_coef: 0.02,
             kl_target: 3.0,
             lr: 5e-5,

@@ -155,6 +155,7 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
         run: run.clone(),
         iterations: if a.quick { 2 } else { 20 },
         rollouts: if a.quick { 8 } else { 32 },
+        group: 4,
         kl_coef: 0.02,
         kl_target: 3.0,
         lr: 5e-5,

@@ -44,8 +44,14 @@ use crate::{Error, Result};
 pub struct PpoConfig {
     /// Rollout iterations.
     pub iterations: usize,
-    /// Prompts (answers) per iteration.
+    /// Answers sampled per iteration.
     pub rollouts: usize,
+    /// Answers per prompt (`rollouts / group` prompts an iteration). With more than one, each
+    /// answer's score is taken relative to the mean of its siblings' (leave-one-out, as RLOO):
+    /// a Bradley–Terry reward is only comparable between answers to the same prompt, and its
+    /// offset from prompt to prompt is noise the value head would first have to learn.
+    #[serde(default = "one")]
+    pub group: usize,
     pub minibatch: usize,
     pub ppo_epochs: usize,
     pub max_new: usize,
@@ -74,6 +80,7 @@ impl Default for PpoConfig {
         PpoConfig {
             iterations: 30,
             rollouts: 32,
+            group: 4,
             minibatch: 16,
             ppo_epochs: 4,
             max_new: 48,
@@ -102,8 +109,24 @@ impl Default for PpoConfig {
     }
 }
 
+fn one() -> usize {
+    1
+}
+
 // ---------------------------------------------------------------------------------------------
 // The loss pieces (pure functions, unit-tested against hand-computed values)
+
+/// Scores relative to their group's other members: `s_i − mean_{j≠i} s_j` over consecutive
+/// groups of `group` (unchanged when `group` is 1 or a group has one member).
+pub fn leave_one_out(scores: &[f64], group: usize) -> Vec<f64> {
+    scores
+        .chunks(group.max(1))
+        .flat_map(|g| {
+            let (n, sum) = (g.len() as f64, g.iter().sum::<f64>());
+            g.iter().map(move |&s| if n > 1.0 { s - (sum - s) / (n - 1.0) } else { s })
+        })
+        .collect()
+}
 
 /// Per-token rewards of one answer: −β·(logp − ref_logp) on every token, plus `score` on the last.
 pub fn kl_rewards(logp: &[f64], ref_logp: &[f64], score: f64, beta: f64) -> Vec<f64> {
@@ -256,16 +279,17 @@ pub fn ppo(run: &Path, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet: b
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ (it as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut idx: Vec<usize> = (0..data.prompts.len()).collect();
         idx.shuffle(&mut rng);
-        idx.truncate(cfg.rollouts);
+        let group = cfg.group.clamp(1, cfg.rollouts.max(1));
+        idx.truncate(cfg.rollouts.div_ceil(group));
         let cap = ctx.saturating_sub(cfg.max_new + 1).max(1);
         let prompts: Vec<Vec<u32>> = idx
             .iter()
-            .map(|&i| {
+            .flat_map(|&i| {
                 let mut p = encode_prompt(tok, &data.prompts[i]);
                 if p.len() > cap {
                     p.drain(..p.len() - cap);
                 }
-                p
+                std::iter::repeat_n(p, group)
             })
             .collect();
         let seeds: Vec<u64> =
@@ -288,6 +312,7 @@ pub fn ppo(run: &Path, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet: b
             .collect();
         // 2. Scores, old log-probs and values, reference log-probs.
         let scores = rm.score_ids(&seqs.iter().map(|(s, _)| s.ids.clone()).collect::<Vec<_>>());
+        let relative = leave_one_out(&scores.iter().map(|&s| s as f64).collect::<Vec<_>>(), group);
         let mut rollouts = Vec::with_capacity(seqs.len());
         let (mut kl_sum, mut ent_sum, mut ent_n) = (0.0, 0.0, 0usize);
         for chunk in seqs.chunks(cfg.minibatch) {
@@ -303,7 +328,7 @@ pub fn ppo(run: &Path, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet: b
                 ent_sum += ent.iter().sum::<f64>();
                 ent_n += ent.len();
                 let k = rollouts.len();
-                let rewards = kl_rewards(&lp, &rl, scores[k] as f64, beta);
+                let rewards = kl_rewards(&lp, &rl, relative[k], beta);
                 let (adv, ret) = gae(&rewards, &vals, cfg.gamma, cfg.lambda);
                 rollouts.push(Rollout { seq: seq.clone(), answer: answer.clone(), old_logp: lp, old_values: vals, adv, ret });
             }
@@ -445,6 +470,13 @@ mod tests {
         // −0.1·(0.5), −0.1·0, −0.1·0.5 + 2
         assert_eq!(r.len(), 3);
         assert!((r[0] + 0.05).abs() < 1e-12 && r[1].abs() < 1e-12 && (r[2] - 1.95).abs() < 1e-12);
+    }
+
+    #[test]
+    fn leave_one_out_by_hand() {
+        // Groups of 3: [1, 2, 6] -> 1 - 4, 2 - 3.5, 6 - 1.5; a last group of one stays as it is.
+        assert_eq!(leave_one_out(&[1.0, 2.0, 6.0, 5.0], 3), vec![-3.0, -1.5, 4.5, 5.0]);
+        assert_eq!(leave_one_out(&[1.0, 2.0], 1), vec![1.0, 2.0]);
     }
 
     #[test]
