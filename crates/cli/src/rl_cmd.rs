@@ -249,7 +249,10 @@ pub fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
         w.losses,
         w.n
     );
-    report::update_report(&a.run, &format!("compare.{}_vs_{}", a.a, a.b), wr_json(&w))?;
+    let mut figures = wr_json(&w);
+    figures["temperature_a"] = json!(a.temperature);
+    figures["temperature_b"] = json!(tb);
+    report::update_report(&a.run, &format!("compare.{}_vs_{}", a.a, a.b), figures)?;
     Ok(())
 }
 
@@ -293,7 +296,11 @@ fn pairs_run(run: &Path, n: usize) -> anyhow::Result<PathBuf> {
 /// same N, each judged against SFT. Writes `stages.ppo.win_rate_by_pairs`,
 /// `stages.dpo.win_rate_by_pairs` and `R/plots/win_rate_by_pairs.svg`.
 pub fn run_curve(a: CurveArgs) -> anyhow::Result<()> {
-    let total = open_store(&a.run)?.pairs(&PairFilter::default())?.len();
+    // Checked before the store is opened, which would create an empty one.
+    if !a.run.join("sft/model.safetensors").exists() {
+        anyhow::bail!("{} has no SFT model (sft/model.safetensors): run `chatforge sft --run {}` first", a.run.display(), a.run.display());
+    }
+    let total = if a.run.join("feedback.sqlite").exists() { open_store(&a.run)?.pairs(&PairFilter::default())?.len() } else { 0 };
     if total == 0 {
         anyhow::bail!("{} holds no preference pairs: run `chatforge label --run {} --simulated` first", a.run.display(), a.run.display());
     }

@@ -104,3 +104,13 @@ fn labels_reward_model_sampling_dpo_and_ppo() {
     }
     std::fs::remove_dir_all(&run).ok();
 }
+
+#[test]
+fn pairs_curve_without_a_chat_model_is_refused_and_creates_nothing() {
+    let run = std::env::temp_dir().join(format!("chatforge-curve-empty-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&run);
+    let out = bin().args(["pairs-curve", "--run"]).arg(&run).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no SFT model"), "{err}");
+    assert!(!run.exists(), "a refused pairs-curve must not create {}", run.display());
+}
