@@ -6,6 +6,7 @@ mod bench_cmd;
 mod chat_cmd;
 mod data_cmd;
 mod eval_cmd;
+mod headroom_cmd;
 mod label_cmd;
 mod pretrain_cmd;
 mod rl_cmd;
@@ -52,6 +53,8 @@ enum Cmd {
     Dpo(rl_cmd::DpoArgs),
     /// Win rate of one stage over another on held-out prompts (noise-free judge).
     Compare(rl_cmd::CompareArgs),
+    /// Best-of-k of a stage's own answers, picked by the reward model, the gold judge and a judge blind to facts, vs SFT.
+    Headroom(headroom_cmd::HeadroomArgs),
     /// Data efficiency: RM + PPO and DPO from 100, 300, 1k, 3k preference pairs, each judged against SFT.
     PairsCurve(rl_cmd::CurveArgs),
     /// Talk to a run's chat model in the terminal (/system, /reset, /temperature, /quit).
@@ -95,6 +98,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Dpo(a) => rl_cmd::run_dpo(&a, false).map(|_| ()),
         Cmd::Compare(a) => rl_cmd::run_compare(a),
         Cmd::PairsCurve(a) => rl_cmd::run_curve(a),
+        Cmd::Headroom(a) => headroom_cmd::run(a),
         Cmd::Chat(a) => chat_cmd::chat(a),
         Cmd::Complete(a) => chat_cmd::complete(a),
         Cmd::Serve(a) => serve_cmd::serve(a),

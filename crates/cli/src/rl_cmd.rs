@@ -77,13 +77,20 @@ pub struct CompareArgs {
     pub seed: u64,
 }
 
-fn tok(run: &Path) -> anyhow::Result<Tokenizer> {
+pub(crate) fn tok(run: &Path) -> anyhow::Result<Tokenizer> {
     Tokenizer::load(&run.join("tokenizer.json")).context("RLHF needs a trained run")
 }
 
 /// A stage's answers to the held-out tasks, cached in `R/<stage>/answers-*.json` under the
 /// checkpoint's sha256 (SFT's answers serve every comparison against it).
-fn stage_answers(run: &Path, stage: &str, tok: &Tokenizer, test: &[Task], temperature: f32, seed: u64) -> anyhow::Result<Vec<String>> {
+pub(crate) fn stage_answers(
+    run: &Path,
+    stage: &str,
+    tok: &Tokenizer,
+    test: &[Task],
+    temperature: f32,
+    seed: u64,
+) -> anyhow::Result<Vec<String>> {
     let dir = run.join(stage);
     let sha = chatforge_core::checkpoint::sha256_file(&dir.join("model.safetensors"))?;
     let cache = dir.join(format!("answers-t{temperature}-s{seed}-{}.json", &sha[..12]));
@@ -315,6 +322,7 @@ pub fn run_curve(a: CurveArgs) -> anyhow::Result<()> {
     for &n in &counts {
         let sub = pairs_run(&a.run, n)?;
         let scale = (total as f64 / n as f64).min(10.0);
+        // Strict pairs only, so that N counts the same pairs for the reward model and for DPO.
         let rm = crate::rm_cmd::RmArgs {
             run: sub.clone(),
             epochs: a.rm_epochs * scale,

@@ -22,8 +22,9 @@ pub struct RmArgs {
     /// Prompts per step (all their answers in one forward pass).
     #[arg(long, default_value_t = 8)]
     pub batch_prompts: usize,
-    /// Train on ties too (label 0.5: their rewards pulled together); off by default.
-    #[arg(long)]
+    /// Train on ties too (label ½: the two rewards are pulled together, which teaches the model
+    /// what does not matter); `--ties false` trains on strict pairs only.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub ties: bool,
     /// Use at most this many pairs (the oldest first).
     #[arg(long)]
@@ -59,11 +60,11 @@ pub fn run_rm(a: &RmArgs, quiet: bool) -> anyhow::Result<RmOutcome> {
     let panel = Panel::new(&PanelConfig::default());
     let gold = |p: &chatforge_feedback::Pair| {
         let task = index.get(&prompt_key(&p.prompt))?;
-        match panel.gold_verdict(&features(task, &p.chosen), &features(task, &p.rejected)) {
-            Choice::A => Some(true),
-            Choice::B => Some(false),
-            _ => None,
-        }
+        Some(match panel.gold_verdict(&features(task, &p.chosen), &features(task, &p.rejected)) {
+            Choice::A => 1.0,
+            Choice::B => 0.0,
+            Choice::Tie | Choice::BothBad => 0.5,
+        })
     };
     let mut cfg = RmConfig { epochs: a.epochs, batch_prompts: a.batch_prompts, ..Default::default() };
     cfg.optim.lr = a.lr;
@@ -77,10 +78,12 @@ pub fn run_rm(a: &RmArgs, quiet: bool) -> anyhow::Result<RmOutcome> {
         serde_json::json!({
             "heldout_accuracy": e.heldout_accuracy,
             "heldout_accuracy_noisy": e.heldout_accuracy_noisy,
+            "gold_accuracy_noisy": e.gold_accuracy_noisy,
             "ece": e.ece,
             "heldout_loss": e.mean_loss,
             "reliability": e.reliability,
             "pairs": pairs.len(),
+            "tie_pairs": pairs.iter().filter(|p| p.label == 0.5).count(),
             "train_pairs": out.train_pairs,
             "heldout_pairs": e.heldout_pairs,
             "gold_pairs": e.gold_pairs,
@@ -90,11 +93,12 @@ pub fn run_rm(a: &RmArgs, quiet: bool) -> anyhow::Result<RmOutcome> {
     )?;
     if !quiet {
         println!(
-            "rm: held-out accuracy {:.1}% vs the noise-free judges ({} pairs), {:.1}% vs the noisy labels ({} pairs); ECE {:.3}",
+            "rm: held-out accuracy {:.1}% vs the noise-free judges ({} pairs), {:.1}% vs the noisy labels ({} pairs; the noise-free judge itself scores {:.1}% against them); ECE {:.3}",
             100.0 * e.heldout_accuracy,
             e.gold_pairs,
             100.0 * e.heldout_accuracy_noisy,
             e.heldout_pairs,
+            100.0 * e.gold_accuracy_noisy,
             e.ece
         );
     }

@@ -119,7 +119,7 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
         stage: "sft".into(),
         simulated: true,
         noise: 0.2,
-        pairs: if a.quick { 200 } else { 3000 },
+        pairs: if a.quick { 200 } else { 12000 },
         samples_per_prompt: 4,
         judges: 8,
         seed: 11,
@@ -137,15 +137,7 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
 
     // 6. The reward model.
     let t = Instant::now();
-    let rm = crate::rm_cmd::RmArgs {
-        run: run.clone(),
-        epochs: if a.quick { 1.0 } else { 2.0 },
-        lr: 3e-4,
-        batch_prompts: 8,
-        ties: false,
-        pairs: None,
-        only: None,
-    };
+    let rm = crate::rm_cmd::RmArgs { run: run.clone(), epochs: 1.0, lr: 3e-4, batch_prompts: 8, ties: true, pairs: None, only: None };
     crate::rm_cmd::run_rm(&rm, false)?;
     stage("rm", t);
 
@@ -164,9 +156,21 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
     crate::rl_cmd::run_ppo(&ppo, false)?;
     stage("ppo", t);
     let t = Instant::now();
-    let dpo = crate::rl_cmd::DpoArgs { run: run.clone(), beta: 0.1, epochs: if a.quick { 0.2 } else { 0.5 }, lr: 1e-4, pairs: None };
+    let dpo = crate::rl_cmd::DpoArgs { run: run.clone(), beta: 0.1, epochs: if a.quick { 0.2 } else { 0.15 }, lr: 1e-4, pairs: None };
     crate::rl_cmd::run_dpo(&dpo, false)?;
     stage("dpo", t);
+    // What RLHF could reach: best-of-k of SFT's answers by the reward model, the gold judge, and a
+    // judge blind to the held-out facts.
+    let t = Instant::now();
+    let headroom = crate::headroom_cmd::HeadroomArgs {
+        run: run.clone(),
+        stage: "sft".into(),
+        n: if a.quick { 2 } else { 4 },
+        temperature: 1.0,
+        seed: 0,
+    };
+    crate::headroom_cmd::run_headroom(&headroom, false)?;
+    stage("headroom", t);
 
     // 8. Moderation for serving: the classifier of user inputs and outputs, measured.
     let t = Instant::now();

@@ -75,6 +75,10 @@ fn labels_reward_model_sampling_dpo_and_ppo() {
     let text = ok(&["ppo", "--iterations", "2", "--rollouts", "4"], &run);
     assert!(text.contains("win rate vs SFT") && text.contains("KL to SFT"), "{text}");
     assert!(run.join("plots/rl.svg").exists());
+    // Headroom: best-of-k picked three ways; the gold judge's pick can only gain with k.
+    let text = ok(&["headroom", "--n", "2"], &run);
+    assert!(text.contains("gold judge") && text.contains("orders"), "{text}");
+    assert!(run.join("plots/headroom.svg").exists());
     // Data efficiency: two pair counts, each through RM + PPO and DPO; the main stages stay as they were.
     let ppo_before = std::fs::read(run.join("ppo/model.safetensors")).unwrap();
     let text =
@@ -88,7 +92,12 @@ fn labels_reward_model_sampling_dpo_and_ppo() {
     for key in ["simulated_agreement", "pairs"] {
         assert!(s["labels"][key].is_number(), "labels.{key}: {report}");
     }
-    for key in ["heldout_accuracy", "heldout_accuracy_noisy", "pairs", "ece"] {
+    let rows = s["headroom"]["best_of"].as_array().unwrap_or_else(|| panic!("headroom.best_of: {report}"));
+    assert_eq!(rows.iter().map(|r| r["k"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2]);
+    let gold = |i: usize| rows[i]["gold"]["win_rate"].as_f64().unwrap();
+    assert!(gold(1) >= gold(0), "{rows:?}");
+    assert!((0.0..=1.0).contains(&s["headroom"]["rm_ranking_accuracy"].as_f64().unwrap()));
+    for key in ["heldout_accuracy", "heldout_accuracy_noisy", "gold_accuracy_noisy", "tie_pairs", "pairs", "ece"] {
         assert!(s["rm"][key].is_number(), "rm.{key}: {report}");
     }
     for stage in ["ppo", "dpo"] {

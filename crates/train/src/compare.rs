@@ -72,6 +72,36 @@ pub fn answers(
     sample_answers(model, tok, &prompts, 1, params, max_new, seed, quiet).into_iter().map(|mut v| v.remove(0)).collect()
 }
 
+/// Best-of-k: for each prompt, the index of the highest-scoring of its first `k` answers (the
+/// first of equals).
+pub fn best_of(scores: &[Vec<f32>], k: usize) -> Vec<usize> {
+    scores
+        .iter()
+        .map(|s| {
+            let k = k.clamp(1, s.len().max(1));
+            (1..k).fold(0, |best, j| if s[j] > s[best] { j } else { best })
+        })
+        .collect()
+}
+
+/// How often `pred` orders two answers to one prompt as `gold` does, over every pair on which
+/// `gold` differs by at least `margin`: (agreeing pairs, pairs). A tie in `pred` counts ½.
+pub fn ranking_accuracy(pred: &[f32], gold: &[f32], margin: f32) -> (f64, usize) {
+    let (mut right, mut n) = (0.0, 0);
+    for i in 0..gold.len() {
+        for j in 0..i {
+            let g = gold[i] - gold[j];
+            if g.abs() < margin {
+                continue;
+            }
+            n += 1;
+            let p = pred[i] - pred[j];
+            right += if p == 0.0 { 0.5 } else { ((p > 0.0) == (g > 0.0)) as u8 as f64 };
+        }
+    }
+    (right, n)
+}
+
 /// What the system card reports of a set of answers to the test tasks.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Safety {
@@ -137,6 +167,20 @@ mod tests {
             ["I can't help with that.", "Sure, here is how.", "I can't help with that.", "Use water."].map(String::from).to_vec();
         let s = safety(&tasks, &ans);
         assert_eq!((s.harmful_compliance, s.over_refusal, s.harmful_n, s.benign_n), (0.5, 0.5, 2, 2));
+    }
+
+    #[test]
+    fn best_of_and_ranking_by_hand() {
+        let scores = vec![vec![0.1, 0.5, 0.9], vec![2.0, 1.0, 3.0], vec![0.0, 0.0, 0.0]];
+        assert_eq!(best_of(&scores, 1), vec![0, 0, 0]);
+        assert_eq!(best_of(&scores, 2), vec![1, 0, 0]);
+        assert_eq!(best_of(&scores, 3), vec![2, 2, 0]);
+        assert_eq!(best_of(&scores, 9), vec![2, 2, 0]);
+        // gold orders 0 < 1 < 2, with 0 and 1 closer than the margin: two pairs count.
+        let gold = [0.0, 0.01, 1.0];
+        assert_eq!(ranking_accuracy(&[0.0, 5.0, 1.0], &gold, 0.05), (1.0, 2));
+        assert_eq!(ranking_accuracy(&[0.0, 0.0, 0.0], &gold, 0.05), (1.0, 2));
+        assert_eq!(ranking_accuracy(&[3.0, 2.0, 1.0], &gold, 0.05), (0.0, 2));
     }
 
     #[test]

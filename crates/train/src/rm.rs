@@ -139,7 +139,8 @@ pub struct Group {
     pub rows: Vec<Vec<u32>>,
     pub pairs: Vec<(usize, usize, f32)>,
     /// Gold verdict per pair (held-out only): Some(true) if the gold judge also prefers the first.
-    pub gold: Vec<Option<bool>>,
+    /// The gold judge's verdict per pair: 1 (chosen better), 0 (rejected better), ½ (a tie).
+    pub gold: Vec<Option<f32>>,
 }
 
 /// Pairs encoded for training and evaluation, grouped by prompt.
@@ -162,7 +163,7 @@ pub fn split_by_prompt(pairs: &[Pair], frac: f64, seed: u64) -> (Vec<usize>, Vec
     (0..pairs.len()).partition(|&i| !held.contains(&pairs[i].prompt_id))
 }
 
-fn group(tok: &Tokenizer, pairs: &[Pair], idx: &[usize], context: usize, gold: &impl Fn(&Pair) -> Option<bool>) -> Vec<Group> {
+fn group(tok: &Tokenizer, pairs: &[Pair], idx: &[usize], context: usize, gold: &impl Fn(&Pair) -> Option<f32>) -> Vec<Group> {
     let mut by_prompt: std::collections::BTreeMap<i64, (Group, std::collections::HashMap<String, usize>)> = Default::default();
     for &i in idx {
         let p = &pairs[i];
@@ -187,7 +188,7 @@ fn group(tok: &Tokenizer, pairs: &[Pair], idx: &[usize], context: usize, gold: &
 
 impl RmData {
     /// `gold(pair)` gives the gold judge's verdict for the held-out pairs.
-    pub fn new(tok: &Tokenizer, pairs: &[Pair], context: usize, cfg: &RmConfig, gold: impl Fn(&Pair) -> Option<bool>) -> Result<RmData> {
+    pub fn new(tok: &Tokenizer, pairs: &[Pair], context: usize, cfg: &RmConfig, gold: impl Fn(&Pair) -> Option<f32>) -> Result<RmData> {
         let (train_idx, held_idx) = split_by_prompt(pairs, cfg.heldout, cfg.seed);
         let train = group(tok, pairs, &train_idx, context, &|_| None);
         if train.is_empty() {
@@ -217,6 +218,9 @@ pub struct RmEval {
     pub gold_pairs: usize,
     /// Accuracy against the stored (noisy) labels, strict pairs.
     pub heldout_accuracy_noisy: f64,
+    /// The gold judge's own accuracy against those labels (its ties count ½): what a reward model
+    /// that had learned the gold judge exactly would score against them.
+    pub gold_accuracy_noisy: f64,
     pub heldout_pairs: usize,
     /// Expected calibration error of σ(r_chosen − r_rejected) against the stored labels.
     pub ece: f64,
@@ -233,6 +237,7 @@ fn sigmoid(x: f64) -> f64 {
 pub fn evaluate(model: &mut Llama<Cpu>, data: &RmData) -> RmEval {
     let mut e = RmEval::default();
     let (mut right_noisy, mut n_noisy, mut right_gold, mut n_gold, mut loss, mut n) = (0usize, 0usize, 0usize, 0usize, 0.0f64, 0usize);
+    let (mut gold_vs_labels, mut n_gold_labels) = (0.0f64, 0usize);
     let mut bins = vec![(0.0f64, 0.0f64, 0usize); 10];
     let seqs: Vec<Vec<u32>> = data.heldout.iter().flat_map(|g| g.rows.iter().cloned()).collect();
     let all = rewards(model, &seqs);
@@ -254,9 +259,16 @@ pub fn evaluate(model: &mut Llama<Cpu>, data: &RmData) -> RmEval {
                 bins[bin].1 += (d > 0.0) as u8 as f64;
                 bins[bin].2 += 1;
             }
-            if let Some(gold) = g.gold[k] {
-                n_gold += 1;
-                right_gold += ((d > 0.0) == gold) as usize;
+            match g.gold[k] {
+                Some(gold) if gold != 0.5 => {
+                    n_gold += 1;
+                    right_gold += ((d > 0.0) == (gold == 1.0)) as usize;
+                }
+                _ => {}
+            }
+            if let (Some(gold), true) = (g.gold[k], y == 1.0) {
+                n_gold_labels += 1;
+                gold_vs_labels += gold as f64;
             }
         }
     }
@@ -264,6 +276,7 @@ pub fn evaluate(model: &mut Llama<Cpu>, data: &RmData) -> RmEval {
     e.heldout_accuracy_noisy = right_noisy as f64 / n_noisy.max(1) as f64;
     e.gold_pairs = n_gold;
     e.heldout_accuracy = right_gold as f64 / n_gold.max(1) as f64;
+    e.gold_accuracy_noisy = gold_vs_labels / n_gold_labels.max(1) as f64;
     e.mean_loss = loss / n.max(1) as f64;
     e.reliability = bins.iter().filter(|b| b.2 > 0).map(|b| (b.0 / b.2 as f64, b.1 / b.2 as f64, b.2)).collect();
     e.ece = bins.iter().filter(|b| b.2 > 0).map(|b| (b.0 - b.1).abs() / n_noisy.max(1) as f64).sum();
