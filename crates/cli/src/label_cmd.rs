@@ -159,6 +159,7 @@ pub fn run_simulated(a: &LabelArgs, quiet: bool) -> anyhow::Result<LabelOutcome>
         "stages.labels",
         serde_json::json!({
             "simulated_agreement": out.simulated_agreement,
+            "strict_agreement": out.strict_agreement,
             "agreement_pairs": out.agreement_pairs,
             "agreement_with_gold": out.agreement_with_gold,
             "noise": a.noise,
@@ -182,6 +183,10 @@ pub fn run_simulated(a: &LabelArgs, quiet: bool) -> anyhow::Result<LabelOutcome>
             100.0 * out.simulated_agreement,
             out.agreement_pairs,
             100.0 * out.agreement_with_gold
+        );
+        println!(
+            "  on the reward model's terms, one judge's verdict predicts another's strict verdict {:.1}% of the time (a tie counts ½)",
+            100.0 * out.strict_agreement
         );
         println!("  store {}: {} comparisons in all", store.path().display(), counts.comparisons);
     }

@@ -101,6 +101,9 @@ pub fn run_rm(a: &RmArgs, quiet: bool) -> anyhow::Result<RmOutcome> {
             100.0 * e.gold_accuracy_noisy,
             e.ece
         );
+        if let Some(s) = report::read_report(&a.run)["stages"]["labels"]["strict_agreement"].as_f64() {
+            println!("  the simulated labelers predict each other's strict labels {:.1}% of the time", 100.0 * s);
+        }
     }
     Ok(out)
 }

@@ -89,7 +89,7 @@ fn labels_reward_model_sampling_dpo_and_ppo() {
 
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
     let s = &report["stages"];
-    for key in ["simulated_agreement", "pairs"] {
+    for key in ["simulated_agreement", "strict_agreement", "pairs"] {
         assert!(s["labels"][key].is_number(), "labels.{key}: {report}");
     }
     let rows = s["headroom"]["best_of"].as_array().unwrap_or_else(|| panic!("headroom.best_of: {report}"));

@@ -118,6 +118,30 @@ pub fn seq_logprobs(model: &mut Llama<Cpu>, seqs: &[Seq]) -> Vec<f64> {
     out
 }
 
+/// [`seq_logprobs`] of each distinct sequence once (an answer is in up to K−1 pairs of its
+/// prompt), shortest first so that a batch pads little; returned in the order of `seqs`.
+pub fn distinct_logprobs(model: &mut Llama<Cpu>, seqs: &[&Seq]) -> Vec<f64> {
+    let mut index: std::collections::HashMap<(&[u32], &[u32]), usize> = Default::default();
+    let slot: Vec<usize> = seqs
+        .iter()
+        .map(|s| {
+            let n = index.len();
+            *index.entry((s.ids.as_slice(), s.targets.as_slice())).or_insert(n)
+        })
+        .collect();
+    let mut distinct: Vec<(usize, Seq)> = vec![(0, Seq { ids: vec![], targets: vec![] }); index.len()];
+    for (i, s) in seqs.iter().enumerate() {
+        distinct[slot[i]] = (slot[i], (*s).clone());
+    }
+    distinct.sort_by_key(|(_, s)| s.ids.len());
+    let (order, sorted): (Vec<usize>, Vec<Seq>) = distinct.into_iter().unzip();
+    let mut by_slot = vec![0.0; order.len()];
+    for (&k, lp) in order.iter().zip(seq_logprobs(model, &sorted)) {
+        by_slot[k] = lp;
+    }
+    slot.iter().map(|&k| by_slot[k]).collect()
+}
+
 /// Preference pairs encoded, with the reference model's log-probs.
 pub struct DpoData {
     pub chosen: Vec<Seq>,
@@ -137,8 +161,10 @@ impl DpoData {
         }
         let chosen: Vec<Seq> = strict.iter().map(|p| encode_seq(tok, &p.prompt, &p.chosen, ctx)).collect();
         let rejected: Vec<Seq> = strict.iter().map(|p| encode_seq(tok, &p.prompt, &p.rejected, ctx)).collect();
-        let ref_chosen = seq_logprobs(reference, &chosen);
-        let ref_rejected = seq_logprobs(reference, &rejected);
+        let all: Vec<&Seq> = chosen.iter().chain(&rejected).collect();
+        let mut lp = distinct_logprobs(reference, &all);
+        let ref_rejected = lp.split_off(chosen.len());
+        let ref_chosen = lp;
         let mut bytes = Vec::new();
         for s in chosen.iter().chain(&rejected) {
             bytes.extend(s.ids.iter().flat_map(|x| x.to_le_bytes()));
@@ -246,6 +272,22 @@ pub fn dpo(run: &Path, cfg: DpoConfig, data: &DpoData, quiet: bool) -> Result<Dp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn distinct_logprobs_match_every_sequence_scored() {
+        let cfg = chatforge_core::config::LlamaConfig::from_depth(1, 64, 32);
+        let mut model = Llama::new(Cpu, cfg, 3);
+        let seq = |ids: &[u32]| Seq { ids: ids.to_vec(), targets: ids[1..].iter().copied().chain([IGNORE]).collect() };
+        let (a, b, c) = (seq(&[1, 2, 3, 4, 5]), seq(&[7, 8, 9]), seq(&[1, 2, 3]));
+        let seqs = [&a, &b, &a, &c, &b, &a];
+        let each = seq_logprobs(&mut model, &seqs.iter().map(|s| (*s).clone()).collect::<Vec<_>>());
+        let distinct = distinct_logprobs(&mut model, &seqs);
+        assert_eq!(each.len(), distinct.len());
+        for (x, y) in each.iter().zip(&distinct) {
+            assert!((x - y).abs() < 1e-4, "{each:?} vs {distinct:?}");
+        }
+        assert!((each[0] - each[1]).abs() > 1e-3 && (each[0] - each[2]).abs() < 1e-4);
+    }
 
     #[test]
     fn dpo_loss_by_hand() {

@@ -65,8 +65,12 @@ pub struct LabelOutcome {
     pub pairs: usize,
     pub ties: usize,
     pub both_bad: usize,
-    /// Share of doubly-labeled pairs on which the two judges gave the same verdict.
+    /// Share of doubly-labeled pairs on which the two judges gave the same verdict (two ties agree).
     pub simulated_agreement: f64,
+    /// The same pairs on the reward model's terms: how often one judge's verdict predicts the
+    /// other's strict verdict (see [`agreement`]); the figure to hold the reward model's accuracy
+    /// against the noisy labels up to.
+    pub strict_agreement: f64,
     pub agreement_pairs: usize,
     /// Share of strict verdicts that match the noise-free gold judge's.
     pub agreement_with_gold: f64,
@@ -164,7 +168,7 @@ pub fn simulate(
     let panel = Panel::new(&cfg.panel);
     let sampling = |k: usize| serde_json::json!({"temperature": cfg.temperatures[k % cfg.temperatures.len()], "top_p": cfg.top_p, "max_tokens": cfg.max_new});
     let mut comparisons = Vec::new();
-    let (mut agree, mut doubled, mut gold_agree, mut strict) = (0usize, 0usize, 0usize, 0usize);
+    let (mut doubled, mut gold_agree, mut strict) = (vec![], 0usize, 0usize);
     let mut samples = 0;
     for (p, (task, outs)) in chosen.iter().zip(&answers).enumerate() {
         let pid = store.add_prompt(&prompts[p], "suite:train")?;
@@ -206,8 +210,7 @@ pub fn simulate(
                 if panel.judges.len() > 1 && rng.random::<f64>() < cfg.overlap {
                     let second = (first + 1 + rng.random_range(0..panel.judges.len() - 1)) % panel.judges.len();
                     let w = panel.verdict(&panel.judges[second], &feats[a], &feats[b], &mut rng);
-                    doubled += 1;
-                    agree += (v == w) as usize;
+                    doubled.push((v, w));
                     comparisons.push(cmp(second, w));
                 }
             }
@@ -215,6 +218,7 @@ pub fn simulate(
     }
     store.add_comparisons(&comparisons)?;
     let count = |c: Choice| comparisons.iter().filter(|x| x.choice == c).count();
+    let (simulated_agreement, strict_agreement) = agreement(&doubled);
     Ok(LabelOutcome {
         prompts: prompts.len(),
         samples,
@@ -222,14 +226,57 @@ pub fn simulate(
         pairs: count(Choice::A) + count(Choice::B),
         ties: count(Choice::Tie),
         both_bad: count(Choice::BothBad),
-        simulated_agreement: agree as f64 / doubled.max(1) as f64,
-        agreement_pairs: doubled,
+        simulated_agreement,
+        strict_agreement,
+        agreement_pairs: doubled.len(),
         agreement_with_gold: gold_agree as f64 / strict.max(1) as f64,
         wall_s: t0.elapsed().as_secs_f64(),
     })
 }
 
+/// Agreement of doubly-labeled comparisons, two ways: the share of verdict pairs that are equal
+/// (a tie and a tie agree: InstructGPT's inter-labeler agreement), and, on the reward model's
+/// terms, how well one judge's verdict predicts the other's strict (A or B) verdict, over every
+/// strict verdict: 1 if the same, 0 if the opposite, ½ for a tie (a coin flip, since a reward
+/// model's accuracy against the labels is scored on strict labels and it must pick a side).
+pub fn agreement(doubled: &[(Choice, Choice)]) -> (f64, f64) {
+    let same = doubled.iter().filter(|(v, w)| v == w).count();
+    let strict = |c: &Choice| matches!(c, Choice::A | Choice::B);
+    let (mut score, mut n) = (0.0, 0usize);
+    for (v, w) in doubled {
+        for (label, pred) in [(v, w), (w, v)] {
+            if strict(label) {
+                n += 1;
+                score += if pred == label {
+                    1.0
+                } else if strict(pred) {
+                    0.0
+                } else {
+                    0.5
+                };
+            }
+        }
+    }
+    (same as f64 / doubled.len().max(1) as f64, score / n.max(1) as f64)
+}
+
 /// Opens the run's preference store, `R/feedback.sqlite`.
 pub fn open_store(run: &Path) -> Result<Store> {
     Ok(Store::open(&run.join("feedback.sqlite"))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agreement_by_hand() {
+        use Choice::*;
+        // Equal verdicts: (A,A) and (tie,tie) of 4. Strict labels: A,A (predicted 1, 1), A,B (0, 0),
+        // A (predicted by a tie: ½) -> 2.5 of 5.
+        let (same, strict) = agreement(&[(A, A), (A, B), (A, Tie), (Tie, Tie)]);
+        assert_eq!((same, strict), (0.5, 0.5));
+        assert_eq!(agreement(&[]), (0.0, 0.0));
+        assert_eq!(agreement(&[(B, B), (A, A)]), (1.0, 1.0));
+    }
 }
