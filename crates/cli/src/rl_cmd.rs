@@ -39,8 +39,9 @@ pub struct PpoArgs {
     pub kl_target: f64,
     #[arg(long, default_value_t = 5e-5)]
     pub lr: f32,
-    /// PPO-ptx: weight of the SFT next-token loss mixed into every update (0: off).
-    #[arg(long, default_value_t = 0.0)]
+    /// PPO-ptx: weight of the SFT next-token loss mixed into every update (0: off). InstructGPT's
+    /// remedy for regressions; here it keeps JSON-only adherence at SFT's level.
+    #[arg(long, default_value_t = 0.5)]
     pub ptx_coef: f64,
 }
 
@@ -341,7 +342,7 @@ pub fn run_curve(a: CurveArgs) -> anyhow::Result<()> {
             kl_coef: 0.02,
             kl_target: 3.0,
             lr: 5e-5,
-            ptx_coef: 0.0,
+            ptx_coef: 0.5,
         };
         let p = run_ppo(&ppo, true)?;
         let dpo = DpoArgs { run: sub.clone(), beta: 0.1, epochs: a.dpo_epochs * scale, lr: 1e-4, pairs: Some(n) };

@@ -151,7 +151,7 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
         kl_coef: 0.02,
         kl_target: 3.0,
         lr: 5e-5,
-        ptx_coef: 0.0,
+        ptx_coef: 0.5,
     };
     crate::rl_cmd::run_ppo(&ppo, false)?;
     stage("ppo", t);

@@ -12,7 +12,7 @@
 //! Defaults and their sources: β 0.02 (InstructGPT's KL coefficient) adapted towards a target KL
 //! per answer by Ziegler et al.'s proportional controller; ε = 0.2, value clip 0.2, λ = 0.95,
 //! γ = 1, vf_coef 0.1, 4 PPO epochs (TRL's PPO defaults). Optional PPO-ptx: `ptx_coef ·` the
-//! SFT next-token loss on the SFT conversations, mixed into every update (InstructGPT's
+//! SFT next-token loss on 4 SFT conversations, mixed into every update (InstructGPT's
 //! PPO-ptx used pretraining data; we use the SFT mixture, which the base data underlies).
 
 use std::path::Path;
@@ -390,7 +390,7 @@ pub fn ppo(run: &Path, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet: b
                 }
                 policy.policy_backward(&tg, &dlogp, Some(&dv));
                 if let (Some(sft), true) = (data.ptx, cfg.ptx_coef > 0.0) {
-                    let b = cfg.minibatch.min(8);
+                    let b = cfg.minibatch.min(4);
                     let (pid, ptg) = crate::sft::sft_batch(
                         sft,
                         &crate::sft::SftConfig { batch: b, seed: cfg.seed, ..Default::default() },
