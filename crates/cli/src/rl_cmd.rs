@@ -58,6 +58,10 @@ pub struct DpoArgs {
     /// Use at most this many preference pairs (the oldest first).
     #[arg(long)]
     pub pairs: Option<usize>,
+    /// Weight of the SFT next-token loss mixed into every step, as PPO-ptx (0: off); 1.0 keeps
+    /// JSON-only adherence at SFT's level in the speedrun (0.5 did not).
+    #[arg(long, default_value_t = 1.0)]
+    pub ptx_coef: f64,
 }
 
 #[derive(Args, Clone)]
@@ -124,6 +128,15 @@ fn wr_json(w: &WinRate) -> serde_json::Value {
     json!({"win_rate": w.win_rate, "ci95": [w.ci95.0, w.ci95.1], "wins": w.wins, "ties": w.ties, "losses": w.losses, "n": w.n})
 }
 
+/// The SFT conversations of the PTX term (PPO-ptx, DPO + SFT loss), when `coef > 0`.
+fn ptx_rows(tok: &Tokenizer, train: &[Task], coef: f64) -> anyhow::Result<Option<SftData>> {
+    if coef <= 0.0 {
+        return Ok(None);
+    }
+    let convs: Vec<Conversation> = train.iter().map(|t| t.conversation.clone()).collect();
+    Ok(Some(SftData::new(tok, &convs, &convs[..1])?))
+}
+
 pub fn run_ppo(a: &PpoArgs, quiet: bool) -> anyhow::Result<serde_json::Value> {
     let tok = tok(&a.run)?;
     let suite = crate::sft_cmd::suite(&a.run, false, 7)?;
@@ -136,12 +149,7 @@ pub fn run_ppo(a: &PpoArgs, quiet: bool) -> anyhow::Result<serde_json::Value> {
     }
     prompts.sort_by_key(chatforge_train::labels::prompt_key);
     prompts.dedup();
-    let sft_data = if a.ptx_coef > 0.0 {
-        let convs: Vec<Conversation> = suite.train.iter().map(|t| t.conversation.clone()).collect();
-        Some(SftData::new(&tok, &convs, &convs[..1])?)
-    } else {
-        None
-    };
+    let sft_data = ptx_rows(&tok, &suite.train, a.ptx_coef)?;
     let mut cfg = PpoConfig {
         iterations: a.iterations,
         rollouts: a.rollouts,
@@ -217,11 +225,12 @@ pub fn run_dpo(a: &DpoArgs, quiet: bool) -> anyhow::Result<serde_json::Value> {
     }
     let mut reference = load_model(Cpu, &a.run.join("sft")).context("DPO's reference is the SFT model")?;
     let data = DpoData::new(&tok, &pairs, &mut reference)?;
-    let mut cfg = DpoConfig { beta: a.beta, epochs: a.epochs, ..Default::default() };
-    cfg.optim.lr = a.lr;
-    let out = dpo(&a.run, cfg, &data, quiet)?;
-    plot_rl(&a.run)?;
     let suite = crate::sft_cmd::suite(&a.run, false, 7)?;
+    let sft_data = ptx_rows(&tok, &suite.train, a.ptx_coef)?;
+    let mut cfg = DpoConfig { beta: a.beta, epochs: a.epochs, ptx_coef: a.ptx_coef, ..Default::default() };
+    cfg.optim.lr = a.lr;
+    let out = dpo(&a.run, cfg, &data, sft_data.as_ref().map(|d| (d, tok.eot_id())), quiet)?;
+    plot_rl(&a.run)?;
     let before = stage_figures(&a.run, "sft", &tok, &suite.test)?;
     let mut figures = stage_figures(&a.run, "dpo", &tok, &suite.test)?;
     let w = win_rate(&a.run, "dpo", "sft", &tok, &suite.test, [1.0; 2], 0)?;
@@ -345,7 +354,7 @@ pub fn run_curve(a: CurveArgs) -> anyhow::Result<()> {
             ptx_coef: 0.5,
         };
         let p = run_ppo(&ppo, true)?;
-        let dpo = DpoArgs { run: sub.clone(), beta: 0.1, epochs: a.dpo_epochs * scale, lr: 1e-4, pairs: Some(n) };
+        let dpo = DpoArgs { run: sub.clone(), beta: 0.1, epochs: a.dpo_epochs * scale, lr: 1e-4, pairs: Some(n), ptx_coef: 1.0 };
         let d = run_dpo(&dpo, true)?;
         let row =
             |f: &serde_json::Value| json!({"pairs": n, "win_rate": f["win_rate_vs_sft"], "ci95": f["win_rate_vs_sft_detail"]["ci95"]});

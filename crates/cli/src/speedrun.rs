@@ -156,7 +156,14 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
     crate::rl_cmd::run_ppo(&ppo, false)?;
     stage("ppo", t);
     let t = Instant::now();
-    let dpo = crate::rl_cmd::DpoArgs { run: run.clone(), beta: 0.1, epochs: if a.quick { 0.2 } else { 0.15 }, lr: 1e-4, pairs: None };
+    let dpo = crate::rl_cmd::DpoArgs {
+        run: run.clone(),
+        beta: 0.1,
+        epochs: if a.quick { 0.2 } else { 0.15 },
+        lr: 1e-4,
+        pairs: None,
+        ptx_coef: 1.0,
+    };
     crate::rl_cmd::run_dpo(&dpo, false)?;
     stage("dpo", t);
     // What RLHF could reach: best-of-k of SFT's answers by the reward model, the gold judge, and a

@@ -72,6 +72,14 @@ fn labels_reward_model_sampling_dpo_and_ppo() {
 
     let text = ok(&["dpo", "--epochs", "0.2"], &run);
     assert!(text.contains("win rate vs SFT"), "{text}");
+    // The PTX term (the SFT loss mixed into DPO) ran and was logged at every step.
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let dpo_rows: Vec<serde_json::Value> = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["stage"] == "dpo" && v["loss"].is_number())
+        .collect();
+    assert!(!dpo_rows.is_empty() && dpo_rows.iter().all(|v| v["ptx_loss"].as_f64().is_some_and(|x| x.is_finite() && x > 0.0)), "{metrics}");
     let text = ok(&["ppo", "--iterations", "2", "--rollouts", "4"], &run);
     assert!(text.contains("win rate vs SFT") && text.contains("KL to SFT"), "{text}");
     assert!(run.join("plots/rl.svg").exists());

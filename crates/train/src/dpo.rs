@@ -5,7 +5,9 @@
 //! `Δ = β·[(log π(c) − log π_ref(c)) − (log π(r) − log π_ref(r))]`, `L = −log σ(Δ)`,
 //!
 //! so dL/d log π(c) = −β·σ(−Δ) and dL/d log π(r) = +β·σ(−Δ). β defaults to 0.1 (the paper's and
-//! TRL's default). Ties carry no preference and are not used.
+//! TRL's default). Ties carry no preference and are not used. Optionally (`ptx_coef`), the SFT
+//! next-token loss on a few SFT rows joins every step, as in PPO-ptx: DPO lowers the likelihood
+//! of rejected *and* chosen answers, and the PTX term holds on to what SFT taught.
 
 use std::path::Path;
 
@@ -34,7 +36,14 @@ pub struct DpoConfig {
     pub eval_every: usize,
     pub checkpoint_every: usize,
     pub seed: u64,
+    /// Weight of the SFT next-token loss on [`PTX_ROWS`] SFT rows mixed into every step (0: off),
+    /// as PPO-ptx does: it keeps what SFT taught (JSON-only answers) from drifting.
+    #[serde(default)]
+    pub ptx_coef: f64,
 }
+
+/// SFT rows (each `context` tokens, packed) in every step's PTX term.
+pub const PTX_ROWS: usize = 4;
 
 impl Default for DpoConfig {
     fn default() -> Self {
@@ -53,6 +62,7 @@ impl Default for DpoConfig {
             eval_every: 25,
             checkpoint_every: 25,
             seed: 3,
+            ptx_coef: 0.0,
         }
     }
 }
@@ -184,8 +194,9 @@ pub struct DpoOutcome {
     pub wall_s: f64,
 }
 
-/// Trains `run/dpo` from `run/sft` (or resumes it).
-pub fn dpo(run: &Path, cfg: DpoConfig, data: &DpoData, quiet: bool) -> Result<DpoOutcome> {
+/// Trains `run/dpo` from `run/sft` (or resumes it). `ptx`: the SFT rows and the pad id for the
+/// PTX term (used when `cfg.ptx_coef > 0`).
+pub fn dpo(run: &Path, cfg: DpoConfig, data: &DpoData, ptx: Option<(&crate::sft::SftData, u32)>, quiet: bool) -> Result<DpoOutcome> {
     let mut data_sha = std::collections::BTreeMap::new();
     data_sha.insert("pairs".to_string(), data.sha256.clone());
     let n = data.chosen.len();
@@ -256,12 +267,19 @@ pub fn dpo(run: &Path, cfg: DpoConfig, data: &DpoData, quiet: bool) -> Result<Dp
             }
         }
         model.policy_backward(&tg, &dlogp, None);
+        let mut ptx_loss = f64::NAN;
+        if let (Some((sft, pad)), true) = (ptx, cfg.ptx_coef > 0.0) {
+            let sft_cfg = crate::sft::SftConfig { batch: PTX_ROWS, seed: cfg.seed, ..Default::default() };
+            let (pid, ptg) = crate::sft::sft_batch(sft, &sft_cfg, ctx, pad, step, 0);
+            let count = ptg.iter().filter(|&&x| x != IGNORE).count().max(1);
+            ptx_loss = model.forward_backward(&pid, &ptg, PTX_ROWS, ctx, Some((cfg.ptx_coef / count as f64) as f32)).0 as f64;
+        }
         let acc = right as f64 / p as f64;
         last_acc = acc;
         Ok(StepOut {
             loss: loss / p as f64,
             tokens: (2 * p * t) as u64,
-            extra: json!({"reward_accuracy": acc, "reward_margin": margin / p as f64, "logratio_chosen": kl / p as f64}),
+            extra: json!({"reward_accuracy": acc, "reward_margin": margin / p as f64, "logratio_chosen": kl / p as f64, "ptx_loss": ptx_loss}),
         })
     };
     let stats = trainer::run_steps(&spec, &mut model, &mut opt, &mut state, step_fn, |_, _, _| Ok((json!({}), String::new())))?;
