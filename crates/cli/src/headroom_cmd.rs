@@ -55,8 +55,8 @@ pub fn run_headroom(a: &HeadroomArgs, quiet: bool) -> anyhow::Result<serde_json:
     let tok = crate::rl_cmd::tok(&a.run)?;
     let suite = crate::sft_cmd::suite(&a.run, false, 7)?;
     let test = &suite.test;
-    let base = crate::rl_cmd::stage_answers(&a.run, "sft", &tok, test, 1.0, 0)?;
     let model = load_model(Cpu, &a.run.join(&a.stage)).with_context(|| format!("loading {}", a.stage))?;
+    let base = crate::rl_cmd::stage_answers(&a.run, "sft", &tok, test, 1.0, 0)?;
     let prompts: Vec<Conversation> = test.iter().map(|t| t.prompt()).collect();
     let params = SamplingParams { temperature: a.temperature, top_k: 0, top_p: 1.0 };
     let samples = sample_answers(&model, &tok, &prompts, a.n, params, 64, SEED_BASE + a.seed, quiet);

@@ -285,12 +285,12 @@ pub struct CurveArgs {
     pub iterations: usize,
     #[arg(long, default_value_t = 32)]
     pub rollouts: usize,
-    /// Reward-model epochs over the full store; smaller subsets get proportionally more (capped
-    /// at 10), so every point trains for about the same number of steps.
-    #[arg(long, default_value_t = 2.0)]
+    /// Reward-model epochs over the full store (the speedrun's 1); smaller subsets get
+    /// proportionally more (capped at 10), so every point trains for about the same number of steps.
+    #[arg(long, default_value_t = 1.0)]
     pub rm_epochs: f64,
-    /// DPO epochs over the full store, scaled the same way.
-    #[arg(long, default_value_t = 0.5)]
+    /// DPO epochs over the full store (the speedrun's 0.15), scaled the same way.
+    #[arg(long, default_value_t = 0.15)]
     pub dpo_epochs: f64,
 }
 

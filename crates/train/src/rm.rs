@@ -138,8 +138,8 @@ impl RewardModel {
 pub struct Group {
     pub rows: Vec<Vec<u32>>,
     pub pairs: Vec<(usize, usize, f32)>,
-    /// Gold verdict per pair (held-out only): Some(true) if the gold judge also prefers the first.
-    /// The gold judge's verdict per pair: 1 (chosen better), 0 (rejected better), ½ (a tie).
+    /// The gold judge's verdict per pair (held-out only; None where it does not know the task):
+    /// 1 (chosen better), 0 (rejected better), ½ (a tie).
     pub gold: Vec<Option<f32>>,
 }
 
