@@ -4,13 +4,12 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
-use anyhow::Context;
-use chatforge_core::checkpoint::load_model;
 use chatforge_core::cpu::Cpu;
 use chatforge_core::model::Llama;
 use chatforge_core::sample::{generate_batch, GenOptions, SamplingParams};
-use chatforge_data::chat::{encode_prompt, Conversation, Message, Role};
+use chatforge_data::chat::{encode_prompt_capped, Conversation, Message, Role};
 use chatforge_data::tokenizer::Tokenizer;
+use chatforge_stages::Run;
 use clap::Args;
 
 #[derive(Args)]
@@ -49,11 +48,9 @@ pub struct CompleteArgs {
     seed: u64,
 }
 
-pub(crate) fn load(run: &std::path::Path, stage: &str) -> anyhow::Result<(Tokenizer, Llama<Cpu>)> {
-    let tok = Tokenizer::load(&run.join("tokenizer.json"))?;
-    let dir = run.join(stage);
-    let model = load_model(Cpu, &dir).with_context(|| format!("loading the {stage} model from {}", dir.display()))?;
-    Ok((tok, model))
+fn load(run: &std::path::Path, stage: &str) -> anyhow::Result<(Tokenizer, Llama<Cpu>)> {
+    let run = Run::open(run);
+    Ok((run.tokenizer()?.clone(), run.model(stage)?))
 }
 
 /// Generates from `prompt`, printing text as it comes (holding back an incomplete UTF-8 tail).
@@ -130,16 +127,13 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
         history.push(Message::user(line));
         let mut messages: Vec<Message> = system.iter().map(|s| Message::new(Role::System, s.clone())).collect();
         messages.extend(history.iter().cloned());
-        let mut prompt = encode_prompt(&tok, &Conversation::new(messages));
         // Keep the most recent context that fits, leaving room for the answer.
         let cap = model.cfg.max_position_embeddings.saturating_sub(a.max_tokens.min(model.cfg.max_position_embeddings / 2));
-        if prompt.len() > cap {
-            prompt.drain(..prompt.len() - cap);
-        }
+        let prompt = encode_prompt_capped(&tok, &Conversation::new(messages), cap);
         let opts = GenOptions {
             max_new: a.max_tokens,
             params: SamplingParams { temperature, top_k: 0, top_p: a.top_p },
-            stop_ids: vec![tok.im_end_id(), tok.eot_id()],
+            stop_ids: tok.chat_stop_ids(),
         };
         let reply = stream(&model, &tok, prompt, &opts, a.seed + turn);
         history.push(Message::assistant(reply.trim()));

@@ -74,7 +74,7 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    fn config(&self) -> anyhow::Result<CleanConfig> {
+    pub fn config(&self) -> anyhow::Result<CleanConfig> {
         let mut c: CleanConfig = match &self.config {
             Some(p) => {
                 let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;

@@ -1,13 +1,17 @@
-//! `chatforge`: build your own ChatGPT, stage by stage. Thin subcommands over the libraries.
+//! `chatforge`: build your own ChatGPT, stage by stage. Each subcommand parses its flags into
+//! overrides of its stage's `Config::default()` (the recipe), calls the stage's library
+//! function (`chatforge_stages`) and prints what it returns; nothing else.
 
 use clap::{Parser, Subcommand};
 
+mod args;
 mod bench_cmd;
 mod chat_cmd;
+mod compare_cmd;
 mod data_cmd;
 mod eval_cmd;
-mod headroom_cmd;
 mod label_cmd;
+mod prefs_cmd;
 mod pretrain_cmd;
 mod rl_cmd;
 mod rm_cmd;
@@ -15,11 +19,13 @@ mod sample_cmd;
 mod scale_cmd;
 mod serve_cmd;
 mod sft_cmd;
-mod speedrun;
+mod speedrun_cmd;
 mod tokenizer_cmd;
+#[cfg(test)]
+mod tests;
 
 #[derive(Parser)]
-#[command(name = "chatforge", version, about = "Build your own ChatGPT end to end: data, tokenizer, pretraining, and more.")]
+#[command(name = "chatforge", version, about = "Build your own ChatGPT end to end: data, tokenizer, pretraining, SFT, preference labels, a reward model, RLHF (PPO, DPO), evals and a server.")]
 struct Cli {
     /// Worker threads (default: all cores).
     #[arg(long, global = true)]
@@ -30,8 +36,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Every stage on the bundled corpus: data -> tokenizer -> base model, timed, with a report.
-    Speedrun(speedrun::SpeedrunArgs),
+    /// Every stage on the bundled corpus, timed, with a report card: data, tokenizer, scaling, pretraining, SFT, labels, reward model, PPO, DPO, headroom, moderation, evals.
+    Speedrun(speedrun_cmd::SpeedrunArgs),
     /// Train (or resume) a base model from scratch.
     Pretrain(pretrain_cmd::PretrainArgs),
     /// Predict a bigger run's final loss from a ladder of small runs (scaling laws), before training it.
@@ -44,7 +50,7 @@ enum Cmd {
     Label(label_cmd::LabelArgs),
     /// Export or import preference pairs (TRL's conversational JSONL).
     #[command(subcommand)]
-    Prefs(label_cmd::PrefsCmd),
+    Prefs(prefs_cmd::PrefsCmd),
     /// Train the reward model (Bradley–Terry) on the run's preference pairs.
     Rm(rm_cmd::RmArgs),
     /// RLHF: PPO with a KL penalty to the SFT model, against the reward model.
@@ -52,11 +58,11 @@ enum Cmd {
     /// Direct preference optimization from the run's preference pairs.
     Dpo(rl_cmd::DpoArgs),
     /// Win rate of one stage over another on held-out prompts (noise-free judge).
-    Compare(rl_cmd::CompareArgs),
+    Compare(compare_cmd::CompareArgs),
     /// Best-of-k of a stage's own answers, picked by the reward model, the gold judge and a judge blind to facts, vs SFT.
-    Headroom(headroom_cmd::HeadroomArgs),
+    Headroom(compare_cmd::HeadroomArgs),
     /// Data efficiency: RM + PPO and DPO from 100, 300, 1k, 3k preference pairs, each judged against SFT.
-    PairsCurve(rl_cmd::CurveArgs),
+    PairsCurve(compare_cmd::CurveArgs),
     /// Talk to a run's chat model in the terminal (/system, /reset, /temperature, /quit).
     Chat(chat_cmd::ChatArgs),
     /// Continue a text with a base model.
@@ -85,20 +91,20 @@ fn main() -> anyhow::Result<()> {
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
     }
     match cli.cmd {
-        Cmd::Speedrun(a) => speedrun::run(a),
+        Cmd::Speedrun(a) => speedrun_cmd::run(a),
         Cmd::Pretrain(a) => pretrain_cmd::run(a),
         Cmd::Sample(a) => sample_cmd::run(a),
         Cmd::Scale(a) => scale_cmd::run(a),
         Cmd::Sft(a) => sft_cmd::run(a),
         Cmd::Eval(a) => eval_cmd::run(a),
         Cmd::Label(a) => label_cmd::run(a),
-        Cmd::Prefs(c) => label_cmd::prefs_run(c),
+        Cmd::Prefs(c) => prefs_cmd::run(c),
         Cmd::Rm(a) => rm_cmd::run(a),
-        Cmd::Ppo(a) => rl_cmd::run_ppo(&a, false).map(|_| ()),
-        Cmd::Dpo(a) => rl_cmd::run_dpo(&a, false).map(|_| ()),
-        Cmd::Compare(a) => rl_cmd::run_compare(a),
-        Cmd::PairsCurve(a) => rl_cmd::run_curve(a),
-        Cmd::Headroom(a) => headroom_cmd::run(a),
+        Cmd::Ppo(a) => rl_cmd::run_ppo(a),
+        Cmd::Dpo(a) => rl_cmd::run_dpo(a),
+        Cmd::Compare(a) => compare_cmd::run_compare(a),
+        Cmd::PairsCurve(a) => compare_cmd::run_curve(a),
+        Cmd::Headroom(a) => compare_cmd::run_headroom(a),
         Cmd::Chat(a) => chat_cmd::chat(a),
         Cmd::Complete(a) => chat_cmd::complete(a),
         Cmd::Serve(a) => serve_cmd::serve(a),

@@ -25,6 +25,7 @@ fn tiny_run(name: &str) -> PathBuf {
     std::fs::create_dir_all(&run).unwrap();
     let tok = Tokenizer::bytes();
     tok.save(&run.join("tokenizer.json")).unwrap();
+    chatforge_serve::moderation::train(1).unwrap().0.save(&run.join("moderation.json")).unwrap();
     let model = Llama::new(Cpu, LlamaConfig::from_depth(1, tok.vocab_size(), 256), 7);
     for stage in ["base", "sft"] {
         std::fs::create_dir_all(run.join(stage)).unwrap();

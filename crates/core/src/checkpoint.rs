@@ -1,57 +1,18 @@
-//! Checkpoint I/O: `model.safetensors` + `config.json` in HF's layout, written atomically, and
-//! small helpers (atomic writes, sha256) the trainers use for their own state files.
+//! Checkpoint I/O: `model.safetensors` + `config.json` in HF's layout, written atomically
+//! (through `chatforge_rundir::fs`, as every file of a run folder).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
-use sha2::{Digest, Sha256};
+use chatforge_rundir::fs::write_atomic;
+use chatforge_rundir::layout::{CONFIG, MODEL};
 
 use crate::backend::Backend;
 use crate::config::LlamaConfig;
 use crate::model::Llama;
 use crate::{Error, Result};
-
-/// Writes `bytes` to `path` atomically: a temp file in the same folder, fsync, rename, fsync the folder.
-/// A reader sees the old file or the new one, never half of one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = path.file_name().ok_or_else(|| Error::Input(format!("{}: not a file path", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-/// Hex sha256 of a file's contents.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok(sha256_hex(&bytes))
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let d = Sha256::digest(bytes);
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Checks a file against an expected sha256; a mismatch is an error naming the file.
-pub fn verify_sha256(path: &Path, expected: &str) -> Result<()> {
-    let found = sha256_file(path)?;
-    if found != expected {
-        return Err(Error::Checksum { path: path.to_path_buf(), expected: expected.into(), found });
-    }
-    Ok(())
-}
 
 /// Serialises named f32 tensors to safetensors bytes.
 pub fn tensors_to_bytes(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Vec<u8>> {
@@ -132,20 +93,20 @@ impl TensorFile {
 pub fn save_model<B: Backend>(model: &Llama<B>, dir: &Path) -> Result<()> {
     let tensors: Vec<(String, Vec<usize>, Vec<f32>)> =
         model.params().iter().map(|p| (p.name.clone(), p.shape.clone(), model.be.download(&p.w))).collect();
-    write_atomic(&dir.join("model.safetensors"), &tensors_to_bytes(&tensors)?)?;
+    write_atomic(&dir.join(MODEL), &tensors_to_bytes(&tensors)?)?;
     // Keep the two spellings of the rotary base in step (transformers ≥ 5 reads rope_parameters).
     let mut cfg = model.cfg.clone();
     let rope_type = cfg.rope_parameters.as_ref().map_or_else(|| "default".to_string(), |r| r.rope_type.clone());
     cfg.rope_parameters = Some(crate::config::RopeParameters { rope_theta: cfg.rope_theta, rope_type });
     let cfg = serde_json::to_string_pretty(&cfg).map_err(|e| Error::Format(e.to_string()))?;
-    write_atomic(&dir.join("config.json"), cfg.as_bytes())?;
+    write_atomic(&dir.join(CONFIG), cfg.as_bytes())?;
     Ok(())
 }
 
 /// Loads `config.json` and `model.safetensors` from `dir` (ours or an HF Llama checkpoint).
 pub fn load_model<B: Backend>(be: B, dir: &Path) -> Result<Llama<B>> {
-    let cfg = LlamaConfig::from_json_file(&dir.join("config.json"))?;
-    let file = TensorFile::open(&dir.join("model.safetensors"))?;
+    let cfg = LlamaConfig::from_json_file(&dir.join(CONFIG))?;
+    let file = TensorFile::open(&dir.join(MODEL))?;
     let mut model = Llama::empty(be, cfg);
     if !model.cfg.is_classifier() && file.contains("score.weight") {
         model.add_value_head();

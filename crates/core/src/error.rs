@@ -11,8 +11,8 @@ pub enum Error {
     Config(String),
     #[error("tensor {name}: {msg}")]
     Tensor { name: String, msg: String },
-    #[error("{path}: checksum mismatch (expected sha256 {expected}, found {found}); the file is corrupt")]
-    Checksum { path: PathBuf, expected: String, found: String },
+    #[error(transparent)]
+    File(#[from] chatforge_rundir::Error),
     #[error("{0}")]
     Input(String),
 }

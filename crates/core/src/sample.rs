@@ -6,7 +6,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::backend::Backend;
 use crate::model::Llama;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct SamplingParams {
     pub temperature: f32,
     pub top_k: usize,

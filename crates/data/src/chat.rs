@@ -247,6 +247,20 @@ pub fn encode_for_training(tok: &Tokenizer, conv: &Conversation) -> (Vec<u32>, V
 /// Token ids that ask the model for the next assistant message: every message of `conv`, then
 /// `<|im_start|>assistant\n`. Generation stops at `<|im_end|>`. The ids of the messages are the
 /// same as [`encode_for_training`] gives, so a prompt is a prefix of the training sequence.
+/// [`encode_prompt`], keeping only the last `cap` tokens of a longer prompt (the most recent
+/// turns, and always the assistant header the answer continues).
+pub fn encode_prompt_capped(tok: &Tokenizer, conv: &Conversation, cap: usize) -> Vec<u32> {
+    keep_last(encode_prompt(tok, conv), cap)
+}
+
+/// The last `cap` tokens of `ids`.
+pub fn keep_last(mut ids: Vec<u32>, cap: usize) -> Vec<u32> {
+    if ids.len() > cap {
+        ids.drain(..ids.len() - cap);
+    }
+    ids
+}
+
 pub fn encode_prompt(tok: &Tokenizer, conv: &Conversation) -> Vec<u32> {
     let mut ids = Vec::new();
     for m in &conv.messages {
@@ -302,23 +316,38 @@ pub fn load_jsonl(path: &Path, skip_bad: bool) -> Result<(Vec<Conversation>, usi
 /// Writes values as JSONL, one per line, atomically (temp file in the same folder, fsync,
 /// rename): a crash leaves the old file or the new one.
 pub fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let write = || -> std::io::Result<()> {
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        {
-            let mut out = std::io::BufWriter::new(tmp.as_file_mut());
-            for item in items {
-                serde_json::to_writer(&mut out, item)?;
-                out.write_all(b"\n")?;
-            }
-            out.flush()?;
+    Ok(chatforge_rundir::fs::write_atomic_with(path, |out| {
+        for item in items {
+            serde_json::to_writer(&mut *out, item)?;
+            out.write_all(b"\n")?;
         }
-        tmp.as_file().sync_all()?;
-        tmp.persist(path).map_err(|e| e.error)?;
         Ok(())
-    };
-    write().map_err(|e| Error::io(path, e))
+    })?)
+}
+
+/// The prompts of a JSONL file: each line's `messages` (or `prompt`), without a trailing
+/// assistant message. A line that does not parse, or is not a prompt (it must end with the
+/// user's turn), is an error naming the file and the line.
+pub fn load_prompts(path: &Path) -> Result<Vec<Conversation>> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        #[serde(alias = "prompt")]
+        messages: Vec<Message>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut prompts = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |msg: String| Error::BadLine { path: path.to_path_buf(), line: i + 1, msg };
+        let l: Line = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+        let conv = Conversation::new(l.messages).prompt();
+        conv.validate_for_prompt().map_err(bad)?;
+        prompts.push(conv);
+    }
+    if prompts.is_empty() {
+        return Err(Error::Format(format!("{}: no prompts", path.display())));
+    }
+    Ok(prompts)
 }

@@ -16,6 +16,8 @@ pub enum Error {
     /// A bad line of a JSONL file (1-based line number).
     #[error("{path}:{line}: {msg}")]
     BadLine { path: PathBuf, line: usize, msg: String },
+    #[error(transparent)]
+    File(#[from] chatforge_rundir::Error),
 }
 
 impl Error {

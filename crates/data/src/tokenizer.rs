@@ -115,7 +115,7 @@ impl Tokenizer {
 
     /// Saves as `tokenizer.json`, atomically: a crash leaves the old file or the new one, never half.
     pub fn save(&self, path: &Path) -> Result<()> {
-        write_atomic(path, self.to_json().as_bytes())
+        Ok(chatforge_rundir::fs::write_atomic(path, self.to_json().as_bytes())?)
     }
 
     /// Number of tokens, special tokens included. Ids run from 0 to `vocab_size() - 1`.
@@ -190,6 +190,10 @@ impl Tokenizer {
     }
 
     /// Id of `<|im_end|>`.
+    /// The tokens that end a chat answer: `<|im_end|>` and `<|endoftext|>`.
+    pub fn chat_stop_ids(&self) -> Vec<u32> {
+        vec![self.im_end_id(), self.eot_id()]
+    }
     pub fn im_end_id(&self) -> u32 {
         self.im_end
     }
@@ -374,35 +378,6 @@ fn escape(s: &str, plain: bool) -> String {
         }
     }
     out
-}
-
-/// Writes a file atomically: a temp file in the same folder, fsync, rename over `path`, fsync
-/// the folder (so the rename itself survives a crash).
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().ok_or_else(|| Error::Format(format!("{}: not a file name", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp.{}", name.to_string_lossy(), std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(&tmp, e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })?;
-    // Directories can be opened and fsynced on Unix; elsewhere this is best effort.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@ pub enum Error {
     Data(#[from] chatforge_data::Error),
     #[error(transparent)]
     Train(#[from] chatforge_train::Error),
+    #[error(transparent)]
+    File(#[from] chatforge_rundir::Error),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     /// A registry file that cannot be used.

@@ -5,7 +5,7 @@ use chatforge_core::backend::IGNORE;
 use chatforge_core::cpu::Cpu;
 use chatforge_core::model::Llama;
 use chatforge_core::sample::{generate_batch, GenOptions, SamplingParams};
-use chatforge_data::chat::{encode_prompt, Conversation};
+use chatforge_data::chat::{encode_prompt, keep_last, Conversation};
 use chatforge_data::tokenizer::Tokenizer;
 
 /// A prompt: a conversation (ChatML, for chat models), plain text whose answer is the rest of
@@ -106,7 +106,7 @@ impl Policy for Borrowed<'_> {
         progress: &mut dyn FnMut(usize),
     ) -> Vec<String> {
         let params = SamplingParams { temperature, top_k: 0, top_p: 1.0 };
-        let opts = GenOptions { max_new: max_tokens, params, stop_ids: vec![self.tok.im_end_id(), self.tok.eot_id()] };
+        let opts = GenOptions { max_new: max_tokens, params, stop_ids: self.tok.chat_stop_ids() };
         // Keep the end of a long prompt, leaving room for the answer.
         let cap = self.model.cfg.max_position_embeddings.saturating_sub(max_tokens).max(1);
         // A plain-text answer is one line: its sequence stops at the first token with a newline.
@@ -119,13 +119,7 @@ impl Policy for Borrowed<'_> {
         for (chunk, seeds) in prompts.chunks(self.batch.max(1)).zip(seeds.chunks(self.batch.max(1))) {
             let ids: Vec<Vec<u32>> = chunk
                 .iter()
-                .map(|p| {
-                    let mut ids = self.ids(p);
-                    if ids.len() > cap {
-                        ids.drain(..ids.len() - cap);
-                    }
-                    ids
-                })
+                .map(|p| keep_last(self.ids(p), cap))
                 .collect();
             let one_line: Vec<bool> = chunk.iter().map(|p| matches!(p, Prompt::Text(_))).collect();
             let keep_going = |i: usize, t: u32| !(one_line[i] && newline.get(t as usize).copied().unwrap_or(false));

@@ -15,12 +15,14 @@ use crate::graders::{self, Constraint};
 use crate::policy::{Policy, Prompt, RewardModel};
 use crate::registry::{Class, EvalSpec, Sample};
 use crate::{Error, Result};
+use chatforge_rundir::report::{self, Key, Report};
+use chatforge_rundir::RunDir;
 
 /// How evals run for one invocation.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
     /// The run folder (for `run:` samples, the token shards, outputs).
-    pub run: PathBuf,
+    pub run: RunDir,
     /// The stage evaluated: `base`, `sft`, `ppo`, ... (names output files and the report column).
     pub stage: String,
     /// Prompt in plain text with few-shot examples (for a base model that never saw ChatML).
@@ -33,9 +35,9 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
-    pub fn new(run: &Path, stage: &str) -> RunOptions {
+    pub fn new(run: &RunDir, stage: &str) -> RunOptions {
         RunOptions {
-            run: run.to_path_buf(),
+            run: run.clone(),
             stage: stage.to_string(),
             plain: stage == "base",
             many_samples: None,
@@ -71,8 +73,8 @@ pub struct EvalOutcome {
 
 /// Keys of the conversations a run's SFT stage trained on (`R/sft_data/train.jsonl`), to keep
 /// samples about them out of the evals; empty when the run has no such file.
-pub fn training_keys(run: &Path) -> HashSet<String> {
-    let Ok(text) = std::fs::read_to_string(run.join("sft_data/train.jsonl")) else { return HashSet::new() };
+pub fn training_keys(run: &RunDir) -> HashSet<String> {
+    let Ok(text) = std::fs::read_to_string(run.suite_split("train")) else { return HashSet::new() };
     text.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .flat_map(|v| v["meta"]["keys"].as_array().cloned().unwrap_or_default())
@@ -173,7 +175,7 @@ pub fn run_eval(
         Class::Bpb => bpb(spec, policy, opts, &mut metrics)?,
         Class::NextWord => next_word(spec, policy, opts, &mut metrics, &mut records)?,
         _ => {
-            let all = spec.samples(&opts.run)?;
+            let all = spec.samples(opts.run.root())?;
             let total = all.len();
             let mut samples: Vec<Sample> = all.into_iter().filter(|s| !s.keys.iter().any(|k| train_keys.contains(k))).collect();
             if samples.len() < total {
@@ -562,7 +564,7 @@ fn many_samples(
     metrics.insert("worst_case_rate".into(), json!(mean(worst_rates)));
     metrics.insert("prompts".into(), json!(per_prompt));
     let xlabel = if helpers.reward.is_some() { "reward" } else { "grade" };
-    let file = opts.run.join("plots").join(format!("{}_{}.svg", spec.name, opts.stage));
+    let file = opts.run.plot(&format!("{}_{}.svg", spec.name, opts.stage));
     // Rewards: 20 bins over the range of all prompts' rewards.
     let mut width = 0.1;
     if !reward_sets.is_empty() {
@@ -581,7 +583,7 @@ fn many_samples(
         }
     }
     let series: Vec<(&str, Vec<(f64, f64)>)> = hist_series.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    chatforge_train::report::bar_plot(
+    chatforge_rundir::plot::bar_plot(
         &file,
         &format!("{}: {xlabel} distribution over {n} samples ({})", spec.name, opts.stage),
         xlabel,
@@ -594,7 +596,7 @@ fn many_samples(
 
 /// Bits per byte (and nats per token) on the run's held-out token stream `R/tokens/val.bin`.
 fn bpb(spec: &EvalSpec, policy: &mut dyn Policy, opts: &RunOptions, metrics: &mut Map<String, Value>) -> Result<usize> {
-    let path = opts.run.join("tokens/val.bin");
+    let path = opts.run.val_tokens();
     let val = chatforge_data::shards::read(&path)?;
     let (model, tok) = policy.model().ok_or_else(|| Error::Input(format!("{}: needs a checkpoint", spec.id)))?;
     if val.len() < 2 {
@@ -628,7 +630,7 @@ fn next_word(
     metrics: &mut Map<String, Value>,
     records: &mut Vec<Value>,
 ) -> Result<usize> {
-    let path = spec.samples_path(&opts.run).unwrap_or_else(|| opts.run.join("data/val.jsonl"));
+    let path = spec.samples_path(opts.run.root()).unwrap_or_else(|| opts.run.val_docs());
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let docs: Vec<String> =
         text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()?["text"].as_str().map(String::from)).collect();
@@ -697,13 +699,13 @@ pub fn headline(spec: &EvalSpec, outcome: &EvalOutcome) -> Vec<(String, f64)> {
 /// figures into `report.json` (merged with what earlier evals of the stage wrote): every eval's
 /// metrics under `evals.<name>`, and the headline figures each spec's `report` names.
 pub fn record(opts: &RunOptions, specs: &[&EvalSpec], outcomes: &[EvalOutcome]) -> Result<Value> {
-    let dir = opts.run.join("evals").join(&opts.stage);
+    let dir = opts.run.evals(&opts.stage);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     for o in outcomes {
         chatforge_data::chat::write_jsonl(&dir.join(format!("{}.jsonl", o.name)), &o.records)?;
     }
-    let report = chatforge_train::report::read_report(&opts.run);
-    let stage = &report["stages"][&opts.stage];
+    let report = Report::load(&opts.run);
+    let stage = report.section(Key::Stage(&opts.stage));
     let mut evals = stage["evals"].as_object().cloned().unwrap_or_default();
     let mut figures = Map::new();
     for (spec, o) in specs.iter().zip(outcomes) {
@@ -731,12 +733,12 @@ pub fn record(opts: &RunOptions, specs: &[&EvalSpec], outcomes: &[EvalOutcome]) 
         }
     }
     let summary = json!({"stage": opts.stage, "evals": evals, "figures": figures});
-    chatforge_core::checkpoint::write_atomic(&dir.join("summary.json"), serde_json::to_string_pretty(&summary).unwrap().as_bytes())?;
+    chatforge_rundir::fs::write_atomic(&dir.join("summary.json"), serde_json::to_string_pretty(&summary).unwrap().as_bytes())?;
     let mut update = figures.clone();
     update.insert("evals".into(), Value::Object(evals));
-    chatforge_train::report::update_report(&opts.run, &format!("stages.{}", opts.stage), Value::Object(update))?;
-    if report["run"].get("hardware").is_none() {
-        chatforge_train::report::update_report(&opts.run, "run", json!({"hardware": chatforge_train::report::hardware()}))?;
+    report::record(&opts.run, Key::Stage(&opts.stage), &update)?;
+    if report.section(Key::Run).get("hardware").is_none() {
+        report::record(&opts.run, Key::Run, &json!({"hardware": report::hardware()}))?;
     }
     Ok(summary)
 }

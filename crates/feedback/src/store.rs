@@ -21,7 +21,7 @@ use std::time::Duration;
 use chatforge_data::chat::{Conversation, Message, Role};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use chatforge_rundir::fs::sha256_hex;
 
 use crate::error::{Error, Result};
 
@@ -287,7 +287,7 @@ impl Store {
     pub fn add_prompt(&self, prompt: &Conversation, source: &str) -> Result<i64> {
         prompt.validate_for_prompt().map_err(|e| Error::Input(format!("prompt: {e}")))?;
         let json = serde_json::to_string(&prompt.messages).expect("messages serialize");
-        let hash = hex(&Sha256::digest(json.as_bytes()));
+        let hash = sha256_hex(json.as_bytes());
         self.conn
             .execute(
                 "INSERT INTO prompts (hash, messages, source) VALUES (?1, ?2, ?3) ON CONFLICT(hash) DO NOTHING",
@@ -564,10 +564,6 @@ impl Store {
         cache.insert(id, c.clone());
         Ok(c)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

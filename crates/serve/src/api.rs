@@ -553,7 +553,7 @@ async fn chat_completions(State(st): S, headers: HeaderMap, body: Body) -> Resul
             chat_response(id, created, model, choices, false)
         });
     }
-    let rx = submit(&st, &p, prompt, max_tokens, vec![st.tok.im_end_id(), st.tok.eot_id()], logprobs, grammar)?;
+    let rx = submit(&st, &p, prompt, max_tokens, st.tok.chat_stop_ids(), logprobs, grammar)?;
     if p.stream {
         return Ok(chat_stream(st.clone(), rx, id, created, model, p.n, p.include_usage, logprobs.is_some()));
     }

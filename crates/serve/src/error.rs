@@ -17,7 +17,7 @@ pub enum Error {
     #[error(transparent)]
     Data(#[from] chatforge_data::Error),
     #[error(transparent)]
-    Train(#[from] chatforge_train::Error),
+    File(#[from] chatforge_rundir::Error),
     #[error("{path}: bad policy file: {msg}")]
     Policy { path: PathBuf, msg: String },
     #[error("bad config: {0}")]

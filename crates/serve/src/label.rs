@@ -69,7 +69,7 @@ impl ModelSampler {
         let opts = GenOptions {
             max_new: max_tokens,
             params: SamplingParams { temperature, top_k: 0, top_p },
-            stop_ids: vec![tok.im_end_id(), tok.eot_id()],
+            stop_ids: tok.chat_stop_ids(),
         };
         ModelSampler { name, model, tok, opts }
     }

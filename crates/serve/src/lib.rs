@@ -17,7 +17,7 @@ pub mod moderation;
 pub mod web;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -29,6 +29,8 @@ use axum::Router;
 use chatforge_core::checkpoint::load_model;
 use chatforge_core::cpu::Cpu;
 use chatforge_data::tokenizer::Tokenizer;
+use chatforge_rundir::layout::CONFIG;
+use chatforge_rundir::RunDir;
 
 pub use error::{ApiError, Error, Result};
 
@@ -59,7 +61,7 @@ impl Default for Limits {
 /// How to serve a run.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    pub run: PathBuf,
+    pub run: RunDir,
     /// The default model (stage) when a request names none.
     pub stage: String,
     pub api_key: Option<String>,
@@ -71,7 +73,7 @@ pub struct ServeConfig {
 impl ServeConfig {
     pub fn new(run: impl Into<PathBuf>) -> ServeConfig {
         ServeConfig {
-            run: run.into(),
+            run: RunDir::new(run),
             stage: "sft".into(),
             api_key: None,
             policy: None,
@@ -93,7 +95,7 @@ pub struct ModelInfo {
 
 /// What every handler shares.
 pub struct AppState {
-    pub run: PathBuf,
+    pub run: RunDir,
     pub tok: Arc<Tokenizer>,
     pub models: Vec<ModelInfo>,
     /// Index into `models` of the default model.
@@ -107,15 +109,14 @@ pub struct AppState {
 
 impl AppState {
     /// Loads the run's tokenizer, every generative stage it has, the moderation classifier
-    /// (`R/moderation.json`, trained from the task suite first if missing) and the policy, and
-    /// starts the engine.
+    /// (`R/moderation.json`) and the policy, and starts the engine.
     pub fn load(cfg: &ServeConfig) -> Result<AppState> {
-        let tok = Arc::new(Tokenizer::load(&cfg.run.join("tokenizer.json"))?);
+        let tok = Arc::new(Tokenizer::load(&cfg.run.tokenizer())?);
         let mut infos = Vec::new();
         let mut models = Vec::new();
         for stage in GENERATIVE_STAGES {
-            let dir = cfg.run.join(stage);
-            if !dir.join("config.json").exists() {
+            let dir = cfg.run.stage(stage);
+            if !dir.join(CONFIG).exists() {
                 continue;
             }
             let model = load_model(Cpu, &dir)?;
@@ -127,7 +128,7 @@ impl AppState {
                     tok.vocab_size()
                 )));
             }
-            let created = std::fs::metadata(dir.join("model.safetensors"))
+            let created = std::fs::metadata(cfg.run.model(stage))
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -139,7 +140,7 @@ impl AppState {
             let have: Vec<&str> = infos.iter().map(|m| m.id.as_str()).collect();
             Error::Config(format!(
                 "{} has no {} model (it has: {})",
-                cfg.run.display(),
+                cfg.run.root().display(),
                 cfg.stage,
                 if have.is_empty() { "none".into() } else { have.join(", ") }
             ))
@@ -148,7 +149,7 @@ impl AppState {
             Some(p) => Policy::load(p)?,
             None => Policy::default(),
         };
-        let (classifier, measure) = moderation_classifier(&cfg.run)?;
+        let classifier = moderation_classifier(&cfg.run)?;
         let metrics = Arc::new(Metrics::default());
         let engine = Engine::start(models, tok.clone(), cfg.engine.clone(), metrics.clone());
         Ok(AppState {
@@ -159,33 +160,25 @@ impl AppState {
             engine,
             limits: cfg.limits.clone(),
             api_key: cfg.api_key.clone(),
-            moderator: Moderator { classifier, policy, measure },
+            moderator: Moderator { classifier, policy },
             metrics,
         })
     }
 }
 
-/// `R/moderation.json`, or a classifier trained on the task suite now (and saved there, with its
-/// figures in `R/report.json` under `stages.moderation`; then they are returned too).
-pub fn moderation_classifier(run: &Path) -> Result<(moderation::Classifier, Option<moderation::Measure>)> {
-    let path = run.join("moderation.json");
-    if path.exists() {
-        return Ok((moderation::Classifier::load(&path)?, None));
+/// The run's moderation classifier, `R/moderation.json`. It is made by its own stage
+/// (`chatforge moderation train`, or the speedrun), never as a side effect of serving.
+pub fn moderation_classifier(run: &RunDir) -> Result<moderation::Classifier> {
+    let path = run.moderation();
+    if !path.exists() {
+        return Err(Error::Config(format!(
+            "{} has no moderation classifier ({}): make one with `chatforge moderation train --run {}`",
+            run.root().display(),
+            path.display(),
+            run.root().display()
+        )));
     }
-    let (c, m) = train_moderation(run)?;
-    Ok((c, Some(m)))
-}
-
-/// Trains the moderation classifier from the task suite, saves it to `R/moderation.json` and
-/// writes its test-split figures to `R/report.json` under `stages.moderation`.
-pub fn train_moderation(run: &Path) -> Result<(moderation::Classifier, moderation::Measure)> {
-    let corpus = chatforge_data::tasks::Corpus::bundled()?;
-    let suite = chatforge_data::tasks::generate_suite(&moderation::suite_config(1), &corpus);
-    let (c, m) = moderation::train_on_suite(&suite, 1);
-    c.save(&run.join("moderation.json"))?;
-    let figures = serde_json::to_value(&m).expect("figures serialize");
-    chatforge_train::report::update_report(run, "stages.moderation", figures)?;
-    Ok((c, m))
+    moderation::Classifier::load(&path)
 }
 
 /// The whole application: the API (behind the key, when one is set) and `/health`.
@@ -261,16 +254,7 @@ pub fn run(cfg: &ServeConfig, addr: SocketAddr, extra: impl FnOnce(Router, Arc<A
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| Error::Server(format!("binding {addr}: {e}")))?;
         let local = listener.local_addr().map_err(|e| Error::Server(e.to_string()))?;
         let models: Vec<&str> = state.models.iter().map(|m| m.id.as_str()).collect();
-        println!("serving {} (models: {}; default {})", cfg.run.display(), models.join(", "), state.models[state.default_model].id);
-        if let Some(m) = &state.moderator.measure {
-            println!(
-                "moderation classifier trained from the task suite: precision {:.3}, recall {:.3}, benign look-alikes flagged {:.1}% (saved {})",
-                m.precision,
-                m.recall,
-                100.0 * m.lookalike_false_positive_rate,
-                cfg.run.join("moderation.json").display()
-            );
-        }
+        println!("serving {} (models: {}; default {})", cfg.run.root().display(), models.join(", "), state.models[state.default_model].id);
         println!("listening on http://{local}");
         let router = extra(app(state.clone()), state);
         serve(listener, router, shutdown_signal()).await?;

@@ -117,7 +117,7 @@ impl Classifier {
 
     pub fn save(&self, path: &Path) -> Result<()> {
         let json = serde_json::to_vec(self).expect("the classifier serializes");
-        chatforge_core::checkpoint::write_atomic(path, &json)?;
+        chatforge_rundir::fs::write_atomic(path, &json)?;
         Ok(())
     }
 
@@ -242,6 +242,14 @@ pub fn train_on_suite(suite: &Suite, seed: u64) -> (Classifier, Measure) {
     (c, m)
 }
 
+/// Trains the classifier from a task suite generated for it from the bundled corpus
+/// ([`suite_config`] with `seed`), and measures it on that suite's test split.
+pub fn train(seed: u64) -> Result<(Classifier, Measure)> {
+    let corpus = chatforge_data::tasks::Corpus::bundled()?;
+    let suite = chatforge_data::tasks::generate_suite(&suite_config(seed), &corpus);
+    Ok(train_on_suite(&suite, seed))
+}
+
 // ---------------------------------------------------------------------------------------------
 // The operator's policy
 
@@ -338,7 +346,6 @@ impl Verdict {
 pub struct Moderator {
     pub classifier: Classifier,
     pub policy: Policy,
-    pub measure: Option<Measure>,
 }
 
 impl Moderator {

@@ -114,9 +114,7 @@ fn model_name(app: &AppState, model: &str) -> Result<String, ApiError> {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", format!("The model `{model}` does not exist."))
             .code("model_not_found"));
     }
-    let run = app.run.canonicalize().unwrap_or_else(|_| app.run.clone());
-    let run = run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(format!("{run}/{model}"))
+    Ok(format!("{}/{model}", app.run.name()))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

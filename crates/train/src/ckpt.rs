@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chatforge_core::backend::Backend;
-use chatforge_core::checkpoint::{load_model, save_model, sha256_file, tensors_to_bytes, verify_sha256, write_atomic, TensorFile};
+use chatforge_core::checkpoint::{load_model, save_model, tensors_to_bytes, TensorFile};
+use chatforge_rundir::fs::{sha256_file, verify_sha256, write_atomic};
+use chatforge_rundir::layout::{GENERATION_CONFIG, STATE, TRAINER};
 use chatforge_core::cpu::Cpu;
 use chatforge_core::model::Llama;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -84,7 +86,7 @@ pub fn save<B: Backend>(dir: &Path, model: &Llama<B>, opt: &AdamW<B>, state: &Tr
         "bos_token_id": model.cfg.bos_token_id, "eos_token_id": model.cfg.eos_token_id,
         "do_sample": true, "temperature": 0.8, "top_p": 0.95,
     });
-    write_atomic(&tmp.join("generation_config.json"), serde_json::to_string_pretty(&gen).unwrap().as_bytes())?;
+    write_atomic(&tmp.join(GENERATION_CONFIG), serde_json::to_string_pretty(&gen).unwrap().as_bytes())?;
     let mut moments = Vec::new();
     for (i, p) in model.params().iter().enumerate() {
         moments.push((format!("m.{}", p.name), p.shape.clone(), model.be.download(&opt.m[i])));
@@ -92,13 +94,13 @@ pub fn save<B: Backend>(dir: &Path, model: &Llama<B>, opt: &AdamW<B>, state: &Tr
     }
     moments.push(("adam_step".into(), vec![1], vec![opt.step as f32]));
     crash_point("mid_write", state.step);
-    write_atomic(&tmp.join("trainer.safetensors"), &tensors_to_bytes(&moments)?)?;
+    write_atomic(&tmp.join(TRAINER), &tensors_to_bytes(&moments)?)?;
     let mut state = state.clone();
     state.files.clear();
     for name in ["model.safetensors", "config.json", "generation_config.json", "trainer.safetensors"] {
         state.files.insert(name.into(), sha256_file(&tmp.join(name))?);
     }
-    write_atomic(&tmp.join("state.json"), serde_json::to_string_pretty(&state).unwrap().as_bytes())?;
+    write_atomic(&tmp.join(STATE), serde_json::to_string_pretty(&state).unwrap().as_bytes())?;
     fsync_dir(&tmp);
     let prev = prev_dir(dir);
     if dir.exists() {
@@ -122,7 +124,7 @@ pub fn recover(dir: &Path) -> Result<()> {
     if !tmp.exists() {
         return Ok(());
     }
-    if !dir.join("state.json").exists() && read_state(&tmp).and_then(|s| verify(&tmp, &s)).is_ok() {
+    if !dir.join(STATE).exists() && read_state(&tmp).and_then(|s| verify(&tmp, &s)).is_ok() {
         std::fs::rename(&tmp, dir).map_err(|e| Error::io(&tmp, e))?;
         return Ok(());
     }
@@ -130,7 +132,7 @@ pub fn recover(dir: &Path) -> Result<()> {
 }
 
 pub fn read_state(dir: &Path) -> Result<TrainState> {
-    let path = dir.join("state.json");
+    let path = dir.join(STATE);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     serde_json::from_str(&text).map_err(|e| Error::Checkpoint { path, msg: format!("corrupt state file: {e}") })
 }
@@ -149,7 +151,7 @@ pub fn load(dir: &Path, optim: OptimConfig) -> Result<(Llama<Cpu>, AdamW<Cpu>, T
     verify(dir, &state)?;
     let model = load_model(Cpu, dir)?;
     let mut opt = AdamW::new(&model, optim);
-    let file = TensorFile::open(&dir.join("trainer.safetensors"))?;
+    let file = TensorFile::open(&dir.join(TRAINER))?;
     for (i, p) in model.params().iter().enumerate() {
         opt.m[i] = file.get(&format!("m.{}", p.name))?.1;
         opt.v[i] = file.get(&format!("v.{}", p.name))?.1;

@@ -9,10 +9,12 @@
 //! next-token loss on a few SFT rows joins every step, as in PPO-ptx: DPO lowers the likelihood
 //! of rejected *and* chosen answers, and the PTX term holds on to what SFT taught.
 
+use chatforge_rundir::RunDir;
 use std::path::Path;
 
 use chatforge_core::backend::IGNORE;
-use chatforge_core::checkpoint::{load_model, sha256_hex};
+use chatforge_core::checkpoint::load_model;
+use chatforge_rundir::fs::sha256_hex;
 use chatforge_core::cpu::Cpu;
 use chatforge_core::model::Llama;
 use chatforge_data::chat::encode_prompt;
@@ -62,7 +64,7 @@ impl Default for DpoConfig {
             eval_every: 25,
             checkpoint_every: 25,
             seed: 3,
-            ptx_coef: 0.0,
+            ptx_coef: 1.0,
         }
     }
 }
@@ -196,7 +198,7 @@ pub struct DpoOutcome {
 
 /// Trains `run/dpo` from `run/sft` (or resumes it). `ptx`: the SFT rows and the pad id for the
 /// PTX term (used when `cfg.ptx_coef > 0`).
-pub fn dpo(run: &Path, cfg: DpoConfig, data: &DpoData, ptx: Option<(&crate::sft::SftData, u32)>, quiet: bool) -> Result<DpoOutcome> {
+pub fn dpo(run: &RunDir, cfg: DpoConfig, data: &DpoData, ptx: Option<(&crate::sft::SftData, u32)>, quiet: bool) -> Result<DpoOutcome> {
     let mut data_sha = std::collections::BTreeMap::new();
     data_sha.insert("pairs".to_string(), data.sha256.clone());
     let n = data.chosen.len();
@@ -213,7 +215,7 @@ pub fn dpo(run: &Path, cfg: DpoConfig, data: &DpoData, ptx: Option<(&crate::sft:
             (model, opt, state, saved)
         }
         None => {
-            let model = load_model(Cpu, &run.join("sft")).map_err(|e| Error::Input(format!("DPO starts from the SFT model: {e}")))?;
+            let model = load_model(Cpu, &run.stage("sft")).map_err(|e| Error::Input(format!("DPO starts from the SFT model: {e}")))?;
             let mut cfg = cfg;
             let steps = ((n as f64 * cfg.epochs) / cfg.batch_pairs as f64).ceil().max(1.0) as usize;
             cfg.optim.warmup_steps = cfg.optim.warmup_steps.min(steps / 5);
@@ -283,7 +285,7 @@ pub fn dpo(run: &Path, cfg: DpoConfig, data: &DpoData, ptx: Option<(&crate::sft:
         })
     };
     let stats = trainer::run_steps(&spec, &mut model, &mut opt, &mut state, step_fn, |_, _, _| Ok((json!({}), String::new())))?;
-    crate::report::plot_stage_loss(run, "dpo", "DPO loss", "dpo_loss.svg")?;
+    chatforge_rundir::report::plot_stage_loss(run, "dpo", "DPO loss", "dpo_loss.svg")?;
     Ok(DpoOutcome { steps: state.step, pairs: n, reward_accuracy: last_acc, wall_s: stats.wall_s })
 }
 

@@ -1,6 +1,6 @@
 use std::path::{Path, PathBuf};
 
-/// Errors of the training crate: every stage's loop, checkpoints, reports.
+/// Errors of the training crate: every training loop, checkpoints, the scaling fits.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -9,6 +9,8 @@ pub enum Error {
     Data(#[from] chatforge_data::Error),
     #[error(transparent)]
     Feedback(#[from] chatforge_feedback::Error),
+    #[error(transparent)]
+    File(#[from] chatforge_rundir::Error),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
@@ -17,8 +19,6 @@ pub enum Error {
     Checkpoint { path: PathBuf, msg: String },
     #[error("training diverged: {0}")]
     Diverged(String),
-    #[error("plot {path}: {msg}")]
-    Plot { path: PathBuf, msg: String },
 }
 
 impl Error {

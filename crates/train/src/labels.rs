@@ -3,6 +3,7 @@
 //! preference store (marked simulated). A share of pairs is labeled twice, by two different
 //! judges, to measure the labelers' agreement the way InstructGPT did with its humans.
 
+use chatforge_rundir::RunDir;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
@@ -10,7 +11,7 @@ use std::time::Instant;
 use chatforge_core::cpu::Cpu;
 use chatforge_core::model::Llama;
 use chatforge_core::sample::{generate_batch, GenOptions, SamplingParams};
-use chatforge_data::chat::{encode_prompt, Conversation};
+use chatforge_data::chat::{encode_prompt_capped, Conversation};
 use chatforge_data::tasks::Task;
 use chatforge_data::tokenizer::Tokenizer;
 use chatforge_feedback::simulated::{features, Panel, PanelConfig};
@@ -43,7 +44,7 @@ pub struct LabelConfig {
 impl Default for LabelConfig {
     fn default() -> Self {
         LabelConfig {
-            prompts: 360,
+            prompts: 500,
             samples_per_prompt: 4,
             max_new: 48,
             temperatures: vec![0.6, 1.0, 1.3, 1.6],
@@ -99,17 +100,11 @@ pub fn sample_answers(
     seed: u64,
     quiet: bool,
 ) -> Vec<Vec<String>> {
-    let opts = GenOptions { max_new, params, stop_ids: vec![tok.im_end_id(), tok.eot_id()] };
+    let opts = GenOptions { max_new, params, stop_ids: tok.chat_stop_ids() };
     let cap = model.cfg.max_position_embeddings.saturating_sub(max_new).max(1);
     let encoded: Vec<Vec<u32>> = prompts
         .iter()
-        .map(|c| {
-            let mut p = encode_prompt(tok, c);
-            if p.len() > cap {
-                p.drain(..p.len() - cap);
-            }
-            p
-        })
+        .map(|c| encode_prompt_capped(tok, c, cap))
         .collect();
     let jobs: Vec<(usize, usize)> = (0..prompts.len()).flat_map(|i| (0..n).map(move |k| (i, k))).collect();
     let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(jobs.len() as u64) };
@@ -261,8 +256,8 @@ pub fn agreement(doubled: &[(Choice, Choice)]) -> (f64, f64) {
 }
 
 /// Opens the run's preference store, `R/feedback.sqlite`.
-pub fn open_store(run: &Path) -> Result<Store> {
-    Ok(Store::open(&run.join("feedback.sqlite"))?)
+pub fn open_store(run: &RunDir) -> Result<Store> {
+    Ok(Store::open(&run.feedback())?)
 }
 
 #[cfg(test)]

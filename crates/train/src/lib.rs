@@ -1,8 +1,8 @@
-//! chatforge-train: the optimiser, the training loops of every stage, checkpoints and resume,
-//! and the run's report.
+//! chatforge-train: the optimiser, the training loops of every stage (pretraining, SFT, reward
+//! model, PPO, DPO), checkpoints and exact resume, the scaling fits, simulated labeling and the
+//! win-rate judge. The stages that put them together over a run folder are `chatforge-stages`.
 
 pub mod bench;
-pub mod card;
 pub mod ckpt;
 pub mod compare;
 pub mod dpo;
@@ -11,7 +11,6 @@ pub mod labels;
 pub mod optim;
 pub mod ppo;
 pub mod pretrain;
-pub mod report;
 pub mod rm;
 pub mod scaling;
 pub mod sft;

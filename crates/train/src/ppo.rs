@@ -15,6 +15,7 @@
 //! SFT next-token loss on 4 SFT conversations, mixed into every update (InstructGPT's
 //! PPO-ptx used pretraining data; we use the SFT mixture, which the base data underlies).
 
+use chatforge_rundir::RunDir;
 use std::path::Path;
 use std::time::Instant;
 
@@ -23,7 +24,7 @@ use chatforge_core::checkpoint::load_model;
 use chatforge_core::cpu::Cpu;
 use chatforge_core::model::Llama;
 use chatforge_core::sample::{generate_batch, GenOptions, SamplingParams};
-use chatforge_data::chat::{encode_prompt, Conversation};
+use chatforge_data::chat::{encode_prompt_capped, Conversation};
 use chatforge_data::tokenizer::Tokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
@@ -35,7 +36,7 @@ use serde_json::json;
 use crate::ckpt::{self, TrainState};
 use crate::dpo::{pad_seqs, Seq};
 use crate::optim::{AdamW, OptimConfig, Schedule};
-use crate::report;
+use chatforge_rundir::report;
 use crate::rm::RewardModel;
 use crate::trainer::{self, say};
 use crate::{Error, Result};
@@ -68,7 +69,8 @@ pub struct PpoConfig {
     pub vf_coef: f64,
     pub gamma: f64,
     pub lambda: f64,
-    /// PPO-ptx coefficient (0: off).
+    /// PPO-ptx: weight of the SFT next-token loss mixed into every update (0: off).
+    /// InstructGPT's remedy for regressions; 0.5 keeps JSON-only adherence at SFT's level.
     pub ptx_coef: f64,
     pub optim: OptimConfig,
     pub checkpoint_every: usize,
@@ -78,7 +80,7 @@ pub struct PpoConfig {
 impl Default for PpoConfig {
     fn default() -> Self {
         PpoConfig {
-            iterations: 30,
+            iterations: 20,
             rollouts: 32,
             group: 4,
             minibatch: 16,
@@ -86,7 +88,7 @@ impl Default for PpoConfig {
             max_new: 48,
             temperature: 1.0,
             kl_coef: 0.02,
-            kl_target: Some(4.0),
+            kl_target: Some(3.0),
             kl_horizon: 2000.0,
             kl_stop: 30.0,
             clip: 0.2,
@@ -94,9 +96,9 @@ impl Default for PpoConfig {
             vf_coef: 0.1,
             gamma: 1.0,
             lambda: 0.95,
-            ptx_coef: 0.0,
+            ptx_coef: 0.5,
             optim: OptimConfig {
-                lr: 3e-5,
+                lr: 5e-5,
                 warmup_steps: 0,
                 schedule: Schedule::Constant,
                 min_lr_frac: 1.0,
@@ -234,13 +236,13 @@ struct Rollout {
 }
 
 /// Trains `run/ppo` from `run/sft` against `run/rm` (or resumes it).
-pub fn ppo(run: &Path, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet: bool) -> Result<PpoOutcome> {
+pub fn ppo(run: &RunDir, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet: bool) -> Result<PpoOutcome> {
     if data.prompts.is_empty() {
         return Err(Error::Input("PPO needs prompts".into()));
     }
-    let dir = run.join("ppo");
-    let mut reference = load_model(Cpu, &run.join("sft")).map_err(|e| Error::Input(format!("PPO's reference is the SFT model: {e}")))?;
-    let mut rm = RewardModel::load(&run.join("rm")).map_err(|e| Error::Input(format!("PPO needs a reward model (chatforge rm): {e}")))?;
+    let dir = run.stage("ppo");
+    let mut reference = load_model(Cpu, &run.stage("sft")).map_err(|e| Error::Input(format!("PPO's reference is the SFT model: {e}")))?;
+    let mut rm = RewardModel::load(&run.stage("rm")).map_err(|e| Error::Input(format!("PPO needs a reward model (chatforge rm): {e}")))?;
     let (mut policy, mut opt, mut state, cfg, mut beta) = match trainer::resume_dir(run, "ppo", None)? {
         Some(from) => {
             let st = ckpt::read_state(&from)?;
@@ -251,7 +253,7 @@ pub fn ppo(run: &Path, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet: b
             (model, opt, state, saved, beta)
         }
         None => {
-            let mut policy = load_model(Cpu, &run.join("sft")).map_err(|e| Error::Input(format!("PPO starts from the SFT model: {e}")))?;
+            let mut policy = load_model(Cpu, &run.stage("sft")).map_err(|e| Error::Input(format!("PPO starts from the SFT model: {e}")))?;
             policy.add_value_head();
             let opt = AdamW::new(&policy, cfg.optim.clone());
             let state = trainer::fresh_state("ppo", cfg.iterations, cfg.seed, serde_json::to_value(&cfg).unwrap(), Default::default());
@@ -261,7 +263,7 @@ pub fn ppo(run: &Path, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet: b
     };
     report::truncate_metrics(run, "ppo", state.step)?;
     let ctx = policy.cfg.max_position_embeddings;
-    let stop = vec![tok.im_end_id(), tok.eot_id()];
+    let stop = tok.chat_stop_ids();
     let gen = GenOptions {
         max_new: cfg.max_new,
         params: SamplingParams { temperature: cfg.temperature, top_k: 0, top_p: 1.0 },
@@ -285,11 +287,7 @@ pub fn ppo(run: &Path, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet: b
         let prompts: Vec<Vec<u32>> = idx
             .iter()
             .flat_map(|&i| {
-                let mut p = encode_prompt(tok, &data.prompts[i]);
-                if p.len() > cap {
-                    p.drain(..p.len() - cap);
-                }
-                std::iter::repeat_n(p, group)
+                std::iter::repeat_n(encode_prompt_capped(tok, &data.prompts[i], cap), group)
             })
             .collect();
         let seeds: Vec<u64> =
@@ -446,13 +444,13 @@ fn save(dir: &Path, policy: &Llama<Cpu>, opt: &AdamW<Cpu>, state: &TrainState) -
 }
 
 /// `R/plots/rl.svg`: PPO's mean reward and KL per iteration, and DPO's reward accuracy per step.
-pub fn plot_rl(run: &Path) -> Result<()> {
+pub fn plot_rl(run: &RunDir) -> Result<()> {
     let m = report::read_metrics(run, "ppo");
     let pick = |k: &str| -> Vec<(f64, f64)> { m.iter().filter_map(|v| Some((v["step"].as_f64()?, v[k].as_f64()?))).collect() };
     let d = report::read_metrics(run, "dpo");
     let dpo_acc: Vec<(f64, f64)> = d.iter().filter_map(|v| Some((v["step"].as_f64()?, v["reward_accuracy"].as_f64()?))).collect();
-    report::line_plot(
-        &run.join("plots/rl.svg"),
+    chatforge_rundir::plot::line_plot(
+        &run.plot("rl.svg"),
         "RLHF: PPO reward and KL per iteration; DPO reward accuracy per step",
         "iteration / step",
         "value",

@@ -1,11 +1,12 @@
 //! Pretraining: tokenise a corpus into shards, train the Llama model from scratch with AdamW,
 //! evaluate val loss and bits per byte, sample text, checkpoint, and resume exactly.
 
+use chatforge_rundir::RunDir;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use chatforge_core::checkpoint::{sha256_file, write_atomic};
+use chatforge_rundir::fs::{sha256_file, write_atomic};
 use chatforge_core::config::{LlamaConfig, ShapeOverrides};
 use chatforge_core::cpu::Cpu;
 use chatforge_core::model::Llama;
@@ -19,7 +20,7 @@ use serde_json::json;
 
 use crate::ckpt;
 use crate::optim::{AdamW, OptimConfig};
-use crate::report;
+use chatforge_rundir::report;
 use crate::trainer::{self, LoopSpec};
 use crate::{Error, Result};
 
@@ -87,7 +88,7 @@ impl PretrainConfig {
 }
 
 /// How long to train: a step count, a token count, or a wall-clock budget.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub enum Budget {
     Steps(usize),
     Tokens(usize),
@@ -177,7 +178,7 @@ pub fn load_documents(data: &Path) -> Result<(Vec<String>, Vec<String>)> {
 }
 
 /// How the run gets its tokenizer: train a BPE, use raw bytes, or load a tokenizer.json.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum TokenizerSpec {
     Bpe { vocab_size: usize },
     Bytes,
@@ -186,10 +187,10 @@ pub enum TokenizerSpec {
 
 /// Prepares `R/tokenizer.json` and the token shards `R/tokens/{train,val}.bin` (reused when they
 /// exist: a resumed run reads the very same tokens).
-pub fn prepare_corpus(run: &Path, data: &Path, spec: &TokenizerSpec, verbose: bool) -> Result<(Tokenizer, Corpus)> {
-    std::fs::create_dir_all(run.join("tokens")).map_err(|e| Error::io(run, e))?;
-    let tok_path = run.join("tokenizer.json");
-    let (train_path, val_path) = (run.join("tokens/train.bin"), run.join("tokens/val.bin"));
+pub fn prepare_corpus(run: &RunDir, data: &Path, spec: &TokenizerSpec, verbose: bool) -> Result<(Tokenizer, Corpus)> {
+    std::fs::create_dir_all(run.tokens()).map_err(|e| Error::io(run.root(), e))?;
+    let tok_path = run.tokenizer();
+    let (train_path, val_path) = (run.train_tokens(), run.val_tokens());
     let have_shards = tok_path.exists() && train_path.exists() && val_path.exists();
     let tok = if tok_path.exists() {
         Tokenizer::load(&tok_path)?
@@ -348,7 +349,7 @@ fn calibrate_step_seconds(model: &mut Llama<Cpu>, corpus: &Corpus, cfg: &Pretrai
 /// Trains (or resumes) the base model of run folder `run`. `cfg.steps` is replaced by what
 /// `budget` resolves to on a fresh run; a resumed run keeps its saved configuration.
 pub fn pretrain(
-    run: &Path,
+    run: &RunDir,
     cfg: PretrainConfig,
     budget: Budget,
     tok: &Tokenizer,
@@ -375,12 +376,12 @@ pub fn pretrain(
             }
             if state.step >= saved.steps {
                 // Already trained: report what the finished run measured.
-                if let Ok(done) = serde_json::from_value::<PretrainOutcome>(report::read_report(run)["stages"]["base"].clone()) {
-                    say(format!("{}: the base model is already trained ({} steps)", run.display(), state.step));
+                if let Ok(done) = serde_json::from_value::<PretrainOutcome>(report::Report::load(run).section(report::Key::Stage("base")).clone()) {
+                    say(format!("{}: the base model is already trained ({} steps)", run.root().display(), state.step));
                     return Ok(done);
                 }
             }
-            say(format!("resuming {} from step {}/{} ({})", run.display(), state.step, state.total_steps, from.display()));
+            say(format!("resuming {} from step {}/{} ({})", run.root().display(), state.step, state.total_steps, from.display()));
             (model, opt, state, saved)
         }
         None => {
@@ -487,7 +488,7 @@ pub fn pretrain(
         wall_s: stats.wall_s,
         samples,
     };
-    report::update_report(run, "stages.base", serde_json::to_value(&outcome).unwrap())?;
+    report::record(run, report::Key::Stage("base"), &outcome)?;
     Ok(outcome)
 }
 
@@ -518,7 +519,7 @@ fn check_memory(mc: &LlamaConfig, cfg: &PretrainConfig) -> Result<()> {
 }
 
 /// `R/plots/loss.svg`: train loss per step and val loss at each eval.
-pub fn plot_loss(run: &Path) -> Result<()> {
+pub fn plot_loss(run: &RunDir) -> Result<()> {
     report::plot_stage_loss(run, "base", "pretraining loss", "loss.svg")
 }
 

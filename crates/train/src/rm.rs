@@ -11,9 +11,11 @@
 //! stored (noisy) labels, accuracy against the noise-free gold judge, and calibration (expected
 //! calibration error of σ(d) over 10 bins).
 
+use chatforge_rundir::RunDir;
 use std::path::Path;
 
-use chatforge_core::checkpoint::{load_model, sha256_hex};
+use chatforge_core::checkpoint::load_model;
+use chatforge_rundir::fs::sha256_hex;
 use chatforge_core::cpu::Cpu;
 use chatforge_core::model::Llama;
 use chatforge_data::chat::{encode_prompt, Conversation};
@@ -293,7 +295,7 @@ pub struct RmOutcome {
 }
 
 /// Trains `run/rm` from `run/sft` (or resumes it).
-pub fn train_rm(run: &Path, cfg: RmConfig, data: &RmData, quiet: bool) -> Result<RmOutcome> {
+pub fn train_rm(run: &RunDir, cfg: RmConfig, data: &RmData, quiet: bool) -> Result<RmOutcome> {
     let mut data_sha = std::collections::BTreeMap::new();
     data_sha.insert("pairs".to_string(), data.sha256.clone());
     let (mut model, mut opt, mut state, cfg) = match trainer::resume_dir(run, "rm", None)? {
@@ -314,7 +316,7 @@ pub fn train_rm(run: &Path, cfg: RmConfig, data: &RmData, quiet: bool) -> Result
         }
         None => {
             let sft =
-                load_model(Cpu, &run.join("sft")).map_err(|e| Error::Input(format!("the reward model starts from the SFT model: {e}")))?;
+                load_model(Cpu, &run.stage("sft")).map_err(|e| Error::Input(format!("the reward model starts from the SFT model: {e}")))?;
             let model = sft.into_classifier();
             let mut cfg = cfg;
             let steps = ((data.train.len() as f64 * cfg.epochs) / cfg.batch_prompts as f64).ceil().max(1.0) as usize;
@@ -400,6 +402,6 @@ pub fn train_rm(run: &Path, cfg: RmConfig, data: &RmData, quiet: bool) -> Result
         Some(e) => e,
         None => evaluate(&mut model, data),
     };
-    crate::report::plot_stage_loss(run, "rm", "Reward model loss (Bradley–Terry)", "rm_loss.svg")?;
+    chatforge_rundir::report::plot_stage_loss(run, "rm", "Reward model loss (Bradley–Terry)", "rm_loss.svg")?;
     Ok(RmOutcome { steps: state.step, train_pairs: data.train_pairs, eval, wall_s: stats.wall_s })
 }

@@ -28,7 +28,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use chatforge_core::checkpoint::write_atomic;
+use chatforge_rundir::fs::write_atomic;
+use chatforge_rundir::report::{self, Key};
+use chatforge_rundir::RunDir;
 use chatforge_data::tokenizer::Tokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
@@ -39,7 +41,6 @@ use serde_json::json;
 
 use crate::ckpt;
 use crate::pretrain::{lr_for_depth, pretrain, Budget, Corpus, PretrainConfig, PretrainOutcome, RunOptions};
-use crate::report;
 use crate::{Error, Result};
 
 /// Huber threshold on the residual of log loss (Chinchilla's δ).
@@ -901,13 +902,13 @@ pub fn write(run: &Path, s: &ScalingReport) -> Result<()> {
         fig["actual_loss"] = json!(a);
         fig["relative_error"] = json!(e);
     }
-    report::update_report(run, "stages.scaling", fig)
+    report::record(&RunDir::new(run), Key::Stage("scaling"), &fig)
 }
 
 /// Ladder points, the fitted compute law, the Chinchilla curve at the target's size, the
 /// prediction with its interval and (once run) the actual point; compute on a log axis.
 pub fn plot(path: &Path, s: &ScalingReport) -> Result<()> {
-    let err = |e: String| Error::Plot { path: path.to_path_buf(), msg: e };
+    let err = |e: String| Error::File(chatforge_rundir::Error::Plot { path: path.to_path_buf(), msg: e });
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
@@ -1026,6 +1027,6 @@ pub fn ladder_and_predict(run: &Path, cfg: &ScaleConfig, tok: &Tokenizer, corpus
     };
     let s = predict(&ladder, &target, cfg.bootstrap, cfg.base.seed)?;
     write(run, &s)?;
-    report::update_report(run, "stages.scaling", json!({"ladder_wall_s": t0.elapsed().as_secs_f64()}))?;
+    report::record(&RunDir::new(run), Key::Stage("scaling"), &json!({"ladder_wall_s": t0.elapsed().as_secs_f64()}))?;
     Ok(s)
 }

@@ -1,14 +1,16 @@
 //! Supervised fine-tuning: the base model learns to chat on ChatML conversations, with the loss
 //! on assistant tokens only. Batches pack whole conversations into rows of the context length.
 
+use chatforge_rundir::RunDir;
 use std::path::Path;
 
 use chatforge_core::backend::IGNORE;
-use chatforge_core::checkpoint::{load_model, sha256_hex};
+use chatforge_core::checkpoint::load_model;
+use chatforge_rundir::fs::sha256_hex;
 use chatforge_core::cpu::Cpu;
 use chatforge_core::model::Llama;
 use chatforge_core::sample::{generate_batch, GenOptions, SamplingParams};
-use chatforge_data::chat::{encode_for_training, encode_prompt, Conversation};
+use chatforge_data::chat::{encode_for_training, encode_prompt_capped, keep_last, Conversation};
 use chatforge_data::tokenizer::Tokenizer;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -42,7 +44,7 @@ impl Default for SftConfig {
             optim: OptimConfig { lr: 3e-3, warmup_steps: 10, schedule: Schedule::Linear, min_lr_frac: 0.0, ..Default::default() },
             eval_every: 100,
             checkpoint_every: 100,
-            seed: 7,
+            seed: 1,
         }
     }
 }
@@ -140,19 +142,13 @@ pub fn val_loss(model: &mut Llama<Cpu>, data: &SftData, batch: usize, pad: u32) 
 /// Greedy answers to prompts (conversations without their final assistant message), batched.
 pub fn answer_all(model: &Llama<Cpu>, tok: &Tokenizer, prompts: &[Conversation], max_new: usize) -> Vec<String> {
     let greedy = SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0 };
-    let opts = GenOptions { max_new, params: greedy, stop_ids: vec![tok.im_end_id(), tok.eot_id()] };
+    let opts = GenOptions { max_new, params: greedy, stop_ids: tok.chat_stop_ids() };
     let cap = model.cfg.max_position_embeddings.saturating_sub(max_new);
     let mut out = Vec::with_capacity(prompts.len());
     for chunk in prompts.chunks(32) {
         let ids: Vec<Vec<u32>> = chunk
             .iter()
-            .map(|c| {
-                let mut p = encode_prompt(tok, c);
-                if p.len() > cap {
-                    p.drain(..p.len() - cap);
-                }
-                p
-            })
+            .map(|c| encode_prompt_capped(tok, c, cap))
             .collect();
         let seeds = vec![0; ids.len()];
         for ans in generate_batch(model, &ids, &opts, &seeds, |_, _| true) {
@@ -177,13 +173,13 @@ pub struct SftOutcome {
 pub type EvalHook<'a> = &'a mut dyn FnMut(&mut Llama<Cpu>, usize) -> Result<(serde_json::Value, String)>;
 
 /// Fine-tunes `run/base` into `run/sft` (or resumes `run/sft`).
-pub fn sft(run: &Path, cfg: SftConfig, budget: Budget, tok: &Tokenizer, data: &SftData, quiet: bool) -> Result<SftOutcome> {
+pub fn sft(run: &RunDir, cfg: SftConfig, budget: Budget, tok: &Tokenizer, data: &SftData, quiet: bool) -> Result<SftOutcome> {
     sft_with_hook(run, cfg, budget, tok, data, quiet, None)
 }
 
 /// [`sft`], with `hook` run at every eval step (every `cfg.eval_every` steps and at the end).
 pub fn sft_with_hook(
-    run: &Path,
+    run: &RunDir,
     cfg: SftConfig,
     budget: Budget,
     tok: &Tokenizer,
@@ -213,7 +209,7 @@ pub fn sft_with_hook(
             (model, opt, state, saved)
         }
         None => {
-            let base = run.join("base");
+            let base = run.stage("base");
             let mut model = load_model(Cpu, &base).map_err(|e| Error::Input(format!("SFT starts from the base model: {e}")))?;
             let mut cfg = cfg;
             let t = model.cfg.max_position_embeddings;
@@ -270,7 +266,7 @@ pub fn sft_with_hook(
         |model, step, _| {
             let vl = val_loss(model, data, cfg.batch, pad);
             last = vl;
-            crate::report::plot_stage_loss(run, "sft", "SFT loss (assistant tokens)", "sft_loss.svg")?;
+            chatforge_rundir::report::plot_stage_loss(run, "sft", "SFT loss (assistant tokens)", "sft_loss.svg")?;
             let (mut figures, mut line) = (json!({"val_loss": vl}), format!("val {vl:.4} nats/assistant token"));
             if let Some(h) = hook.as_mut() {
                 let (extra, said) = h(model, step)?;
@@ -285,7 +281,7 @@ pub fn sft_with_hook(
     if last.is_nan() {
         last = val_loss(&mut model, data, cfg.batch, pad);
     }
-    crate::report::plot_stage_loss(run, "sft", "SFT loss (assistant tokens)", "sft_loss.svg")?;
+    chatforge_rundir::report::plot_stage_loss(run, "sft", "SFT loss (assistant tokens)", "sft_loss.svg")?;
     Ok(SftOutcome {
         steps: state.step,
         tokens: state.tokens_seen,
@@ -351,12 +347,7 @@ pub fn score_tasks(
                 .iter()
                 .map(|t| {
                     let shots: Vec<&chatforge_data::tasks::Task> = pool.iter().filter(|s| s.meta.family == t.meta.family).take(3).collect();
-                    let mut ids = tok.encode(&few_shot_prompt(t, &shots));
-                    let cap = model.cfg.max_position_embeddings - 48;
-                    if ids.len() > cap {
-                        ids.drain(..ids.len() - cap);
-                    }
-                    ids
+                    keep_last(tok.encode(&few_shot_prompt(t, &shots)), model.cfg.max_position_embeddings - 48)
                 })
                 .collect();
             let greedy = SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0 };

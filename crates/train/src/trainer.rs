@@ -1,6 +1,8 @@
 //! The training loop every stage shares: micro-batches with gradient accumulation, AdamW with
 //! the schedule, metrics, progress bar, periodic evals and checkpoints, and resume bookkeeping.
 
+use chatforge_rundir::layout::STATE;
+use chatforge_rundir::RunDir;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -13,12 +15,12 @@ use serde_json::{json, Value};
 use crate::bench::matmul_peak_gflops;
 use crate::ckpt::{self, TrainState};
 use crate::optim::{AdamW, OptimConfig};
-use crate::report;
+use chatforge_rundir::report;
 use crate::{Error, Result};
 
 /// The loop's knobs, taken from a stage's own config.
 pub struct LoopSpec<'a> {
-    pub run: &'a Path,
+    pub run: &'a RunDir,
     /// Stage name: the metrics tag and the checkpoint folder `run/<stage>`.
     pub stage: &'a str,
     pub steps: usize,
@@ -34,7 +36,7 @@ pub struct LoopSpec<'a> {
 
 impl LoopSpec<'_> {
     pub fn dir(&self) -> PathBuf {
-        self.run.join(self.stage)
+        self.run.stage(self.stage)
     }
 }
 
@@ -189,10 +191,10 @@ pub fn epoch_order(n: usize, batch: usize, seed: u64, step: usize) -> Vec<usize>
 
 /// Where a stage resumes from: an explicit `--resume-from` folder, else `run/<stage>` when it
 /// holds a checkpoint (after finishing an interrupted commit), else nowhere (a fresh start).
-pub fn resume_dir(run: &Path, stage: &str, resume_from: Option<&Path>) -> Result<Option<PathBuf>> {
-    let dir = run.join(stage);
+pub fn resume_dir(run: &RunDir, stage: &str, resume_from: Option<&Path>) -> Result<Option<PathBuf>> {
+    let dir = run.stage(stage);
     ckpt::recover(&dir)?;
-    Ok(resume_from.map(Path::to_path_buf).or_else(|| dir.join("state.json").exists().then_some(dir)))
+    Ok(resume_from.map(Path::to_path_buf).or_else(|| dir.join(STATE).exists().then_some(dir)))
 }
 
 /// A fresh `TrainState` for a stage.

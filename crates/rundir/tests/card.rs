@@ -1,7 +1,7 @@
 //! The report card: one column per stage in BASE, SFT, RM, PPO, DPO order, every headline figure,
 //! and a system card that states the safety figures together.
 
-use chatforge_train::card::{render_html, render_md, stage_columns, system_card, table};
+use chatforge_rundir::card::{render_html, render_md, stage_columns, system_card, table};
 use serde_json::json;
 
 fn report() -> serde_json::Value {

@@ -1,154 +1,17 @@
-//! `chatforge bench train`: our training step vs PyTorch eager on the same model and threads.
-//! `chatforge bench pretrain`: a whole pretraining run (data, evals, checkpoints) vs the same run
-//! in PyTorch (tools/pretrain_torch.py) on the same shards, model config and threads.
+//! `chatforge bench pretrain`: a whole pretraining run (data, evals, checkpoints) in chatforge
+//! and, with `--python`, the same run in PyTorch (tools/pretrain_torch.py) on the same shards,
+//! model config and threads; prints the ratio of end-to-end tokens/s.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
-use chatforge_train::bench::{bench_train, BenchConfig};
-use chatforge_train::pretrain::{prepare_corpus, pretrain, Budget, PretrainConfig, RunOptions, TokenizerSpec};
-use clap::{Args, Subcommand};
+use chatforge_stages::{pretrain, tokenizer, Run};
+use chatforge_train::pretrain::{Budget, PretrainConfig, TokenizerSpec};
+use clap::Args;
 
-use crate::pretrain_cmd::bundled_clean_corpus;
-
-#[derive(Subcommand)]
-pub enum BenchCmd {
-    /// Training tokens/s, MFU against the measured matmul peak, peak RSS; optional PyTorch peer.
-    Train(TrainArgs),
-    /// End-to-end pretraining tokens/s (data loading, evals and checkpoints included) of the same
-    /// run in chatforge and, with --python, in PyTorch; prints the ratio.
-    Pretrain(PretrainBenchArgs),
-    /// Loopback load test of `chatforge serve` (or any OpenAI-compatible server with --url):
-    /// concurrent streaming clients, some hanging up mid-stream; aggregate tokens/s.
-    Serve(crate::serve_cmd::BenchServeArgs),
-}
-
-#[derive(Args)]
-pub struct TrainArgs {
-    #[arg(long, default_value_t = 4)]
-    layers: usize,
-    #[arg(long, default_value_t = 256)]
-    hidden: usize,
-    #[arg(long, default_value_t = 4)]
-    heads: usize,
-    #[arg(long, default_value_t = 4)]
-    kv_heads: usize,
-    #[arg(long, default_value_t = 704)]
-    intermediate: usize,
-    #[arg(long, default_value_t = 256)]
-    context: usize,
-    #[arg(long, default_value_t = 8)]
-    batch: usize,
-    #[arg(long, default_value_t = 4096)]
-    vocab: usize,
-    #[arg(long)]
-    tied: bool,
-    #[arg(long, default_value_t = 10)]
-    steps: usize,
-    #[arg(long, default_value_t = 2)]
-    warmup: usize,
-    /// A Python with torch + transformers (e.g. /tmp/venv/bin/python): runs tools/bench_torch.py
-    /// on the same shape and threads and prints the ratio. Also read from CHATFORGE_PYTHON.
-    #[arg(long, env = "CHATFORGE_PYTHON")]
-    python: Option<PathBuf>,
-}
-
-pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
-    match cmd {
-        BenchCmd::Train(a) => train(a),
-        BenchCmd::Pretrain(a) => bench_pretrain(a),
-        BenchCmd::Serve(a) => crate::serve_cmd::bench(a),
-    }
-}
-
-fn train(a: TrainArgs) -> anyhow::Result<()> {
-    let cfg = BenchConfig {
-        layers: a.layers,
-        hidden: a.hidden,
-        heads: a.heads,
-        kv_heads: a.kv_heads,
-        intermediate: a.intermediate,
-        context: a.context,
-        batch: a.batch,
-        vocab: a.vocab,
-        tied: a.tied,
-        steps: a.steps,
-        warmup: a.warmup,
-    };
-    let threads = rayon::current_num_threads();
-    println!(
-        "bench train: {} layers, hidden {}, {} heads ({} kv), mlp {}, context {}, batch {}, vocab {}, {}, {} threads",
-        cfg.layers,
-        cfg.hidden,
-        cfg.heads,
-        cfg.kv_heads,
-        cfg.intermediate,
-        cfg.context,
-        cfg.batch,
-        cfg.vocab,
-        if cfg.tied { "tied" } else { "untied" },
-        threads
-    );
-    let bar = indicatif::ProgressBar::new((cfg.warmup + cfg.steps) as u64);
-    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg}").unwrap());
-    let r = bench_train(&cfg, |_, loss| {
-        bar.inc(1);
-        bar.set_message(format!("loss {loss:.3}"));
-    });
-    bar.finish_and_clear();
-    println!("params: {:.2}M", r.params as f64 / 1e6);
-    println!("chatforge: {:.1} tokens/s, {:.1} ms/step, {:.1} GFLOP/s", r.tokens_per_s, r.step_ms, r.gflops);
-    println!("matmul peak (1024^3 f32, same run): {:.1} GFLOP/s -> MFU {:.1}%", r.matmul_peak_gflops, 100.0 * r.mfu);
-    println!("peak RSS: {:.0} MiB", r.peak_rss_mb);
-    let torch = match &a.python {
-        Some(py) => Some(torch_peer(py, &cfg, threads)?),
-        None => None,
-    };
-    match torch {
-        Some(t) => println!("train tokens/s: chatforge {:.1}, pytorch {:.1}, ratio {:.2}", r.tokens_per_s, t, r.tokens_per_s / t),
-        None => println!(
-            "train tokens/s: chatforge {:.1}, pytorch n/a, ratio n/a (pass --python /path/to/python with torch to compare)",
-            r.tokens_per_s
-        ),
-    }
-    Ok(())
-}
-
-/// Runs tools/bench_torch.py with the same shape and thread count; returns its tokens/s.
-fn torch_peer(python: &PathBuf, cfg: &BenchConfig, threads: usize) -> anyhow::Result<f64> {
-    let script = find_tool("bench_torch.py")?;
-    let mut cmd = Command::new(python);
-    cmd.arg(&script);
-    for (flag, v) in [
-        ("--layers", cfg.layers),
-        ("--hidden", cfg.hidden),
-        ("--heads", cfg.heads),
-        ("--kv-heads", cfg.kv_heads),
-        ("--intermediate", cfg.intermediate),
-        ("--context", cfg.context),
-        ("--batch", cfg.batch),
-        ("--vocab", cfg.vocab),
-        ("--threads", threads),
-        ("--steps", cfg.steps),
-        ("--warmup", cfg.warmup),
-    ] {
-        cmd.arg(flag).arg(v.to_string());
-    }
-    if cfg.tied {
-        cmd.arg("--tied");
-    }
-    println!("running the PyTorch peer: {} {}", python.display(), script.display());
-    let out = cmd.output().with_context(|| format!("running {}", python.display()))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!("{} failed:\n{}{}", script.display(), stdout, String::from_utf8_lossy(&out.stderr));
-    }
-    let last = stdout.lines().rev().find(|l| l.starts_with("pytorch train tokens/s:")).context("no result line from bench_torch.py")?;
-    println!("{last}");
-    Ok(last.rsplit(':').next().unwrap().trim().parse()?)
-}
+use super::find_tool;
 
 #[derive(Args)]
 pub struct PretrainBenchArgs {
@@ -227,7 +90,7 @@ fn reset_bench_run(run: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bench_pretrain(a: PretrainBenchArgs) -> anyhow::Result<()> {
+pub fn bench_pretrain(a: PretrainBenchArgs) -> anyhow::Result<()> {
     if a.steps == 0 || a.depth == 0 || a.batch == 0 || a.grad_accum == 0 || a.context < 2 {
         bail!("--steps, --depth, --batch and --grad-accum must be at least 1 and --context at least 2");
     }
@@ -257,11 +120,7 @@ fn bench_pretrain_in(a: &PretrainBenchArgs, run: &Path) -> anyhow::Result<()> {
         threads,
         run.display()
     );
-    let data = match &a.data {
-        Some(d) => d.clone(),
-        None => bundled_clean_corpus(run, false)?,
-    };
-    let (tok, corpus) = prepare_corpus(run, &data, &TokenizerSpec::Bpe { vocab_size: a.vocab_size }, true)?;
+    let corpus = tokenizer::Config { data: a.data.clone(), spec: TokenizerSpec::Bpe { vocab_size: a.vocab_size } };
     let mut cfg = PretrainConfig {
         depth: a.depth,
         context: a.context,
@@ -277,7 +136,7 @@ fn bench_pretrain_in(a: &PretrainBenchArgs, run: &Path) -> anyhow::Result<()> {
     cfg.optim.lr = a.lr;
     cfg.optim.warmup_steps = a.warmup;
     let (lr, min_lr_frac, weight_decay) = (cfg.optim.lr, cfg.optim.min_lr_frac, cfg.optim.weight_decay);
-    let ours = pretrain(run, cfg, Budget::Steps(a.steps), &tok, &corpus, &RunOptions::default())?;
+    let ours = pretrain::run(&Run::open(run), &pretrain::Config { train: cfg, budget: Some(Budget::Steps(a.steps)), resume_from: None, corpus })?;
     let ours_line = format!(
         "chatforge final: val loss {:.4} nats/token, {:.4} bits/byte, {} tokens in {:.1}s",
         ours.val_loss, ours.val_bpb, ours.tokens, ours.wall_s
@@ -340,8 +199,3 @@ fn bench_pretrain_in(a: &PretrainBenchArgs, run: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// tools/<name>, looked up from the current directory and from the source tree this binary was built in.
-pub fn find_tool(name: &str) -> anyhow::Result<PathBuf> {
-    let candidates = [PathBuf::from("tools").join(name), PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools").join(name)];
-    candidates.into_iter().find(|p| p.exists()).with_context(|| format!("tools/{name} not found (run from the repository root)"))
-}

@@ -1,94 +1,12 @@
-//! The run's record: `metrics.jsonl` (one line per step/event), `report.json` (every figure of
-//! every stage), rendered to `report.md` and `report.html`, and SVG plots under `plots/`.
+//! SVG charts (plotters): lines for curves over steps or sizes, grouped bars for distributions,
+//! a histogram on top of the bars. A chart with no finite point writes nothing.
 
-use std::io::Write;
 use std::path::Path;
 
-use chatforge_core::checkpoint::write_atomic;
 use plotters::prelude::*;
-use serde_json::{json, Value};
 
+use crate::fs::write_atomic;
 use crate::{Error, Result};
-
-/// Appends one JSON object as a line of `run/metrics.jsonl`.
-pub fn append_metrics(run: &Path, record: &Value) -> Result<()> {
-    let path = run.join("metrics.jsonl");
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
-    writeln!(f, "{record}").map_err(|e| Error::io(&path, e))
-}
-
-/// Rewrites `metrics.jsonl` without the lines of `stage` whose step is beyond `step`
-/// (a resumed run re-logs them).
-pub fn truncate_metrics(run: &Path, stage: &str, step: usize) -> Result<()> {
-    let path = run.join("metrics.jsonl");
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
-    let kept: Vec<&str> = text
-        .lines()
-        .filter(|l| match serde_json::from_str::<Value>(l) {
-            Ok(v) => v["stage"] != stage || v["step"].as_u64().is_none_or(|s| s as usize <= step),
-            Err(_) => false,
-        })
-        .collect();
-    let mut out = kept.join("\n");
-    if !out.is_empty() {
-        out.push('\n');
-    }
-    Ok(write_atomic(&path, out.as_bytes())?)
-}
-
-/// Every metrics line of `stage`.
-pub fn read_metrics(run: &Path, stage: &str) -> Vec<Value> {
-    let Ok(text) = std::fs::read_to_string(run.join("metrics.jsonl")) else { return vec![] };
-    text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v["stage"] == stage).collect()
-}
-
-pub fn read_report(run: &Path) -> Value {
-    std::fs::read_to_string(run.join("report.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_else(|| json!({"stages": {}, "run": {}}))
-}
-
-/// Merges `figures` into `report.json` under `key` (e.g. "stages.base" or "data") and re-renders
-/// `report.md` and `report.html`.
-pub fn update_report(run: &Path, key: &str, figures: Value) -> Result<()> {
-    let mut report = read_report(run);
-    let mut slot = &mut report;
-    for part in key.split('.') {
-        if !slot.get(part).is_some_and(|v| v.is_object()) {
-            slot[part] = json!({});
-        }
-        slot = &mut slot[part];
-    }
-    if let (Some(dst), Value::Object(src)) = (slot.as_object_mut(), figures) {
-        dst.extend(src);
-    }
-    write_atomic(&run.join("report.json"), serde_json::to_string_pretty(&report).unwrap().as_bytes())?;
-    write_atomic(&run.join("report.md"), render_md(run, &report).as_bytes())?;
-    write_atomic(&run.join("report.html"), render_html(run, &report).as_bytes())?;
-    Ok(())
-}
-
-fn render_md(run: &Path, report: &Value) -> String {
-    crate::card::render_md(run, report)
-}
-
-fn render_html(run: &Path, report: &Value) -> String {
-    crate::card::render_html(run, report)
-}
-
-/// The machine, for the report card: CPU model, cores, memory.
-pub fn hardware() -> Value {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpuinfo.lines().find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_string()));
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_gib = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse::<f64>().ok())
-        .map(|kib| (kib / 1024.0 / 1024.0 * 10.0).round() / 10.0);
-    json!({"cpu": cpu, "cores": std::thread::available_parallelism().map(|n| n.get()).ok(), "memory_gib": mem_gib,
-           "os": std::env::consts::OS, "arch": std::env::consts::ARCH})
-}
 
 /// A line chart of named (x, y) series as SVG.
 pub fn line_plot(path: &Path, title: &str, xlabel: &str, ylabel: &str, series: &[(&str, Vec<(f64, f64)>)]) -> Result<()> {
@@ -179,12 +97,6 @@ pub fn bar_plot(path: &Path, title: &str, xlabel: &str, ylabel: &str, width: f64
     Ok(())
 }
 
-/// `run/plots/<file>`: a stage's train loss per step and val loss at each eval, from metrics.jsonl.
-pub fn plot_stage_loss(run: &Path, stage: &str, title: &str, file: &str) -> Result<()> {
-    let m = read_metrics(run, stage);
-    let pick = |k: &str| -> Vec<(f64, f64)> { m.iter().filter_map(|v| Some((v["step"].as_f64()?, v[k].as_f64()?))).collect() };
-    line_plot(&run.join("plots").join(file), title, "step", "nats / token", &[("train", pick("loss")), ("val", pick("val_loss"))])
-}
 
 /// A histogram of `values` in `bins` equal bins, drawn by [`bar_plot`].
 pub fn histogram_plot(path: &Path, title: &str, xlabel: &str, values: &[f64], bins: usize) -> Result<()> {

@@ -1,0 +1,22 @@
+//! `chatforge speedrun`: every stage in order on the bundled corpus, timed (`chatforge_stages::speedrun`).
+
+use std::path::PathBuf;
+
+use chatforge_stages::{speedrun, Run};
+use clap::Args;
+
+#[derive(Args)]
+pub struct SpeedrunArgs {
+    /// Run folder (default runs/speedrun, or runs/speedrun-quick with --quick). An interrupted
+    /// speedrun resumes; delete the folder to start over.
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// The 2-minute version (for tests and a first look).
+    #[arg(long)]
+    quick: bool,
+}
+
+pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
+    let dir = a.run.unwrap_or_else(|| PathBuf::from(if a.quick { "runs/speedrun-quick" } else { "runs/speedrun" }));
+    Ok(speedrun::run(&Run::open(dir), a.quick)?)
+}

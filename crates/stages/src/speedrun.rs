@@ -1,0 +1,184 @@
+//! The speedrun: every stage in order on the bundled corpus, each with its recipe, timed, into
+//! one run folder: data, tokenizer, scaling (the base run's loss predicted before it trains),
+//! pretraining, SFT, simulated labels, the reward model, PPO, DPO, headroom, moderation, and the
+//! evals of every model; then the run's configuration, hardware and stage times in the report.
+//! Step budgets, not time budgets: it gives the same models on every machine (about 18 minutes
+//! on 2 idle cores; `quick` is the ~2-minute version for tests). Every stage resumes, so an
+//! interrupted speedrun picks up where it stopped.
+
+use std::time::Instant;
+
+use chatforge_rundir::report::hardware;
+use chatforge_rundir::Key;
+use chatforge_train::labels::LabelConfig;
+use chatforge_train::pretrain::{Budget, PretrainConfig};
+use chatforge_train::scaling::{self, Rung};
+use chatforge_train::sft::SftConfig;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::{data, dpo, eval, headroom, label, moderation, ppo, pretrain, rm, scale, sft, tokenizer, Result, Run};
+
+/// The ladder the speedrun predicts its base run from: `scale`'s default (depths 1–3 at 3–8 % of
+/// the base run's compute; depth 1 at 2.4M tokens sees some text twice, as the base run does).
+/// The quick ladder takes seconds and its rungs barely leave the unigram plateau: its prediction
+/// is a smoke test.
+fn ladder(quick: bool) -> Vec<Rung> {
+    if quick {
+        let r = |depth, tokens| Rung { depth, tokens };
+        vec![r(1, 60_000), r(1, 100_000), r(1, 160_000), r(2, 60_000), r(2, 100_000), r(3, 40_000)]
+    } else {
+        scale::Config::default().ladder
+    }
+}
+
+/// An f32 setting as the decimal it was written as (3e-3, not 0.0030000000260770321).
+fn decimal(x: f32) -> f64 {
+    x.to_string().parse().expect("a float prints as a float")
+}
+
+/// `run` in report.json.
+#[derive(Serialize)]
+struct RunFigures {
+    quick: bool,
+    stage_seconds: Map<String, Value>,
+    wall_s: f64,
+    tokens_seen_pretrain_sft: u64,
+    threads: usize,
+    hardware: Value,
+    config: Value,
+}
+
+/// Runs every stage into `run` and records the run's figures; prints each stage's time.
+pub fn run(run: &Run, quick: bool) -> Result<()> {
+    run.create()?;
+    let started = Instant::now();
+    let mut times = Map::new();
+    let mut lap = |name: &str, t: Instant| {
+        let s = t.elapsed().as_secs_f64();
+        println!("== stage {name}: {s:.1}s");
+        times.insert(name.to_string(), json!(s));
+    };
+    let pick = |q, full| if quick { q } else { full };
+    println!("chatforge speedrun{} -> {}", if quick { " (quick)" } else { "" }, run.dir.root().display());
+
+    let t = Instant::now();
+    data::run(run, &data::Config::default())?;
+    lap("data", t);
+
+    let t = Instant::now();
+    let (tok, _) = tokenizer::run(run, &tokenizer::Config::default())?;
+    lap("tokenizer", t);
+
+    // The base run's recipe; its token budget is this machine's cap (2,200 steps) unless the
+    // ladder's law says depth 4 is compute-optimal at fewer tokens.
+    let t = Instant::now();
+    let base = PretrainConfig {
+        depth: 4,
+        eval_every: pick(50, 100),
+        eval_tokens: pick(8192, 32768),
+        checkpoint_every: pick(50, 100),
+        ..Default::default()
+    };
+    let cap = pick(200, 2200) * base.tokens_per_step();
+    let plan = match scale::plan(run, &base, ladder(quick), cap) {
+        Ok((scfg, s)) => {
+            println!("{}", scale::summary(&s));
+            Some((scfg, s))
+        }
+        Err(e) => {
+            println!("scaling: no prediction for the base run: {e}");
+            None
+        }
+    };
+    lap("scaling", t);
+
+    let t = Instant::now();
+    let tokens = plan.as_ref().map_or(cap, |(_, s)| s.target.tokens as usize);
+    let out = pretrain::run(run, &pretrain::Config { train: base.clone(), budget: Some(Budget::Tokens(tokens)), ..Default::default() })?;
+    println!("{}", pretrain::summary(run, &out));
+    if let Some((scfg, mut s)) = plan {
+        s.set_actual(&scaling::point_of(&scfg, scfg.target, tok.vocab_size(), &out));
+        scaling::write(run.dir.root(), &s)?;
+        println!(
+            "scaling: predicted {:.4} [{:.4}, {:.4}] before training, actual {:.4}: relative error {:+.2}% ({} the interval)",
+            s.predicted_loss,
+            s.prediction_interval[0],
+            s.prediction_interval[1],
+            out.val_loss,
+            100.0 * s.relative_error.unwrap_or(f64::NAN),
+            if s.within_interval == Some(true) { "inside" } else { "outside" }
+        );
+    }
+    lap("pretrain", t);
+
+    let t = Instant::now();
+    let sft_cfg = sft::Config { train: SftConfig { steps: pick(150, 1000), ..Default::default() }, small_suite: quick, ..Default::default() };
+    let sft_out = sft::run(run, &sft_cfg)?;
+    println!("{}", sft_out.summary());
+    lap("sft", t);
+
+    // Human feedback, simulated: 2,000 prompts x 4 answers (12,000 comparisons).
+    let t = Instant::now();
+    let labels = LabelConfig { prompts: pick(34, 2000), ..Default::default() };
+    let l = label::run(run, &label::Config { labels, ..Default::default() })?;
+    println!("{}", l.summary(4));
+    lap("labels", t);
+
+    let t = Instant::now();
+    let r = rm::run(run, &rm::Config::default())?;
+    println!("{}", r.summary(Some(l.round.strict_agreement)));
+    lap("rm", t);
+
+    let t = Instant::now();
+    let p = ppo::run(run, &ppo::Config { iterations: pick(2, 20), rollouts: pick(8, 32), ..Default::default() })?;
+    println!("{}", p.summary());
+    lap("ppo", t);
+
+    let t = Instant::now();
+    let mut dpo_cfg = dpo::Config::default();
+    dpo_cfg.train.epochs = pick(0.2, 0.15);
+    let d = dpo::run(run, &dpo_cfg)?;
+    println!("{}", d.summary());
+    lap("dpo", t);
+
+    // What RLHF could reach: best-of-k of SFT's answers by the reward model, the gold judge, and
+    // a judge blind to the held-out facts.
+    let t = Instant::now();
+    let h = headroom::run(run, &headroom::Config { n: pick(2, 4), ..Default::default() })?;
+    println!("{}", h.summary());
+    lap("headroom", t);
+
+    let t = Instant::now();
+    let m = moderation::run(run, &moderation::Config::default())?;
+    println!("{}", moderation::summary(&m));
+    lap("moderation", t);
+
+    // The registry on every model (the base one few-shot, in plain text), with the reward model
+    // for reward gaps and distributions.
+    let t = Instant::now();
+    for stage in ["base", "sft", "ppo", "dpo"] {
+        println!("== evals of the {stage} model");
+        let cfg = eval::Config { stage: stage.into(), samples: Some(pick(20, 200)), limit: quick.then_some(40), ..Default::default() };
+        eval::run(run, &cfg)?;
+    }
+    lap("eval", t);
+
+    let total = started.elapsed().as_secs_f64();
+    times.insert("total".into(), json!(total));
+    let config = json!({"depth": base.depth, "params": out.params, "vocab_size": tok.vocab_size(), "context": base.context,
+                        "pretrain_steps": out.steps, "sft_steps": sft_out.steps, "sft_lr": decimal(sft_cfg.train.optim.lr),
+                        "ppo_iterations": pick(2, 20), "ppo_kl_coef": ppo::Config::default().kl_coef, "dpo_beta": decimal(dpo_cfg.train.beta)});
+    let figures = RunFigures {
+        quick,
+        stage_seconds: times,
+        wall_s: total,
+        tokens_seen_pretrain_sft: out.tokens + sft_out.tokens,
+        threads: rayon::current_num_threads(),
+        hardware: hardware(),
+        config,
+    };
+    run.record(Key::Run, &figures)?;
+    println!("speedrun finished in {total:.1}s; report: {}", run.dir.report_html().display());
+    Ok(())
+}
