@@ -19,7 +19,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::mpsc;
 
-use crate::json::{Constraint, TokenTable};
+use crate::constrained::{Constraint, TokenTable};
 use crate::metrics::Metrics;
 
 /// One sequence to generate.

@@ -1,5 +1,5 @@
 //! chatforge-serve: the server. An OpenAI-compatible API over the engine's continuous batching
-//! (`api.rs`, `engine.rs`), constrained JSON decoding (`json.rs`), moderation with an operator
+//! (`api/`, `engine.rs`), constrained JSON decoding (`constrained/`), moderation with an operator
 //! policy (`moderation.rs`), API-key auth and Prometheus metrics (`metrics.rs`). The web chat
 //! and its feedback into `feedback.sqlite` (`web.rs`); the rater page of `chatforge label` (`label.rs`).
 //!
@@ -9,7 +9,7 @@
 pub mod api;
 pub mod engine;
 mod error;
-pub mod json;
+pub mod constrained;
 pub mod label;
 pub mod loadtest;
 pub mod metrics;
