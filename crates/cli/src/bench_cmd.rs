@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
 use chatforge_train::bench::{bench_train, BenchConfig};
-use chatforge_train::pretrain::{prepare_corpus, pretrain, Budget, PretrainConfig, RunOptions, TokenizerSpec};
+use chatforge_train::pretrain::{prepare_corpus, pretrain, Budget, PretrainConfig, PretrainOptions, TokenizerSpec};
 use clap::{Args, Subcommand};
 
 use crate::pretrain_cmd::bundled_clean_corpus;
@@ -277,7 +277,7 @@ fn bench_pretrain_in(a: &PretrainBenchArgs, run: &Path) -> anyhow::Result<()> {
     cfg.optim.lr = a.lr;
     cfg.optim.warmup_steps = a.warmup;
     let (lr, min_lr_frac, weight_decay) = (cfg.optim.lr, cfg.optim.min_lr_frac, cfg.optim.weight_decay);
-    let ours = pretrain(run, cfg, Budget::Steps(a.steps), &tok, &corpus, &RunOptions::default())?;
+    let ours = pretrain(run, cfg, Budget::Steps(a.steps), &tok, &corpus, &PretrainOptions::default())?;
     let ours_line = format!(
         "chatforge final: val loss {:.4} nats/token, {:.4} bits/byte, {} tokens in {:.1}s",
         ours.val_loss, ours.val_bpb, ours.tokens, ours.wall_s

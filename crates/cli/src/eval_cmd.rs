@@ -10,7 +10,7 @@ use chatforge_data::tasks::Corpus;
 use chatforge_data::tokenizer::Tokenizer;
 use chatforge_eval::registry::{bundled_registry_dir, Class};
 use chatforge_eval::runner::training_keys;
-use chatforge_eval::{record, run_eval, CheckpointReward, EvalSpec, Helpers, ModelPolicy, Policy, Registry, RewardModel, RunOptions};
+use chatforge_eval::{record, run_eval, CheckpointReward, EvalSpec, Helpers, ModelPolicy, Policy, Registry, Rewarder, EvalOptions};
 use clap::Args;
 use serde_json::Value;
 
@@ -112,10 +112,10 @@ pub fn run_evals(a: &EvalArgs, quiet: bool) -> anyhow::Result<Value> {
     }
     let mut helpers = Helpers {
         judges: judge_models.iter_mut().map(|(k, v)| (k.clone(), v as &mut dyn Policy)).collect(),
-        reward: reward.as_mut().map(|r| r as &mut dyn RewardModel),
+        reward: reward.as_mut().map(|r| r as &mut dyn Rewarder),
     };
     let opts =
-        RunOptions { run: run.clone(), stage: a.stage.clone(), plain: a.stage == "base", many_samples: a.samples, limit: a.limit, quiet };
+        EvalOptions { run: run.clone(), stage: a.stage.clone(), plain: a.stage == "base", many_samples: a.samples, limit: a.limit, quiet };
     let keys = training_keys(&run);
     let mut outcomes = Vec::new();
     for spec in &specs {

@@ -13,7 +13,7 @@ use chatforge_core::cpu::Cpu;
 use chatforge_data::chat::{Conversation, Message};
 use chatforge_data::tokenizer::Tokenizer;
 use chatforge_feedback::prefs;
-use chatforge_serve::label::{routes, LabelConfig, Labeler, ModelSampler};
+use chatforge_serve::label::{routes, Labeler, ModelSampler, RaterConfig};
 use chatforge_serve::web::open_store;
 use chatforge_train::labels::{simulate, LabelConfig as SimConfig, LabelOutcome};
 use chatforge_train::report;
@@ -112,7 +112,7 @@ pub fn run(a: LabelArgs) -> anyhow::Result<()> {
     let db = a.run.join("feedback.sqlite");
     let store = open_store(&db).with_context(|| format!("opening {}", db.display()))?;
     let sampler = Arc::new(ModelSampler::new(name.clone(), model, tok, a.temperature, a.top_p, a.max_tokens));
-    let cfg = LabelConfig { ahead: a.ahead.max(1), seed: a.seed, source, wait: Duration::from_secs(300) };
+    let cfg = RaterConfig { ahead: a.ahead.max(1), seed: a.seed, source, wait: Duration::from_secs(300) };
     let n = prompts.len();
     let labeler = Labeler::start(store, sampler, prompts, cfg)?;
     let app = routes(labeler.clone());

@@ -8,7 +8,7 @@ use chatforge_data::clean;
 use chatforge_data::tokenizer::Tokenizer;
 use chatforge_train::optim::Schedule;
 use chatforge_train::pretrain::{
-    lr_for_depth, prepare_corpus, pretrain, Budget, Corpus, PretrainConfig, PretrainOutcome, RunOptions, TokenizerSpec, BASE_LR,
+    lr_for_depth, prepare_corpus, pretrain, Budget, TokenShards, PretrainConfig, PretrainOutcome, PretrainOptions, TokenizerSpec, BASE_LR,
 };
 use clap::Args;
 
@@ -37,7 +37,7 @@ impl CorpusArgs {
 
     /// The tokenizer and token shards of `run` (made once: the data stage on the bundled corpus
     /// when no --data is given, the tokenizer, the shards).
-    pub fn prepare(&self, run: &Path, quiet: bool) -> anyhow::Result<(Tokenizer, Corpus)> {
+    pub fn prepare(&self, run: &Path, quiet: bool) -> anyhow::Result<(Tokenizer, TokenShards)> {
         let data = match &self.data {
             Some(d) => d.clone(),
             None => bundled_clean_corpus(run, quiet)?,
@@ -191,7 +191,7 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
     let (cfg, budget) = a.config()?;
     std::fs::create_dir_all(&a.run).with_context(|| format!("creating {}", a.run.display()))?;
     let (tok, corpus) = a.corpus.prepare(&a.run, false)?;
-    let opts = RunOptions { resume_from: a.resume_from.clone(), quiet: false };
+    let opts = PretrainOptions { resume_from: a.resume_from.clone(), quiet: false };
     let out = pretrain(&a.run, cfg, budget, &tok, &corpus, &opts)?;
     print_outcome(&a.run, &out);
     Ok(())

@@ -10,7 +10,7 @@ use chatforge_data::chat::{load_jsonl, write_jsonl, Conversation};
 use chatforge_data::tasks::{generate_suite, load_suite, write_suite, Corpus, Suite, SuiteConfig};
 use chatforge_data::tokenizer::Tokenizer;
 use chatforge_eval::runner::training_keys;
-use chatforge_eval::{headline, run_eval, Borrowed, Helpers, Registry, RunOptions};
+use chatforge_eval::{headline, run_eval, Borrowed, Helpers, Registry, EvalOptions};
 use chatforge_train::pretrain::Budget;
 use chatforge_train::report;
 use chatforge_train::sft::{score_tasks, sft, sft_with_hook, SftConfig, SftData};
@@ -110,7 +110,7 @@ pub fn run_sft(a: &SftArgs, quiet: bool) -> anyhow::Result<serde_json::Value> {
             let registry = Registry::load(&crate::eval_cmd::registry_dir(None)?)?;
             let specs = registry.select(&a.evals)?;
             let keys = training_keys(&a.run);
-            let opts = RunOptions { limit: Some(a.eval_limit), many_samples: Some(10), ..RunOptions::new(&a.run, "sft") };
+            let opts = EvalOptions { limit: Some(a.eval_limit), many_samples: Some(10), ..EvalOptions::new(&a.run, "sft") };
             let mut hook =
                 |model: &mut chatforge_core::model::Llama<Cpu>, _step: usize| -> chatforge_train::Result<(serde_json::Value, String)> {
                     let mut policy = Borrowed { model, tok: &tok, batch: 32 };

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use chatforge_data::tokenizer::Tokenizer;
-use chatforge_train::pretrain::{prepare_corpus, pretrain, Budget, Corpus, PretrainConfig, RunOptions, TokenizerSpec, BASE_LR};
+use chatforge_train::pretrain::{prepare_corpus, pretrain, Budget, TokenShards, PretrainConfig, PretrainOptions, TokenizerSpec, BASE_LR};
 use chatforge_train::report;
 use chatforge_train::scaling::{self, Rung, ScaleConfig, ScalingReport};
 use clap::Args;
@@ -76,7 +76,7 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
     let t = Instant::now();
     let tokens = plan.as_ref().map_or(cap, |(_, s)| s.target.tokens as usize);
     let (depth, context) = (cfg.depth, cfg.context);
-    let out = pretrain(&run, cfg, Budget::Tokens(tokens), &tok, &corpus, &RunOptions::default())?;
+    let out = pretrain(&run, cfg, Budget::Tokens(tokens), &tok, &corpus, &PretrainOptions::default())?;
     print_outcome(&run, &out);
     if let Some((scfg, mut s)) = plan {
         s.set_actual(&scaling::point_of(&scfg, scfg.target, tok.vocab_size(), &out));
@@ -244,7 +244,7 @@ fn plan_pretraining(
     cap: usize,
     quick: bool,
     tok: &Tokenizer,
-    corpus: &Corpus,
+    corpus: &TokenShards,
 ) -> Option<(ScaleConfig, ScalingReport)> {
     // The ladder trains with the base recipe; its learning rate scales down from BASE_LR with width.
     let mut base = cfg.clone();

@@ -34,7 +34,7 @@ pub use error::{ApiError, Error, Result};
 
 use engine::{Engine, EngineConfig};
 use metrics::Metrics;
-use moderation::{Moderator, Policy};
+use moderation::{Moderator, ModerationPolicy};
 
 /// The stages of a run that generate text, in the order `/v1/models` lists them.
 pub const GENERATIVE_STAGES: &[&str] = &["sft", "ppo", "dpo", "base"];
@@ -145,8 +145,8 @@ impl AppState {
             ))
         })?;
         let policy = match &cfg.policy {
-            Some(p) => Policy::load(p)?,
-            None => Policy::default(),
+            Some(p) => ModerationPolicy::load(p)?,
+            None => ModerationPolicy::default(),
         };
         let (classifier, measure) = moderation_classifier(&cfg.run)?;
         let metrics = Arc::new(Metrics::default());

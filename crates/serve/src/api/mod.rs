@@ -34,7 +34,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use crate::engine::{Event, Job, SubmitError, TokenLogprob};
-use crate::constrained::{Constraint, Grammar};
+use crate::constrained::{JsonConstraint, Grammar};
 use crate::moderation::Action;
 use crate::{ApiError, AppState};
 
@@ -129,7 +129,7 @@ fn submit(
             stop_ids: stop_ids.clone(),
             stop: p.stop.clone(),
             logprobs,
-            constraint: grammar.clone().map(Constraint::new),
+            constraint: grammar.clone().map(JsonConstraint::new),
             index: i,
             tx: tx.clone(),
         })

@@ -1,4 +1,4 @@
-//! Decoding under a grammar: the vocabulary as bytes, and [`Constraint`], a request's grammar and
+//! Decoding under a grammar: the vocabulary as bytes, and [`JsonConstraint`], a request's grammar and
 //! state, which masks the logits of every token that may not come next and advances past the
 //! token emitted.
 
@@ -12,15 +12,15 @@ pub struct TokenTable {
 
 /// The grammar of a request with its state, and the tokens the model may emit next.
 #[derive(Clone)]
-pub struct Constraint {
+pub struct JsonConstraint {
     pub grammar: std::sync::Arc<Grammar>,
     pub state: JsonState,
 }
 
-impl Constraint {
-    pub fn new(grammar: std::sync::Arc<Grammar>) -> Constraint {
+impl JsonConstraint {
+    pub fn new(grammar: std::sync::Arc<Grammar>) -> JsonConstraint {
         let state = grammar.start();
-        Constraint { grammar, state }
+        JsonConstraint { grammar, state }
     }
 
     /// Sets the logits of every token that may not come next to −∞. `left`: tokens the output

@@ -21,14 +21,14 @@
 //! `schema` compiles a `response_format` (a JSON schema, or any JSON object) into a [`Grammar`];
 //! `state` is the byte-level state machine that walks it ([`JsonState`]: which bytes may come
 //! next, and the fewest bytes that finish the text); `decode` applies it to the vocabulary at
-//! every step ([`Constraint`] masks the logits, with the [`TokenTable`] of token bytes). The
+//! every step ([`JsonConstraint`] masks the logits, with the [`TokenTable`] of token bytes). The
 //! tests, here, run grammars and states together.
 
 mod decode;
 mod schema;
 mod state;
 
-pub use decode::{Constraint, TokenTable};
+pub use decode::{JsonConstraint, TokenTable};
 pub use schema::Grammar;
 pub use state::JsonState;
 

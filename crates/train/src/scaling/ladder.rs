@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::ckpt;
-use crate::pretrain::{lr_for_depth, pretrain, Budget, Corpus, PretrainConfig, PretrainOutcome, RunOptions};
+use crate::pretrain::{lr_for_depth, pretrain, Budget, TokenShards, PretrainConfig, PretrainOutcome, PretrainOptions};
 use crate::{Error, Result};
 
 /// One run of the ladder (or the target): a depth and a token budget.
@@ -144,12 +144,12 @@ fn train_rung(
     cfg: PretrainConfig,
     tokens: usize,
     tok: &Tokenizer,
-    corpus: &Corpus,
+    corpus: &TokenShards,
     quiet: bool,
 ) -> Result<PretrainOutcome> {
     check_reusable(run_dir, &cfg, tokens)?;
     std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
-    pretrain(run_dir, cfg, Budget::Tokens(tokens), tok, corpus, &RunOptions { resume_from: None, quiet })
+    pretrain(run_dir, cfg, Budget::Tokens(tokens), tok, corpus, &PretrainOptions { resume_from: None, quiet })
 }
 
 /// A finished run as a ladder point (also the target's actual point once it trained).
@@ -189,7 +189,7 @@ pub fn check_target(cfg: &ScaleConfig, vocab: usize) -> Result<f64> {
 
 /// Trains every rung (a fresh `pretrain` in `R/scale/d{depth}-t{tokens}`; finished rungs are
 /// read back), with one progress bar over the ladder weighted by compute.
-pub fn run_ladder(run: &Path, cfg: &ScaleConfig, tok: &Tokenizer, corpus: &Corpus, quiet: bool) -> Result<Vec<LadderPoint>> {
+pub fn run_ladder(run: &Path, cfg: &ScaleConfig, tok: &Tokenizer, corpus: &TokenShards, quiet: bool) -> Result<Vec<LadderPoint>> {
     let vocab = tok.vocab_size();
     let sizes: Vec<f64> = cfg.ladder.iter().map(|&r| cfg.size_of(r, vocab).3).collect();
     let unit = 1e9; // the bar counts GFLOP
@@ -219,7 +219,7 @@ pub fn run_ladder(run: &Path, cfg: &ScaleConfig, tok: &Tokenizer, corpus: &Corpu
 }
 
 /// Trains the target in `R/scale/target` (progress shown unless `quiet`).
-pub fn run_target(run: &Path, cfg: &ScaleConfig, tok: &Tokenizer, corpus: &Corpus, quiet: bool) -> Result<LadderPoint> {
+pub fn run_target(run: &Path, cfg: &ScaleConfig, tok: &Tokenizer, corpus: &TokenShards, quiet: bool) -> Result<LadderPoint> {
     let o = train_rung(&target_dir(run), cfg.run_config(cfg.target.depth), cfg.target.tokens, tok, corpus, quiet)?;
     Ok(point_of(cfg, cfg.target, tok.vocab_size(), &o))
 }

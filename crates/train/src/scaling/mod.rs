@@ -44,7 +44,7 @@ use std::time::Instant;
 use chatforge_data::tokenizer::Tokenizer;
 use serde_json::json;
 
-use crate::pretrain::Corpus;
+use crate::pretrain::TokenShards;
 use crate::report;
 use crate::Result;
 
@@ -65,7 +65,7 @@ pub const INTERVAL_LEVEL: f64 = 0.9;
 
 /// The whole stage without the target: check the target, run the ladder, fit, predict, write
 /// the prediction. Returns the report (and prints nothing unless the ladder bar shows).
-pub fn ladder_and_predict(run: &Path, cfg: &ScaleConfig, tok: &Tokenizer, corpus: &Corpus, quiet: bool) -> Result<ScalingReport> {
+pub fn ladder_and_predict(run: &Path, cfg: &ScaleConfig, tok: &Tokenizer, corpus: &TokenShards, quiet: bool) -> Result<ScalingReport> {
     check_target(cfg, tok.vocab_size())?;
     let t0 = Instant::now();
     let ladder = run_ladder(run, cfg, tok, corpus, quiet)?;
