@@ -10,7 +10,7 @@ use chatforge_data::tasks::Corpus;
 use chatforge_data::tokenizer::Tokenizer;
 use chatforge_eval::registry::{bundled_registry_dir, Class};
 use chatforge_eval::runner::training_keys;
-use chatforge_eval::{record, run_eval, CheckpointReward, EvalSpec, Helpers, ModelPolicy, Policy, Registry, Rewarder, EvalOptions};
+use chatforge_eval::{record, run_eval, CheckpointReward, EvalOptions, EvalSpec, Helpers, ModelPolicy, Policy, Registry, Rewarder};
 use clap::Args;
 use serde_json::Value;
 

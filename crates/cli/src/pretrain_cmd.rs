@@ -8,7 +8,7 @@ use chatforge_data::clean;
 use chatforge_data::tokenizer::Tokenizer;
 use chatforge_train::optim::Schedule;
 use chatforge_train::pretrain::{
-    lr_for_depth, prepare_corpus, pretrain, Budget, TokenShards, PretrainConfig, PretrainOutcome, PretrainOptions, TokenizerSpec, BASE_LR,
+    lr_for_depth, prepare_corpus, pretrain, Budget, PretrainConfig, PretrainOptions, PretrainOutcome, TokenShards, TokenizerSpec, BASE_LR,
 };
 use clap::Args;
 

@@ -10,7 +10,7 @@ use chatforge_data::chat::{load_jsonl, write_jsonl, Conversation};
 use chatforge_data::tasks::{generate_suite, load_suite, write_suite, Corpus, Suite, SuiteConfig};
 use chatforge_data::tokenizer::Tokenizer;
 use chatforge_eval::runner::training_keys;
-use chatforge_eval::{headline, run_eval, Borrowed, Helpers, Registry, EvalOptions};
+use chatforge_eval::{headline, run_eval, Borrowed, EvalOptions, Helpers, Registry};
 use chatforge_train::pretrain::Budget;
 use chatforge_train::report;
 use chatforge_train::sft::{score_tasks, sft, sft_with_hook, SftConfig, SftData};

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use chatforge_data::tokenizer::Tokenizer;
-use chatforge_train::pretrain::{prepare_corpus, pretrain, Budget, TokenShards, PretrainConfig, PretrainOptions, TokenizerSpec, BASE_LR};
+use chatforge_train::pretrain::{prepare_corpus, pretrain, Budget, PretrainConfig, PretrainOptions, TokenShards, TokenizerSpec, BASE_LR};
 use chatforge_train::report;
 use chatforge_train::scaling::{self, Rung, ScaleConfig, ScalingReport};
 use clap::Args;

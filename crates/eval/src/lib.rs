@@ -40,4 +40,4 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 pub use policy::{Borrowed, CheckpointReward, ModelPolicy, Policy, Prompt, Rewarder};
 pub use registry::{Class, EvalSpec, Registry, Sample};
-pub use runner::{headline, record, run_eval, EvalOutcome, Helpers, EvalOptions};
+pub use runner::{headline, record, run_eval, EvalOptions, EvalOutcome, Helpers};

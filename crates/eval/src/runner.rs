@@ -603,7 +603,8 @@ fn bpb(spec: &EvalSpec, policy: &mut dyn Policy, opts: &EvalOptions, metrics: &m
     let token_bytes: Vec<u32> = (0..tok.vocab_size() as u32)
         .map(|i| if tok.is_special(i) { 0 } else { tok.token_bytes(i).map_or(0, |b| b.len() as u32) })
         .collect();
-    let corpus = chatforge_train::pretrain::TokenShards { train: vec![], val, token_bytes, eot: tok.eot_id(), data_sha256: Default::default() };
+    let corpus =
+        chatforge_train::pretrain::TokenShards { train: vec![], val, token_bytes, eot: tok.eot_id(), data_sha256: Default::default() };
     let context = model.cfg.max_position_embeddings;
     let cfg = chatforge_train::pretrain::PretrainConfig {
         batch: 8,

@@ -11,7 +11,7 @@ use chatforge_core::model::Llama;
 use chatforge_data::chat::{Conversation, Role};
 use chatforge_data::tokenizer::Tokenizer;
 use chatforge_eval::registry::Input;
-use chatforge_eval::{record, run_eval, Helpers, ModelPolicy, Policy, Prompt, Registry, Rewarder, EvalOptions};
+use chatforge_eval::{record, run_eval, EvalOptions, Helpers, ModelPolicy, Policy, Prompt, Registry, Rewarder};
 use serde_json::{json, Value};
 
 /// Answers by the last user message (or the text prompt's last line); log-likelihoods and

@@ -7,9 +7,9 @@
 //! routes to it. [`run`] loads a run, binds and serves until SIGINT/SIGTERM.
 
 pub mod api;
+pub mod constrained;
 pub mod engine;
 mod error;
-pub mod constrained;
 pub mod label;
 pub mod loadtest;
 pub mod metrics;
@@ -34,7 +34,7 @@ pub use error::{ApiError, Error, Result};
 
 use engine::{Engine, EngineConfig};
 use metrics::Metrics;
-use moderation::{Moderator, ModerationPolicy};
+use moderation::{ModerationPolicy, Moderator};
 
 /// The stages of a run that generate text, in the order `/v1/models` lists them.
 pub const GENERATIVE_STAGES: &[&str] = &["sft", "ppo", "dpo", "base"];

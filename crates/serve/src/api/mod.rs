@@ -33,8 +33,8 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
+use crate::constrained::{Grammar, JsonConstraint};
 use crate::engine::{Event, Job, SubmitError, TokenLogprob};
-use crate::constrained::{JsonConstraint, Grammar};
 use crate::moderation::Action;
 use crate::{ApiError, AppState};
 

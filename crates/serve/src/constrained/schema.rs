@@ -127,7 +127,6 @@ impl Grammar {
         Ok(self.push(Node::Object(out)))
     }
 
-
     /// The fewest bytes of any value of `node`.
     pub(super) fn min_value(&self, node: usize) -> usize {
         match &self.nodes[node] {

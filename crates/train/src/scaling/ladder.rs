@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::ckpt;
-use crate::pretrain::{lr_for_depth, pretrain, Budget, TokenShards, PretrainConfig, PretrainOutcome, PretrainOptions};
+use crate::pretrain::{lr_for_depth, pretrain, Budget, PretrainConfig, PretrainOptions, PretrainOutcome, TokenShards};
 use crate::{Error, Result};
 
 /// One run of the ladder (or the target): a depth and a token budget.

@@ -48,9 +48,7 @@ use crate::pretrain::TokenShards;
 use crate::report;
 use crate::Result;
 
-pub use fit::{
-    bootstrap_chinchilla, bootstrap_compute_law, fit_chinchilla, fit_compute_law, percentile_interval, Bootstrapped, Estimate,
-};
+pub use fit::{bootstrap_chinchilla, bootstrap_compute_law, fit_chinchilla, fit_compute_law, percentile_interval, Bootstrapped, Estimate};
 pub use ladder::{
     check_target, grid, parse_ladder, point_of, run_ladder, run_target, rung_dir, target_dir, LadderPoint, Rung, ScaleConfig,
 };
