@@ -17,7 +17,7 @@ pub const IGNORE: u32 = u32::MAX;
 
 /// Hyper-parameters of one AdamW update (decoupled weight decay, bias-corrected moments).
 #[derive(Debug, Clone, Copy)]
-pub struct AdamW {
+pub struct AdamWStep {
     pub lr: f32,
     pub beta1: f32,
     pub beta2: f32,
@@ -161,5 +161,5 @@ pub trait Backend: Send + Sync + Clone {
     fn copy_at(&self, dst: &mut Self::Buf, offset: usize, src: &Self::Buf);
 
     /// One fused AdamW update of a parameter tensor and its moments.
-    fn adamw(&self, p: &mut Self::Buf, g: &Self::Buf, m: &mut Self::Buf, v: &mut Self::Buf, h: AdamW);
+    fn adamw(&self, p: &mut Self::Buf, g: &Self::Buf, m: &mut Self::Buf, v: &mut Self::Buf, h: AdamWStep);
 }

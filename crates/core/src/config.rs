@@ -229,7 +229,7 @@ mod tests {
         assert_eq!((c.num_hidden_layers, c.hidden_size, c.num_attention_heads), (4, 256, 4));
         assert_eq!(c.intermediate_size, 704);
         assert_eq!(c.head_dim(), 64);
-        // The 5.3M-parameter benchmark model of DESIGN.md §3a.
+        // The 5.3M-parameter benchmark model (the default `BenchConfig` of chatforge-train).
         assert_eq!(c.num_params(), 5_310_720);
     }
 

@@ -9,7 +9,7 @@
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use crate::backend::{AdamW, AttnShape, Backend, Op, IGNORE};
+use crate::backend::{AdamWStep, AttnShape, Backend, Op, IGNORE};
 
 /// Rows handed to one rayon task in row-parallel kernels.
 const ROWS_PER_TASK: usize = 16;
@@ -459,7 +459,7 @@ fn logprob_entropy_row(row: &[f32], target: u32, buf: &mut [f32]) -> (f32, f32) 
 // AdamW
 
 #[multiversion(targets = "simd")]
-fn adamw_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: AdamW) {
+fn adamw_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: AdamWStep) {
     let bc1 = 1.0 - h.beta1.powi(h.step as i32);
     let bc2 = 1.0 - h.beta2.powi(h.step as i32);
     let step = h.lr / bc1;
@@ -755,7 +755,7 @@ impl Backend for Cpu {
         dst[offset..offset + src.len()].copy_from_slice(src);
     }
 
-    fn adamw(&self, p: &mut Vec<f32>, g: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, h: AdamW) {
+    fn adamw(&self, p: &mut Vec<f32>, g: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, h: AdamWStep) {
         p.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK))
             .zip(m.par_chunks_mut(CHUNK))

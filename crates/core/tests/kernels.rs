@@ -1,6 +1,6 @@
 //! Every fused CPU kernel against a plain, obviously-correct f64 reference on random shapes.
 
-use chatforge_core::backend::{AdamW, AttnShape, Backend, Op, IGNORE};
+use chatforge_core::backend::{AdamWStep, AttnShape, Backend, Op, IGNORE};
 use chatforge_core::cpu::{exp_fast, Cpu};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -290,7 +290,7 @@ fn adamw_matches_reference() {
     let g = rand_vec(&mut rng, n, 1.0);
     let mut m = rand_vec(&mut rng, n, 0.1);
     let mut v: Vec<f32> = rand_vec(&mut rng, n, 0.1).iter().map(|x| x.abs()).collect();
-    let h = AdamW { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, step: 3 };
+    let h = AdamWStep { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, step: 3 };
     let (p0, m0, v0) = (p.clone(), m.clone(), v.clone());
     Cpu.adamw(&mut p, &g, &mut m, &mut v, h);
     let (b1, b2, lr, wd) = (0.9f64, 0.95f64, 1e-2f64, 0.1f64);

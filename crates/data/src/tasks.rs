@@ -1,6 +1,6 @@
 //! The task suite: chat conversations generated from the corpus with a seed, for SFT and evals.
 //!
-//! Seven families (issue 4):
+//! Seven families:
 //!
 //! | family | kinds |
 //! |---|---|

@@ -370,7 +370,7 @@ fn sizes_suit_a_few_minutes_of_sft() {
 
 #[test]
 fn the_bar_prompts_have_counterparts_in_training() {
-    // Issue 4's chat bar asks `Who speaks "To be, or not to be"?`; the suite trains that kind of
+    // The chat test of the CLI asks `Who speaks "To be, or not to be"?`; the suite trains that kind of
     // question with partial quotations, and counting questions in the casual "how many r in
     // strawberry?" form.
     assert!(SUITE.train.iter().any(|t| t.meta.kind == "who_speaks" && t.conversation.messages[0].content.starts_with("Who speaks \"")));

@@ -1,5 +1,5 @@
 //! What an eval asks of the model under test (a [`Policy`]) and of a reward model
-//! ([`RewardModel`]), and the checkpoint-backed policy.
+//! ([`Rewarder`]), and the checkpoint-backed policy.
 
 use chatforge_core::backend::IGNORE;
 use chatforge_core::cpu::Cpu;
@@ -41,7 +41,7 @@ pub trait Policy {
 }
 
 /// A reward model: a scalar score of an answer to a conversation.
-pub trait RewardModel {
+pub trait Rewarder {
     fn rewards(&mut self, items: &[(Conversation, String)]) -> Vec<f64>;
 }
 
@@ -192,7 +192,7 @@ pub struct CheckpointReward {
     pub tok: Tokenizer,
 }
 
-impl RewardModel for CheckpointReward {
+impl Rewarder for CheckpointReward {
     fn rewards(&mut self, items: &[(Conversation, String)]) -> Vec<f64> {
         let refs: Vec<(&Conversation, &str)> = items.iter().map(|(c, a)| (c, a.as_str())).collect();
         self.rm.score(&self.tok, &refs).into_iter().map(f64::from).collect()

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value};
 
 use crate::graders::{self, Constraint};
-use crate::policy::{Policy, Prompt, RewardModel};
+use crate::policy::{Policy, Prompt, Rewarder};
 use crate::registry::{Class, EvalSpec, Sample};
 use crate::{Error, Result};
 use chatforge_rundir::report::{self, Key, Report};
@@ -20,7 +20,7 @@ use chatforge_rundir::RunDir;
 
 /// How evals run for one invocation.
 #[derive(Clone, Debug)]
-pub struct RunOptions {
+pub struct EvalOptions {
     /// The run folder (for `run:` samples, the token shards, outputs).
     pub run: RunDir,
     /// The stage evaluated: `base`, `sft`, `ppo`, ... (names output files and the report column).
@@ -34,9 +34,9 @@ pub struct RunOptions {
     pub quiet: bool,
 }
 
-impl RunOptions {
-    pub fn new(run: &RunDir, stage: &str) -> RunOptions {
-        RunOptions {
+impl EvalOptions {
+    pub fn new(run: &RunDir, stage: &str) -> EvalOptions {
+        EvalOptions {
             run: run.clone(),
             stage: stage.to_string(),
             plain: stage == "base",
@@ -53,7 +53,7 @@ pub struct Helpers<'a> {
     /// Judges of model-graded evals by stage name (`sft`).
     pub judges: BTreeMap<String, &'a mut dyn Policy>,
     /// The run's reward model (`judge: rm`, symmetry's reward gap, reward distributions).
-    pub reward: Option<&'a mut dyn RewardModel>,
+    pub reward: Option<&'a mut dyn Rewarder>,
 }
 
 /// What one eval gave.
@@ -165,7 +165,7 @@ pub fn run_eval(
     spec: &EvalSpec,
     policy: &mut dyn Policy,
     helpers: &mut Helpers,
-    opts: &RunOptions,
+    opts: &EvalOptions,
     train_keys: &HashSet<String>,
 ) -> Result<EvalOutcome> {
     let started = Instant::now();
@@ -207,7 +207,7 @@ pub fn run_eval(
 }
 
 /// Answers to every sample (greedy unless `temperature` is set), with a progress bar.
-fn answers(spec: &EvalSpec, policy: &mut dyn Policy, opts: &RunOptions, samples: &[Sample], inputs: &[Conversation]) -> Vec<String> {
+fn answers(spec: &EvalSpec, policy: &mut dyn Policy, opts: &EvalOptions, samples: &[Sample], inputs: &[Conversation]) -> Vec<String> {
     let k = spec.args.few_shot.unwrap_or(3);
     let prompts: Vec<Prompt> = inputs.iter().enumerate().map(|(i, c)| prompt_for(samples, i % samples.len(), c, opts.plain, k)).collect();
     let seed = spec.args.seed.unwrap_or(0);
@@ -224,7 +224,7 @@ fn generated(
     spec: &EvalSpec,
     policy: &mut dyn Policy,
     helpers: &mut Helpers,
-    opts: &RunOptions,
+    opts: &EvalOptions,
     samples: &[Sample],
     metrics: &mut Map<String, Value>,
     records: &mut Vec<Value>,
@@ -412,7 +412,7 @@ fn model_graded(
 fn multiple_choice(
     spec: &EvalSpec,
     policy: &mut dyn Policy,
-    opts: &RunOptions,
+    opts: &EvalOptions,
     samples: &[Sample],
     metrics: &mut Map<String, Value>,
     records: &mut Vec<Value>,
@@ -454,7 +454,7 @@ fn symmetry(
     spec: &EvalSpec,
     policy: &mut dyn Policy,
     helpers: &mut Helpers,
-    opts: &RunOptions,
+    opts: &EvalOptions,
     samples: &[Sample],
     metrics: &mut Map<String, Value>,
     records: &mut Vec<Value>,
@@ -499,7 +499,7 @@ fn many_samples(
     spec: &EvalSpec,
     policy: &mut dyn Policy,
     helpers: &mut Helpers,
-    opts: &RunOptions,
+    opts: &EvalOptions,
     samples: &[Sample],
     metrics: &mut Map<String, Value>,
     records: &mut Vec<Value>,
@@ -595,7 +595,7 @@ fn many_samples(
 }
 
 /// Bits per byte (and nats per token) on the run's held-out token stream `R/tokens/val.bin`.
-fn bpb(spec: &EvalSpec, policy: &mut dyn Policy, opts: &RunOptions, metrics: &mut Map<String, Value>) -> Result<usize> {
+fn bpb(spec: &EvalSpec, policy: &mut dyn Policy, opts: &EvalOptions, metrics: &mut Map<String, Value>) -> Result<usize> {
     let path = opts.run.val_tokens();
     let val = chatforge_data::shards::read(&path)?;
     let (model, tok) = policy.model().ok_or_else(|| Error::Input(format!("{}: needs a checkpoint", spec.id)))?;
@@ -605,7 +605,8 @@ fn bpb(spec: &EvalSpec, policy: &mut dyn Policy, opts: &RunOptions, metrics: &mu
     let token_bytes: Vec<u32> = (0..tok.vocab_size() as u32)
         .map(|i| if tok.is_special(i) { 0 } else { tok.token_bytes(i).map_or(0, |b| b.len() as u32) })
         .collect();
-    let corpus = chatforge_train::pretrain::Corpus { train: vec![], val, token_bytes, eot: tok.eot_id(), data_sha256: Default::default() };
+    let corpus =
+        chatforge_train::pretrain::TokenShards { train: vec![], val, token_bytes, eot: tok.eot_id(), data_sha256: Default::default() };
     let context = model.cfg.max_position_embeddings;
     let cfg = chatforge_train::pretrain::PretrainConfig {
         batch: 8,
@@ -626,7 +627,7 @@ fn bpb(spec: &EvalSpec, policy: &mut dyn Policy, opts: &RunOptions, metrics: &mu
 fn next_word(
     spec: &EvalSpec,
     policy: &mut dyn Policy,
-    opts: &RunOptions,
+    opts: &EvalOptions,
     metrics: &mut Map<String, Value>,
     records: &mut Vec<Value>,
 ) -> Result<usize> {
@@ -698,7 +699,7 @@ pub fn headline(spec: &EvalSpec, outcome: &EvalOutcome) -> Vec<(String, f64)> {
 /// Writes the per-sample results and the summary under `R/evals/<stage>/`, and the stage's
 /// figures into `report.json` (merged with what earlier evals of the stage wrote): every eval's
 /// metrics under `evals.<name>`, and the headline figures each spec's `report` names.
-pub fn record(opts: &RunOptions, specs: &[&EvalSpec], outcomes: &[EvalOutcome]) -> Result<Value> {
+pub fn record(opts: &EvalOptions, specs: &[&EvalSpec], outcomes: &[EvalOutcome]) -> Result<Value> {
     let dir = opts.run.evals(&opts.stage);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     for o in outcomes {

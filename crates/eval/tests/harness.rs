@@ -11,7 +11,7 @@ use chatforge_core::model::Llama;
 use chatforge_data::chat::{Conversation, Role};
 use chatforge_data::tokenizer::Tokenizer;
 use chatforge_eval::registry::Input;
-use chatforge_eval::{record, run_eval, Helpers, ModelPolicy, Policy, Prompt, Registry, RewardModel, RunOptions};
+use chatforge_eval::{record, run_eval, EvalOptions, Helpers, ModelPolicy, Policy, Prompt, Registry, Rewarder};
 use serde_json::{json, Value};
 
 /// Answers by the last user message (or the text prompt's last line); log-likelihoods and
@@ -66,7 +66,7 @@ impl Policy for Scripted {
 /// Rewards: the number of words of the answer.
 struct Wordy;
 
-impl RewardModel for Wordy {
+impl Rewarder for Wordy {
     fn rewards(&mut self, items: &[(Conversation, String)]) -> Vec<f64> {
         items.iter().map(|(_, a)| a.split_whitespace().count() as f64).collect()
     }
@@ -93,11 +93,11 @@ fn jsonl(rows: &[Value]) -> String {
 }
 
 /// Loads the one eval of a registry folder and runs it with the scripted policy.
-fn run_one(dir: &Path, policy: &mut dyn Policy, reward: Option<&mut dyn RewardModel>) -> chatforge_eval::EvalOutcome {
+fn run_one(dir: &Path, policy: &mut dyn Policy, reward: Option<&mut dyn Rewarder>) -> chatforge_eval::EvalOutcome {
     let reg = Registry::load(dir).unwrap();
     assert_eq!(reg.evals.len(), 1);
     let mut helpers = Helpers { judges: BTreeMap::new(), reward };
-    let opts = RunOptions { quiet: true, ..RunOptions::new(dir, "sft") };
+    let opts = EvalOptions { quiet: true, ..EvalOptions::new(dir, "sft") };
     run_eval(&reg.evals[0], policy, &mut helpers, &opts, &HashSet::new()).unwrap()
 }
 
@@ -132,7 +132,7 @@ fn an_eval_dropped_into_the_registry_runs_and_is_recorded() {
     let reg = Registry::load(&dir).unwrap();
     let spec = &reg.select(&["capitals".into()]).unwrap()[0];
     assert_eq!(spec.id, "capitals.test.v0");
-    let opts = RunOptions { quiet: true, ..RunOptions::new(&run, "sft") };
+    let opts = EvalOptions { quiet: true, ..EvalOptions::new(&run, "sft") };
     let o = run_eval(spec, &mut p, &mut Helpers::default(), &opts, &HashSet::new()).unwrap();
     assert_eq!(o.n, 4);
     assert_eq!(o.metrics["accuracy"], json!(0.75));
@@ -152,7 +152,7 @@ fn an_eval_dropped_into_the_registry_runs_and_is_recorded() {
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
     assert!(html.contains("capitals"), "the report card lists the eval");
     // A base model is prompted few-shot in plain text with the other samples as examples.
-    let opts = RunOptions { quiet: true, ..RunOptions::new(&run, "base") };
+    let opts = EvalOptions { quiet: true, ..EvalOptions::new(&run, "base") };
     run_eval(spec, &mut p, &mut Helpers::default(), &opts, &HashSet::new()).unwrap();
     let Prompt::Text(t) = p.prompts_seen.last().unwrap() else { panic!("plain prompt expected") };
     assert!(t.ends_with("Q: Capital of Japan?\nA:") && t.contains("Q: Capital of France?\nA: Paris\n"), "{t}");
@@ -277,7 +277,7 @@ fn multiple_choice_and_model_graded() {
     let mut p = Scripted::default();
     p.answers.insert("2+2?".into(), "5".into());
     let mut helpers = Helpers { judges: BTreeMap::from([("sft".to_string(), &mut judge as &mut dyn Policy)]), reward: None };
-    let opts = RunOptions { quiet: true, ..RunOptions::new(&dir, "sft") };
+    let opts = EvalOptions { quiet: true, ..EvalOptions::new(&dir, "sft") };
     let o = run_eval(&reg.evals[0], &mut p, &mut helpers, &opts, &HashSet::new()).unwrap();
     assert_eq!(o.metrics["score"], json!(0.0));
     assert_eq!(o.metrics["choice_counts"], json!({"No": 1}));
@@ -374,7 +374,7 @@ fn samples_about_trained_items_are_left_out() {
         ]),
     );
     let reg = Registry::load(&dir).unwrap();
-    let opts = RunOptions { quiet: true, ..RunOptions::new(&dir, "sft") };
+    let opts = EvalOptions { quiet: true, ..EvalOptions::new(&dir, "sft") };
     let trained = HashSet::from(["word:castle".to_string()]);
     let o = run_eval(&reg.evals[0], &mut Scripted::default(), &mut Helpers::default(), &opts, &trained).unwrap();
     assert_eq!(o.n, 1);

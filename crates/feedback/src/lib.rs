@@ -7,4 +7,4 @@ pub mod simulated;
 pub mod store;
 
 pub use error::{Error, Result};
-pub use store::{Choice, Counts, NewChatFeedback, NewComparison, NewRanking, NewSample, Pair, PairFilter, SampleRow, Store};
+pub use store::{Choice, NewChatFeedback, NewComparison, NewRanking, NewSample, Pair, PairFilter, SampleRow, Store, StoreCounts};

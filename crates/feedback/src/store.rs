@@ -173,7 +173,7 @@ pub struct NewChatFeedback {
 
 /// Rows per table.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counts {
+pub struct StoreCounts {
     pub raters: usize,
     pub prompts: usize,
     pub samples: usize,
@@ -454,10 +454,10 @@ impl Store {
         Ok(SampleRow { id, prompt_id, model, text, params, seed: seed as u64 })
     }
 
-    pub fn counts(&self) -> Result<Counts> {
+    pub fn counts(&self) -> Result<StoreCounts> {
         let n =
             |q: &str| -> Result<usize> { self.conn.query_row(q, [], |r| r.get::<_, i64>(0)).map(|v| v as usize).map_err(|e| self.sql(e)) };
-        Ok(Counts {
+        Ok(StoreCounts {
             raters: n("SELECT count(*) FROM raters")?,
             prompts: n("SELECT count(*) FROM prompts")?,
             samples: n("SELECT count(*) FROM samples")?,

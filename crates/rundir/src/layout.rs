@@ -129,6 +129,10 @@ impl RunDir {
     pub fn scale(&self) -> PathBuf {
         self.root.join("scale")
     }
+    /// One run of the scaling ladder (`d<depth>-t<tokens>`, or `target`): a run folder of its own.
+    pub fn scale_run(&self, name: &str) -> RunDir {
+        RunDir::new(self.scale().join(name))
+    }
     pub fn scaling_json(&self) -> PathBuf {
         self.root.join("scaling.json")
     }

@@ -19,7 +19,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::mpsc;
 
-use crate::json::{Constraint, TokenTable};
+use crate::constrained::{JsonConstraint, TokenTable};
 use crate::metrics::Metrics;
 
 /// One sequence to generate.
@@ -36,7 +36,7 @@ pub struct Job {
     pub stop: Vec<String>,
     /// Log-probabilities: `Some(k)` gives each token's and the `k` most likely alternatives.
     pub logprobs: Option<usize>,
-    pub constraint: Option<Constraint>,
+    pub constraint: Option<JsonConstraint>,
     /// Which choice of its request this is (events are sent as `(index, event)`).
     pub index: usize,
     pub tx: mpsc::UnboundedSender<(usize, Event)>,

@@ -114,7 +114,7 @@ pub struct ItemSample {
 
 /// Settings of the rater server.
 #[derive(Clone, Debug)]
-pub struct LabelConfig {
+pub struct RaterConfig {
     /// Items kept ready for each K in use.
     pub ahead: usize,
     /// Seeds the prompt order and the samples' seeds.
@@ -125,9 +125,9 @@ pub struct LabelConfig {
     pub wait: Duration,
 }
 
-impl Default for LabelConfig {
-    fn default() -> LabelConfig {
-        LabelConfig { ahead: 2, seed: 0, source: "suite:train".into(), wait: Duration::from_secs(300) }
+impl Default for RaterConfig {
+    fn default() -> RaterConfig {
+        RaterConfig { ahead: 2, seed: 0, source: "suite:train".into(), wait: Duration::from_secs(300) }
     }
 }
 
@@ -145,14 +145,14 @@ pub struct Labeler {
     store: SharedStore,
     sampler: Arc<dyn Sampler>,
     prompts: Vec<Conversation>,
-    cfg: LabelConfig,
+    cfg: RaterConfig,
     queues: Mutex<Queues>,
     changed: Condvar,
 }
 
 impl Labeler {
     /// Starts the sampling thread (ready for K = 2 at once). `prompts` end with a user message.
-    pub fn start(store: SharedStore, sampler: Arc<dyn Sampler>, prompts: Vec<Conversation>, cfg: LabelConfig) -> Result<Arc<Labeler>> {
+    pub fn start(store: SharedStore, sampler: Arc<dyn Sampler>, prompts: Vec<Conversation>, cfg: RaterConfig) -> Result<Arc<Labeler>> {
         if prompts.is_empty() {
             return Err(Error::NoPrompts);
         }
@@ -438,7 +438,7 @@ mod tests {
             Conversation::new(vec![Message::system("Answer in one word."), Message::user("Who wrote Hamlet?")]),
             Conversation::new(vec![Message::user("What is 7 times 8?")]),
         ];
-        let cfg = LabelConfig { ahead: 2, seed: 3, source: "test".into(), wait: Duration::from_secs(20) };
+        let cfg = RaterConfig { ahead: 2, seed: 3, source: "test".into(), wait: Duration::from_secs(20) };
         let l = Labeler::start(store.clone(), Arc::new(Fake { calls: AtomicUsize::new(0), fail }), prompts, cfg).unwrap();
         (dir, store, l)
     }

@@ -1,5 +1,5 @@
 //! chatforge-serve: the server. An OpenAI-compatible API over the engine's continuous batching
-//! (`api.rs`, `engine.rs`), constrained JSON decoding (`json.rs`), moderation with an operator
+//! (`api/`, `engine.rs`), constrained JSON decoding (`constrained/`), moderation with an operator
 //! policy (`moderation.rs`), API-key auth and Prometheus metrics (`metrics.rs`). The web chat
 //! and its feedback into `feedback.sqlite` (`web.rs`); the rater page of `chatforge label` (`label.rs`).
 //!
@@ -7,9 +7,9 @@
 //! routes to it. [`run`] loads a run, binds and serves until SIGINT/SIGTERM.
 
 pub mod api;
+pub mod constrained;
 pub mod engine;
 mod error;
-pub mod json;
 pub mod label;
 pub mod loadtest;
 pub mod metrics;
@@ -36,7 +36,7 @@ pub use error::{ApiError, Error, Result};
 
 use engine::{Engine, EngineConfig};
 use metrics::Metrics;
-use moderation::{Moderator, Policy};
+use moderation::{ModerationPolicy, Moderator};
 
 /// The stages of a run that generate text, in the order `/v1/models` lists them.
 pub const GENERATIVE_STAGES: &[&str] = &["sft", "ppo", "dpo", "base"];
@@ -146,8 +146,8 @@ impl AppState {
             ))
         })?;
         let policy = match &cfg.policy {
-            Some(p) => Policy::load(p)?,
-            None => Policy::default(),
+            Some(p) => ModerationPolicy::load(p)?,
+            None => ModerationPolicy::default(),
         };
         let classifier = moderation_classifier(&cfg.run)?;
         let metrics = Arc::new(Metrics::default());

@@ -284,7 +284,7 @@ fn default_refusal() -> String {
 /// What a deployment refuses, flags or allows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Policy {
+pub struct ModerationPolicy {
     #[serde(default)]
     pub categories: BTreeMap<String, Rule>,
     /// The brief answer given instead of a refused request or output.
@@ -295,18 +295,18 @@ pub struct Policy {
     pub moderate_outputs: bool,
 }
 
-impl Default for Policy {
+impl Default for ModerationPolicy {
     /// Refuses every category at 0.5.
-    fn default() -> Policy {
+    fn default() -> ModerationPolicy {
         let categories = CATEGORIES.iter().map(|c| (c.to_string(), Rule { action: Action::Refuse, threshold: 0.5 })).collect();
-        Policy { categories, refusal: default_refusal(), moderate_outputs: true }
+        ModerationPolicy { categories, refusal: default_refusal(), moderate_outputs: true }
     }
 }
 
-impl Policy {
-    pub fn from_toml(text: &str, path: &Path) -> Result<Policy> {
+impl ModerationPolicy {
+    pub fn from_toml(text: &str, path: &Path) -> Result<ModerationPolicy> {
         let bad = |msg: String| Error::Policy { path: path.to_path_buf(), msg };
-        let p: Policy = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let p: ModerationPolicy = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
         for (name, rule) in &p.categories {
             if !CATEGORIES.contains(&name.as_str()) {
                 return Err(bad(format!("unknown category \"{name}\" (known: {})", CATEGORIES.join(", "))));
@@ -321,9 +321,9 @@ impl Policy {
         Ok(p)
     }
 
-    pub fn load(path: &Path) -> Result<Policy> {
+    pub fn load(path: &Path) -> Result<ModerationPolicy> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Policy::from_toml(&text, path)
+        ModerationPolicy::from_toml(&text, path)
     }
 }
 
@@ -345,7 +345,7 @@ impl Verdict {
 /// The classifier and the policy.
 pub struct Moderator {
     pub classifier: Classifier,
-    pub policy: Policy,
+    pub policy: ModerationPolicy,
 }
 
 impl Moderator {

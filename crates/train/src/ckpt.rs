@@ -1,4 +1,4 @@
-//! Training checkpoints (DESIGN.md §4): a stage folder `R/<stage>/` holding `model.safetensors`,
+//! Training checkpoints: a stage folder `R/<stage>/` holding `model.safetensors`,
 //! `config.json`, `generation_config.json`, `trainer.safetensors` (AdamW moments) and `state.json`
 //! (step, data cursor, resolved config, sha256 of every file).
 //!

@@ -1,6 +1,6 @@
 //! AdamW with decoupled weight decay, global-norm gradient clipping and the learning-rate schedule.
 
-use chatforge_core::backend::{AdamW as AdamWStep, Backend};
+use chatforge_core::backend::{AdamWStep, Backend};
 use chatforge_core::model::Llama;
 use serde::{Deserialize, Serialize};
 

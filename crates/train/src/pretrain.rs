@@ -97,7 +97,7 @@ pub enum Budget {
 
 /// A tokenised corpus: train and val token streams (documents joined by `<|endoftext|>`), and the
 /// number of UTF-8 bytes each token id stands for (0 for special tokens) for bits per byte.
-pub struct Corpus {
+pub struct TokenShards {
     pub train: Vec<u32>,
     pub val: Vec<u32>,
     pub token_bytes: Vec<u32>,
@@ -187,7 +187,7 @@ pub enum TokenizerSpec {
 
 /// Prepares `R/tokenizer.json` and the token shards `R/tokens/{train,val}.bin` (reused when they
 /// exist: a resumed run reads the very same tokens).
-pub fn prepare_corpus(run: &RunDir, data: &Path, spec: &TokenizerSpec, verbose: bool) -> Result<(Tokenizer, Corpus)> {
+pub fn prepare_corpus(run: &RunDir, data: &Path, spec: &TokenizerSpec, verbose: bool) -> Result<(Tokenizer, TokenShards)> {
     std::fs::create_dir_all(run.tokens()).map_err(|e| Error::io(run.root(), e))?;
     let tok_path = run.tokenizer();
     let (train_path, val_path) = (run.train_tokens(), run.val_tokens());
@@ -238,7 +238,7 @@ pub fn prepare_corpus(run: &RunDir, data: &Path, spec: &TokenizerSpec, verbose: 
     for (name, p) in [("tokenizer.json", &tok_path), ("tokens/train.bin", &train_path), ("tokens/val.bin", &val_path)] {
         data_sha256.insert(name.to_string(), sha256_file(p)?);
     }
-    let corpus = Corpus { train, val, token_bytes, eot: tok.eot_id(), data_sha256 };
+    let corpus = TokenShards { train, val, token_bytes, eot: tok.eot_id(), data_sha256 };
     Ok((tok, corpus))
 }
 
@@ -262,7 +262,7 @@ pub fn batch_at(tokens: &[u32], cfg: &PretrainConfig, step: usize, micro: usize)
 
 /// Val loss (nats per token) and bits per byte over the first `eval_tokens` of the val stream,
 /// in non-overlapping windows. Special-token targets are left out of both.
-pub fn evaluate(model: &mut Llama<Cpu>, corpus: &Corpus, cfg: &PretrainConfig) -> (f64, f64) {
+pub fn evaluate(model: &mut Llama<Cpu>, corpus: &TokenShards, cfg: &PretrainConfig) -> (f64, f64) {
     let (b, t) = (cfg.batch, cfg.context);
     let windows = ((corpus.val.len() - 1) / t).min(cfg.eval_tokens.div_ceil(t)).max(1);
     let (mut nats, mut count, mut bytes) = (0.0f64, 0usize, 0u64);
@@ -297,7 +297,7 @@ pub fn evaluate(model: &mut Llama<Cpu>, corpus: &Corpus, cfg: &PretrainConfig) -
 
 /// Bits per byte of the val stream under the train stream's unigram distribution (add-one
 /// smoothing): the baseline a model that ignores context would reach.
-pub fn unigram_bpb(corpus: &Corpus) -> f64 {
+pub fn unigram_bpb(corpus: &TokenShards) -> f64 {
     let v = corpus.token_bytes.len();
     let mut counts = vec![1.0f64; v];
     for &x in &corpus.train {
@@ -314,7 +314,7 @@ pub fn unigram_bpb(corpus: &Corpus) -> f64 {
     nats / std::f64::consts::LN_2 / bytes.max(1) as f64
 }
 
-fn sample_text(model: &Llama<Cpu>, tok: &Tokenizer, corpus: &Corpus, n: usize, seed: u64) -> String {
+fn sample_text(model: &Llama<Cpu>, tok: &Tokenizer, corpus: &TokenShards, n: usize, seed: u64) -> String {
     // Prompt: the first line of the val text (a person can judge the continuation).
     let prompt: Vec<u32> = corpus.val.iter().copied().take(8).collect();
     let params = SamplingParams { temperature: 0.8, top_k: 40, top_p: 1.0 };
@@ -327,14 +327,14 @@ fn sample_text(model: &Llama<Cpu>, tok: &Tokenizer, corpus: &Corpus, n: usize, s
 
 /// Options that are about this invocation, not the run.
 #[derive(Debug, Clone, Default)]
-pub struct RunOptions {
+pub struct PretrainOptions {
     /// Load this checkpoint folder instead of `R/base` (e.g. `R/base.prev` after corruption).
     pub resume_from: Option<PathBuf>,
     pub quiet: bool,
 }
 
 /// Seconds one optimizer step takes for this config, measured on a throwaway forward+backward.
-fn calibrate_step_seconds(model: &mut Llama<Cpu>, corpus: &Corpus, cfg: &PretrainConfig) -> f64 {
+fn calibrate_step_seconds(model: &mut Llama<Cpu>, corpus: &TokenShards, cfg: &PretrainConfig) -> f64 {
     let (ids, targets) = batch_at(&corpus.train, cfg, 0, 0);
     let mut best = f64::MAX;
     for _ in 0..2 {
@@ -353,8 +353,8 @@ pub fn pretrain(
     cfg: PretrainConfig,
     budget: Budget,
     tok: &Tokenizer,
-    corpus: &Corpus,
-    opts: &RunOptions,
+    corpus: &TokenShards,
+    opts: &PretrainOptions,
 ) -> Result<PretrainOutcome> {
     let say = |s: String| {
         if !opts.quiet {

@@ -1,0 +1,113 @@
+//! Constrained decoding for `response_format`: a byte-level JSON state machine, optionally shaped
+//! by a JSON schema, that says which tokens may come next.
+//!
+//! At each step every token of the vocabulary is tried against a copy of the state: its bytes must
+//! keep the output a prefix of a JSON text the schema allows, and the shortest way to finish the
+//! text from there must still fit in the tokens left (`max_tokens`). The logits of all other tokens
+//! are set to −∞ before sampling. Since a byte-level BPE has a token for every byte, the shortest
+//! completion can always be spelt byte by byte, so the output always parses and matches the schema
+//! when generation ends, whatever the model wants to say. Once the text is complete, only
+//! `<|im_end|>` is allowed.
+//!
+//! The output is compact JSON (one optional space after `:` and `,`). Supported schema keywords:
+//! `type` (`object`, `array`, `string`, `number`, `integer`, `boolean`, `null`), `properties`,
+//! `required`, `items`, `enum` (of any JSON values); `title`, `description`, `additionalProperties`
+//! (treated as false: only the listed properties are produced, each at most once, in any order), `$schema` and
+//! `strict` are accepted and ignored. Anything else (`anyOf`, `$ref`, `pattern`, ...) is rejected so
+//! that a request never gets output that does not match the schema it sent. Strings use the
+//! escapes `\" \\ \/ \b \f \n \r \t` (no `\u`: the model writes UTF-8 directly).
+//!
+//! # Layout
+//! `schema` compiles a `response_format` (a JSON schema, or any JSON object) into a [`Grammar`];
+//! `state` is the byte-level state machine that walks it ([`JsonState`]: which bytes may come
+//! next, and the fewest bytes that finish the text); `decode` applies it to the vocabulary at
+//! every step ([`JsonConstraint`] masks the logits, with the [`TokenTable`] of token bytes). The
+//! tests, here, run grammars and states together.
+
+mod decode;
+mod schema;
+mod state;
+
+pub use decode::{JsonConstraint, TokenTable};
+pub use schema::Grammar;
+pub use state::JsonState;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn accepts(g: &Grammar, text: &str) -> bool {
+        let mut s = g.start();
+        s.feed(g, text.as_bytes()) && s.complete(g)
+    }
+
+    #[test]
+    fn json_object_accepts_objects_only() {
+        let g = Grammar::json_object();
+        for ok in [r#"{}"#, r#"{"a": 1, "b": [true, null, -0.5e3, "x\n"], "c": {"d": {}}}"#, r#"{"é": "ü"}"#] {
+            assert!(accepts(&g, ok), "{ok}");
+        }
+        for bad in [r#"[]"#, r#"{"a" 1}"#, r#"{"a":01}"#, r#"{"a":tru}"#, r#"{"a":"\u0041"}"#, r#"{,}"#, r#" {}"#, r#"{"a":1,}"#] {
+            assert!(!accepts(&g, bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn schema_fixes_keys_types_and_required() {
+        let schema = json!({"type": "object", "properties": {
+            "name": {"type": "string"}, "age": {"type": "integer"}, "tags": {"type": "array", "items": {"enum": ["a", "b"]}},
+            "ok": {"type": "boolean"}}, "required": ["name", "age"]});
+        let g = Grammar::from_schema(&schema).unwrap();
+        assert!(accepts(&g, r#"{"name":"Ann","age":3}"#));
+        assert!(accepts(&g, r#"{"name": "Ann", "age": 3, "tags": ["a", "b"], "ok": false}"#));
+        assert!(accepts(&g, r#"{"name":"Ann","age":3,"ok":true}"#));
+        assert!(!accepts(&g, r#"{"name":"Ann"}"#), "missing required key");
+        assert!(accepts(&g, r#"{"age":3,"name":"Ann"}"#), "any order");
+        assert!(!accepts(&g, r#"{"age":3,"name":"Ann","age":4}"#), "a key twice");
+        assert!(!accepts(&g, r#"{"name":"Ann","age":3.5}"#), "integer");
+        assert!(!accepts(&g, r#"{"name":"Ann","age":3,"tags":["c"]}"#), "enum");
+        assert!(!accepts(&g, r#"{"name":"Ann","age":3,"x":1}"#), "unknown key");
+        assert_eq!(g.start().min_remaining(&g), r#"{"name":"","age":0}"#.len());
+        assert!(Grammar::from_schema(&json!({"anyOf": []})).is_err());
+        assert!(Grammar::from_schema(&json!({"enum": (0..65).collect::<Vec<_>>()})).is_err());
+        assert!(Grammar::from_schema(&json!({"type": "object", "required": ["x"], "properties": {}})).is_err());
+    }
+
+    #[test]
+    fn top_level_scalars() {
+        let g = Grammar::from_schema(&json!({"enum": [1, 10, "x"]})).unwrap();
+        assert!(accepts(&g, "1") && accepts(&g, "10") && accepts(&g, "\"x\""));
+        assert!(!accepts(&g, "11") && !accepts(&g, "\"y\""));
+        let g = Grammar::from_schema(&json!({"type": "number"})).unwrap();
+        assert!(accepts(&g, "-12.5e3") && !accepts(&g, "-") && !accepts(&g, "1."));
+    }
+
+    #[test]
+    fn min_remaining_is_a_shortest_completion() {
+        // From any prefix, some single byte lowers the count by one, down to a complete value.
+        let g = Grammar::from_schema(&json!({"type": "object", "properties": {"a": {"type": "array", "items": {"type": "number"}},
+            "b": {"type": "object", "properties": {"c": {"type": "null"}}, "required": ["c"]}}, "required": ["a", "b"]}))
+        .unwrap();
+        let opt = Grammar::from_schema(&json!({"type": "object", "properties": {"n": {"type": "string"}, "pet": {"type": "object",
+            "properties": {"alive": {"type": "boolean"}}, "required": ["alive"]}}, "required": ["n"]}))
+        .unwrap();
+        let mut s = opt.start();
+        assert!(s.feed(&opt, br#"{"n":"x","#));
+        assert_eq!(s.min_remaining(&opt), r#""pet":{"alive":true}}"#.len(), "after a comma an optional property must follow");
+        for prefix in ["", "{", r#"{"a"#, r#"{"a":[1"#, r#"{"a":[1,"#, r#"{"a":[-"#, r#"{"a":[],"b":{"c":n"#, r#"{"a":[],"#] {
+            let mut s = g.start();
+            assert!(s.feed(&g, prefix.as_bytes()), "{prefix}");
+            let mut steps = 0;
+            while !s.complete(&g) {
+                let m = s.min_remaining(&g);
+                let next = (0u8..=127)
+                    .map(|b| (b, s.clone()))
+                    .find_map(|(b, mut t)| (t.feed(&g, &[b]) && t.min_remaining(&g) == m - 1).then_some(t));
+                s = next.unwrap_or_else(|| panic!("no byte shortens {prefix} (min {m})"));
+                steps += 1;
+                assert!(steps < 100);
+            }
+        }
+    }
+}
