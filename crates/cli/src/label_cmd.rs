@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chatforge_data::chat::{load_prompts, Conversation};
-use chatforge_serve::label::{routes, LabelConfig, Labeler, ModelSampler};
+use chatforge_serve::label::{routes, Labeler, ModelSampler, RaterConfig};
 use chatforge_serve::web::open_store;
 use chatforge_stages::label::{self, pairs_per_prompt};
 use chatforge_stages::Run;
@@ -96,7 +96,7 @@ pub fn run(a: LabelArgs) -> anyhow::Result<()> {
     let db = run.dir.feedback();
     let store = open_store(&db).with_context(|| format!("opening {}", db.display()))?;
     let sampler = Arc::new(ModelSampler::new(name.clone(), model, tok, a.temperature, a.top_p, a.max_tokens));
-    let cfg = LabelConfig { ahead: a.ahead.max(1), seed: a.seed, source, wait: Duration::from_secs(300) };
+    let cfg = RaterConfig { ahead: a.ahead.max(1), seed: a.seed, source, wait: Duration::from_secs(300) };
     let n = prompts.len();
     let labeler = Labeler::start(store, sampler, prompts, cfg)?;
     let app = routes(labeler.clone());

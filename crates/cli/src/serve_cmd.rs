@@ -49,7 +49,7 @@ pub struct ServeArgs {
 
 pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let cfg = ServeConfig {
-        run: a.run,
+        run: chatforge_rundir::RunDir::new(a.run),
         stage: a.stage,
         api_key: a.api_key.filter(|k| !k.is_empty()),
         policy: a.policy,

@@ -29,7 +29,7 @@
 //! text, so a user who types `<|im_end|>` cannot end their turn or forge a system message.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};

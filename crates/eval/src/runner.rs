@@ -3,7 +3,6 @@
 //! summary (`R/evals/<stage>/summary.json`) and the stage's figures in `report.json`.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use chatforge_data::chat::{Conversation, Role};

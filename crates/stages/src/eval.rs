@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use chatforge_eval::registry::{bundled_registry_dir, Class};
 use chatforge_eval::runner::training_keys;
-use chatforge_eval::{record, run_eval, CheckpointReward, EvalOutcome, EvalSpec, Helpers, ModelPolicy, Policy, Registry, RewardModel, RunOptions};
+use chatforge_eval::{record, run_eval, CheckpointReward, EvalOutcome, EvalSpec, Helpers, ModelPolicy, Policy, Registry, Rewarder, EvalOptions};
 use chatforge_rundir::RunDir;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -102,9 +102,9 @@ pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
     }
     let mut helpers = Helpers {
         judges: judge_models.iter_mut().map(|(k, v)| (k.clone(), v as &mut dyn Policy)).collect(),
-        reward: reward.as_mut().map(|r| r as &mut dyn RewardModel),
+        reward: reward.as_mut().map(|r| r as &mut dyn Rewarder),
     };
-    let opts = RunOptions {
+    let opts = EvalOptions {
         run: run.dir.clone(),
         stage: cfg.stage.clone(),
         plain: cfg.stage == "base",

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use chatforge_train::pretrain::{pretrain, Budget, PretrainConfig, PretrainOutcome, RunOptions as PretrainOptions};
+use chatforge_train::pretrain::{pretrain, Budget, PretrainConfig, PretrainOutcome, PretrainOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, Run};

@@ -76,15 +76,15 @@ pub fn run(run: &Run, cfg: &Config) -> Result<ScalingReport> {
             factor
         );
     }
-    let mut s = scaling::ladder_and_predict(run.dir.root(), &scfg, &tok, &corpus, run.quiet)?;
+    let mut s = scaling::ladder_and_predict(&run.dir, &scfg, &tok, &corpus, run.quiet)?;
     if !run.quiet {
         println!("{}", summary(&s));
         println!("prediction written to {} before training the target", run.dir.scaling_json().display());
     }
     if cfg.run_target {
-        let target = scaling::run_target(run.dir.root(), &scfg, &tok, &corpus, run.quiet)?;
+        let target = scaling::run_target(&run.dir, &scfg, &tok, &corpus, run.quiet)?;
         s.set_actual(&target);
-        scaling::write(run.dir.root(), &s)?;
+        scaling::write(&run.dir, &s)?;
     }
     Ok(s)
 }
@@ -99,7 +99,7 @@ pub fn plan(run: &Run, base: &PretrainConfig, ladder: Vec<Rung>, cap: usize) -> 
     b.optim.lr = BASE_LR;
     let mut scfg = ScaleConfig { base: b, ladder, target: Rung { depth: base.depth, tokens: cap }, bootstrap: 200 };
     let (tok, corpus) = crate::tokenizer::run(run, &Default::default())?;
-    let s = scaling::ladder_and_predict(run.dir.root(), &scfg, &tok, &corpus, run.quiet)?;
+    let s = scaling::ladder_and_predict(&run.dir, &scfg, &tok, &corpus, run.quiet)?;
     let optimal = s.fit.chinchilla.as_ref().map(|c| c.law().optimal_tokens(s.target.compute_params));
     match (&s.fit.chinchilla, optimal) {
         (Some(c), Some(d)) => {
@@ -117,7 +117,7 @@ pub fn plan(run: &Run, base: &PretrainConfig, ladder: Vec<Rung>, cap: usize) -> 
         Some(d) if d.is_finite() && d < cap as f64 => {
             scfg.target.tokens = (d as usize).max(base.tokens_per_step());
             println!("  training {} tokens: past them a bigger model would use the compute better", scfg.target.tokens);
-            scaling::ladder_and_predict(run.dir.root(), &scfg, &tok, &corpus, true)?
+            scaling::ladder_and_predict(&run.dir, &scfg, &tok, &corpus, true)?
         }
         _ => s,
     };

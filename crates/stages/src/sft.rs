@@ -15,7 +15,7 @@ use chatforge_core::model::Llama;
 use chatforge_data::chat::{load_jsonl, write_jsonl, Conversation};
 use chatforge_data::tasks::grade;
 use chatforge_eval::runner::training_keys;
-use chatforge_eval::{headline, run_eval, Borrowed, Helpers, Registry, RunOptions};
+use chatforge_eval::{headline, run_eval, Borrowed, Helpers, Registry, EvalOptions};
 use chatforge_rundir::fs::write_atomic;
 use chatforge_rundir::plot::line_plot;
 use chatforge_rundir::report::read_metrics;
@@ -124,7 +124,7 @@ pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
             let registry = Registry::load(&crate::eval::registry_dir(None)?)?;
             let specs = registry.select(&cfg.evals)?;
             let keys = training_keys(&run.dir);
-            let opts = RunOptions { limit: Some(cfg.eval_limit), many_samples: Some(10), ..RunOptions::new(&run.dir, "sft") };
+            let opts = EvalOptions { limit: Some(cfg.eval_limit), many_samples: Some(10), ..EvalOptions::new(&run.dir, "sft") };
             let mut hook = |model: &mut Llama<Cpu>, _step: usize| -> chatforge_train::Result<(serde_json::Value, String)> {
                 let mut policy = Borrowed { model, tok, batch: 32 };
                 let mut figures = serde_json::Map::new();

@@ -99,7 +99,7 @@ pub fn run(run: &Run, quick: bool) -> Result<()> {
     println!("{}", pretrain::summary(run, &out));
     if let Some((scfg, mut s)) = plan {
         s.set_actual(&scaling::point_of(&scfg, scfg.target, tok.vocab_size(), &out));
-        scaling::write(run.dir.root(), &s)?;
+        scaling::write(&run.dir, &s)?;
         println!(
             "scaling: predicted {:.4} [{:.4}, {:.4}] before training, actual {:.4}: relative error {:+.2}% ({} the interval)",
             s.predicted_loss,
@@ -137,7 +137,7 @@ pub fn run(run: &Run, quick: bool) -> Result<()> {
 
     let t = Instant::now();
     let mut dpo_cfg = dpo::Config::default();
-    dpo_cfg.train.epochs = pick(0.2, 0.15);
+    dpo_cfg.train.epochs = if quick { 0.2 } else { 0.15 };
     let d = dpo::run(run, &dpo_cfg)?;
     println!("{}", d.summary());
     lap("dpo", t);

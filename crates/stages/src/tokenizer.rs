@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use chatforge_data::tokenizer::Tokenizer;
-use chatforge_train::pretrain::{prepare_corpus, Corpus as TokenShards, TokenizerSpec};
+use chatforge_train::pretrain::{prepare_corpus, TokenShards, TokenizerSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, Run};

@@ -10,7 +10,6 @@
 //! of rejected *and* chosen answers, and the PTX term holds on to what SFT taught.
 
 use chatforge_rundir::RunDir;
-use std::path::Path;
 
 use chatforge_core::backend::IGNORE;
 use chatforge_core::checkpoint::load_model;

@@ -5,7 +5,6 @@
 
 use chatforge_rundir::RunDir;
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Instant;
 
 use chatforge_core::cpu::Cpu;

@@ -449,13 +449,13 @@ pub fn plot_rl(run: &RunDir) -> Result<()> {
     let pick = |k: &str| -> Vec<(f64, f64)> { m.iter().filter_map(|v| Some((v["step"].as_f64()?, v[k].as_f64()?))).collect() };
     let d = report::read_metrics(run, "dpo");
     let dpo_acc: Vec<(f64, f64)> = d.iter().filter_map(|v| Some((v["step"].as_f64()?, v["reward_accuracy"].as_f64()?))).collect();
-    chatforge_rundir::plot::line_plot(
+    Ok(chatforge_rundir::plot::line_plot(
         &run.plot("rl.svg"),
         "RLHF: PPO reward and KL per iteration; DPO reward accuracy per step",
         "iteration / step",
         "value",
         &[("PPO mean RM reward", pick("reward")), ("PPO KL to SFT (nats/answer)", pick("kl")), ("DPO reward accuracy", dpo_acc)],
-    )
+    )?)
 }
 
 #[cfg(test)]

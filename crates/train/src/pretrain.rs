@@ -520,7 +520,7 @@ fn check_memory(mc: &LlamaConfig, cfg: &PretrainConfig) -> Result<()> {
 
 /// `R/plots/loss.svg`: train loss per step and val loss at each eval.
 pub fn plot_loss(run: &RunDir) -> Result<()> {
-    report::plot_stage_loss(run, "base", "pretraining loss", "loss.svg")
+    Ok(report::plot_stage_loss(run, "base", "pretraining loss", "loss.svg")?)
 }
 
 #[cfg(test)]

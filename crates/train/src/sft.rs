@@ -2,7 +2,6 @@
 //! on assistant tokens only. Batches pack whole conversations into rows of the context length.
 
 use chatforge_rundir::RunDir;
-use std::path::Path;
 
 use chatforge_core::backend::IGNORE;
 use chatforge_core::checkpoint::load_model;

@@ -4,7 +4,6 @@
 
 use chatforge_rundir::layout::STATE;
 use chatforge_rundir::RunDir;
-use std::path::{Path, PathBuf};
 
 use chatforge_data::tokenizer::Tokenizer;
 use indicatif::{ProgressBar, ProgressStyle};

@@ -40,7 +40,6 @@ mod prediction;
 
 use chatforge_rundir::report::{self, Key};
 use chatforge_rundir::RunDir;
-use std::path::Path;
 use std::time::Instant;
 
 use chatforge_data::tokenizer::Tokenizer;
