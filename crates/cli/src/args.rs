@@ -93,4 +93,3 @@ impl PpoFlags {
         c
     }
 }
-

@@ -40,7 +40,13 @@ pub struct CompareArgs {
 
 impl CompareArgs {
     pub fn config(&self) -> compare::Config {
-        compare::Config { a: self.a.clone(), b: self.b.clone(), temperature: self.temperature, b_temperature: self.b_temperature, seed: self.seed }
+        compare::Config {
+            a: self.a.clone(),
+            b: self.b.clone(),
+            temperature: self.temperature,
+            b_temperature: self.b_temperature,
+            seed: self.seed,
+        }
     }
 }
 

@@ -20,12 +20,16 @@ mod scale_cmd;
 mod serve_cmd;
 mod sft_cmd;
 mod speedrun_cmd;
-mod tokenizer_cmd;
 #[cfg(test)]
 mod tests;
+mod tokenizer_cmd;
 
 #[derive(Parser)]
-#[command(name = "chatforge", version, about = "Build your own ChatGPT end to end: data, tokenizer, pretraining, SFT, preference labels, a reward model, RLHF (PPO, DPO), evals and a server.")]
+#[command(
+    name = "chatforge",
+    version,
+    about = "Build your own ChatGPT end to end: data, tokenizer, pretraining, SFT, preference labels, a reward model, RLHF (PPO, DPO), evals and a server."
+)]
 struct Cli {
     /// Worker threads (default: all cores).
     #[arg(long, global = true)]

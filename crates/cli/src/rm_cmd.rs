@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
+use chatforge_rundir::Key;
 use chatforge_stages::rm::{self, Raters};
 use chatforge_stages::{label, Run};
-use chatforge_rundir::Key;
 use clap::Args;
 
 fn d() -> rm::Config {

@@ -91,10 +91,19 @@ pub fn run(a: SampleArgs) -> anyhow::Result<()> {
     let (n, best) = (dist.n, f.order[0]);
     if a.best_of.is_some() {
         println!("{}", f.answers[best]);
-        eprintln!("(best of {n} by the reward model: {:.3}; sampled in {:.1} s, scored in {:.1} s)", f.rewards[best], dist.sample_s, dist.score_s);
+        eprintln!(
+            "(best of {n} by the reward model: {:.3}; sampled in {:.1} s, scored in {:.1} s)",
+            f.rewards[best], dist.sample_s, dist.score_s
+        );
         return Ok(());
     }
-    println!("{n} samples ({} distinct) in {:.1} s ({:.0}/s), scored in {:.1} s", dist.distinct, dist.sample_s, n as f64 / dist.sample_s, dist.score_s);
+    println!(
+        "{n} samples ({} distinct) in {:.1} s ({:.0}/s), scored in {:.1} s",
+        dist.distinct,
+        dist.sample_s,
+        n as f64 / dist.sample_s,
+        dist.score_s
+    );
     println!("reward: mean {:.3}, std {:.3}", dist.mean, dist.std);
     println!("  {}", dist.percentiles.iter().map(|(q, r)| format!("p{:<3} {:>7.3}", (q * 100.0) as u32, r)).collect::<Vec<_>>().join("  "));
     // A text histogram of the rewards.

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, TensorView};
-use safetensors::SafeTensors;
 use chatforge_rundir::fs::write_atomic;
 use chatforge_rundir::layout::{CONFIG, MODEL};
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
 
 use crate::backend::Backend;
 use crate::config::LlamaConfig;

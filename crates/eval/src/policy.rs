@@ -117,10 +117,7 @@ impl Policy for Borrowed<'_> {
         };
         let mut out = Vec::with_capacity(prompts.len());
         for (chunk, seeds) in prompts.chunks(self.batch.max(1)).zip(seeds.chunks(self.batch.max(1))) {
-            let ids: Vec<Vec<u32>> = chunk
-                .iter()
-                .map(|p| keep_last(self.ids(p), cap))
-                .collect();
+            let ids: Vec<Vec<u32>> = chunk.iter().map(|p| keep_last(self.ids(p), cap)).collect();
             let one_line: Vec<bool> = chunk.iter().map(|p| matches!(p, Prompt::Text(_))).collect();
             let keep_going = |i: usize, t: u32| !(one_line[i] && newline.get(t as usize).copied().unwrap_or(false));
             for (p, ans) in chunk.iter().zip(generate_batch(self.model, &ids, &opts, seeds, keep_going)) {

@@ -35,14 +35,7 @@ pub struct EvalOptions {
 
 impl EvalOptions {
     pub fn new(run: &RunDir, stage: &str) -> EvalOptions {
-        EvalOptions {
-            run: run.clone(),
-            stage: stage.to_string(),
-            plain: stage == "base",
-            many_samples: None,
-            limit: None,
-            quiet: true,
-        }
+        EvalOptions { run: run.clone(), stage: stage.to_string(), plain: stage == "base", many_samples: None, limit: None, quiet: true }
     }
 }
 

@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chatforge_data::chat::{Conversation, Message, Role};
+use chatforge_rundir::fs::sha256_hex;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use chatforge_rundir::fs::sha256_hex;
 
 use crate::error::{Error, Result};
 

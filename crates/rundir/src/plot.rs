@@ -97,7 +97,6 @@ pub fn bar_plot(path: &Path, title: &str, xlabel: &str, ylabel: &str, width: f64
     Ok(())
 }
 
-
 /// A histogram of `values` in `bins` equal bins, drawn by [`bar_plot`].
 pub fn histogram_plot(path: &Path, title: &str, xlabel: &str, values: &[f64], bins: usize) -> Result<()> {
     let vals: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();

@@ -73,8 +73,8 @@ impl Report {
 /// Merges `figures` (a struct or map) into `report.json` under `key`, then re-renders the
 /// report card. Fields already there and not in `figures` are kept.
 pub fn record(run: &RunDir, key: Key, figures: &impl Serialize) -> Result<()> {
-    let figures = serde_json::to_value(figures)
-        .map_err(|e| Error::Format { path: run.report_json(), msg: format!("figures of {key:?}: {e}") })?;
+    let figures =
+        serde_json::to_value(figures).map_err(|e| Error::Format { path: run.report_json(), msg: format!("figures of {key:?}: {e}") })?;
     let mut report = Report::load(run).0;
     let mut slot = &mut report;
     for part in key.path() {

@@ -66,11 +66,8 @@ pub struct ModelSampler {
 
 impl ModelSampler {
     pub fn new(name: String, model: Llama<Cpu>, tok: Tokenizer, temperature: f32, top_p: f32, max_tokens: usize) -> ModelSampler {
-        let opts = GenOptions {
-            max_new: max_tokens,
-            params: SamplingParams { temperature, top_k: 0, top_p },
-            stop_ids: tok.chat_stop_ids(),
-        };
+        let opts =
+            GenOptions { max_new: max_tokens, params: SamplingParams { temperature, top_k: 0, top_p }, stop_ids: tok.chat_stop_ids() };
         ModelSampler { name, model, tok, opts }
     }
 }

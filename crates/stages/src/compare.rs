@@ -13,7 +13,7 @@ use chatforge_rundir::Key;
 use chatforge_train::compare::{answers, judge, WinRate};
 use serde::{Deserialize, Serialize};
 
-use crate::{Run, Result};
+use crate::{Result, Run};
 
 /// Answer length of every comparison (tokens).
 const MAX_NEW: usize = 64;

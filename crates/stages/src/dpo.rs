@@ -12,7 +12,7 @@ use chatforge_train::ppo::plot_rl;
 use serde::{Deserialize, Serialize};
 
 use crate::compare::{safety, win_rate, Safety};
-use crate::{Run, Result};
+use crate::{Result, Run};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Config {

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use chatforge_eval::registry::{bundled_registry_dir, Class};
 use chatforge_eval::runner::training_keys;
-use chatforge_eval::{record, run_eval, CheckpointReward, EvalOutcome, EvalSpec, Helpers, ModelPolicy, Policy, Registry, Rewarder, EvalOptions};
+use chatforge_eval::{
+    record, run_eval, CheckpointReward, EvalOptions, EvalOutcome, EvalSpec, Helpers, ModelPolicy, Policy, Registry, Rewarder,
+};
 use chatforge_rundir::RunDir;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -125,7 +125,8 @@ pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
     let mut rows = vec![];
     let mut k = 1;
     while k <= cfg.n {
-        let pick = |scores: &[Vec<f32>]| -> Vec<String> { best_of(scores, k).into_iter().zip(&samples).map(|(j, s)| s[j].clone()).collect() };
+        let pick =
+            |scores: &[Vec<f32>]| -> Vec<String> { best_of(scores, k).into_iter().zip(&samples).map(|(j, s)| s[j].clone()).collect() };
         let w: Vec<WinRate> = [&by_rm, &by_gold, &by_blind].iter().map(|s| judge(&panel, test, &pick(s), &base)).collect();
         rows.push(BestOf { k, reward_model: (&w[0]).into(), gold: (&w[1]).into(), blind: (&w[2]).into() });
         k *= 2;
@@ -144,9 +145,8 @@ pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
             .collect(),
     };
     run.record(Key::Stage("headroom"), &figures)?;
-    let series = |f: fn(&BestOf) -> &Win| -> Vec<(f64, f64)> {
-        figures.best_of.iter().map(|b| (b.k as f64, 100.0 * f(b).win_rate)).collect()
-    };
+    let series =
+        |f: fn(&BestOf) -> &Win| -> Vec<(f64, f64)> { figures.best_of.iter().map(|b| (b.k as f64, 100.0 * f(b).win_rate)).collect() };
     let even: Vec<(f64, f64)> = figures.best_of.iter().map(|b| (b.k as f64, 50.0)).collect();
     line_plot(
         &run.dir.plot("headroom.svg"),

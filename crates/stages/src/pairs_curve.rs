@@ -61,7 +61,8 @@ fn sub_run(run: &Run, n: usize) -> Result<Run> {
     std::fs::create_dir_all(sub.root()).map_err(|e| Error::io(sub.root(), e))?;
     let targets = sub.shared_with_subruns();
     for (from, to) in run.dir.shared_with_subruns().iter().zip(&targets) {
-        let from = std::fs::canonicalize(from).map_err(|e| Error::Input(format!("{} needs {}: {e}", run.dir.root().display(), from.display())))?;
+        let from =
+            std::fs::canonicalize(from).map_err(|e| Error::Input(format!("{} needs {}: {e}", run.dir.root().display(), from.display())))?;
         if std::fs::symlink_metadata(to).is_err() {
             std::os::unix::fs::symlink(&from, to).map_err(|e| Error::io(to, e))?;
         }
@@ -74,7 +75,9 @@ fn sub_run(run: &Run, n: usize) -> Result<Run> {
 pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
     // Checked before the store is opened, which would create an empty one.
     if !run.dir.has_model("sft") {
-        return Err(run.missing("SFT model (sft/model.safetensors)", format!("run `chatforge sft --run {}` first", run.dir.root().display())));
+        return Err(
+            run.missing("SFT model (sft/model.safetensors)", format!("run `chatforge sft --run {}` first", run.dir.root().display()))
+        );
     }
     let total = if run.dir.feedback().exists() { run.store()?.pairs(&PairFilter::default())?.len() } else { 0 };
     if total == 0 {
@@ -117,7 +120,13 @@ pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
             rm_heldout_accuracy: Some(rm_out.heldout_accuracy),
             kl: Some(p.kl),
         });
-        dpo_rows.push(Point { pairs: n, win_rate: d.win_rate_vs_sft, ci95: d.win_rate_vs_sft_detail.ci95, rm_heldout_accuracy: None, kl: None });
+        dpo_rows.push(Point {
+            pairs: n,
+            win_rate: d.win_rate_vs_sft,
+            ci95: d.win_rate_vs_sft_detail.ci95,
+            rm_heldout_accuracy: None,
+            kl: None,
+        });
     }
     run.record(Key::Stage("ppo"), &Curve { win_rate_by_pairs: ppo_rows.clone() })?;
     run.record(Key::Stage("dpo"), &Curve { win_rate_by_pairs: dpo_rows.clone() })?;

@@ -19,7 +19,7 @@ use chatforge_train::sft::SftData;
 use serde::{Deserialize, Serialize};
 
 use crate::compare::{safety, win_rate, Safety};
-use crate::{Run, Result};
+use crate::{Result, Run};
 
 /// The recipe: [`chatforge_train::ppo::PpoConfig::default()`] (20 iterations of 32 answers in
 /// groups of 4, KL β 0.02 adapted toward 3 nats per answer, lr 5e-5, PPO-ptx weight 0.5).
@@ -118,10 +118,7 @@ pub fn summary(stage: &str, w: &WinRate, before: &Safety, after: &Safety) -> Str
 impl Figures {
     pub fn summary(&self) -> String {
         let mut s = summary("ppo", &self.win_rate_vs_sft_detail, &self.before, &self.after);
-        s += &format!(
-            "\n  final KL to SFT {:.2} nats/answer, mean RM reward {:.3} (rise {:+.3})",
-            self.kl, self.reward, self.reward_rise
-        );
+        s += &format!("\n  final KL to SFT {:.2} nats/answer, mean RM reward {:.3} (rise {:+.3})", self.kl, self.reward, self.reward_rise);
         if let Some(w) = &self.warning {
             s += &format!("\nWARNING: {w}");
         }

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use chatforge_train::pretrain::{pretrain, Budget, PretrainConfig, PretrainOutcome, PretrainOptions};
+use chatforge_train::pretrain::{pretrain, Budget, PretrainConfig, PretrainOptions, PretrainOutcome};
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, Run};

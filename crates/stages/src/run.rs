@@ -81,11 +81,18 @@ impl Run {
             load_suite(&dir)?
         } else {
             let corpus = Corpus::bundled()?;
-            let cfg = if small { SuiteConfig::small(SUITE_SEED, SMALL_SUITE) } else { SuiteConfig { seed: SUITE_SEED, ..Default::default() } };
+            let cfg =
+                if small { SuiteConfig::small(SUITE_SEED, SMALL_SUITE) } else { SuiteConfig { seed: SUITE_SEED, ..Default::default() } };
             let s = generate_suite(&cfg, &corpus);
             write_suite(&s, &dir)?;
             if !self.quiet {
-                println!("task suite: {} train / {} val / {} test conversations in {}", s.train.len(), s.val.len(), s.test.len(), dir.display());
+                println!(
+                    "task suite: {} train / {} val / {} test conversations in {}",
+                    s.train.len(),
+                    s.val.len(),
+                    s.test.len(),
+                    dir.display()
+                );
             }
             s
         };
@@ -117,9 +124,10 @@ impl Run {
     /// `R/rm`, the reward model.
     pub fn reward_model(&self) -> Result<RewardModel> {
         if !self.dir.has_model("rm") {
-            return Err(
-                self.missing("rm/model.safetensors", format!("train the reward model first: `chatforge rm --run {}`", self.dir.root().display()))
-            );
+            return Err(self.missing(
+                "rm/model.safetensors",
+                format!("train the reward model first: `chatforge rm --run {}`", self.dir.root().display()),
+            ));
         }
         Ok(RewardModel::load(&self.dir.stage("rm"))?)
     }

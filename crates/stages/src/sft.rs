@@ -15,7 +15,7 @@ use chatforge_core::model::Llama;
 use chatforge_data::chat::{load_jsonl, write_jsonl, Conversation};
 use chatforge_data::tasks::grade;
 use chatforge_eval::runner::training_keys;
-use chatforge_eval::{headline, run_eval, Borrowed, Helpers, Registry, EvalOptions};
+use chatforge_eval::{headline, run_eval, Borrowed, EvalOptions, Helpers, Registry};
 use chatforge_rundir::fs::write_atomic;
 use chatforge_rundir::plot::line_plot;
 use chatforge_rundir::report::read_metrics;

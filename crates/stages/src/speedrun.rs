@@ -113,7 +113,8 @@ pub fn run(run: &Run, quick: bool) -> Result<()> {
     lap("pretrain", t);
 
     let t = Instant::now();
-    let sft_cfg = sft::Config { train: SftConfig { steps: pick(150, 1000), ..Default::default() }, small_suite: quick, ..Default::default() };
+    let sft_cfg =
+        sft::Config { train: SftConfig { steps: pick(150, 1000), ..Default::default() }, small_suite: quick, ..Default::default() };
     let sft_out = sft::run(run, &sft_cfg)?;
     println!("{}", sft_out.summary());
     lap("sft", t);

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 
 use chatforge_core::backend::Backend;
 use chatforge_core::checkpoint::{load_model, save_model, tensors_to_bytes, TensorFile};
-use chatforge_rundir::fs::{sha256_file, verify_sha256, write_atomic};
-use chatforge_rundir::layout::{GENERATION_CONFIG, STATE, TRAINER};
 use chatforge_core::cpu::Cpu;
 use chatforge_core::model::Llama;
+use chatforge_rundir::fs::{sha256_file, verify_sha256, write_atomic};
+use chatforge_rundir::layout::{GENERATION_CONFIG, STATE, TRAINER};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
 

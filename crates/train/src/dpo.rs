@@ -13,12 +13,12 @@ use chatforge_rundir::RunDir;
 
 use chatforge_core::backend::IGNORE;
 use chatforge_core::checkpoint::load_model;
-use chatforge_rundir::fs::sha256_hex;
 use chatforge_core::cpu::Cpu;
 use chatforge_core::model::Llama;
 use chatforge_data::chat::encode_prompt;
 use chatforge_data::tokenizer::Tokenizer;
 use chatforge_feedback::Pair;
+use chatforge_rundir::fs::sha256_hex;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 

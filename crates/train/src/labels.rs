@@ -101,10 +101,7 @@ pub fn sample_answers(
 ) -> Vec<Vec<String>> {
     let opts = GenOptions { max_new, params, stop_ids: tok.chat_stop_ids() };
     let cap = model.cfg.max_position_embeddings.saturating_sub(max_new).max(1);
-    let encoded: Vec<Vec<u32>> = prompts
-        .iter()
-        .map(|c| encode_prompt_capped(tok, c, cap))
-        .collect();
+    let encoded: Vec<Vec<u32>> = prompts.iter().map(|c| encode_prompt_capped(tok, c, cap)).collect();
     let jobs: Vec<(usize, usize)> = (0..prompts.len()).flat_map(|i| (0..n).map(move |k| (i, k))).collect();
     let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(jobs.len() as u64) };
     bar.set_style(ProgressStyle::with_template("sampling {bar:28.cyan/blue} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}").unwrap());

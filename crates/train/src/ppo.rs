@@ -36,10 +36,10 @@ use serde_json::json;
 use crate::ckpt::{self, TrainState};
 use crate::dpo::{pad_seqs, Seq};
 use crate::optim::{AdamW, OptimConfig, Schedule};
-use chatforge_rundir::report;
 use crate::rm::RewardModel;
 use crate::trainer::{self, say};
 use crate::{Error, Result};
+use chatforge_rundir::report;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PpoConfig {
@@ -284,12 +284,8 @@ pub fn ppo(run: &RunDir, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet:
         let group = cfg.group.clamp(1, cfg.rollouts.max(1));
         idx.truncate(cfg.rollouts.div_ceil(group));
         let cap = ctx.saturating_sub(cfg.max_new + 1).max(1);
-        let prompts: Vec<Vec<u32>> = idx
-            .iter()
-            .flat_map(|&i| {
-                std::iter::repeat_n(encode_prompt_capped(tok, &data.prompts[i], cap), group)
-            })
-            .collect();
+        let prompts: Vec<Vec<u32>> =
+            idx.iter().flat_map(|&i| std::iter::repeat_n(encode_prompt_capped(tok, &data.prompts[i], cap), group)).collect();
         let seeds: Vec<u64> =
             (0..prompts.len()).map(|k| cfg.seed.wrapping_mul(1_000_003).wrapping_add((it * cfg.rollouts + k) as u64)).collect();
         let answers = generate_batch(&policy, &prompts, &gen, &seeds, |_, _| true);

@@ -6,13 +6,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use chatforge_rundir::fs::{sha256_file, write_atomic};
 use chatforge_core::config::{LlamaConfig, ShapeOverrides};
 use chatforge_core::cpu::Cpu;
 use chatforge_core::model::Llama;
 use chatforge_core::sample::{generate, SamplingParams};
 use chatforge_data::tokenizer::Tokenizer;
 use chatforge_data::{clean, shards};
+use chatforge_rundir::fs::{sha256_file, write_atomic};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -20,9 +20,9 @@ use serde_json::json;
 
 use crate::ckpt;
 use crate::optim::{AdamW, OptimConfig};
-use chatforge_rundir::report;
 use crate::trainer::{self, LoopSpec};
 use crate::{Error, Result};
+use chatforge_rundir::report;
 
 /// Everything that defines a pretraining run (saved in `state.json`; a resumed run uses it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -376,7 +376,9 @@ pub fn pretrain(
             }
             if state.step >= saved.steps {
                 // Already trained: report what the finished run measured.
-                if let Ok(done) = serde_json::from_value::<PretrainOutcome>(report::Report::load(run).section(report::Key::Stage("base")).clone()) {
+                if let Ok(done) =
+                    serde_json::from_value::<PretrainOutcome>(report::Report::load(run).section(report::Key::Stage("base")).clone())
+                {
                     say(format!("{}: the base model is already trained ({} steps)", run.root().display(), state.step));
                     return Ok(done);
                 }

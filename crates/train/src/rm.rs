@@ -15,12 +15,12 @@ use chatforge_rundir::RunDir;
 use std::path::Path;
 
 use chatforge_core::checkpoint::load_model;
-use chatforge_rundir::fs::sha256_hex;
 use chatforge_core::cpu::Cpu;
 use chatforge_core::model::Llama;
 use chatforge_data::chat::{encode_prompt, Conversation};
 use chatforge_data::tokenizer::Tokenizer;
 use chatforge_feedback::Pair;
+use chatforge_rundir::fs::sha256_hex;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

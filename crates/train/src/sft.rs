@@ -5,12 +5,12 @@ use chatforge_rundir::RunDir;
 
 use chatforge_core::backend::IGNORE;
 use chatforge_core::checkpoint::load_model;
-use chatforge_rundir::fs::sha256_hex;
 use chatforge_core::cpu::Cpu;
 use chatforge_core::model::Llama;
 use chatforge_core::sample::{generate_batch, GenOptions, SamplingParams};
 use chatforge_data::chat::{encode_for_training, encode_prompt_capped, keep_last, Conversation};
 use chatforge_data::tokenizer::Tokenizer;
+use chatforge_rundir::fs::sha256_hex;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -145,10 +145,7 @@ pub fn answer_all(model: &Llama<Cpu>, tok: &Tokenizer, prompts: &[Conversation],
     let cap = model.cfg.max_position_embeddings.saturating_sub(max_new);
     let mut out = Vec::with_capacity(prompts.len());
     for chunk in prompts.chunks(32) {
-        let ids: Vec<Vec<u32>> = chunk
-            .iter()
-            .map(|c| encode_prompt_capped(tok, c, cap))
-            .collect();
+        let ids: Vec<Vec<u32>> = chunk.iter().map(|c| encode_prompt_capped(tok, c, cap)).collect();
         let seeds = vec![0; ids.len()];
         for ans in generate_batch(model, &ids, &opts, &seeds, |_, _| true) {
             out.push(tok.decode(&ans, true).trim().to_string());

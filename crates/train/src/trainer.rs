@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 use crate::bench::matmul_peak_gflops;
 use crate::ckpt::{self, TrainState};
 use crate::optim::{AdamW, OptimConfig};
-use chatforge_rundir::report;
 use crate::{Error, Result};
+use chatforge_rundir::report;
 
 /// The loop's knobs, taken from a stage's own config.
 pub struct LoopSpec<'a> {

@@ -136,7 +136,8 @@ fn bench_pretrain_in(a: &PretrainBenchArgs, run: &Path) -> anyhow::Result<()> {
     cfg.optim.lr = a.lr;
     cfg.optim.warmup_steps = a.warmup;
     let (lr, min_lr_frac, weight_decay) = (cfg.optim.lr, cfg.optim.min_lr_frac, cfg.optim.weight_decay);
-    let ours = pretrain::run(&Run::open(run), &pretrain::Config { train: cfg, budget: Some(Budget::Steps(a.steps)), resume_from: None, corpus })?;
+    let ours =
+        pretrain::run(&Run::open(run), &pretrain::Config { train: cfg, budget: Some(Budget::Steps(a.steps)), resume_from: None, corpus })?;
     let ours_line = format!(
         "chatforge final: val loss {:.4} nats/token, {:.4} bits/byte, {} tokens in {:.1}s",
         ours.val_loss, ours.val_bpb, ours.tokens, ours.wall_s
@@ -198,4 +199,3 @@ fn bench_pretrain_in(a: &PretrainBenchArgs, run: &Path) -> anyhow::Result<()> {
     );
     Ok(())
 }
-

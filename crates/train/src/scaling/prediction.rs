@@ -2,7 +2,6 @@
 //! predicted loss (Chinchilla's when it could be fitted), the measured loss once the target ran,
 //! and [`write`], which writes `scaling.json`, the report's `stages.scaling` and the plot.
 
-
 use chatforge_rundir::fs::write_atomic;
 use chatforge_rundir::report::{self, Key};
 use chatforge_rundir::RunDir;
