@@ -43,6 +43,9 @@ pub struct PpoArgs {
     /// remedy for regressions; here it keeps JSON-only adherence at SFT's level.
     #[arg(long, default_value_t = 0.5)]
     pub ptx_coef: f64,
+    /// Save a checkpoint every N iterations (and at the end); default: the stage's own cadence.
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
 }
 
 #[derive(Args, Clone)]
@@ -62,6 +65,9 @@ pub struct DpoArgs {
     /// JSON-only adherence at SFT's level in the speedrun (0.5 did not).
     #[arg(long, default_value_t = 1.0)]
     pub ptx_coef: f64,
+    /// Save a checkpoint every N steps (and at the end); default: the stage's own cadence.
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
 }
 
 #[derive(Args, Clone)]
@@ -160,6 +166,7 @@ pub fn run_ppo(a: &PpoArgs, quiet: bool) -> anyhow::Result<serde_json::Value> {
     };
     cfg.kl_target = (a.kl_target > 0.0).then_some(a.kl_target);
     cfg.optim.lr = a.lr;
+    cfg.checkpoint_every = a.checkpoint_every.unwrap_or(cfg.checkpoint_every);
     let out = ppo(&a.run, cfg, &tok, &PpoData { prompts: &prompts, ptx: sft_data.as_ref() }, quiet)?;
     let before = stage_figures(&a.run, "sft", &tok, &suite.test)?;
     let mut figures = stage_figures(&a.run, "ppo", &tok, &suite.test)?;
@@ -229,6 +236,7 @@ pub fn run_dpo(a: &DpoArgs, quiet: bool) -> anyhow::Result<serde_json::Value> {
     let sft_data = ptx_rows(&tok, &suite.train, a.ptx_coef)?;
     let mut cfg = DpoConfig { beta: a.beta, epochs: a.epochs, ptx_coef: a.ptx_coef, ..Default::default() };
     cfg.optim.lr = a.lr;
+    cfg.checkpoint_every = a.checkpoint_every.unwrap_or(cfg.checkpoint_every);
     let out = dpo(&a.run, cfg, &data, sft_data.as_ref().map(|d| (d, tok.eot_id())), quiet)?;
     plot_rl(&a.run)?;
     let before = stage_figures(&a.run, "sft", &tok, &suite.test)?;
@@ -341,6 +349,7 @@ pub fn run_curve(a: CurveArgs) -> anyhow::Result<()> {
             ties: false,
             pairs: Some(n),
             only: None,
+            checkpoint_every: None,
         };
         let rm_out = crate::rm_cmd::run_rm(&rm, true)?;
         let ppo = PpoArgs {
@@ -352,9 +361,10 @@ pub fn run_curve(a: CurveArgs) -> anyhow::Result<()> {
             kl_target: 3.0,
             lr: 5e-5,
             ptx_coef: 0.5,
+            checkpoint_every: None,
         };
         let p = run_ppo(&ppo, true)?;
-        let dpo = DpoArgs { run: sub.clone(), beta: 0.1, epochs: a.dpo_epochs * scale, lr: 1e-4, pairs: Some(n), ptx_coef: 1.0 };
+        let dpo = DpoArgs { run: sub.clone(), beta: 0.1, epochs: a.dpo_epochs * scale, lr: 1e-4, pairs: Some(n), ptx_coef: 1.0, checkpoint_every: None };
         let d = run_dpo(&dpo, true)?;
         let row =
             |f: &serde_json::Value| json!({"pairs": n, "win_rate": f["win_rate_vs_sft"], "ci95": f["win_rate_vs_sft_detail"]["ci95"]});

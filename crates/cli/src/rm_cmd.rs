@@ -32,6 +32,9 @@ pub struct RmArgs {
     /// Only human (`human`) or only simulated (`simulated`) labels.
     #[arg(long)]
     pub only: Option<String>,
+    /// Save a checkpoint every N steps (and at the end); default: the stage's own cadence.
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
 }
 
 pub fn run_rm(a: &RmArgs, quiet: bool) -> anyhow::Result<RmOutcome> {
@@ -68,6 +71,7 @@ pub fn run_rm(a: &RmArgs, quiet: bool) -> anyhow::Result<RmOutcome> {
     };
     let mut cfg = RmConfig { epochs: a.epochs, batch_prompts: a.batch_prompts, ..Default::default() };
     cfg.optim.lr = a.lr;
+    cfg.checkpoint_every = a.checkpoint_every.unwrap_or(cfg.checkpoint_every);
     let ctx = chatforge_core::config::LlamaConfig::from_json_file(&a.run.join("sft/config.json"))?.max_position_embeddings;
     let data = RmData::new(&tok, &pairs, ctx, &cfg, gold)?;
     let out = train_rm(&a.run, cfg, &data, quiet)?;

@@ -54,6 +54,9 @@ pub struct SftArgs {
     /// Samples per eval with --eval-every.
     #[arg(long, default_value_t = 40)]
     pub eval_limit: usize,
+    /// Save a checkpoint every N steps (and at the end); default: the stage's own cadence.
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
 }
 
 /// The task suite of `run` (generated from the bundled corpus once, then read back).
@@ -98,6 +101,7 @@ pub fn run_sft(a: &SftArgs, quiet: bool) -> anyhow::Result<serde_json::Value> {
     let cfg = SftConfig { batch: a.batch, seed: a.seed, ..Default::default() };
     let mut cfg = cfg;
     cfg.optim.lr = a.lr;
+    cfg.checkpoint_every = a.checkpoint_every.unwrap_or(cfg.checkpoint_every);
     let budget = match (&a.steps, &a.time_budget) {
         (Some(s), _) => Budget::Steps(*s),
         (_, Some(d)) => Budget::Seconds(parse_duration(d)?),

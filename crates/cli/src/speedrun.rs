@@ -108,6 +108,7 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
         eval_every: None,
         evals: vec![],
         eval_limit: 40,
+        checkpoint_every: None,
     };
     let sft_figures = crate::sft_cmd::run_sft(&sft_args, false)?;
     stage("sft", t);
@@ -137,7 +138,7 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
 
     // 6. The reward model.
     let t = Instant::now();
-    let rm = crate::rm_cmd::RmArgs { run: run.clone(), epochs: 1.0, lr: 3e-4, batch_prompts: 8, ties: true, pairs: None, only: None };
+    let rm = crate::rm_cmd::RmArgs { run: run.clone(), epochs: 1.0, lr: 3e-4, batch_prompts: 8, ties: true, pairs: None, only: None, checkpoint_every: None };
     crate::rm_cmd::run_rm(&rm, false)?;
     stage("rm", t);
 
@@ -152,6 +153,7 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
         kl_target: 3.0,
         lr: 5e-5,
         ptx_coef: 0.5,
+        checkpoint_every: None,
     };
     crate::rl_cmd::run_ppo(&ppo, false)?;
     stage("ppo", t);
@@ -163,6 +165,7 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
         lr: 1e-4,
         pairs: None,
         ptx_coef: 1.0,
+        checkpoint_every: None,
     };
     crate::rl_cmd::run_dpo(&dpo, false)?;
     stage("dpo", t);

@@ -246,7 +246,11 @@ pub fn ppo(run: &Path, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet: b
             let st = ckpt::read_state(&from)?;
             let saved: PpoConfig = st.config_as()?;
             let (model, opt, state) = ckpt::load(&from, saved.optim.clone())?;
-            let beta = st.config.get("beta_now").and_then(|v| v.as_f64()).unwrap_or(saved.kl_coef);
+            // β's exact bits: serde_json's default float parser is only nearly exact (one read
+            // of a 17-digit `beta_now` in nine comes back an ulp off), and an ulp of β changes
+            // every later reward. `beta_now` stays for readers and older checkpoints.
+            let beta = st.config.get("beta_now_bits").and_then(|v| v.as_u64()).map(f64::from_bits);
+            let beta = beta.or_else(|| st.config.get("beta_now").and_then(|v| v.as_f64())).unwrap_or(saved.kl_coef);
             say(&ProgressBar::hidden(), quiet, &format!("resuming PPO from iteration {}/{}", state.step, state.total_steps));
             (model, opt, state, saved, beta)
         }
@@ -433,6 +437,7 @@ pub fn ppo(run: &Path, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet: b
         if state.step.is_multiple_of(cfg.checkpoint_every.max(1)) || state.step == cfg.iterations {
             state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
             state.config["beta_now"] = json!(beta);
+            state.config["beta_now_bits"] = json!(beta.to_bits());
             save(&dir, &policy, &opt, &state)?;
         }
     }
