@@ -364,7 +364,15 @@ pub fn run_curve(a: CurveArgs) -> anyhow::Result<()> {
             checkpoint_every: None,
         };
         let p = run_ppo(&ppo, true)?;
-        let dpo = DpoArgs { run: sub.clone(), beta: 0.1, epochs: a.dpo_epochs * scale, lr: 1e-4, pairs: Some(n), ptx_coef: 1.0, checkpoint_every: None };
+        let dpo = DpoArgs {
+            run: sub.clone(),
+            beta: 0.1,
+            epochs: a.dpo_epochs * scale,
+            lr: 1e-4,
+            pairs: Some(n),
+            ptx_coef: 1.0,
+            checkpoint_every: None,
+        };
         let d = run_dpo(&dpo, true)?;
         let row =
             |f: &serde_json::Value| json!({"pairs": n, "win_rate": f["win_rate_vs_sft"], "ci95": f["win_rate_vs_sft_detail"]["ci95"]});

@@ -138,7 +138,16 @@ pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
 
     // 6. The reward model.
     let t = Instant::now();
-    let rm = crate::rm_cmd::RmArgs { run: run.clone(), epochs: 1.0, lr: 3e-4, batch_prompts: 8, ties: true, pairs: None, only: None, checkpoint_every: None };
+    let rm = crate::rm_cmd::RmArgs {
+        run: run.clone(),
+        epochs: 1.0,
+        lr: 3e-4,
+        batch_prompts: 8,
+        ties: true,
+        pairs: None,
+        only: None,
+        checkpoint_every: None,
+    };
     crate::rm_cmd::run_rm(&rm, false)?;
     stage("rm", t);
 

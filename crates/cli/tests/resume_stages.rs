@@ -41,7 +41,7 @@ fn ok(args: &[&str], run: &Path) {
     );
 }
 
-/// A stage under test: its command line (with a checkpoint every 2 steps), its step count, the
+/// A stage under test: its command line (with frequent checkpoints), its step count, the
 /// checkpoint-write crashes to inject, and how many new steps each SIGKILLed attempt may log.
 struct Stage {
     name: &'static str,
@@ -67,10 +67,11 @@ const RM: Stage = Stage {
 };
 const PPO: Stage = Stage {
     name: "ppo",
-    args: &["ppo", "--iterations", "10", "--rollouts", "4", "--checkpoint-every", "2"],
-    steps: 10,
-    crashes: &["mid_write:2", "between_renames:4"],
-    kill_after: &[1, 3],
+    // A checkpoint every iteration, so that every restart reads a different adaptive β back.
+    args: &["ppo", "--iterations", "12", "--rollouts", "4", "--checkpoint-every", "1"],
+    steps: 12,
+    crashes: &["mid_write:2", "between_renames:3"],
+    kill_after: &[1, 2, 1, 2],
 };
 const DPO: Stage = Stage {
     name: "dpo",
