@@ -76,6 +76,9 @@ pub struct PpoFlags {
     /// remedy for regressions; here it keeps JSON-only adherence at SFT's level.
     #[arg(long, default_value_t = p().ptx_coef)]
     pub ptx_coef: f64,
+    /// Iterations between checkpoints (a killed run resumes from the last one, exactly).
+    #[arg(long, default_value_t = p().checkpoint_every)]
+    pub checkpoint_every: usize,
 }
 
 impl PpoFlags {
@@ -87,6 +90,7 @@ impl PpoFlags {
             kl_coef: self.kl_coef,
             kl_target: (self.kl_target > 0.0).then_some(self.kl_target),
             ptx_coef: self.ptx_coef,
+            checkpoint_every: self.checkpoint_every,
             ..Default::default()
         };
         c.optim.lr = self.lr;

@@ -29,6 +29,9 @@ pub struct DpoArgs {
     pub epochs: f64,
     #[arg(long, default_value_t = d().train.optim.lr)]
     pub lr: f32,
+    /// Steps between checkpoints (a killed run resumes from the last one, exactly).
+    #[arg(long, default_value_t = d().train.checkpoint_every)]
+    pub checkpoint_every: usize,
     /// Use at most this many preference pairs (the oldest first).
     #[arg(long)]
     pub pairs: Option<usize>,
@@ -45,6 +48,7 @@ impl DpoArgs {
         c.train.epochs = self.epochs;
         c.train.optim.lr = self.lr;
         c.train.ptx_coef = self.ptx_coef;
+        c.train.checkpoint_every = self.checkpoint_every;
         c
     }
 }

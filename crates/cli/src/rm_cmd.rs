@@ -26,6 +26,9 @@ pub struct RmArgs {
     /// what does not matter); `--ties false` trains on strict pairs only.
     #[arg(long, default_value_t = d().ties, action = clap::ArgAction::Set)]
     pub ties: bool,
+    /// Steps between checkpoints (a killed run resumes from the last one, exactly).
+    #[arg(long, default_value_t = d().train.checkpoint_every)]
+    pub checkpoint_every: usize,
     /// Use at most this many pairs (the oldest first).
     #[arg(long)]
     pub pairs: Option<usize>,
@@ -40,6 +43,7 @@ impl RmArgs {
         c.train.epochs = self.epochs;
         c.train.optim.lr = self.lr;
         c.train.batch_prompts = self.batch_prompts;
+        c.train.checkpoint_every = self.checkpoint_every;
         c
     }
 }

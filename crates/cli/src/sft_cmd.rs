@@ -34,6 +34,9 @@ pub struct SftArgs {
     pub batch: usize,
     #[arg(long, default_value_t = d().train.seed)]
     pub seed: u64,
+    /// Steps between checkpoints (a killed run resumes from the last one, exactly).
+    #[arg(long, default_value_t = d().train.checkpoint_every)]
+    pub checkpoint_every: usize,
     /// Make the run's task suite small (tests, --quick speedruns) if it does not exist yet.
     #[arg(long)]
     pub small_suite: bool,
@@ -65,6 +68,7 @@ impl SftArgs {
         c.train.optim.lr = self.lr;
         c.train.batch = self.batch;
         c.train.seed = self.seed;
+        c.train.checkpoint_every = self.checkpoint_every;
         Ok(c)
     }
 }

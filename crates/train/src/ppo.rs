@@ -248,7 +248,7 @@ pub fn ppo(run: &RunDir, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet:
             let st = ckpt::read_state(&from)?;
             let saved: PpoConfig = st.config_as()?;
             let (model, opt, state) = ckpt::load(&from, saved.optim.clone())?;
-            let beta = st.config.get("beta_now").and_then(|v| v.as_f64()).unwrap_or(saved.kl_coef);
+            let beta = saved_beta(&st.config).unwrap_or(saved.kl_coef);
             say(&ProgressBar::hidden(), quiet, &format!("resuming PPO from iteration {}/{}", state.step, state.total_steps));
             (model, opt, state, saved, beta)
         }
@@ -427,12 +427,21 @@ pub fn ppo(run: &RunDir, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet:
         if state.step.is_multiple_of(cfg.checkpoint_every.max(1)) || state.step == cfg.iterations {
             state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
             state.config["beta_now"] = json!(beta);
+            state.config["beta_now_bits"] = json!(beta.to_bits()); // see `saved_beta`
             save(&dir, &policy, &opt, &state)?;
         }
     }
     bar.finish_and_clear();
     plot_rl(run)?;
     Ok(PpoOutcome { iterations: state.step, last, wall_s: started.elapsed().as_secs_f64() })
+}
+
+/// The adaptive β a checkpoint's config saved: from its exact bits (`beta_now_bits`) when
+/// present, else from `beta_now` (older checkpoints). serde_json's default float parser is only
+/// nearly exact (about one 17-digit `beta_now` in nine reads back an ulp off), and an ulp of β
+/// changes every later reward, so a resumed run would drift from an uninterrupted one.
+fn saved_beta(config: &serde_json::Value) -> Option<f64> {
+    config.get("beta_now_bits").and_then(|v| v.as_u64()).map(f64::from_bits).or_else(|| config.get("beta_now")?.as_f64())
 }
 
 fn save(dir: &Path, policy: &Llama<Cpu>, opt: &AdamW<Cpu>, state: &TrainState) -> Result<()> {
@@ -508,6 +517,19 @@ mod tests {
         assert!((l - 0.32).abs() < 1e-12 && g == 0.0);
         let (l, g) = clipped_value(0.1, 0.0, 1.0, 0.2);
         assert!((l - 0.405).abs() < 1e-12 && (g + 0.9).abs() < 1e-12);
+    }
+
+    #[test]
+    fn saved_beta_reads_back_bit_for_bit() {
+        // A β whose shortest decimal serde_json (without its float_roundtrip feature) reads back
+        // an ulp off, as 0.01829562123165479.
+        let beta = 0.018295621231654794f64;
+        let mut config = json!({"kl_coef": 0.02, "beta_now": beta});
+        config["beta_now_bits"] = json!(beta.to_bits());
+        let back: serde_json::Value = serde_json::from_str(&serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        assert_eq!(saved_beta(&back).map(f64::to_bits), Some(beta.to_bits()));
+        // Older checkpoints, without the bits: the decimal.
+        assert!(saved_beta(&json!({"beta_now": 0.5})) == Some(0.5) && saved_beta(&json!({})).is_none());
     }
 
     #[test]
