@@ -726,7 +726,7 @@ pub fn record(opts: &EvalOptions, specs: &[&EvalSpec], outcomes: &[EvalOutcome])
         }
     }
     let summary = json!({"stage": opts.stage, "evals": evals, "figures": figures});
-    chatforge_rundir::fs::write_atomic(&dir.join("summary.json"), serde_json::to_string_pretty(&summary).unwrap().as_bytes())?;
+    chatforge_rundir::fs::write_atomic(&opts.run.eval_summary(&opts.stage), serde_json::to_string_pretty(&summary).unwrap().as_bytes())?;
     let mut update = figures.clone();
     update.insert("evals".into(), Value::Object(evals));
     report::record(&opts.run, Key::Stage(&opts.stage), &update)?;

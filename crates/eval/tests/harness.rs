@@ -97,7 +97,7 @@ fn run_one(dir: &Path, policy: &mut dyn Policy, reward: Option<&mut dyn Rewarder
     let reg = Registry::load(dir).unwrap();
     assert_eq!(reg.evals.len(), 1);
     let mut helpers = Helpers { judges: BTreeMap::new(), reward };
-    let opts = EvalOptions { quiet: true, ..EvalOptions::new(dir, "sft") };
+    let opts = EvalOptions { quiet: true, ..EvalOptions::new(&chatforge_rundir::RunDir::new(dir), "sft") };
     run_eval(&reg.evals[0], policy, &mut helpers, &opts, &HashSet::new()).unwrap()
 }
 
@@ -132,7 +132,7 @@ fn an_eval_dropped_into_the_registry_runs_and_is_recorded() {
     let reg = Registry::load(&dir).unwrap();
     let spec = &reg.select(&["capitals".into()]).unwrap()[0];
     assert_eq!(spec.id, "capitals.test.v0");
-    let opts = EvalOptions { quiet: true, ..EvalOptions::new(&run, "sft") };
+    let opts = EvalOptions { quiet: true, ..EvalOptions::new(&chatforge_rundir::RunDir::new(&run), "sft") };
     let o = run_eval(spec, &mut p, &mut Helpers::default(), &opts, &HashSet::new()).unwrap();
     assert_eq!(o.n, 4);
     assert_eq!(o.metrics["accuracy"], json!(0.75));
@@ -152,7 +152,7 @@ fn an_eval_dropped_into_the_registry_runs_and_is_recorded() {
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
     assert!(html.contains("capitals"), "the report card lists the eval");
     // A base model is prompted few-shot in plain text with the other samples as examples.
-    let opts = EvalOptions { quiet: true, ..EvalOptions::new(&run, "base") };
+    let opts = EvalOptions { quiet: true, ..EvalOptions::new(&chatforge_rundir::RunDir::new(&run), "base") };
     run_eval(spec, &mut p, &mut Helpers::default(), &opts, &HashSet::new()).unwrap();
     let Prompt::Text(t) = p.prompts_seen.last().unwrap() else { panic!("plain prompt expected") };
     assert!(t.ends_with("Q: Capital of Japan?\nA:") && t.contains("Q: Capital of France?\nA: Paris\n"), "{t}");
@@ -277,7 +277,7 @@ fn multiple_choice_and_model_graded() {
     let mut p = Scripted::default();
     p.answers.insert("2+2?".into(), "5".into());
     let mut helpers = Helpers { judges: BTreeMap::from([("sft".to_string(), &mut judge as &mut dyn Policy)]), reward: None };
-    let opts = EvalOptions { quiet: true, ..EvalOptions::new(&dir, "sft") };
+    let opts = EvalOptions { quiet: true, ..EvalOptions::new(&chatforge_rundir::RunDir::new(&dir), "sft") };
     let o = run_eval(&reg.evals[0], &mut p, &mut helpers, &opts, &HashSet::new()).unwrap();
     assert_eq!(o.metrics["score"], json!(0.0));
     assert_eq!(o.metrics["choice_counts"], json!({"No": 1}));
@@ -374,7 +374,7 @@ fn samples_about_trained_items_are_left_out() {
         ]),
     );
     let reg = Registry::load(&dir).unwrap();
-    let opts = EvalOptions { quiet: true, ..EvalOptions::new(&dir, "sft") };
+    let opts = EvalOptions { quiet: true, ..EvalOptions::new(&chatforge_rundir::RunDir::new(&dir), "sft") };
     let trained = HashSet::from(["word:castle".to_string()]);
     let o = run_eval(&reg.evals[0], &mut Scripted::default(), &mut Helpers::default(), &opts, &trained).unwrap();
     assert_eq!(o.n, 1);

@@ -295,7 +295,7 @@ fn eval_rows(report: &Value) -> Vec<(String, String, String, String)> {
 }
 
 fn plots(run: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(run.join("plots"))
+    let mut v: Vec<String> = std::fs::read_dir(crate::RunDir::new(run).plots())
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".svg")).collect())
         .unwrap_or_default();
     v.sort();

@@ -52,6 +52,14 @@ impl RunDir {
     pub fn data(&self) -> PathBuf {
         self.root.join("data")
     }
+    /// The cleaned corpus's training documents.
+    pub fn train_docs(&self) -> PathBuf {
+        self.data().join("train.jsonl")
+    }
+    /// What the data stage removed and why, for people.
+    pub fn data_report_md(&self) -> PathBuf {
+        self.data().join("data_report.md")
+    }
     /// The cleaned corpus's held-out documents.
     pub fn val_docs(&self) -> PathBuf {
         self.data().join("val.jsonl")
@@ -124,6 +132,10 @@ impl RunDir {
     /// Per-sample results of the evals of a stage.
     pub fn evals(&self, stage: &str) -> PathBuf {
         self.root.join("evals").join(stage)
+    }
+    /// Every eval's metrics and the stage's headline figures, from its last evals.
+    pub fn eval_summary(&self, stage: &str) -> PathBuf {
+        self.evals(stage).join("summary.json")
     }
     /// The scaling ladder's runs.
     pub fn scale(&self) -> PathBuf {

@@ -48,7 +48,7 @@ struct Removed {
 /// Cleans into `R/data/` unless it is there already; records and returns the figures.
 pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
     let out = run.dir.data();
-    if !out.join("train.jsonl").exists() {
+    if !run.dir.train_docs().exists() {
         let input = match &cfg.input {
             Some(p) => p.clone(),
             None => clean::bundled_corpus_dir()
@@ -61,7 +61,7 @@ pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
                 r.docs_in,
                 r.docs_out,
                 r.near_duplicates.len(),
-                out.join("data_report.md").display()
+                run.dir.data_report_md().display()
             );
         }
     }

@@ -9,6 +9,7 @@
 //! next-token loss on a few SFT rows joins every step, as in PPO-ptx: DPO lowers the likelihood
 //! of rejected *and* chosen answers, and the PTX term holds on to what SFT taught.
 
+use chatforge_rundir::layout::STATE;
 use chatforge_rundir::RunDir;
 
 use chatforge_core::backend::IGNORE;
@@ -207,7 +208,7 @@ pub fn dpo(run: &RunDir, cfg: DpoConfig, data: &DpoData, ptx: Option<(&crate::sf
             let (model, opt, state) = ckpt::load(&from, saved.optim.clone())?;
             if state.data_sha256 != data_sha {
                 return Err(Error::Checkpoint {
-                    path: from.join("state.json"),
+                    path: from.join(STATE),
                     msg: "the preference pairs changed; delete the dpo folder to start over".into(),
                 });
             }

@@ -3,7 +3,6 @@
 //! preference store (marked simulated). A share of pairs is labeled twice, by two different
 //! judges, to measure the labelers' agreement the way InstructGPT did with its humans.
 
-use chatforge_rundir::RunDir;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -249,11 +248,6 @@ pub fn agreement(doubled: &[(Choice, Choice)]) -> (f64, f64) {
         }
     }
     (same as f64 / doubled.len().max(1) as f64, score / n.max(1) as f64)
-}
-
-/// Opens the run's preference store, `R/feedback.sqlite`.
-pub fn open_store(run: &RunDir) -> Result<Store> {
-    Ok(Store::open(&run.feedback())?)
 }
 
 #[cfg(test)]

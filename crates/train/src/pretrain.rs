@@ -1,6 +1,7 @@
 //! Pretraining: tokenise a corpus into shards, train the Llama model from scratch with AdamW,
 //! evaluate val loss and bits per byte, sample text, checkpoint, and resume exactly.
 
+use chatforge_rundir::layout::STATE;
 use chatforge_rundir::RunDir;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -370,7 +371,7 @@ pub fn pretrain(
             let (model, opt, state) = ckpt::load(&from, saved.optim.clone())?;
             if state.data_sha256 != corpus.data_sha256 {
                 return Err(Error::Checkpoint {
-                    path: from.join("state.json"),
+                    path: from.join(STATE),
                     msg: "the tokenizer or token shards differ from the ones this run was trained on".into(),
                 });
             }

@@ -11,6 +11,7 @@
 //! stored (noisy) labels, accuracy against the noise-free gold judge, and calibration (expected
 //! calibration error of σ(d) over 10 bins).
 
+use chatforge_rundir::layout::STATE;
 use chatforge_rundir::RunDir;
 use std::path::Path;
 
@@ -304,7 +305,7 @@ pub fn train_rm(run: &RunDir, cfg: RmConfig, data: &RmData, quiet: bool) -> Resu
             let (model, opt, state) = ckpt::load(&from, saved.optim.clone())?;
             if state.data_sha256 != data_sha {
                 return Err(Error::Checkpoint {
-                    path: from.join("state.json"),
+                    path: from.join(STATE),
                     msg: "the preference pairs differ from those this reward model was trained on; delete the rm folder to start over"
                         .into(),
                 });

@@ -1,6 +1,7 @@
 //! Supervised fine-tuning: the base model learns to chat on ChatML conversations, with the loss
 //! on assistant tokens only. Batches pack whole conversations into rows of the context length.
 
+use chatforge_rundir::layout::STATE;
 use chatforge_rundir::RunDir;
 
 use chatforge_core::backend::IGNORE;
@@ -197,7 +198,7 @@ pub fn sft_with_hook(
             let (model, opt, state) = ckpt::load(&from, saved.optim.clone())?;
             if state.data_sha256 != data_sha {
                 return Err(Error::Checkpoint {
-                    path: from.join("state.json"),
+                    path: from.join(STATE),
                     msg: "the SFT data differ from the data this checkpoint was trained on; delete the sft folder to start over".into(),
                 });
             }
