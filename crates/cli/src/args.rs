@@ -56,6 +56,7 @@ fn p() -> ppo::Config {
 /// PPO's flags (also the PPO of every `pairs-curve` point).
 #[derive(Args, Clone)]
 pub struct PpoFlags {
+    /// Rollout iterations (each samples --rollouts answers, then updates the policy).
     #[arg(long, default_value_t = p().iterations)]
     pub iterations: usize,
     /// Answers sampled per iteration.
@@ -70,6 +71,7 @@ pub struct PpoFlags {
     /// Target KL per answer (nats) for the adaptive controller; 0 keeps β fixed.
     #[arg(long, default_value_t = p().kl_target.unwrap_or(0.0))]
     pub kl_target: f64,
+    /// Learning rate (constant).
     #[arg(long, default_value_t = p().optim.lr)]
     pub lr: f32,
     /// PPO-ptx: weight of the SFT next-token loss mixed into every update (0: off). InstructGPT's
