@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+mod common;
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_chatforge"))
 }
@@ -19,27 +21,8 @@ fn ok(args: &[&str], run: &PathBuf) -> String {
 fn labels_reward_model_sampling_dpo_and_ppo() {
     let run = std::env::temp_dir().join(format!("chatforge-feedback-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&run);
-    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/tests/fixtures/tokenizer_corpus.txt");
-    let pre = [
-        "pretrain",
-        "--tokenizer",
-        "bytes",
-        "--depth",
-        "1",
-        "--context",
-        "128",
-        "--batch",
-        "2",
-        "--steps",
-        "4",
-        "--eval-tokens",
-        "128",
-        "--data",
-    ];
-    let mut args: Vec<&str> = pre.to_vec();
-    let corpus_s = corpus.to_string_lossy().into_owned();
-    args.push(&corpus_s);
-    ok(&args, &run);
+    let pre = common::tiny_pretrain();
+    ok(&pre.iter().map(String::as_str).collect::<Vec<_>>(), &run);
     ok(&["sft", "--steps", "3", "--batch", "2", "--small-suite"], &run);
 
     // Without labels, the reward model says what to do.

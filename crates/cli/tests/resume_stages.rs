@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+mod common;
+
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_chatforge"));
     c.args(["--threads", "2"]);
@@ -110,26 +112,8 @@ fn prepare() -> Prepared {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
     let done = root.join("done");
-    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/tests/fixtures/tokenizer_corpus.txt");
-    let corpus = corpus.to_string_lossy().into_owned();
-    let pre = [
-        "pretrain",
-        "--tokenizer",
-        "bytes",
-        "--depth",
-        "1",
-        "--context",
-        "128",
-        "--batch",
-        "2",
-        "--steps",
-        "4",
-        "--eval-tokens",
-        "128",
-        "--data",
-        &corpus,
-    ];
-    ok(&pre, &done);
+    let pre = common::tiny_pretrain();
+    ok(&pre.iter().map(String::as_str).collect::<Vec<_>>(), &done);
     let mut snap = BTreeMap::new();
     let mut take = |stages: &[&'static str]| {
         let to = root.join(format!("before-{}", stages[0]));
