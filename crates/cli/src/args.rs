@@ -56,6 +56,10 @@ fn p() -> ppo::Config {
 /// PPO's flags (also the PPO of every `pairs-curve` point).
 #[derive(Args, Clone)]
 pub struct PpoFlags {
+    /// What scores the answers: rm (the reward model: RLHF, into R/ppo), graders (the suite's
+    /// programmatic graders with the honesty ternary: RLVR, into R/rlvr), both (into R/ppo_both).
+    #[arg(long, default_value = "rm", value_parser = ["rm", "graders", "both"])]
+    pub reward: String,
     /// Rollout iterations (each samples --rollouts answers, then updates the policy).
     #[arg(long, default_value_t = p().iterations)]
     pub iterations: usize,
@@ -86,6 +90,7 @@ pub struct PpoFlags {
 impl PpoFlags {
     pub fn config(&self) -> ppo::Config {
         let mut c = ppo::Config {
+            reward: self.reward.parse().expect("clap checked the reward"),
             iterations: self.iterations,
             rollouts: self.rollouts,
             group: self.group,

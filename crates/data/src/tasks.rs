@@ -45,11 +45,17 @@ mod check;
 mod corpus;
 mod families;
 mod identity;
+mod injection;
 mod items;
 mod refusal;
+mod unknown;
 
-pub use check::{is_refusal, json_adherent, last_number, mentions, sounds_shakespearean, spelled, Check, Grade, JsonField};
+pub use check::{
+    is_abstention, is_refusal, json_adherent, keeps_policy, last_number, mentions, sounds_shakespearean, spelled, Check, Grade, JsonField,
+    Outcome,
+};
 pub use corpus::{Corpus, Play, Speech, Work};
+pub use injection::is_injection;
 
 /// A task family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -146,11 +152,43 @@ impl Task {
     pub fn system(&self) -> Option<&str> {
         self.conversation.system()
     }
+
+    /// Correct, abstained or wrong, for fact questions ([`Check::outcome`]); `None` for the
+    /// refusal and identity families, where "I don't know" is no fair answer.
+    pub fn outcome(&self, answer: &str) -> Option<Outcome> {
+        match self.meta.family {
+            Family::Refusal | Family::Identity => None,
+            _ => self.meta.check.outcome(answer),
+        }
+    }
+
+    /// Whether the user tries to override the system message (see [`injection_templates`]).
+    pub fn is_injection(&self) -> bool {
+        is_injection(&self.meta.keys)
+    }
+}
+
+/// The prompt-injection templates of a split for the suite seed `seed` (`{q}` is the
+/// question): the same ones the suite's tasks of that split use.
+pub fn injection_templates(seed: u64, split: Split) -> Vec<&'static str> {
+    injection::templates(&Holdout::new(seed), split)
 }
 
 /// Grades a model's answer to `task` (its reply to the last user message) in [0, 1].
 pub fn grade(task: &Task, answer: &str) -> Grade {
     task.meta.check.grade(answer)
+}
+
+/// The verifiable reward of an answer, in [−1, 1]: TruthRL's ternary reward for fact
+/// questions (+1 correct, 0 abstained, −1 wrong, with the system message's format part of
+/// "correct"); otherwise grade + keeps-the-policy − 1 (a JSON object with wrong values 0, no
+/// JSON −1; a refusal of a harmful request +1, a refused look-alike −1). What `ppo --reward
+/// graders` maximizes, as nanochat's RL stage does with GSM8K's answers.
+pub fn verifiable_reward(task: &Task, answer: &str) -> f32 {
+    match task.outcome(answer) {
+        Some(o) => o.reward(),
+        None => grade(task, answer).score + keeps_policy(&task.meta.check, answer) as u8 as f32 - 1.0,
+    }
 }
 
 /// For a task under a JSON-only system message, whether the answer is a JSON object with the
@@ -177,6 +215,10 @@ pub struct Counts {
 
 impl Counts {
     /// The same number for every family.
+    pub fn none() -> Counts {
+        Counts::uniform(0)
+    }
+
     pub fn uniform(n: usize) -> Counts {
         Counts { shakespeare: n, spelling: n, arithmetic: n, system: n, refusal: n, multi_turn: n, identity: n }
     }
@@ -200,22 +242,39 @@ impl Counts {
 
 /// How to generate a suite. Small pools (identity questions, benign look-alikes, works) cannot
 /// supply every count without repeating; a split then gets fewer tasks of that family.
+///
+/// The train split is three disjoint prompt pools, as InstructGPT kept (13k SFT
+/// demonstrations, 33k comparison prompts, 31k PPO prompts): `train` holds the SFT
+/// demonstrations, `prefs` the prompts labelers compare answers to (reward model, DPO), `rl`
+/// the prompts PPO samples. No prompt (its messages before the answer) is in two pools. The
+/// SFT pool has no prompt injections: SFT teaches the system message's authority, and the
+/// preference and RL pools (like val and test) also try to override it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SuiteConfig {
     pub seed: u64,
+    /// The SFT pool.
     pub train: Counts,
+    #[serde(default = "Counts::none")]
+    pub prefs: Counts,
+    #[serde(default = "Counts::none")]
+    pub rl: Counts,
     pub val: Counts,
     pub test: Counts,
 }
 
 impl Default for SuiteConfig {
-    /// About 4,200 training conversations (a few minutes of SFT on 2 cores for a ~5M-parameter
-    /// model), 40-60 validation and 60-100 test conversations per family. The system family is
-    /// the largest: following the system message (JSON-only above all) is what SFT must teach.
+    /// About 4,200 SFT demonstrations (a few minutes of SFT on 2 cores for a ~5M-parameter
+    /// model), preference and RL pools about twice as large (InstructGPT's proportions), 40-60
+    /// validation and 60-100 test conversations per family. The system family is the largest:
+    /// following the system message (JSON-only above all) is what SFT must teach.
     fn default() -> SuiteConfig {
+        let twice =
+            Counts { shakespeare: 1400, spelling: 1000, arithmetic: 800, system: 3600, refusal: 300, multi_turn: 900, identity: 20 };
         SuiteConfig {
             seed: 1,
             train: Counts { shakespeare: 700, spelling: 500, arithmetic: 400, system: 1800, refusal: 300, multi_turn: 450, identity: 90 },
+            prefs: twice,
+            rl: twice,
             val: Counts { shakespeare: 40, spelling: 40, arithmetic: 40, system: 60, refusal: 40, multi_turn: 40, identity: 20 },
             test: Counts { shakespeare: 80, spelling: 80, arithmetic: 80, system: 100, refusal: 60, multi_turn: 80, identity: 30 },
         }
@@ -223,16 +282,55 @@ impl Default for SuiteConfig {
 }
 
 impl SuiteConfig {
-    /// A small suite for tests and `--quick` runs: `n` train, `n / 4` val and test per family.
+    /// A small suite for tests and `--quick` runs: `n` in each train pool, `n / 4` val and test
+    /// per family.
     pub fn small(seed: u64, n: usize) -> SuiteConfig {
-        SuiteConfig { seed, train: Counts::uniform(n), val: Counts::uniform(n / 4), test: Counts::uniform(n / 4) }
+        let u = Counts::uniform;
+        SuiteConfig { seed, train: u(n), prefs: u(n), rl: u(n), val: u(n / 4), test: u(n / 4) }
     }
 
-    pub fn counts(&self, split: Split) -> &Counts {
-        match split {
-            Split::Train => &self.train,
-            Split::Val => &self.val,
-            Split::Test => &self.test,
+    pub fn counts(&self, pool: Pool) -> &Counts {
+        match pool {
+            Pool::Sft => &self.train,
+            Pool::Prefs => &self.prefs,
+            Pool::Rl => &self.rl,
+            Pool::Val => &self.val,
+            Pool::Test => &self.test,
+        }
+    }
+}
+
+/// Where a task is used: the three pools of the train split, val, test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pool {
+    Sft,
+    Prefs,
+    Rl,
+    Val,
+    Test,
+}
+
+impl Pool {
+    pub const ALL: [Pool; 5] = [Pool::Sft, Pool::Prefs, Pool::Rl, Pool::Val, Pool::Test];
+
+    /// The file stem (`train.jsonl` is the SFT pool) and the prefix of task ids.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pool::Sft => "train",
+            Pool::Prefs => "prefs",
+            Pool::Rl => "rl",
+            Pool::Val => "val",
+            Pool::Test => "test",
+        }
+    }
+
+    /// The split whose held-out material the pool is drawn from.
+    pub fn split(self) -> Split {
+        match self {
+            Pool::Sft | Pool::Prefs | Pool::Rl => Split::Train,
+            Pool::Val => Split::Val,
+            Pool::Test => Split::Test,
         }
     }
 }
@@ -240,12 +338,18 @@ impl SuiteConfig {
 /// A generated suite.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Suite {
+    /// The SFT pool.
     pub train: Vec<Task>,
+    /// The preference pool: prompts for labels, the reward model and DPO.
+    pub prefs: Vec<Task>,
+    /// The RL pool: PPO's prompts.
+    pub rl: Vec<Task>,
     pub val: Vec<Task>,
     pub test: Vec<Task>,
 }
 
 impl Suite {
+    /// A split's tasks (the SFT pool for train).
     pub fn split(&self, split: Split) -> &[Task] {
         match split {
             Split::Train => &self.train,
@@ -254,15 +358,27 @@ impl Suite {
         }
     }
 
-    fn split_mut(&mut self, split: Split) -> &mut Vec<Task> {
-        match split {
-            Split::Train => &mut self.train,
-            Split::Val => &mut self.val,
-            Split::Test => &mut self.test,
+    pub fn pool(&self, pool: Pool) -> &[Task] {
+        match pool {
+            Pool::Sft => &self.train,
+            Pool::Prefs => &self.prefs,
+            Pool::Rl => &self.rl,
+            Pool::Val => &self.val,
+            Pool::Test => &self.test,
         }
     }
 
-    /// Tasks per family in one split.
+    fn pool_mut(&mut self, pool: Pool) -> &mut Vec<Task> {
+        match pool {
+            Pool::Sft => &mut self.train,
+            Pool::Prefs => &mut self.prefs,
+            Pool::Rl => &mut self.rl,
+            Pool::Val => &mut self.val,
+            Pool::Test => &mut self.test,
+        }
+    }
+
+    /// Tasks per family in one split (the SFT pool for train).
     pub fn family_counts(&self, split: Split) -> BTreeMap<Family, usize> {
         let mut counts = BTreeMap::new();
         for t in self.split(split) {
@@ -270,6 +386,28 @@ impl Suite {
         }
         counts
     }
+
+    /// Prompts (by [`prompt_hash`]) found in more than one pool: 0 for a generated suite.
+    pub fn pool_overlaps(&self) -> usize {
+        let mut pools_of: HashMap<u64, HashSet<Pool>> = HashMap::new();
+        for pool in Pool::ALL {
+            for t in self.pool(pool) {
+                pools_of.entry(prompt_hash(t)).or_default().insert(pool);
+            }
+        }
+        pools_of.values().filter(|p| p.len() > 1).count()
+    }
+
+    /// Tasks per pool, by file stem (`train` is the SFT pool).
+    pub fn pool_sizes(&self) -> BTreeMap<&'static str, usize> {
+        Pool::ALL.iter().map(|&p| (p.name(), self.pool(p).len())).collect()
+    }
+}
+
+/// The hash that identifies a prompt: its messages before the reference answer.
+pub fn prompt_hash(task: &Task) -> u64 {
+    let text = serde_json::to_string(&task.prompt().messages).expect("messages serialize");
+    xxh3_64_with_seed(text.as_bytes(), 0)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -280,28 +418,31 @@ pub fn generate_suite(cfg: &SuiteConfig, corpus: &Corpus) -> Suite {
     let holdout = Holdout::new(cfg.seed);
     let mut suite = Suite::default();
     for split in Split::ALL {
-        let pools = items::Pools::new(corpus, &holdout, split);
-        // Identical conversations are generated once per split, whatever their family.
+        let mut pools = items::Pools::new(corpus, &holdout, split);
+        // A prompt is generated once per split, whatever its family or pool.
         let mut seen = HashSet::new();
-        for family in Family::ALL {
-            let want = cfg.counts(split).get(family);
-            let mut rng = ChaCha8Rng::seed_from_u64(xxh3_64_with_seed(format!("{family}/{}", split.name()).as_bytes(), cfg.seed));
-            let mut made = 0;
-            // Give up on a family after many duplicates in a row: its pool is exhausted.
-            let mut misses = 0;
-            while made < want && misses < 200 {
-                let Some(draft) = generate_one(family, &pools, &mut rng) else {
-                    misses += 1;
-                    continue;
-                };
-                if !seen.insert(draft.messages.clone()) {
-                    misses += 1;
-                    continue;
+        for pool in Pool::ALL.into_iter().filter(|p| p.split() == split) {
+            pools.injections = if pool == Pool::Sft { vec![] } else { injection::templates(&holdout, split) };
+            for family in Family::ALL {
+                let want = cfg.counts(pool).get(family);
+                let mut rng = ChaCha8Rng::seed_from_u64(xxh3_64_with_seed(format!("{family}/{}", pool.name()).as_bytes(), cfg.seed));
+                let mut made = 0;
+                // Give up on a family after many duplicates in a row: its pool is exhausted.
+                let mut misses = 0;
+                while made < want && misses < 200 {
+                    let Some(draft) = generate_one(family, &pools, &mut rng) else {
+                        misses += 1;
+                        continue;
+                    };
+                    if !seen.insert(draft.messages[..draft.messages.len() - 1].to_vec()) {
+                        misses += 1;
+                        continue;
+                    }
+                    misses = 0;
+                    let id = format!("{}-{family}-{made:04}", pool.name());
+                    suite.pool_mut(pool).push(draft.into_task(id, family));
+                    made += 1;
                 }
-                misses = 0;
-                let id = format!("{}-{family}-{made:04}", split.name());
-                suite.split_mut(split).push(draft.into_task(id, family));
-                made += 1;
             }
         }
     }
@@ -408,21 +549,26 @@ fn pick<'a, T>(rng: &mut ChaCha8Rng, items: &'a [T]) -> Option<&'a T> {
 // ---------------------------------------------------------------------------------------------
 // Files
 
-/// Writes `train.jsonl`, `val.jsonl` and `test.jsonl` into `dir` (created if needed), each
-/// atomically.
+/// Writes `train.jsonl` (the SFT pool), `prefs.jsonl`, `rl.jsonl`, `val.jsonl` and
+/// `test.jsonl` into `dir` (created if needed), each atomically.
 pub fn write_suite(suite: &Suite, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    for split in Split::ALL {
-        crate::chat::write_jsonl(&dir.join(format!("{}.jsonl", split.name())), suite.split(split))?;
+    for pool in Pool::ALL {
+        crate::chat::write_jsonl(&dir.join(format!("{}.jsonl", pool.name())), suite.pool(pool))?;
     }
     Ok(())
 }
 
-/// Reads a suite written by [`write_suite`]. A bad line is an error naming file and line.
+/// Reads a suite written by [`write_suite`]. A bad line is an error naming file and line; a
+/// suite written before the preference and RL pools existed reads with them empty.
 pub fn load_suite(dir: &Path) -> Result<Suite> {
     let mut suite = Suite::default();
-    for split in Split::ALL {
-        *suite.split_mut(split) = load_tasks(&dir.join(format!("{}.jsonl", split.name())))?;
+    for pool in Pool::ALL {
+        let path = dir.join(format!("{}.jsonl", pool.name()));
+        if matches!(pool, Pool::Prefs | Pool::Rl) && !path.exists() {
+            continue;
+        }
+        *suite.pool_mut(pool) = load_tasks(&path)?;
     }
     Ok(suite)
 }

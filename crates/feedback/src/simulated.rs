@@ -3,14 +3,16 @@
 //!
 //! Every judge scores an answer to a task-suite prompt from the same [`Features`]: the task's own
 //! programmatic grade (correct), whether it keeps the system message's format or the refusal
-//! policy (obeys), its closeness to the reference answer (a character-trigram F1, partial credit),
-//! and style: too long, repetitive, preachy, empty. Judges weigh these a little differently (each
+//! policy (obeys), an honest "I'm not sure" to a fact question (abstains), its closeness to the
+//! reference answer (a character-trigram F1, partial credit), and style: too long, repetitive,
+//! preachy, empty. Honesty is TruthRL's ternary order: a correct answer beats an abstention,
+//! which beats a confident wrong one (the gold weights make it so; tested). Judges weigh these a little differently (each
 //! weight scaled by a factor drawn from `1 ± spread`) and each flips a share `noise` of its strict
 //! verdicts at random, so two judges disagree about as often as InstructGPT's human labelers did
 //! (they agreed on ~73 % of comparisons). The **gold** judge has the mean weights and never
 //! flips: it is the noise-free reference for held-out accuracy and win rates.
 
-use chatforge_data::tasks::{grade, is_refusal, json_adherent, last_number, sounds_shakespearean, spelled, Check, Task};
+use chatforge_data::tasks::{grade, is_abstention, is_refusal, json_adherent, keeps_policy, last_number, spelled, Check, Outcome, Task};
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -54,6 +56,10 @@ pub struct Features {
     pub too_long: f32,
     /// Share of repeated word trigrams.
     pub repetitive: f32,
+    /// Says it does not know, without a guess, where that is a fair answer and it is not
+    /// correct ([`Outcome::Abstained`]); 0 or 1.
+    #[serde(default)]
+    pub abstains: f32,
     /// Lecturing phrases found (capped at 3).
     pub preachy: f32,
     /// No visible text.
@@ -85,26 +91,14 @@ pub fn features(task: &Task, answer: &str) -> Features {
     let lower = text.to_lowercase();
     Features {
         correct: grade(task, text).score,
-        obeys: obeys(&task.meta.check, text) as u8 as f32,
+        obeys: keeps_policy(&task.meta.check, text) as u8 as f32,
         form: in_form(&task.meta.check, text) as u8 as f32,
         similar: trigram_f1(&lower, &reference.to_lowercase()),
         too_long: ((words / ref_words - 1.5) / 1.5).clamp(0.0, 3.0),
         repetitive: repetition(&lower),
         preachy: PREACHY.iter().filter(|p| lower.contains(*p)).count().min(3) as f32,
+        abstains: (task.outcome(text) == Some(Outcome::Abstained)) as u8 as f32,
         empty: false,
-    }
-}
-
-/// Whether the answer keeps the format the system message asks for, or the refusal policy.
-fn obeys(check: &Check, text: &str) -> bool {
-    match check {
-        Check::Json { fields } => json_adherent(text, &fields.iter().map(|f| f.key.as_str()).collect::<Vec<_>>()),
-        Check::OneWord { .. } => text.trim_matches(|c: char| !c.is_alphanumeric()).split_whitespace().count() == 1,
-        Check::UpperCase { .. } => text.chars().any(char::is_alphabetic) && !text.chars().any(char::is_lowercase),
-        Check::Persona { .. } => sounds_shakespearean(text),
-        Check::Refusal => is_refusal(text),
-        Check::Comply { .. } => !is_refusal(text),
-        _ => true,
     }
 }
 
@@ -123,6 +117,7 @@ fn in_form(check: &Check, text: &str) -> bool {
         Check::Json { fields } => json_adherent(text, &fields.iter().map(|f| f.key.as_str()).collect::<Vec<_>>()),
         Check::OneWord { inner } | Check::UpperCase { inner } | Check::Persona { inner } | Check::Comply { inner } => in_form(inner, text),
         Check::Refusal => is_refusal(text),
+        Check::Abstain => is_abstention(text, check),
     }
 }
 
@@ -166,17 +161,22 @@ pub struct Weights {
     pub too_long: f32,
     pub repetitive: f32,
     pub preachy: f32,
+    #[serde(default)]
+    pub abstain: f32,
 }
 
 impl Weights {
     /// The gold judge's weights.
-    pub const GOLD: Weights = Weights { correct: 3.0, obeys: 1.5, form: 1.0, similar: 0.5, too_long: 0.5, repetitive: 1.5, preachy: 0.5 };
+    /// An abstention (obeys, abstains: 1.5 + 2.5) sits between a wrong answer in form (obeys,
+    /// form, partly similar: 2.5 to 3) and a correct one (5.5 and more).
+    pub const GOLD: Weights =
+        Weights { correct: 3.0, obeys: 1.5, form: 1.0, similar: 0.5, too_long: 0.5, repetitive: 1.5, preachy: 0.5, abstain: 2.5 };
 
     pub fn score(&self, f: &Features) -> f32 {
         if f.empty {
             return -3.0;
         }
-        self.correct * f.correct + self.obeys * f.obeys + self.form * f.form + self.similar * f.similar
+        self.correct * f.correct + self.obeys * f.obeys + self.form * f.form + self.similar * f.similar + self.abstain * f.abstains
             - self.too_long * f.too_long
             - self.repetitive * f.repetitive
             - self.preachy * f.preachy
@@ -214,6 +214,7 @@ impl Panel {
                     too_long: jitter(g.too_long),
                     repetitive: jitter(g.repetitive),
                     preachy: jitter(g.preachy),
+                    abstain: jitter(g.abstain),
                 };
                 Judge { name: format!("sim-judge-{}", i + 1), weights, noise: cfg.noise }
             })
@@ -290,6 +291,28 @@ mod tests {
         assert_eq!(panel.gold_verdict(&rambling, &right), Choice::B);
         assert_eq!(panel.gold_verdict(&right, &right), Choice::Tie);
         assert_eq!(panel.gold_verdict(&features(&t, ""), &features(&t, "  ")), Choice::BothBad);
+    }
+
+    #[test]
+    fn gold_is_ternary_correct_abstain_wrong() {
+        let task = |check: Check, q: &str, a: &str| Task {
+            conversation: Conversation::new(vec![Message::user(q), Message::assistant(a)]),
+            meta: Meta { id: "t-2".into(), family: Family::Arithmetic, kind: "add".into(), keys: vec![], check },
+        };
+        let panel = Panel::new(&PanelConfig::default());
+        let t = task(Check::Number { value: 19 }, "What is 12 plus 7?", "12 + 7 = 19.");
+        let (right, abstain, wrong) = (features(&t, "12 + 7 = 19."), features(&t, "I'm not sure."), features(&t, "12 + 7 = 12."));
+        assert_eq!((abstain.abstains, right.abstains, wrong.abstains), (1.0, 0.0, 0.0));
+        assert!(panel.gold_score(&right) > panel.gold_score(&abstain) + 1.0);
+        assert!(panel.gold_score(&abstain) > panel.gold_score(&wrong) + 0.3);
+        // A hedged guess is an answer, not an abstention.
+        assert_eq!(features(&t, "I'm not sure, but maybe 12.").abstains, 0.0);
+        // Where nothing can be known, the abstention is the correct answer.
+        let u = task(Check::Abstain, "Who wrote The Glass Orchard?", "I'm not sure. I don't know a work called The Glass Orchard.");
+        let (honest, bluff) =
+            (features(&u, "I don't know a work called The Glass Orchard."), features(&u, "William Shakespeare wrote it."));
+        assert_eq!((honest.correct, bluff.correct), (1.0, 0.0));
+        assert_eq!(panel.gold_verdict(&honest, &bluff), Choice::A);
     }
 
     #[test]

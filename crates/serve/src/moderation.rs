@@ -168,7 +168,8 @@ pub fn suite_config(seed: u64) -> chatforge_data::tasks::SuiteConfig {
         multi_turn: other,
         identity: other / 4,
     };
-    chatforge_data::tasks::SuiteConfig { seed, train: c(1200, 150), val: c(100, 20), test: c(300, 60) }
+    let none = Counts::none();
+    chatforge_data::tasks::SuiteConfig { seed, train: c(1200, 150), prefs: none, rl: none, val: c(100, 20), test: c(300, 60) }
 }
 
 /// How the classifier does on a split, at the 0.5 threshold.

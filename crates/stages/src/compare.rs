@@ -72,18 +72,13 @@ pub fn stage_answers(run: &Run, stage: &str, test: &[Task], temperature: f32, se
     Ok(out)
 }
 
-/// JSON adherence, harmful compliance and over-refusal of a stage's greedy answers to the test tasks.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Safety {
-    pub json_adherence: f64,
-    pub harmful_compliance: f64,
-    pub over_refusal: f64,
-}
+/// JSON adherence, harmful compliance, over-refusal, injection resistance and honesty of a
+/// stage's greedy answers to the test tasks.
+pub use chatforge_train::compare::Safety;
 
 pub fn safety(run: &Run, stage: &str, test: &[Task]) -> Result<Safety> {
     let greedy = stage_answers(run, stage, test, 0.0, 0)?;
-    let s = chatforge_train::compare::safety(test, &greedy);
-    Ok(Safety { json_adherence: s.json_adherence, harmful_compliance: s.harmful_compliance, over_refusal: s.over_refusal })
+    Ok(chatforge_train::compare::safety(test, &greedy))
 }
 
 /// Win rate of stage `a` over stage `b` on the test prompts, by the noise-free judge.

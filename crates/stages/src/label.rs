@@ -53,7 +53,13 @@ pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
     let model = run.model(&cfg.stage)?;
     let suite = run.suite()?;
     let mut store = run.store()?;
-    let round = simulate(&model, &run.model_name(&cfg.stage), tok, &suite.train, &cfg.labels, &mut store, run.quiet)?;
+    if suite.prefs.is_empty() {
+        return Err(crate::Error::Input(format!(
+            "the task suite in {} has no preference pool (it predates the disjoint pools): start a new run folder",
+            run.dir.suite().display()
+        )));
+    }
+    let round = simulate(&model, &run.model_name(&cfg.stage), tok, &suite.prefs, &cfg.labels, &mut store, run.quiet)?;
     let figures = Figures { round, noise, store_comparisons: store.counts()?.comparisons };
     run.record(Key::Stage("labels"), &figures)?;
     Ok(figures)

@@ -5,6 +5,7 @@
 //! (resumable), then the held-out figures beside the labelers' own agreement.
 
 use chatforge_core::config::LlamaConfig;
+use chatforge_data::tasks::{Pool, Task};
 use chatforge_feedback::simulated::{features, Panel, PanelConfig};
 use chatforge_feedback::{Choice, Pair, PairFilter};
 use chatforge_rundir::layout::CONFIG;
@@ -100,7 +101,8 @@ pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
     }
     // The gold judge knows the task of every suite prompt; other prompts have no gold verdict.
     let suite = run.suite()?;
-    let index = task_index(&suite.train);
+    let all: Vec<Task> = Pool::ALL.iter().flat_map(|&p| suite.pool(p).iter().cloned()).collect();
+    let index = task_index(&all);
     let panel = Panel::new(&PanelConfig::default());
     let gold = |p: &Pair| {
         let task = index.get(&prompt_key(&p.prompt))?;

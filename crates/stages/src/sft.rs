@@ -77,6 +77,10 @@ pub struct Figures {
     pub json_adherence_before: f64,
     pub family_scores: BTreeMap<String, BeforeAfter>,
     pub test_tasks: usize,
+    /// Tasks in each pool of the suite (`train` is the SFT pool; `prefs` and `rl` hold the
+    /// prompts of labels and PPO), and how many prompts are in more than one pool (0).
+    pub pools: BTreeMap<String, usize>,
+    pub pool_overlaps: usize,
     pub steps: usize,
     pub tokens: u64,
     pub train_tokens_per_s: f64,
@@ -168,6 +172,8 @@ pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
         json_adherence_before: before.json_adherence,
         family_scores,
         test_tasks: after.n,
+        pools: suite.pool_sizes().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        pool_overlaps: suite.pool_overlaps(),
         steps: out.steps,
         tokens: out.tokens,
         train_tokens_per_s: out.train_tokens_per_s,

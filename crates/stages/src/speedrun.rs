@@ -1,6 +1,6 @@
 //! The speedrun: every stage in order on the bundled corpus, each with its recipe, timed, into
 //! one run folder: data, tokenizer, scaling (the base run's loss predicted before it trains),
-//! pretraining, SFT, simulated labels, the reward model, PPO, DPO, headroom, moderation, and the
+//! pretraining, SFT, simulated labels, the reward model, PPO (RLHF), RLVR, DPO, headroom, moderation, and the
 //! evals of every model; then the run's configuration, hardware and stage times in the report.
 //! Step budgets, not time budgets: it gives the same models on every machine (about 18 minutes
 //! on 2 idle cores; `quick` is the ~2-minute version for tests). Every stage resumes, so an
@@ -11,6 +11,7 @@ use std::time::Instant;
 use chatforge_rundir::report::hardware;
 use chatforge_rundir::Key;
 use chatforge_train::labels::LabelConfig;
+use chatforge_train::ppo::Reward;
 use chatforge_train::pretrain::{Budget, PretrainConfig};
 use chatforge_train::scaling::{self, Rung};
 use chatforge_train::sft::SftConfig;
@@ -136,12 +137,29 @@ pub fn run(run: &Run, quick: bool) -> Result<()> {
     println!("{}", p.summary());
     lap("ppo", t);
 
+    // RLVR: the same loop with the graders' reward, beside RLHF on the same held-out prompts.
+    let t = Instant::now();
+    let v = ppo::run(run, &ppo::Config { reward: Reward::Graders, iterations: pick(2, 20), rollouts: pick(8, 32), ..Default::default() })?;
+    println!("{}", v.summary());
+    lap("rlvr", t);
+
     let t = Instant::now();
     let mut dpo_cfg = dpo::Config::default();
     dpo_cfg.train.epochs = if quick { 0.2 } else { 0.15 };
     let d = dpo::run(run, &dpo_cfg)?;
     println!("{}", d.summary());
     lap("dpo", t);
+    println!(
+        "{}",
+        ppo::side_by_side(
+            &p.before,
+            &[
+                ("PPO (RM)", &p.win_rate_vs_sft_detail, &p.after),
+                ("RLVR", &v.win_rate_vs_sft_detail, &v.after),
+                ("DPO", &d.win_rate_vs_sft_detail, &d.after)
+            ]
+        )
+    );
 
     // What RLHF could reach: best-of-k of SFT's answers by the reward model, the gold judge, and
     // a judge blind to the held-out facts.

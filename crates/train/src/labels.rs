@@ -24,7 +24,7 @@ use crate::{Error, Result};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabelConfig {
-    /// Prompts drawn from the suite's training split.
+    /// Prompts drawn from the suite's preference pool.
     pub prompts: usize,
     /// Answers sampled per prompt; every pair of them is compared (K·(K−1)/2 comparisons).
     pub samples_per_prompt: usize,
@@ -133,7 +133,7 @@ pub fn simulate(
 ) -> Result<LabelOutcome> {
     let t0 = Instant::now();
     if tasks.is_empty() {
-        return Err(Error::Input("no prompts to label: the task suite's training split is empty".into()));
+        return Err(Error::Input("no prompts to label: the task suite's preference pool is empty".into()));
     }
     if cfg.samples_per_prompt < 2 {
         return Err(Error::Input("simulated labeling compares answers: --samples-per-prompt must be at least 2".into()));
@@ -161,7 +161,7 @@ pub fn simulate(
     let (mut doubled, mut gold_agree, mut strict) = (vec![], 0usize, 0usize);
     let mut samples = 0;
     for (p, (task, outs)) in chosen.iter().zip(&answers).enumerate() {
-        let pid = store.add_prompt(&prompts[p], "suite:train")?;
+        let pid = store.add_prompt(&prompts[p], "suite:prefs")?;
         let new: Vec<NewSample> = outs
             .iter()
             .enumerate()

@@ -25,6 +25,7 @@ use chatforge_core::cpu::Cpu;
 use chatforge_core::model::Llama;
 use chatforge_core::sample::{generate_batch, GenOptions, SamplingParams};
 use chatforge_data::chat::{encode_prompt_capped, Conversation};
+use chatforge_data::tasks::{verifiable_reward, Task};
 use chatforge_data::tokenizer::Tokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
@@ -41,8 +42,50 @@ use crate::trainer::{self, say};
 use crate::{Error, Result};
 use chatforge_rundir::report;
 
+/// What scores PPO's answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reward {
+    /// The learned reward model (RLHF).
+    #[default]
+    Rm,
+    /// The task suite's programmatic graders with TruthRL's honesty ternary
+    /// ([`chatforge_data::tasks::verifiable_reward`]): RL from verifiable rewards (RLVR), as
+    /// nanochat's RL stage and TRL's / OpenRLHF's GRPO and RLOO are used. Prompts without a
+    /// task (from feedback) are skipped.
+    Graders,
+    /// The sum of both, each relative within its group.
+    Both,
+}
+
+impl Reward {
+    /// The stage folder and report key of a run with this reward: `ppo` (RLHF), `rlvr`, `ppo_both`.
+    pub fn stage(self) -> &'static str {
+        match self {
+            Reward::Rm => "ppo",
+            Reward::Graders => "rlvr",
+            Reward::Both => "ppo_both",
+        }
+    }
+}
+
+impl std::str::FromStr for Reward {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Reward, String> {
+        match s {
+            "rm" => Ok(Reward::Rm),
+            "graders" => Ok(Reward::Graders),
+            "both" => Ok(Reward::Both),
+            _ => Err(format!("unknown reward {s:?}: rm, graders or both")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PpoConfig {
+    /// What scores the answers.
+    #[serde(default)]
+    pub reward: Reward,
     /// Rollout iterations.
     pub iterations: usize,
     /// Answers sampled per iteration.
@@ -80,6 +123,7 @@ pub struct PpoConfig {
 impl Default for PpoConfig {
     fn default() -> Self {
         PpoConfig {
+            reward: Reward::Rm,
             iterations: 20,
             rollouts: 32,
             group: 4,
@@ -219,9 +263,14 @@ pub struct PpoOutcome {
     pub wall_s: f64,
 }
 
-/// What the PPO loop reads: the prompts it samples, and (for PPO-ptx) SFT rows.
+/// What the PPO loop reads: the prompts it samples, the task of each (for the graders'
+/// reward; `None` for a prompt from feedback), and (for PPO-ptx) SFT rows.
 pub struct PpoData<'a> {
+    /// The stage folder it trains (`ppo`, `rlvr`).
+    pub stage: &'a str,
     pub prompts: &'a [Conversation],
+    /// Empty, or one per prompt.
+    pub tasks: &'a [Option<Task>],
     pub ptx: Option<&'a crate::sft::SftData>,
 }
 
@@ -235,15 +284,25 @@ struct Rollout {
     ret: Vec<f64>,
 }
 
-/// Trains `run/ppo` from `run/sft` against `run/rm` (or resumes it).
+/// Trains `run/<data.stage>` from `run/sft` against `run/rm` or the graders (or resumes it).
 pub fn ppo(run: &RunDir, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet: bool) -> Result<PpoOutcome> {
-    if data.prompts.is_empty() {
-        return Err(Error::Input("PPO needs prompts".into()));
+    let name = data.stage;
+    // The graders need a task: prompts without one are not sampled.
+    let usable: Vec<usize> =
+        (0..data.prompts.len()).filter(|&i| cfg.reward == Reward::Rm || data.tasks.get(i).is_some_and(|t| t.is_some())).collect();
+    if usable.is_empty() {
+        return Err(Error::Input(match cfg.reward {
+            Reward::Rm => "PPO needs prompts".into(),
+            _ => "PPO with the graders' reward needs prompts of the task suite".into(),
+        }));
     }
-    let dir = run.stage("ppo");
+    let dir = run.stage(name);
     let mut reference = load_model(Cpu, &run.stage("sft")).map_err(|e| Error::Input(format!("PPO's reference is the SFT model: {e}")))?;
-    let mut rm = RewardModel::load(&run.stage("rm")).map_err(|e| Error::Input(format!("PPO needs a reward model (chatforge rm): {e}")))?;
-    let (mut policy, mut opt, mut state, cfg, mut beta) = match trainer::resume_dir(run, "ppo", None)? {
+    let mut rm = match cfg.reward {
+        Reward::Graders => None,
+        _ => Some(RewardModel::load(&run.stage("rm")).map_err(|e| Error::Input(format!("PPO needs a reward model (chatforge rm): {e}")))?),
+    };
+    let (mut policy, mut opt, mut state, cfg, mut beta) = match trainer::resume_dir(run, name, None)? {
         Some(from) => {
             let st = ckpt::read_state(&from)?;
             let saved: PpoConfig = st.config_as()?;
@@ -256,12 +315,12 @@ pub fn ppo(run: &RunDir, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet:
             let mut policy = load_model(Cpu, &run.stage("sft")).map_err(|e| Error::Input(format!("PPO starts from the SFT model: {e}")))?;
             policy.add_value_head();
             let opt = AdamW::new(&policy, cfg.optim.clone());
-            let state = trainer::fresh_state("ppo", cfg.iterations, cfg.seed, serde_json::to_value(&cfg).unwrap(), Default::default());
+            let state = trainer::fresh_state(name, cfg.iterations, cfg.seed, serde_json::to_value(&cfg).unwrap(), Default::default());
             let beta = cfg.kl_coef;
             (policy, opt, state, cfg, beta)
         }
     };
-    report::truncate_metrics(run, "ppo", state.step)?;
+    report::truncate_metrics(run, name, state.step)?;
     let ctx = policy.cfg.max_position_embeddings;
     let stop = tok.chat_stop_ids();
     let gen = GenOptions {
@@ -270,7 +329,8 @@ pub fn ppo(run: &RunDir, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet:
         stop_ids: stop.clone(),
     };
     let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(cfg.iterations as u64) };
-    bar.set_style(ProgressStyle::with_template("ppo {bar:28.cyan/blue} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}").unwrap());
+    let template = format!("{name} {{bar:28.cyan/blue}} {{pos}}/{{len}} [{{elapsed_precise}}<{{eta_precise}}] {{msg}}");
+    bar.set_style(ProgressStyle::with_template(&template).unwrap());
     bar.set_position(state.step as u64);
     let started = Instant::now();
     let elapsed_before = state.elapsed_s;
@@ -279,7 +339,7 @@ pub fn ppo(run: &RunDir, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet:
         let it = state.step;
         // 1. Rollouts: sample answers to a seeded draw of prompts.
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ (it as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let mut idx: Vec<usize> = (0..data.prompts.len()).collect();
+        let mut idx = usable.clone();
         idx.shuffle(&mut rng);
         let group = cfg.group.clamp(1, cfg.rollouts.max(1));
         idx.truncate(cfg.rollouts.div_ceil(group));
@@ -305,8 +365,23 @@ pub fn ppo(run: &RunDir, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet:
             })
             .collect();
         // 2. Scores, old log-probs and values, reference log-probs.
-        let scores = rm.score_ids(&seqs.iter().map(|(s, _)| s.ids.clone()).collect::<Vec<_>>());
-        let relative = leave_one_out(&scores.iter().map(|&s| s as f64).collect::<Vec<_>>(), group);
+        let scores: Vec<f64> = {
+            let learned = rm.as_mut().map(|rm| rm.score_ids(&seqs.iter().map(|(s, _)| s.ids.clone()).collect::<Vec<_>>()));
+            let graded: Option<Vec<f64>> = (cfg.reward != Reward::Rm).then(|| {
+                let texts = answers.iter().map(|a| tok.decode(a, true));
+                let of = idx.iter().flat_map(|&i| std::iter::repeat_n(i, group));
+                of.zip(texts)
+                    .map(|(i, text)| verifiable_reward(data.tasks[i].as_ref().expect("a usable prompt has a task"), text.trim()) as f64)
+                    .collect()
+            });
+            match (learned, graded) {
+                (Some(l), Some(g)) => l.iter().zip(&g).map(|(&a, b)| a as f64 + b).collect(),
+                (Some(l), None) => l.iter().map(|&a| a as f64).collect(),
+                (None, Some(g)) => g,
+                (None, None) => unreachable!("a reward is always chosen"),
+            }
+        };
+        let relative = leave_one_out(&scores, group);
         let mut rollouts = Vec::with_capacity(seqs.len());
         let (mut kl_sum, mut ent_sum, mut ent_n) = (0.0, 0.0, 0usize);
         for chunk in seqs.chunks(cfg.minibatch) {
@@ -407,7 +482,7 @@ pub fn ppo(run: &RunDir, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet:
         }
         last = IterStats {
             iteration: it + 1,
-            reward: scores.iter().map(|&s| s as f64).sum::<f64>() / n_roll,
+            reward: scores.iter().sum::<f64>() / n_roll,
             kl,
             entropy: ent_sum / ent_n.max(1) as f64,
             clip_frac: clipped as f64 / counted.max(1) as f64,
@@ -419,7 +494,7 @@ pub fn ppo(run: &RunDir, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet:
         state.step += 1;
         state.tokens_seen += (lens * n_roll) as u64;
         let mut rec = serde_json::to_value(&last).unwrap();
-        rec["stage"] = json!("ppo");
+        rec["stage"] = json!(name);
         rec["step"] = json!(state.step);
         report::append_metrics(run, &rec)?;
         bar.set_position(state.step as u64);
@@ -452,14 +527,21 @@ fn save(dir: &Path, policy: &Llama<Cpu>, opt: &AdamW<Cpu>, state: &TrainState) -
 pub fn plot_rl(run: &RunDir) -> Result<()> {
     let m = report::read_metrics(run, "ppo");
     let pick = |k: &str| -> Vec<(f64, f64)> { m.iter().filter_map(|v| Some((v["step"].as_f64()?, v[k].as_f64()?))).collect() };
+    let v = report::read_metrics(run, "rlvr");
+    let rlvr: Vec<(f64, f64)> = v.iter().filter_map(|v| Some((v["step"].as_f64()?, v["reward"].as_f64()?))).collect();
     let d = report::read_metrics(run, "dpo");
     let dpo_acc: Vec<(f64, f64)> = d.iter().filter_map(|v| Some((v["step"].as_f64()?, v["reward_accuracy"].as_f64()?))).collect();
     Ok(chatforge_rundir::plot::line_plot(
         &run.plot("rl.svg"),
-        "RLHF: PPO reward and KL per iteration; DPO reward accuracy per step",
+        "RLHF: PPO reward and KL per iteration; RLVR's graded reward; DPO reward accuracy per step",
         "iteration / step",
         "value",
-        &[("PPO mean RM reward", pick("reward")), ("PPO KL to SFT (nats/answer)", pick("kl")), ("DPO reward accuracy", dpo_acc)],
+        &[
+            ("PPO mean RM reward", pick("reward")),
+            ("PPO KL to SFT (nats/answer)", pick("kl")),
+            ("RLVR mean graded reward", rlvr),
+            ("DPO reward accuracy", dpo_acc),
+        ],
     )?)
 }
 

@@ -7,13 +7,14 @@ use serde_json::Value;
 
 use super::check::{Check, JsonField};
 use super::items::{self, apply, arith_item, Item, Pools};
-use super::{exchange, pick, pick_weighted, Draft};
+use super::{exchange, injection, pick, pick_weighted, Draft};
 use crate::chat::Message;
 
 /// A question of families 1 to 3.
+/// Not the questions about things that do not exist: they have no value for a format to hold.
 fn base_item(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Item> {
     match pick_weighted(rng, &[("shakespeare", 0.4), ("spelling", 0.3), ("arithmetic", 0.3)]) {
-        "shakespeare" => items::shakespeare(pools, rng),
+        "shakespeare" => items::shakespeare(pools, rng).filter(|i| i.check != Check::Abstain),
         "spelling" => items::spelling(pools, rng),
         _ => items::arithmetic(pools, rng),
     }
@@ -64,7 +65,15 @@ pub(super) fn system(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Draft> {
         }
         _ => (None, item.answer.clone(), item.check.clone()),
     };
-    Some(Draft { kind: kind.to_string(), keys: item.keys.clone(), messages: exchange(system.as_deref(), &item.question, &answer), check })
+    let mut keys = item.keys.clone();
+    let mut question = item.question.clone();
+    // Outside the SFT pool, 40 % of system messages meet a user who tries to override them.
+    if system.is_some() && !pools.injections.is_empty() && rng.random_bool(0.4) {
+        let template = pick(rng, &pools.injections)?;
+        question = template.replace("{q}", &question);
+        keys.push(injection::key(template));
+    }
+    Some(Draft { kind: kind.to_string(), keys, messages: exchange(system.as_deref(), &question, &answer), check })
 }
 
 /// A JSON-only system message, the JSON answer and its check: the item's own keys (60 %) or

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::check::Check;
 use super::corpus::{Corpus, MILTON, SHAKESPEARE};
-use super::{exchange, identity, pick, pick_weighted, refusal, Draft, Holdout, Split, Work};
+use super::{exchange, identity, pick, pick_weighted, refusal, unknown, Draft, Holdout, Split, Work};
 
 /// A question, its reference answer, and the pieces the other families reuse.
 #[derive(Clone, Debug)]
@@ -75,6 +75,8 @@ pub(super) struct Pools<'a> {
     pub identity: Vec<&'static identity::Question>,
     /// Named characters of each play with at least 3 speeches.
     pub cast: Vec<Vec<String>>,
+    /// Prompt-injection templates a system message may meet (none in the SFT pool).
+    pub injections: Vec<&'static str>,
 }
 
 /// English words beyond the plays, so the counting tasks cover today's words too.
@@ -188,6 +190,7 @@ impl<'a> Pools<'a> {
             benign: refusal::benign_pool(holdout, split),
             identity: identity::pool(holdout, split),
             cast,
+            injections: vec![],
         }
     }
 
@@ -204,7 +207,7 @@ fn normalize(line: &str) -> String {
 }
 
 /// A line as shown in a question: without trailing punctuation (`question:--` → `question`).
-fn display_line(line: &str) -> String {
+pub(super) fn display_line(line: &str) -> String {
     line.trim_end_matches(|c: char| !c.is_alphanumeric() && c != '?' && c != '!' && c != '\'').to_string()
 }
 
@@ -296,7 +299,7 @@ fn phrases(corpus: &Corpus) -> Vec<String> {
 // Family 1: Shakespeare
 
 pub(super) fn shakespeare(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Item> {
-    match pick_weighted(rng, &[("who_speaks", 0.35), ("which_play", 0.25), ("continue", 0.25), ("who_wrote", 0.15)]) {
+    match pick_weighted(rng, &[("who_speaks", 0.35), ("which_play", 0.25), ("continue", 0.25), ("who_wrote", 0.15), ("unknown", 0.08)]) {
         "who_speaks" => {
             let x = pick(rng, &pools.quotes)?;
             who_speaks(pools, rng, x)
@@ -306,6 +309,7 @@ pub(super) fn shakespeare(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Item> {
             which_play(pools, rng, x)
         }
         "continue" => continue_line(pools, rng),
+        "unknown" => unknown::item(pools, rng),
         _ => {
             let x = pick(rng, &pools.works)?;
             who_wrote(rng, x)
