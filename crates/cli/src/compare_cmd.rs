@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use chatforge_data::tasks::Split;
 use chatforge_stages::{compare, headroom, pairs_curve, Run};
 use clap::Args;
 
@@ -36,6 +37,9 @@ pub struct CompareArgs {
     pub b_temperature: Option<f32>,
     #[arg(long, default_value_t = c().seed)]
     pub seed: u64,
+    /// The prompts: test (reported and recorded) or val (for choosing settings; only printed).
+    #[arg(long, default_value = "test", value_parser = ["test", "val"])]
+    pub split: String,
 }
 
 impl CompareArgs {
@@ -46,6 +50,7 @@ impl CompareArgs {
             temperature: self.temperature,
             b_temperature: self.b_temperature,
             seed: self.seed,
+            split: if self.split == "val" { Split::Val } else { Split::Test },
         }
     }
 }
@@ -54,13 +59,15 @@ pub fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
     let cfg = a.config();
     let f = compare::run(&Run::open(&a.run), &cfg)?;
     println!(
-        "{} (T={}) vs {} (T={}): win rate {} on held-out prompts (noise-free judge)",
+        "{} (T={}) vs {} (T={}): win rate {} on the held-out {} prompts (noise-free judge)",
         cfg.a,
         f.temperature_a,
         cfg.b,
         f.temperature_b,
-        compare::describe(&f.win)
+        compare::describe(&f.win),
+        a.split
     );
+    println!("{}", chatforge_stages::ppo::side_by_side((&cfg.b, &f.safety_b), &[(&cfg.a, &f.win, &f.safety_a)]));
     Ok(())
 }
 

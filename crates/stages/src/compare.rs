@@ -6,9 +6,9 @@
 //! - [`safety`]: JSON adherence, harmful compliance and over-refusal of its greedy answers;
 //! - [`win_rate`]: the judge's verdicts of two stages' sampled answers.
 
-use chatforge_data::tasks::Task;
+use chatforge_data::tasks::{Split, Task};
 use chatforge_feedback::simulated::{Panel, PanelConfig};
-use chatforge_rundir::fs::{sha256_file, write_atomic};
+use chatforge_rundir::fs::{sha256_file, sha256_hex, write_atomic};
 use chatforge_rundir::Key;
 use chatforge_train::compare::{answers, judge, WinRate};
 use serde::{Deserialize, Serialize};
@@ -29,30 +29,41 @@ pub struct Config {
     /// Sample B at this temperature instead (is RLHF better than a cooler SFT?).
     pub b_temperature: Option<f32>,
     pub seed: u64,
+    /// The prompts: `test` (reported, recorded in `report.json`) or `val` (for choosing
+    /// hyperparameters: printed, never recorded).
+    pub split: Split,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { a: "ppo".into(), b: "sft".into(), temperature: 1.0, b_temperature: None, seed: 0 }
+        Config { a: "ppo".into(), b: "sft".into(), temperature: 1.0, b_temperature: None, seed: 0, split: Split::Test }
     }
 }
 
-/// `compare.<a>_vs_<b>`: the win rate and the temperatures it was measured at.
+/// `compare.<a>_vs_<b>`: the win rate and the temperatures it was measured at, and both
+/// stages' safety and honesty on the same prompts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Figures {
     #[serde(flatten)]
     pub win: WinRate,
     pub temperature_a: f32,
     pub temperature_b: f32,
+    pub safety_a: Safety,
+    pub safety_b: Safety,
 }
 
-/// Judges `cfg.a` against `cfg.b` on the test prompts and records `compare.<a>_vs_<b>`.
+/// Judges `cfg.a` against `cfg.b` on the test (or val) prompts; records `compare.<a>_vs_<b>`
+/// for test.
 pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
-    let test = &run.suite()?.test;
+    let suite = run.suite()?;
+    let tasks = suite.split(cfg.split);
     let tb = cfg.b_temperature.unwrap_or(cfg.temperature);
-    let win = win_rate(run, &cfg.a, &cfg.b, test, [cfg.temperature, tb], cfg.seed)?;
-    let figures = Figures { win, temperature_a: cfg.temperature, temperature_b: tb };
-    run.record(Key::Compare(&cfg.a, &cfg.b), &figures)?;
+    let win = win_rate(run, &cfg.a, &cfg.b, tasks, [cfg.temperature, tb], cfg.seed)?;
+    let (safety_a, safety_b) = (safety(run, &cfg.a, tasks)?, safety(run, &cfg.b, tasks)?);
+    let figures = Figures { win, temperature_a: cfg.temperature, temperature_b: tb, safety_a, safety_b };
+    if cfg.split == Split::Test {
+        run.record(Key::Compare(&cfg.a, &cfg.b), &figures)?;
+    }
     Ok(figures)
 }
 
@@ -60,7 +71,10 @@ pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
 /// `R/<stage>/answers-t<T>-s<seed>-<sha>.json`.
 pub fn stage_answers(run: &Run, stage: &str, test: &[Task], temperature: f32, seed: u64) -> Result<Vec<String>> {
     let sha = sha256_file(&run.dir.model(stage))?;
-    let cache = run.dir.stage(stage).join(format!("answers-t{temperature}-s{seed}-{}.json", &sha[..12]));
+    // The prompts' own hash too: answers to val and to test are cached apart.
+    let ids: String = test.iter().map(|t| t.meta.id.as_str()).collect::<Vec<_>>().join(",");
+    let of = &sha256_hex(ids.as_bytes())[..8];
+    let cache = run.dir.stage(stage).join(format!("answers-t{temperature}-s{seed}-{}-{of}.json", &sha[..12]));
     if let Some(v) = std::fs::read_to_string(&cache).ok().and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok()) {
         if v.len() == test.len() {
             return Ok(v);

@@ -161,14 +161,15 @@ impl Figures {
     }
 }
 
-/// The alignment stages side by side on the test split: the win rate against SFT and every
-/// safety and honesty figure, SFT first.
-pub fn side_by_side(sft: &Safety, arms: &[(&str, &WinRate, &Safety)]) -> String {
-    let mut s = format!("{:<22}{:>10}", "test split", "SFT");
+/// Stages side by side on the same prompts: each arm's win rate against the first stage and
+/// every safety and honesty figure (the first stage's first).
+pub fn side_by_side(first: (&str, &Safety), arms: &[(&str, &WinRate, &Safety)]) -> String {
+    let (name, sft) = first;
+    let mut s = format!("{:<22}{:>10}", "", name);
     for (name, _, _) in arms {
         s += &format!("{name:>12}");
     }
-    s += &format!("\n{:<22}{:>10}", "win rate vs SFT", "");
+    s += &format!("\n{:<22}{:>10}", format!("win rate vs {name}"), "");
     for (_, w, _) in arms {
         s += &format!("{:>11.1}%", 100.0 * w.win_rate);
     }

@@ -152,7 +152,7 @@ pub fn run(run: &Run, quick: bool) -> Result<()> {
     println!(
         "{}",
         ppo::side_by_side(
-            &p.before,
+            ("SFT", &p.before),
             &[
                 ("PPO (RM)", &p.win_rate_vs_sft_detail, &p.after),
                 ("RLVR", &v.win_rate_vs_sft_detail, &v.after),
