@@ -4,7 +4,7 @@
 //!
 //! | family | kinds |
 //! |---|---|
-//! | `shakespeare` | `who_speaks` a line, `which_play` a character is in, `continue` a line, `who_wrote` a work |
+//! | `shakespeare` | `who_speaks` a line, `which_play` a character is in, `continue` a line, `who_wrote` a work; `unknown_work`, `unknown_character`, `unknown_line` (made up: the answer is "I'm not sure") |
 //! | `spelling` | `letter_count`, `word_length`, `char_count`, `word_count`, `spell` |
 //! | `arithmetic` | `add`, `sub`, `mul` (small integers) |
 //! | `system` | a question of the three families above under a system message: `json` (only a JSON object with given keys), `one_word`, `upper_case`, `persona` (as a Shakespearean character), or `default` (no system message) |
@@ -25,8 +25,16 @@
 //! key's split is the same in every family, so test items are held out of all of training.
 //! Every task lists its keys in `meta.keys`.
 //!
+//! # Pools
+//! The train split is three disjoint prompt pools (see [`SuiteConfig`]): SFT demonstrations
+//! (`train`), preference prompts (`prefs`) and RL prompts (`rl`); prompt injections
+//! (`injection.rs`) appear in every pool but SFT's. Questions about made-up works, characters
+//! and lines (`unknown.rs`) have one right answer: "I'm not sure" ([`Check::Abstain`]). Fact
+//! questions are graded correct, abstained or wrong ([`Outcome`]).
+//!
 //! # Files
-//! [`write_suite`] writes `train.jsonl`, `val.jsonl` and `test.jsonl`, one task per line:
+//! [`write_suite`] writes `train.jsonl`, `prefs.jsonl`, `rl.jsonl`, `val.jsonl` and
+//! `test.jsonl`, one task per line:
 //! `{"messages": [...], "meta": {"id", "family", "kind", "keys", "check"}}`. The files are also
 //! plain conversation files for [`crate::chat::load_jsonl`] (which ignores `meta`).
 
