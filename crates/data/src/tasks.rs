@@ -284,7 +284,7 @@ impl Default for SuiteConfig {
             prefs: twice,
             rl: twice,
             val: Counts { shakespeare: 40, spelling: 40, arithmetic: 40, system: 60, refusal: 40, multi_turn: 40, identity: 20 },
-            test: Counts { shakespeare: 80, spelling: 80, arithmetic: 80, system: 100, refusal: 60, multi_turn: 80, identity: 30 },
+            test: Counts { shakespeare: 80, spelling: 80, arithmetic: 80, system: 100, refusal: 180, multi_turn: 80, identity: 30 },
         }
     }
 }
