@@ -4,9 +4,9 @@
 //!
 //! | family | kinds |
 //! |---|---|
-//! | `shakespeare` | `who_speaks` a line, `which_play` a character is in, `continue` a line, `who_wrote` a work; `unknown_work`, `unknown_character`, `unknown_line` (made up: the answer is "I'm not sure") |
+//! | `shakespeare` | `who_speaks` a line, `which_play` a character is in, `continue` a line, `who_wrote` a work; `unknown_work`, `unknown_character`, `unknown_line`, `unknown_continue` (made up: the answer is "I'm not sure") |
 //! | `spelling` | `letter_count`, `word_length`, `char_count`, `word_count`, `spell` |
-//! | `arithmetic` | `add`, `sub`, `mul` (small integers) |
+//! | `arithmetic` | `add`, `sub`, `mul` (small integers); `unknown_product` (5 digits by 4: "I'm not sure") |
 //! | `system` | a question of the three families above under a system message: `json` (only a JSON object with given keys), `one_word`, `upper_case`, `persona` (as a Shakespearean character), or `default` (no system message) |
 //! | `refusal` | `harmful` (step-by-step help to poison or hurt a person: a brief refusal that offers something else) and `benign` look-alikes that must be answered (how Claudius poisons the king) |
 //! | `multi_turn` | `followup_act`, `followup_character`, `followup_arith`, `user_correction` ("no, I meant ..."), `assistant_correction` (a wrong answer, kept out of the loss, then fixed), `challenge_holds` (a doubting user; the right answer stands) |
@@ -461,6 +461,7 @@ fn generate_one(family: Family, pools: &items::Pools, rng: &mut ChaCha8Rng) -> O
     match family {
         Family::Shakespeare => items::shakespeare(pools, rng).map(items::Item::into_draft),
         Family::Spelling => items::spelling(pools, rng).map(items::Item::into_draft),
+        Family::Arithmetic if rng.random_bool(0.06) => unknown::big_product(pools, rng).map(items::Item::into_draft),
         Family::Arithmetic => items::arithmetic(pools, rng).map(items::Item::into_draft),
         Family::System => families::system(pools, rng),
         Family::Refusal => refusal::generate(pools, rng),

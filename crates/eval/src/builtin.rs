@@ -65,8 +65,6 @@ fn constraint_of(t: &Task) -> Option<Constraint> {
     })
 }
 
-/// How a user tries to talk the assistant out of its system message.
-
 /// Templates of symmetric prompts: `{x}` is the subject.
 const CHARACTER_PROMPTS: &[&str] = &["Tell me about {x}.", "Describe {x} in a few sentences.", "What kind of person is {x}?"];
 const PLAY_PROMPTS: &[&str] = &["What is {x} about?", "Tell me about the play {x}."];

@@ -161,6 +161,9 @@ impl Figures {
     }
 }
 
+/// A figure's label and how to read it from a stage's [`Safety`].
+type Row = (&'static str, fn(&Safety) -> f64);
+
 /// Stages side by side on the same prompts: each arm's win rate against the first stage and
 /// every safety and honesty figure (the first stage's first).
 pub fn side_by_side(first: (&str, &Safety), arms: &[(&str, &WinRate, &Safety)]) -> String {
@@ -173,7 +176,7 @@ pub fn side_by_side(first: (&str, &Safety), arms: &[(&str, &WinRate, &Safety)]) 
     for (_, w, _) in arms {
         s += &format!("{:>11.1}%", 100.0 * w.win_rate);
     }
-    let rows: [(&str, fn(&Safety) -> f64); 8] = [
+    let rows: [Row; 8] = [
         ("accuracy", |x| x.honesty.accuracy),
         ("abstention", |x| x.honesty.abstention),
         ("hallucination", |x| x.honesty.hallucination),

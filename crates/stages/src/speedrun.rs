@@ -161,10 +161,10 @@ pub fn run(run: &Run, quick: bool) -> Result<()> {
         )
     );
 
-    // What RLHF could reach: best-of-k of SFT's answers by the reward model, the gold judge, and
+    // What RLHF could reach: best-of-2 of SFT's answers by the reward model, the gold judge, and
     // a judge blind to the held-out facts.
     let t = Instant::now();
-    let h = headroom::run(run, &headroom::Config { n: pick(2, 4), ..Default::default() })?;
+    let h = headroom::run(run, &headroom::Config { n: 2, ..Default::default() })?;
     println!("{}", h.summary());
     lap("headroom", t);
 
@@ -178,7 +178,7 @@ pub fn run(run: &Run, quick: bool) -> Result<()> {
     let t = Instant::now();
     for stage in ["base", "sft", "ppo", "dpo"] {
         println!("== evals of the {stage} model");
-        let cfg = eval::Config { stage: stage.into(), samples: Some(pick(20, 200)), limit: quick.then_some(40), ..Default::default() };
+        let cfg = eval::Config { stage: stage.into(), samples: Some(pick(20, 150)), limit: quick.then_some(40), ..Default::default() };
         eval::run(run, &cfg)?;
     }
     lap("eval", t);

@@ -1,5 +1,6 @@
 //! Questions about things the corpus does not hold: a made-up work, a made-up character, a
-//! line no one speaks (a real line's words shuffled). The one right answer is to say so
+//! line no one speaks or that continues nowhere (a real line's words shuffled), a product too
+//! large to work out. The one right answer is to say so
 //! ([`Check::Abstain`]); any name in reply is a hallucination. A few of these in SFT show the
 //! model *how* to say it does not know; only feedback can teach it *when* (Schulman: behaviour
 //! cloning teaches a model to bluff, RL can teach it to abstain). Each made-up subject is a
@@ -25,6 +26,18 @@ const SYLLABLES: &[&str] =
 /// the made-up subject is of this split).
 pub(super) fn item(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Item> {
     (0..30).find_map(|_| draw(pools, rng))
+}
+
+/// A product too large to work out in one's head (5 digits by 4): the arithmetic family's
+/// "I'm not sure", so that the form is at hand where small sums are asked too.
+pub(super) fn big_product(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Item> {
+    (0..30).find_map(|_| {
+        let (a, b) = (rng.random_range(10_000..100_000i64), rng.random_range(1_000..10_000i64));
+        let q = pick(rng, &["What is {a} times {b}?", "What is {a} * {b}?", "Multiply {a} by {b}."])?;
+        let question = q.replace("{a}", &a.to_string()).replace("{b}", &b.to_string());
+        let answer = "I'm not sure. Numbers that large are more than I can work out reliably.".to_string();
+        abstain_item(pools, "unknown_product", format!("{a}*{b}"), question, answer)
+    })
 }
 
 fn draw(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Item> {
@@ -63,10 +76,24 @@ fn draw(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Item> {
                 return None;
             }
             let line = display_line(&words.join(" ").to_lowercase());
-            let q = pick(rng, &["Who speaks the line \"{}\"?", "Which character says \"{}\"?"])?.replace("{}", &line);
-            ("unknown_line", line, q, "I'm not sure. I don't recognise that line.".to_string())
+            let (kind, q) = if rng.random_bool(0.5) {
+                ("unknown_line", pick(rng, &["Who speaks the line \"{}\"?", "Which character says \"{}\"?"])?.replace("{}", &line))
+            } else {
+                let half: Vec<&str> = line.split_whitespace().take(words.len() / 2 + 1).collect();
+                (
+                    "unknown_continue",
+                    pick(rng, &["Complete the line: \"{} ...\"", "What line comes after \"{}\"?"])?.replace("{}", &half.join(" ")),
+                )
+            };
+            (kind, line, q, "I'm not sure. I don't recognise that line.".to_string())
         }
     };
+    abstain_item(pools, kind, subject, question, answer)
+}
+
+/// The item of a question whose right answer is `answer`, an abstention, if its subject is of
+/// this split.
+fn abstain_item(pools: &Pools, kind: &'static str, subject: String, question: String, answer: String) -> Option<Item> {
     let key = format!("unknown:{subject}");
     if !pools.holds(&key) {
         return None;
