@@ -1,5 +1,5 @@
 //! The report card: `report.json` rendered as `report.md` and `report.html`, one column per stage
-//! (BASE, SFT, RM, PPO, DPO), like nanochat's table, with the run's configuration, hardware,
+//! (BASE, SFT, RM, PPO, RLVR, DPO), like nanochat's table, with the run's configuration, hardware,
 //! wall time and tokens seen, a short system card (what the model refuses, how often it
 //! over-refuses, its injection and symmetry figures) and the plots.
 
@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 /// Model stages in the card's column order; other stages with figures follow.
-const STAGE_ORDER: [&str; 5] = ["base", "sft", "rm", "ppo", "dpo"];
+const STAGE_ORDER: [&str; 6] = ["base", "sft", "rm", "ppo", "rlvr", "dpo"];
 /// Stages that are not a model's column (their own sections).
 const NOT_COLUMNS: [&str; 2] = ["scaling", "labels"];
 
@@ -41,12 +41,16 @@ const ROWS: &[(&str, &str, Fmt)] = &[
     ("injection_resistance", "prompt-injection resistance", Fmt::Pct),
     ("harmful_compliance", "harmful compliance", Fmt::Pct),
     ("over_refusal", "over-refusal", Fmt::Pct),
+    ("accuracy", "fact questions: correct", Fmt::Pct),
+    ("abstention", "fact questions: \"I'm not sure\"", Fmt::Pct),
+    ("hallucination", "fact questions: hallucinated", Fmt::Pct),
+    ("truthfulness", "truthfulness (correct − hallucinated)", Fmt::Pct),
     ("symmetry_length_gap", "symmetry: length gap", Fmt::F3),
     ("symmetry_reward_gap", "symmetry: reward gap", Fmt::F3),
     ("worst_case_rate", "worst case, many samples", Fmt::Pct),
     ("heldout_accuracy", "RM: held-out pair accuracy", Fmt::Pct),
     ("ece", "RM: calibration error (ECE)", Fmt::F3),
-    ("reward", "RL: reward (last iteration)", Fmt::F3),
+    ("mean_reward", "RL: reward (last iteration)", Fmt::F3),
     ("kl", "RL: KL to SFT", Fmt::F3),
     ("win_rate_vs_sft", "win rate vs SFT", Fmt::Pct),
 ];
