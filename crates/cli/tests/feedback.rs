@@ -73,9 +73,9 @@ fn labels_reward_model_sampling_dpo_and_ppo() {
     // Data efficiency: two pair counts, each through RM + PPO and DPO; the main stages stay as they were.
     let ppo_before = std::fs::read(run.join("ppo/model.safetensors")).unwrap();
     let text =
-        ok(&["pairs-curve", "--pairs", "20,40", "--iterations", "1", "--rollouts", "4", "--rm-epochs", "0.2", "--dpo-epochs", "0.2"], &run);
-    assert!(text.contains("   20 pairs") && text.contains("   40 pairs"), "{text}");
-    assert!(run.join("plots/win_rate_by_pairs.svg").exists() && run.join("pairs/n40/ppo/model.safetensors").exists());
+        ok(&["pairs-curve", "--pairs", "15,30", "--iterations", "1", "--rollouts", "4", "--rm-epochs", "0.2", "--dpo-epochs", "0.2"], &run);
+    assert!(text.contains("   15 pairs") && text.contains("   30 pairs"), "{text}");
+    assert!(run.join("plots/win_rate_by_pairs.svg").exists() && run.join("pairs/n30/ppo/model.safetensors").exists());
     assert_eq!(std::fs::read(run.join("ppo/model.safetensors")).unwrap(), ppo_before, "the curve must not touch R/ppo");
 
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
@@ -99,7 +99,7 @@ fn labels_reward_model_sampling_dpo_and_ppo() {
     assert!(s["ppo"]["kl"].is_number());
     for stage in ["ppo", "dpo"] {
         let rows = s[stage]["win_rate_by_pairs"].as_array().unwrap_or_else(|| panic!("{stage}.win_rate_by_pairs: {report}"));
-        assert_eq!(rows.iter().map(|r| r["pairs"].as_u64().unwrap()).collect::<Vec<_>>(), [20, 40]);
+        assert_eq!(rows.iter().map(|r| r["pairs"].as_u64().unwrap()).collect::<Vec<_>>(), [15, 30]);
         assert!(rows.iter().all(|r| (0.0..=1.0).contains(&r["win_rate"].as_f64().unwrap())));
     }
     std::fs::remove_dir_all(&run).ok();

@@ -1,6 +1,7 @@
 //! Simulated labels: a panel of judges built on the task suite's graders (plus style
 //! preferences, each flipping a share of its verdicts at random) compares answers the chat
-//! model sampled to the suite's training prompts, into the preference store. Humans label on
+//! model sampled to the suite's preference-pool prompts (disjoint from SFT's demonstrations and PPO's
+//! prompts), into the preference store. Humans label on
 //! the rater page instead (`chatforge label` without `--simulated`, in `chatforge_serve::label`).
 //! In order: pick the prompts, sample K answers to each at a spread of temperatures, judge every
 //! pair (some twice, to measure agreement), store prompts, samples and verdicts in one
