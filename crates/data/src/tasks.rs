@@ -359,11 +359,11 @@ pub struct Suite {
 impl Suite {
     /// A split's tasks (the SFT pool for train).
     pub fn split(&self, split: Split) -> &[Task] {
-        match split {
-            Split::Train => &self.train,
-            Split::Val => &self.val,
-            Split::Test => &self.test,
-        }
+        self.pool(match split {
+            Split::Train => Pool::Sft,
+            Split::Val => Pool::Val,
+            Split::Test => Pool::Test,
+        })
     }
 
     pub fn pool(&self, pool: Pool) -> &[Task] {
