@@ -113,15 +113,42 @@ pub fn generate_batch<B: Backend>(
     prompts: &[Vec<u32>],
     opts: &GenOptions,
     seeds: &[u64],
-    mut on_token: impl FnMut(usize, u32) -> bool,
+    on_token: impl FnMut(usize, u32) -> bool,
 ) -> Vec<Vec<u32>> {
+    generate_batch_with(model, prompts, opts, seeds, on_token, |_, _| None).into_iter().map(|g| g.tokens).collect()
+}
+
+/// One sequence's output from [`generate_batch_with`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Generated {
+    /// What follows the prompt: sampled tokens, and the tokens `on_stop` put in.
+    pub tokens: Vec<u32>,
+    /// `generated[k]`: whether `tokens[k]` was sampled from the model (true) or put in (false).
+    pub generated: Vec<bool>,
+}
+
+/// [`generate_batch`] with a hook where a sequence stops: when sequence i samples a stop token,
+/// `on_stop(i, tokens so far)` may return tokens to put in (a tool's result and the header of
+/// the next turn). Then the stop token and those tokens join the output, are prefilled into the
+/// sequence's cache, and decoding goes on; `None` ends the sequence as usual. The `max_new` cap
+/// counts every output token. A sequence whose cache cannot hold what is put in ends there.
+pub fn generate_batch_with<B: Backend>(
+    model: &Llama<B>,
+    prompts: &[Vec<u32>],
+    opts: &GenOptions,
+    seeds: &[u64],
+    mut on_token: impl FnMut(usize, u32) -> bool,
+    mut on_stop: impl FnMut(usize, &[u32]) -> Option<Vec<u32>>,
+) -> Vec<Generated> {
     let cap = model.cfg.max_position_embeddings;
     let n = prompts.len();
     let mut rngs: Vec<ChaCha8Rng> = seeds.iter().map(|&s| ChaCha8Rng::seed_from_u64(s)).collect();
     let mut caches: Vec<_> = (0..n).map(|_| model.new_cache(cap)).collect();
-    let mut out = vec![Vec::new(); n];
+    let mut out = vec![Generated::default(); n];
     let mut next = vec![0u32; n];
     let mut live = vec![true; n];
+    // Sequences whose next token was sampled after tokens were put in: they skip one decode.
+    let mut fresh = vec![false; n];
     for i in 0..n {
         let p = &prompts[i];
         let p = if p.len() >= cap { &p[p.len() - cap + 1..] } else { &p[..] };
@@ -133,27 +160,52 @@ pub fn generate_batch<B: Backend>(
         next[i] = sample(&logits, &opts.params, &mut rngs[i]);
     }
     loop {
-        // Accept each live sequence's sampled token, or end the sequence.
+        fresh.iter_mut().for_each(|f| *f = false);
+        // Accept each live sequence's sampled token, or end the sequence (or put tokens in).
         for i in 0..n {
             if !live[i] {
                 continue;
             }
             let tok = next[i];
             if opts.stop_ids.contains(&tok) {
-                live[i] = false;
+                let room = |k: usize| caches[i].len + k < caches[i].capacity && out[i].tokens.len() + k < opts.max_new;
+                match on_stop(i, &out[i].tokens) {
+                    Some(put) if !put.is_empty() && room(put.len() + 1) => {
+                        on_token(i, tok);
+                        out[i].tokens.push(tok);
+                        out[i].generated.push(true);
+                        for &t in &put {
+                            on_token(i, t);
+                        }
+                        out[i].tokens.extend_from_slice(&put);
+                        out[i].generated.extend(std::iter::repeat_n(false, put.len()));
+                        let mut piece = vec![tok];
+                        piece.extend_from_slice(&put);
+                        let logits = model.decode(&mut caches[i], &piece);
+                        next[i] = sample(&logits, &opts.params, &mut rngs[i]);
+                        fresh[i] = true;
+                    }
+                    _ => live[i] = false,
+                }
                 continue;
             }
-            out[i].push(tok);
-            if !on_token(i, tok) || out[i].len() >= opts.max_new || caches[i].len >= caches[i].capacity {
+            out[i].tokens.push(tok);
+            out[i].generated.push(true);
+            if !on_token(i, tok) || out[i].tokens.len() >= opts.max_new || caches[i].len >= caches[i].capacity {
                 live[i] = false;
             }
         }
-        let idx: Vec<usize> = (0..n).filter(|&i| live[i]).collect();
-        if idx.is_empty() {
+        // A sequence that had tokens put in already has its next token; the others decode.
+        if !live.contains(&true) {
             break;
         }
+        let idx: Vec<usize> = (0..n).filter(|&i| live[i] && !fresh[i]).collect();
+        if idx.is_empty() {
+            continue;
+        }
         let tokens: Vec<u32> = idx.iter().map(|&i| next[i]).collect();
-        let mut refs: Vec<&mut crate::model::KvCache<B>> = caches.iter_mut().zip(&live).filter(|(_, &l)| l).map(|(c, _)| c).collect();
+        let mut refs: Vec<&mut crate::model::KvCache<B>> =
+            caches.iter_mut().enumerate().filter(|(i, _)| live[*i] && !fresh[*i]).map(|(_, c)| c).collect();
         let logits = model.decode_batch(&mut refs, &tokens);
         for (k, &i) in idx.iter().enumerate() {
             next[i] = sample(&logits[k], &opts.params, &mut rngs[i]);

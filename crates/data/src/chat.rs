@@ -10,7 +10,10 @@
 //! ```
 //!
 //! Other fields of the object (such as the task suite's `"meta"`) and of a message (`"name"`) are
-//! ignored. An assistant message may carry `"weight": 0`, as in OpenAI's fine-tuning format: it
+//! ignored. Tool use follows OpenAI's fine-tuning format: an assistant message may carry
+//! `"tool_calls": [{"id", "type": "function", "function": {"name", "arguments"}}]` (arguments a
+//! JSON string; content may then be empty), and a `"tool"` message holds a call's result, with
+//! the `"tool_call_id"` it answers. An assistant message may carry `"weight": 0`, as in OpenAI's fine-tuning format: it
 //! stays in the context but is left out of the loss (used for a deliberately wrong answer that a
 //! later turn corrects).
 //!
@@ -21,6 +24,16 @@
 //! ```text
 //! <|im_start|>system\nAnswer in one word.<|im_end|>\n<|im_start|>user\nWho wrote Comus?<|im_end|>\n<|im_start|>assistant\n
 //! ```
+//!
+//! Tool calls are written inside the assistant's turn, one block per call, as Hermes and Qwen2.5
+//! write them; a call's result is a `tool` turn, and the assistant then goes on in a new turn:
+//!
+//! ```text
+//! <|im_start|>user\nWhat is 12 plus 7?<|im_end|>\n<|im_start|>assistant\n<tool_call>\n{"name": "calculator", "arguments": {"expression": "12 + 7"}}\n</tool_call><|im_end|>\n<|im_start|>tool\n19<|im_end|>\n<|im_start|>assistant\n12 + 7 = 19.<|im_end|>\n
+//! ```
+//!
+//! `<tool_call>` is plain text, not a special token: only what the model itself generates is
+//! parsed for calls (`crate::tools`), so a user who types one runs nothing.
 //!
 //! [`render`] gives this text exactly as HF `transformers`' `apply_chat_template` does with
 //! [`CHATML_TEMPLATE`] (golden test in `tests/chat.rs`). For the model, [`encode_for_training`]
@@ -39,7 +52,15 @@ use crate::{Error, Result};
 
 /// The ChatML template as HF Jinja (`tokenizer_config.json`'s `chat_template`): what
 /// [`render`] implements, for exporting a chatforge model to `transformers`.
-pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+pub const CHATML_TEMPLATE: &str = concat!(
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n'}}",
+    "{% if message['content'] %}{{ message['content'] }}{% endif %}",
+    "{% if message['tool_calls'] %}{% for call in message['tool_calls'] %}",
+    "{% if message['content'] or not loop.first %}{{ '\\n' }}{% endif %}",
+    "{{ '<tool_call>\\n{\"name\": \"' + call['function']['name'] + '\", \"arguments\": ' + call['function']['arguments'] + '}\\n</tool_call>' }}",
+    "{% endfor %}{% endif %}{{ '<|im_end|>\\n' }}{% endfor %}",
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+);
 
 /// Who wrote a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -49,6 +70,8 @@ pub enum Role {
     System,
     User,
     Assistant,
+    /// The result of a tool call, answering the assistant message before it.
+    Tool,
 }
 
 impl Role {
@@ -58,6 +81,7 @@ impl Role {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "tool",
         }
     }
 }
@@ -72,16 +96,60 @@ impl std::fmt::Display for Role {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Message {
     pub role: Role,
+    /// The text; `null` reads as empty (an assistant message that only calls tools).
+    #[serde(default, deserialize_with = "null_is_empty")]
     pub content: String,
     /// `Some(0)`: an assistant message the model sees but does not learn to say (OpenAI's
     /// fine-tuning `weight`). `None` or `Some(1)`: learned, for assistant messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u8>,
+    /// The tools an assistant message calls, after its content.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For a `tool` message: the id of the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+fn null_is_empty<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A call of a tool by the assistant, in OpenAI's shape.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    /// Always `"function"`.
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+fn function_type() -> String {
+    "function".into()
+}
+
+/// Which function a [`ToolCall`] calls, and its arguments as JSON text.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FunctionCall {
+    pub name: String,
+    pub arguments: String,
+}
+
+impl ToolCall {
+    pub fn new(id: impl Into<String>, name: impl Into<String>, arguments: impl Into<String>) -> ToolCall {
+        ToolCall { id: id.into(), kind: function_type(), function: FunctionCall { name: name.into(), arguments: arguments.into() } }
+    }
+
+    /// The call as the model writes it: `<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>`.
+    pub fn render(&self) -> String {
+        format!("<tool_call>\n{{\"name\": {}, \"arguments\": {}}}\n</tool_call>", serde_json::Value::from(self.function.name.as_str()), self.function.arguments)
+    }
 }
 
 impl Message {
     pub fn new(role: Role, content: impl Into<String>) -> Message {
-        Message { role, content: content.into(), weight: None }
+        Message { role, content: content.into(), weight: None, tool_calls: vec![], tool_call_id: None }
     }
 
     pub fn system(content: impl Into<String>) -> Message {
@@ -94,6 +162,28 @@ impl Message {
 
     pub fn assistant(content: impl Into<String>) -> Message {
         Message::new(Role::Assistant, content)
+    }
+
+    /// An assistant message that calls tools (after `content`, which may be empty).
+    pub fn assistant_calls(content: impl Into<String>, calls: Vec<ToolCall>) -> Message {
+        Message { tool_calls: calls, ..Message::assistant(content) }
+    }
+
+    /// The result of the call `id`.
+    pub fn tool(id: impl Into<String>, content: impl Into<String>) -> Message {
+        Message { tool_call_id: Some(id.into()), ..Message::new(Role::Tool, content) }
+    }
+
+    /// The text of the turn as the template writes it: the content, then each call's block.
+    pub fn text(&self) -> String {
+        let mut text = self.content.clone();
+        for call in &self.tool_calls {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&call.render());
+        }
+        text
     }
 
     /// An assistant message kept out of the loss (`weight: 0`).
@@ -134,11 +224,11 @@ impl Conversation {
         }
     }
 
-    /// The conversation without its last message if that is the assistant's: the prompt that
-    /// asks for the reference answer.
+    /// The conversation without the assistant's reply to its last user message (the reference
+    /// answer, with any tool calls and results on the way): the prompt that asks for it.
     pub fn prompt(&self) -> Conversation {
         let mut messages = self.messages.clone();
-        if messages.last().map(|m| m.role) == Some(Role::Assistant) {
+        while matches!(messages.last().map(|m| m.role), Some(Role::Assistant | Role::Tool)) && messages.len() > 1 {
             messages.pop();
         }
         Conversation { messages }
@@ -156,8 +246,31 @@ impl Conversation {
             if m.role == Role::System && i > 0 {
                 return Err(format!("message {n} is a system message; only the first may be"));
             }
-            if m.content.trim().is_empty() {
+            if m.content.trim().is_empty() && m.tool_calls.is_empty() {
                 return Err(format!("message {n} ({}) is empty", m.role));
+            }
+            if !m.tool_calls.is_empty() && m.role != Role::Assistant {
+                return Err(format!("message {n} ({}) has tool_calls; only assistant messages may", m.role));
+            }
+            for call in &m.tool_calls {
+                if call.function.name.trim().is_empty() {
+                    return Err(format!("message {n} has a tool call without a function name"));
+                }
+                if serde_json::from_str::<serde_json::Value>(&call.function.arguments).map_or(true, |v| !v.is_object()) {
+                    return Err(format!("message {n}: the arguments of tool call {:?} are not a JSON object", call.id));
+                }
+            }
+            if m.role == Role::Tool {
+                // A result answers a call of the assistant message before the run of tool messages.
+                let calls = self.messages[..i].iter().rev().find(|p| p.role != Role::Tool);
+                let Some(calls) = calls.filter(|p| !p.tool_calls.is_empty()) else {
+                    return Err(format!("message {n} (tool) does not follow an assistant message with tool_calls"));
+                };
+                if let Some(id) = &m.tool_call_id {
+                    if !calls.tool_calls.iter().any(|c| &c.id == id) {
+                        return Err(format!("message {n} (tool) answers tool_call_id {id:?}, which the assistant did not call"));
+                    }
+                }
             }
             match m.weight {
                 None => {}
@@ -184,12 +297,12 @@ impl Conversation {
         }
     }
 
-    /// [`Conversation::validate`], and the conversation ends with a user message, ready for the
-    /// assistant to answer.
+    /// [`Conversation::validate`], and the conversation ends with a user message (or a tool's
+    /// result), ready for the assistant to answer.
     pub fn validate_for_prompt(&self) -> std::result::Result<(), String> {
         self.validate()?;
         match self.messages.last() {
-            Some(m) if m.role == Role::User => Ok(()),
+            Some(m) if m.role == Role::User || m.role == Role::Tool => Ok(()),
             Some(m) => Err(format!("the last message is a {} message; a prompt ends with the user's", m.role)),
             None => unreachable!("validate checked the conversation is not empty"),
         }
@@ -211,7 +324,7 @@ pub fn render(conv: &Conversation, add_generation_prompt: bool) -> String {
         text.push_str(IM_START);
         text.push_str(m.role.as_str());
         text.push('\n');
-        text.push_str(&m.content);
+        text.push_str(&m.text());
         text.push_str(IM_END);
         text.push('\n');
     }
@@ -224,8 +337,9 @@ pub fn render(conv: &Conversation, add_generation_prompt: bool) -> String {
 
 /// Token ids of a conversation for SFT, and the loss mask: `mask[i]` says whether the model
 /// learns to predict `ids[i]` (from `ids[..i]`). It is true exactly on the content tokens of
-/// learned assistant messages and on their `<|im_end|>` (so the model learns to stop), and false
-/// on system and user messages, on the `<|im_start|>assistant\n` headers and on the `\n` after
+/// learned assistant messages (tool calls included) and on their `<|im_end|>` (so the model
+/// learns to stop), and false on system, user and tool messages (a tool's output is given, not
+/// learned), on the `<|im_start|>assistant\n` headers and on the `\n` after
 /// each `<|im_end|>`. `decode(ids, false) == render(conv, false)`.
 pub fn encode_for_training(tok: &Tokenizer, conv: &Conversation) -> (Vec<u32>, Vec<bool>) {
     let mut ids = Vec::new();
@@ -237,7 +351,7 @@ pub fn encode_for_training(tok: &Tokenizer, conv: &Conversation) -> (Vec<u32>, V
             mask.extend(std::iter::repeat_n(on, piece.len()));
         };
         push(&header(tok, m.role), false);
-        push(&tok.encode(&m.content), learn);
+        push(&tok.encode(&m.text()), learn);
         push(&[tok.im_end_id()], learn);
         push(&tok.encode("\n"), false);
     }
@@ -265,7 +379,7 @@ pub fn encode_prompt(tok: &Tokenizer, conv: &Conversation) -> Vec<u32> {
     let mut ids = Vec::new();
     for m in &conv.messages {
         ids.extend(header(tok, m.role));
-        ids.extend(tok.encode(&m.content));
+        ids.extend(tok.encode(&m.text()));
         ids.push(tok.im_end_id());
         ids.extend(tok.encode("\n"));
     }

@@ -7,5 +7,6 @@ pub mod minhash;
 pub mod shards;
 pub mod tasks;
 pub mod tokenizer;
+pub mod tools;
 
 pub use error::{Error, Result};

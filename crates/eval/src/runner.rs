@@ -110,7 +110,8 @@ fn render_plain(conv: &Conversation, answer: Option<&str>) -> String {
         match m.role {
             Role::System => s += &format!("Instruction: {}\n", m.content),
             Role::User => s += &format!("Q: {}\n", m.content),
-            Role::Assistant => s += &format!("A: {}\n", m.content),
+            Role::Assistant if m.tool_calls.is_empty() => s += &format!("A: {}\n", m.content),
+            Role::Assistant | Role::Tool => {}
         }
     }
     match answer {

@@ -153,8 +153,8 @@ pub fn examples(tasks: &[Task]) -> Vec<(String, Vec<bool>)> {
         for m in &t.conversation.messages {
             match m.role {
                 Role::User => out.push((m.content.clone(), vec![harmful])),
-                Role::Assistant => out.push((m.content.clone(), vec![false])),
-                Role::System => {}
+                Role::Assistant if !m.content.is_empty() => out.push((m.content.clone(), vec![false])),
+                Role::Assistant | Role::System | Role::Tool => {}
             }
         }
     }
@@ -249,7 +249,8 @@ pub fn measure(c: &Classifier, tasks: &[Task]) -> Measure {
         let harmful = refusal && t.meta.kind == "harmful";
         for m in &t.conversation.messages {
             let kind = match (m.role, refusal, harmful) {
-                (Role::System, ..) => continue,
+                (Role::System | Role::Tool, ..) => continue,
+                (Role::Assistant, ..) if m.content.is_empty() => continue,
                 (Role::User, true, true) => Truth::Harmful,
                 (Role::User, true, false) => Truth::Lookalike,
                 _ => Truth::Other,

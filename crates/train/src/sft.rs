@@ -309,8 +309,10 @@ fn few_shot_prompt(task: &chatforge_data::tasks::Task, shots: &[&chatforge_data:
             match m.role {
                 Role::System => s += &format!("Instruction: {}\n", m.content),
                 Role::User => s += &format!("Q: {}\n", m.content),
+                // A base model sees answers, not the tool calls on the way to them.
+                Role::Assistant if !m.tool_calls.is_empty() => {}
                 Role::Assistant if !last || with_answer => s += &format!("A: {}\n", m.content),
-                Role::Assistant => {}
+                Role::Assistant | Role::Tool => {}
             }
         }
         s
