@@ -31,13 +31,22 @@ from transformers import PreTrainedTokenizerFast
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT / "crates" / "data" / "tests" / "fixtures"
 
-# The ChatML template, as HF `tokenizer_config.json` stores it.
+# The ChatML template, as HF `tokenizer_config.json` stores it: tool calls are written inside the
+# assistant's turn as Hermes/Qwen2.5 `<tool_call>` blocks (arguments: OpenAI's JSON string), and
+# results are `tool` turns.
 CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
-    "{% endfor %}"
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n'}}"
+    "{% if message['content'] %}{{ message['content'] }}{% endif %}"
+    "{% if message['tool_calls'] %}{% for call in message['tool_calls'] %}"
+    "{% if message['content'] or not loop.first %}{{ '\\n' }}{% endif %}"
+    "{{ '<tool_call>\\n{\"name\": \"' + call['function']['name'] + '\", \"arguments\": ' + call['function']['arguments'] + '}\\n</tool_call>' }}"
+    "{% endfor %}{% endif %}{{ '<|im_end|>\\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
+
+
+def call(id_, name, arguments):
+    return {"id": id_, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
 def msg(role, content):
@@ -86,6 +95,27 @@ CONVERSATIONS = [
         msg("assistant", "I'M A SMALL LANGUAGE MODEL."),
         msg("user", "No, I meant: who made you?"),
         msg("assistant", "YOU DID, WITH CHATFORGE."),
+    ],
+    # Tool use: a call without content, its result, the answer; two calls after some content.
+    [
+        msg("user", "What is 12 plus 7?"),
+        {"role": "assistant", "content": "", "tool_calls": [call("call_1", "calculator", '{"expression": "12 + 7"}')]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "19"},
+        msg("assistant", "12 + 7 = 19."),
+    ],
+    [
+        msg("system", "You can call these functions:\n{\"name\": \"get_weather\", \"parameters\": {\"type\": \"object\"}}"),
+        msg("user", "How many r's are in \"strawberry\", and the weather in Verona?"),
+        {
+            "role": "assistant",
+            "content": "Two tools.",
+            "tool_calls": [
+                call("call_1", "count_letter", '{"word": "strawberry", "letter": "r"}'),
+                call("call_2", "get_weather", '{"city": "Verona"}'),
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "3"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "sunny, 21 C"},
     ],
 ]
 

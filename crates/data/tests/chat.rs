@@ -117,7 +117,7 @@ fn check_mask(tok: &Tokenizer, conv: &Conversation) {
     let learned: Vec<&Message> = conv.messages.iter().filter(|m| m.is_learned()).collect();
     assert_eq!(runs.len(), learned.len(), "{conv:?}");
     for ((start, end), m) in runs.iter().zip(learned) {
-        assert_eq!(tok.decode(&ids[*start..*end], false), format!("{}<|im_end|>", m.content));
+        assert_eq!(tok.decode(&ids[*start..*end], false), format!("{}<|im_end|>", m.text()));
         assert_eq!(ids[end - 1], tok.im_end_id());
         assert_eq!(tok.decode(&ids[*end..*end + 1], false), "\n");
         // The header before it is not learned.
@@ -267,4 +267,37 @@ fn jsonl_round_trip_ignores_extra_fields() {
     )
     .unwrap();
     assert_eq!(load_jsonl(&path, false).unwrap().0, vec![conv(&[(Role::User, "hi"), (Role::Assistant, "yo")])]);
+}
+
+#[test]
+fn tool_messages_are_checked_and_prompts_end_before_the_answer() {
+    use chatforge_data::chat::ToolCall;
+    let call = ToolCall::new("call_1", "calculator", r#"{"expression": "12 + 7"}"#);
+    let full = Conversation::new(vec![
+        Message::user("What is 12 plus 7?"),
+        Message::assistant_calls("", vec![call.clone()]),
+        Message::tool("call_1", "19"),
+        Message::assistant("12 + 7 = 19."),
+    ]);
+    full.validate_for_training().unwrap();
+    // The prompt of a task is everything before the assistant's reply to the last user message.
+    assert_eq!(full.prompt().messages, vec![Message::user("What is 12 plus 7?")]);
+    assert_eq!(full.last_assistant(), Some("12 + 7 = 19."));
+    // A prompt may end with a tool's result.
+    Conversation::new(full.messages[..3].to_vec()).validate_for_prompt().unwrap();
+    let bad = |messages: Vec<Message>| Conversation::new(messages).validate().unwrap_err();
+    assert!(bad(vec![Message::user("Hi"), Message::tool("call_1", "19")]).contains("does not follow"));
+    let wrong_id = bad(vec![Message::user("Hi"), Message::assistant_calls("", vec![call.clone()]), Message::tool("call_9", "19")]);
+    assert!(wrong_id.contains("call_9"), "{wrong_id}");
+    let not_object = ToolCall::new("call_1", "calculator", "[1]");
+    assert!(bad(vec![Message::user("Hi"), Message::assistant_calls("", vec![not_object])]).contains("not a JSON object"));
+    let mut user_calls = Message::user("Hi");
+    user_calls.tool_calls = vec![call];
+    assert!(bad(vec![user_calls]).contains("only assistant messages"));
+    // OpenAI's `content: null` on a message that only calls tools reads as empty.
+    let m: Message = serde_json::from_str(
+        r#"{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]}"#,
+    )
+    .unwrap();
+    assert_eq!((m.content.as_str(), m.tool_calls.len()), ("", 1));
 }
