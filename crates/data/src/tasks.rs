@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `shakespeare` | `who_speaks` a line, `which_play` a character is in, `continue` a line, `who_wrote` a work; `unknown_work`, `unknown_character`, `unknown_line`, `unknown_continue` (made up: the answer is "I'm not sure") |
 //! | `spelling` | `letter_count`, `word_length`, `char_count`, `word_count`, `spell` |
-//! | `arithmetic` | `add`, `sub`, `mul` (small integers); `unknown_product` (5 digits by 4: "I'm not sure") |
+//! | `arithmetic` | `add`, `sub`, `mul` (small integers), asked in symbols, words and word problems; `big_product` (5 digits by 4) |
 //! | `system` | a question of the three families above under a system message: `json` (only a JSON object with given keys), `one_word`, `upper_case`, `persona` (as a Shakespearean character), or `default` (no system message) |
 //! | `refusal` | `harmful` (step-by-step help to poison or hurt a person: a brief refusal that offers something else) and `benign` look-alikes that must be answered (how Claudius poisons the king) |
 //! | `multi_turn` | `followup_act`, `followup_character`, `followup_arith`, `user_correction` ("no, I meant ..."), `assistant_correction` (a wrong answer, kept out of the loss, then fixed), `challenge_holds` (a doubting user; the right answer stands) |
@@ -51,6 +51,7 @@ use crate::{Error, Result};
 
 mod check;
 mod corpus;
+mod declared;
 mod families;
 mod identity;
 mod injection;
@@ -431,6 +432,7 @@ pub fn generate_suite(cfg: &SuiteConfig, corpus: &Corpus) -> Suite {
         let mut seen = HashSet::new();
         for pool in Pool::ALL.into_iter().filter(|p| p.split() == split) {
             pools.injections = if pool == Pool::Sft { vec![] } else { injection::templates(&holdout, split) };
+            pools.sft = pool == Pool::Sft;
             for family in Family::ALL {
                 let want = cfg.counts(pool).get(family);
                 let mut rng = ChaCha8Rng::seed_from_u64(xxh3_64_with_seed(format!("{family}/{}", pool.name()).as_bytes(), cfg.seed));
@@ -442,7 +444,7 @@ pub fn generate_suite(cfg: &SuiteConfig, corpus: &Corpus) -> Suite {
                         misses += 1;
                         continue;
                     };
-                    if !seen.insert(draft.messages[..draft.messages.len() - 1].to_vec()) {
+                    if !seen.insert(Conversation::new(draft.messages.clone()).prompt().messages) {
                         misses += 1;
                         continue;
                     }
@@ -459,10 +461,10 @@ pub fn generate_suite(cfg: &SuiteConfig, corpus: &Corpus) -> Suite {
 
 fn generate_one(family: Family, pools: &items::Pools, rng: &mut ChaCha8Rng) -> Option<Draft> {
     match family {
-        Family::Shakespeare => items::shakespeare(pools, rng).map(items::Item::into_draft),
-        Family::Spelling => items::spelling(pools, rng).map(items::Item::into_draft),
-        Family::Arithmetic if rng.random_bool(0.06) => unknown::big_product(pools, rng).map(items::Item::into_draft),
-        Family::Arithmetic => items::arithmetic(pools, rng).map(items::Item::into_draft),
+        Family::Shakespeare => items::shakespeare(pools, rng).map(|i| i.into_draft(rng)),
+        Family::Spelling => items::spelling(pools, rng).map(|i| i.into_draft(rng)),
+        Family::Arithmetic if rng.random_bool(0.06) => unknown::big_product(pools, rng).map(|i| i.into_draft(rng)),
+        Family::Arithmetic => items::arithmetic(pools, rng).map(|i| i.into_draft(rng)),
         Family::System => families::system(pools, rng),
         Family::Refusal => refusal::generate(pools, rng),
         Family::MultiTurn => families::multi_turn(pools, rng),

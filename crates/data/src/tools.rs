@@ -223,12 +223,15 @@ fn empty_object() -> Value {
 }
 
 /// `conv` with the declared functions written at the end of its system message (one is added
-/// if it has none), one JSON object per line, as the model learned to read them:
+/// if it has none), one line per function, in a compact signature form the model learned to
+/// read (the context is small):
 ///
 /// ```text
 /// You can call these functions:
-/// {"name": "get_weather", "description": "...", "parameters": {...}}
+/// get_weather(city: string) - Current weather in a city.
 /// ```
+///
+/// Parameters are the schema's `properties` with their `type` (`?` marks one not `required`).
 pub fn declare(conv: &Conversation, functions: &[Function]) -> Conversation {
     if functions.is_empty() {
         return conv.clone();
@@ -236,7 +239,7 @@ pub fn declare(conv: &Conversation, functions: &[Function]) -> Conversation {
     let mut block = String::from("You can call these functions:");
     for f in functions {
         block.push('\n');
-        block.push_str(&serde_json::to_string(f).expect("a function serialises"));
+        block.push_str(&signature(f));
     }
     let mut messages = conv.messages.clone();
     match messages.first_mut() {
@@ -244,6 +247,29 @@ pub fn declare(conv: &Conversation, functions: &[Function]) -> Conversation {
         _ => messages.insert(0, Message::system(block)),
     }
     Conversation::new(messages)
+}
+
+/// `get_weather(city: string, days?: integer) - Current weather in a city.`
+pub fn signature(f: &Function) -> String {
+    let required: Vec<&str> = f.parameters.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+    let params: Vec<String> = f
+        .parameters
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(name, schema)| {
+            let kind = schema.get("type").and_then(Value::as_str).unwrap_or("any");
+            let opt = if required.contains(&name.as_str()) { "" } else { "?" };
+            format!("{name}{opt}: {kind}")
+        })
+        .collect();
+    let mut s = format!("{}({})", f.name, params.join(", "));
+    if let Some(d) = f.description.as_deref().filter(|d| !d.trim().is_empty()) {
+        s.push_str(" - ");
+        s.push_str(d.trim());
+    }
+    s
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -472,10 +498,16 @@ mod tests {
     #[test]
     fn declared_functions_join_the_system_message() {
         let f = Function { name: "get_weather".into(), description: None, parameters: json!({"type": "object"}) };
+        let g = Function {
+            name: "get_weather".into(),
+            description: Some("Weather.".into()),
+            parameters: json!({"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}),
+        };
+        assert_eq!(signature(&g), "get_weather(city: string, days?: integer) - Weather.");
         let conv = Conversation::new(vec![Message::user("Weather in Verona?")]);
         let d = declare(&conv, std::slice::from_ref(&f));
         assert_eq!(d.messages[0].role, Role::System);
-        assert!(d.messages[0].content.contains("\"get_weather\""));
+        assert_eq!(d.messages[0].content, "You can call these functions:\nget_weather()");
         let with_system = Conversation::new(vec![Message::system("Be brief."), Message::user("Hi")]);
         let d = declare(&with_system, &[f]);
         assert!(d.messages[0].content.starts_with("Be brief.\n\nYou can call these functions:"));

@@ -409,8 +409,9 @@ fn conversations_fit_the_context_budget() {
         pct(&all, 0.95),
         all[all.len() - 1]
     );
-    assert!(all[all.len() - 1] < 200, "longest conversation: {} tokens", all[all.len() - 1]);
-    assert!(pct(&all, 0.95) < 120, "p95: {} tokens", pct(&all, 0.95));
+    // The model's context is 256 tokens; tool calls make arithmetic and spelling turns long.
+    assert!(all[all.len() - 1] < 256, "longest conversation: {} tokens", all[all.len() - 1]);
+    assert!(pct(&all, 0.95) < 200, "p95: {} tokens", pct(&all, 0.95));
 }
 
 #[test]
@@ -440,3 +441,4 @@ fn the_bar_prompts_have_counterparts_in_training() {
     assert!(SUITE.train.iter().any(|t| t.meta.kind == "who_speaks" && t.conversation.messages[0].content.starts_with("Who speaks \"")));
     assert!(SUITE.train.iter().any(|t| t.meta.kind == "letter_count" && t.conversation.messages[0].content.starts_with("how many ")));
 }
+

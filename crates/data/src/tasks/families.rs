@@ -24,6 +24,10 @@ fn base_item(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Item> {
 // Family 4: system-message authority
 
 pub(super) fn system(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Draft> {
+    // In the SFT pool, some system messages declare functions for the assistant to call.
+    if pools.sft && rng.random_bool(0.08) {
+        return super::declared::generate(rng);
+    }
     let item = base_item(pools, rng)?;
     let kind = pick_weighted(rng, &[("json", 0.45), ("one_word", 0.15), ("upper_case", 0.15), ("persona", 0.1), ("default", 0.15)]);
     let (system, answer, check) = match kind {
@@ -63,7 +67,8 @@ pub(super) fn system(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Draft> {
             )?;
             (Some(system.to_string()), wrapper.replace("{}", &item.answer), Check::Persona { inner: Box::new(item.check.clone()) })
         }
-        _ => (None, item.answer.clone(), item.check.clone()),
+        // No system message: the plain question, with its tool call where it has one.
+        _ => return Some(Draft { kind: kind.to_string(), keys: item.keys.clone(), messages: item.exchange(rng), check: item.check.clone() }),
     };
     let mut keys = item.keys.clone();
     let mut question = item.question.clone();
@@ -188,8 +193,17 @@ fn followup_arith(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Draft> {
         }
     };
     let (sym, r2) = apply(op, r, k);
-    let answer = format!("{r} {sym} {k} = {r2}.");
-    Some(turns("followup_arith", item.keys, &[&item.question, &item.answer, &follow, &answer], Check::Number { value: r2 }))
+    // The first answer with its tool call; the follow-up calls the calculator too, unless the
+    // tools were off.
+    let first = item.reply(rng, 1);
+    let expression = format!("{r} {sym} {k}");
+    let second =
+        if items::tools_were_off(&first) { vec![Message::assistant(format!("{expression} = {r2}."))] } else { items::calculator_reply(&expression, 2) };
+    let mut messages = vec![Message::user(&item.question)];
+    messages.extend(first);
+    messages.push(Message::user(follow));
+    messages.extend(second);
+    Some(Draft { kind: "followup_arith".into(), keys: item.keys, messages, check: Check::Number { value: r2 } })
 }
 
 /// Two items of the same kind, for "Sorry, I meant ..." (each has a `subject`).
@@ -222,7 +236,7 @@ fn item_pair(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<(Item, Item)> {
         let (x2, y2) = if rng.random_bool(0.5) { (x, (y + rng.random_range(1..5)) % 100) } else { ((x + rng.random_range(1..5)) % 100, y) };
         let (x2, y2) = if a.kind == "sub" && y2 > x2 { (y2, x2) } else { (x2, y2) };
         let (x2, y2) = if a.kind == "mul" { (x2 % 13, y2 % 13) } else { (x2, y2) };
-        let b = arith_item(rng, a.kind, x2, y2);
+        let b = arith_item(pools, rng, a.kind, x2, y2);
         // The changed problem must be held out in this split too.
         return (a.subject != b.subject && pools.holds(&b.keys[0])).then_some((a, b));
     }
@@ -251,7 +265,10 @@ fn user_correction(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Draft> {
         _ => format!("Oops, I meant {sb}, not {sa}."),
     };
     let keys = [a.keys.clone(), b.keys.clone()].concat();
-    Some(turns("user_correction", keys, &[&a.question, &a.answer, &fix, &b.answer], b.check.clone()))
+    let mut messages = a.exchange(rng);
+    messages.push(Message::user(fix));
+    messages.extend(b.reply(rng, 2));
+    Some(Draft { kind: "user_correction".into(), keys, messages, check: b.check.clone() })
 }
 
 /// A question, a wrong answer (kept out of the loss), the user's objection, the fixed answer.
@@ -278,6 +295,10 @@ fn challenge_holds(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Draft> {
     let item = base_item(pools, rng)?;
     item.wrong.as_ref()?;
     let doubt = pick(rng, &["Are you sure?", "Really? Check again.", "I don't think that's right."])?;
-    let answer = format!("{} {}", pick(rng, &["Yes, I'm sure:", "I checked again:", "It is right:"])?, item.answer);
-    Some(turns("challenge_holds", item.keys.clone(), &[&item.question, &item.answer, doubt, &answer], item.check.clone()))
+    let mut messages = item.exchange(rng);
+    let first = messages.last().expect("an exchange ends with the answer").content.clone();
+    let answer = format!("{} {first}", pick(rng, &["Yes, I'm sure:", "I checked again:", "It is right:"])?);
+    messages.push(Message::user(*doubt));
+    messages.push(Message::assistant(answer));
+    Some(Draft { kind: "challenge_holds".into(), keys: item.keys.clone(), messages, check: item.check.clone() })
 }

@@ -9,8 +9,10 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
 use super::check::Check;
+use crate::chat::{Message, ToolCall};
+use crate::tools::{run_builtin, Builtin, TOOLS_OFF};
 use super::corpus::{Corpus, MILTON, SHAKESPEARE};
-use super::{exchange, identity, pick, pick_weighted, refusal, unknown, Draft, Holdout, Split, Work};
+use super::{identity, pick, pick_weighted, refusal, unknown, Draft, Holdout, Split, Work};
 
 /// A question, its reference answer, and the pieces the other families reuse.
 #[derive(Clone, Debug)]
@@ -32,12 +34,103 @@ pub(super) struct Item {
     pub subject: Option<String>,
     /// A plausible wrong answer in the style of `answer`, and the term that marks it wrong.
     pub wrong: Option<(String, Option<String>)>,
+    /// The built-in tool call that answers the question, where one does (arithmetic, spelling
+    /// and counting): the demonstrations call it, then answer from its result.
+    pub tool: Option<ToolDemo>,
 }
 
+/// A call of a built-in tool that answers an item, and the answer written from its result.
+#[derive(Clone, Debug)]
+pub(super) struct ToolDemo {
+    pub name: &'static str,
+    /// JSON text, keys in the order the model learns to write them.
+    pub arguments: String,
+    /// The answer given the tool's result.
+    pub answer: String,
+    /// Whether some demonstrations show the tools off (then the answer is `Item::answer`); not
+    /// where that answer would not be right.
+    pub may_be_off: bool,
+}
+
+/// Share of tool demonstrations in which the tools are off: the call is answered with
+/// [`TOOLS_OFF`] and the assistant answers by itself (`Item::answer`), as it must when a
+/// deployment gives it no tools.
+const TOOLS_OFF_SHARE: f64 = 0.15;
+
 impl Item {
-    pub fn into_draft(self) -> Draft {
-        Draft { kind: self.kind.to_string(), keys: self.keys, messages: exchange(None, &self.question, &self.answer), check: self.check }
+    pub fn into_draft(self, rng: &mut ChaCha8Rng) -> Draft {
+        let messages = self.exchange(rng);
+        Draft { kind: self.kind.to_string(), keys: self.keys, messages, check: self.check }
     }
+
+    /// The question and the reply to it ([`Item::reply`]).
+    pub fn exchange(&self, rng: &mut ChaCha8Rng) -> Vec<Message> {
+        let mut messages = vec![Message::user(&self.question)];
+        messages.extend(self.reply(rng, 1));
+        messages
+    }
+
+    /// The assistant's reply: the answer, or, for an item with a tool, the call (id
+    /// `call_{id}`), its result and the answer from it (or, in [`TOOLS_OFF_SHARE`] of them, the
+    /// tools-off error and the answer without tools).
+    pub fn reply(&self, rng: &mut ChaCha8Rng, id: usize) -> Vec<Message> {
+        let Some(tool) = &self.tool else { return vec![Message::assistant(&self.answer)] };
+        let id = format!("call_{id}");
+        let call = ToolCall::new(&id, tool.name, &tool.arguments);
+        let (result, answer) = if tool.may_be_off && rng.random_bool(TOOLS_OFF_SHARE) {
+            (TOOLS_OFF.to_string(), self.answer.clone())
+        } else {
+            (run_builtin(tool.name, &tool.arguments).expect("a demonstration's call runs"), tool.answer.clone())
+        };
+        vec![Message::assistant_calls("", vec![call]), Message::tool(id, result), Message::assistant(answer)]
+    }
+
+    /// The item answered by `tool` with `arguments` (given as JSON, kept in their order).
+    pub fn with_tool(self, tool: Builtin, arguments: &[(&str, &str)], answer: impl Fn(&str) -> String) -> Item {
+        let arguments =
+            format!("{{{}}}", arguments.iter().map(|(k, v)| format!("{}: {}", Value::from(*k), Value::from(*v))).collect::<Vec<_>>().join(", "));
+        let result = run_builtin(tool.name(), &arguments).expect("a demonstration's call runs");
+        let answer = answer(&result);
+        Item { tool: Some(ToolDemo { name: tool.name(), arguments, answer, may_be_off: true }), ..self }
+    }
+}
+
+/// A calculator call for `expression` (id `call_{id}`), its result and the answer
+/// `expression = result.`
+pub(super) fn calculator_reply(expression: &str, id: usize) -> Vec<Message> {
+    let id = format!("call_{id}");
+    let arguments = format!("{{\"expression\": {}}}", Value::from(expression));
+    let result = run_builtin(Builtin::Calculator.name(), &arguments).expect("a demonstration's call runs");
+    vec![
+        Message::assistant_calls("", vec![ToolCall::new(&id, Builtin::Calculator.name(), arguments)]),
+        Message::tool(id, &result),
+        Message::assistant(format!("{expression} = {result}.")),
+    ]
+}
+
+/// Whether a reply shows the tools off.
+pub(super) fn tools_were_off(reply: &[Message]) -> bool {
+    reply.iter().any(|m| m.role == crate::chat::Role::Tool && m.content == TOOLS_OFF)
+}
+
+/// The phrasings of this split: question templates are held out like the other small pools
+/// (60/20/20 by the suite's seed, keyed `phrasing:<template>`), so the test split asks in
+/// words that training never used.
+fn phrasings<'t>(pools: &Pools, templates: &'t [&'static str]) -> Vec<&'t &'static str> {
+    let cut = pools.holdout.cut(templates, |t| format!("phrasing:{t}"));
+    let mut out = cut.get(&pools.split).cloned().unwrap_or_default();
+    out.sort_unstable();
+    out
+}
+
+/// A phrasing of this split with `{a}`, `{b}`, ... replaced, and its held-out key.
+fn phrase_in_split(pools: &Pools, rng: &mut ChaCha8Rng, templates: &[&'static str], args: &[(&str, &str)]) -> (String, String) {
+    let t = **pick(rng, &phrasings(pools, templates)).expect("every split has phrasings");
+    let mut q = t.to_string();
+    for (k, v) in args {
+        q = q.replace(&format!("{{{k}}}"), v);
+    }
+    (q, format!("phrasing:{t}"))
 }
 
 /// A unique line of a play with a named speaker.
@@ -77,6 +170,8 @@ pub(super) struct Pools<'a> {
     pub cast: Vec<Vec<String>>,
     /// Prompt-injection templates a system message may meet (none in the SFT pool).
     pub injections: Vec<&'static str>,
+    /// Whether this is the SFT pool, the only one with client-declared function calls.
+    pub sft: bool,
 }
 
 /// English words beyond the plays, so the counting tasks cover today's words too.
@@ -191,6 +286,7 @@ impl<'a> Pools<'a> {
             identity: identity::pool(holdout, split),
             cast,
             injections: vec![],
+            sft: false,
         }
     }
 
@@ -362,6 +458,7 @@ pub(super) fn who_speaks(pools: &Pools, rng: &mut ChaCha8Rng, q: &Quote) -> Opti
         one_word: one_word(&q.speaker),
         subject: None,
         wrong,
+        tool: None,
     })
 }
 
@@ -394,6 +491,7 @@ pub(super) fn which_play(pools: &Pools, rng: &mut ChaCha8Rng, c: &Character) -> 
         one_word: one_word(&play.title),
         subject: Some(c.name.clone()),
         wrong: other.map(|o| (format!("{} appears in {}.", c.name, o.title), Some(o.title.clone()))),
+        tool: None,
     })
 }
 
@@ -436,6 +534,7 @@ fn continue_line(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Item> {
         one_word: None,
         subject: None,
         wrong: None,
+        tool: None,
     })
 }
 
@@ -464,6 +563,7 @@ pub(super) fn who_wrote(rng: &mut ChaCha8Rng, work: &Work) -> Option<Item> {
         one_word: Some(surname),
         subject: Some(work.title.clone()),
         wrong: Some((format!("{other} wrote {}.", work.title), Some(other.split_whitespace().last().unwrap().to_string()))),
+        tool: None,
     })
 }
 
@@ -481,23 +581,23 @@ pub(super) fn spelling(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Item> {
     match kind {
         "letter_count" => {
             let x = pick(rng, &pools.words)?;
-            letter_count(rng, x)
+            letter_count(pools, rng, x)
         }
         "word_length" => {
             let x = pick(rng, &pools.words)?;
-            word_length(rng, x)
+            word_length(pools, rng, x)
         }
         "char_count" => {
             let x = pick(rng, &pools.phrases)?;
-            char_count(rng, x)
+            char_count(pools, rng, x)
         }
         "word_count" => {
             let x = pick(rng, &pools.phrases)?;
-            word_count(rng, x)
+            word_count(pools, rng, x)
         }
         _ => {
             let x = pick(rng, &pools.words)?;
-            spell(rng, x)
+            spell(pools, rng, x)
         }
     }
 }
@@ -531,10 +631,24 @@ fn count_item(
         one_word: Some(n.to_string()),
         subject: None,
         wrong: Some((answer(wrong), None)),
+        tool: None,
     }
 }
 
-fn letter_count(rng: &mut ChaCha8Rng, word: &str) -> Option<Item> {
+const LETTER_COUNT: [&str; 10] = [
+    "How many times does the letter \"{l}\" appear in \"{w}\"?",
+    "How many {l}'s are in \"{w}\"?",
+    "Count the letter \"{l}\" in the word \"{w}\".",
+    "how many {l} in {w}?",
+    "How many \"{l}\"s does \"{w}\" have?",
+    "In the word \"{w}\", how many times do you see \"{l}\"?",
+    "Count how often \"{l}\" occurs in \"{w}\".",
+    "How often does \"{l}\" occur in the word {w}?",
+    "What is the number of \"{l}\" letters in \"{w}\"?",
+    "Tell me how many {l}'s there are in {w}.",
+];
+
+fn letter_count(pools: &Pools, rng: &mut ChaCha8Rng, word: &str) -> Option<Item> {
     let letters: Vec<char> = word.chars().collect();
     let letter = if rng.random_bool(0.8) {
         *pick(rng, &letters)?
@@ -543,16 +657,8 @@ fn letter_count(rng: &mut ChaCha8Rng, word: &str) -> Option<Item> {
         *pick(rng, &absent)?
     };
     let n = letters.iter().filter(|&&c| c == letter).count() as i64;
-    let question = pick(
-        rng,
-        &[
-            format!("How many times does the letter \"{letter}\" appear in \"{word}\"?"),
-            format!("How many {letter}'s are in \"{word}\"?"),
-            format!("Count the letter \"{letter}\" in the word \"{word}\"."),
-            format!("how many {letter} in {word}?"),
-        ],
-    )?
-    .clone();
+    let l = letter.to_string();
+    let (question, phrasing) = phrase_in_split(pools, rng, &LETTER_COUNT, &[("l", &l), ("w", word)]);
     let spelled = spell_out(word);
     let answer = move |n: i64| {
         let times = if n == 1 { "time" } else { "times" };
@@ -560,56 +666,95 @@ fn letter_count(rng: &mut ChaCha8Rng, word: &str) -> Option<Item> {
     };
     let fields = vec![
         ("word", Value::from(word), Check::mentions(&[word])),
-        ("letter", Value::from(letter.to_string()), Check::mentions(&[letter.to_string()])),
+        ("letter", Value::from(l.clone()), Check::mentions(std::slice::from_ref(&l))),
         ("count", Value::from(n), Check::Number { value: n }),
     ];
-    Some(count_item("letter_count", format!("word:{word}"), question, answer, n, fields, rng))
+    let mut item = count_item("letter_count", format!("word:{word}"), question, answer, n, fields, rng);
+    item.keys.push(phrasing);
+    Some(item.with_tool(Builtin::CountLetter, &[("word", word), ("letter", &l)], |r| {
+        let times = if r == "1" { "time" } else { "times" };
+        format!("\"{l}\" appears {r} {times} in \"{word}\".")
+    }))
 }
 
-fn word_length(rng: &mut ChaCha8Rng, word: &str) -> Option<Item> {
+const WORD_LENGTH: [&str; 8] = [
+    "How many letters are in \"{w}\"?",
+    "How many letters does the word \"{w}\" have?",
+    "Count the letters in \"{w}\".",
+    "How long is the word \"{w}\", in letters?",
+    "What is the length of \"{w}\"?",
+    "how many letters in {w}?",
+    "Give the number of letters in the word \"{w}\".",
+    "\"{w}\": how many letters?",
+];
+
+fn word_length(pools: &Pools, rng: &mut ChaCha8Rng, word: &str) -> Option<Item> {
     let n = word.chars().count() as i64;
-    let question = phrase(
-        rng,
-        &["How many letters are in \"{}\"?", "How many letters does the word \"{}\" have?", "Count the letters in \"{}\"."],
-        word,
-    );
+    let (question, phrasing) = phrase_in_split(pools, rng, &WORD_LENGTH, &[("w", word)]);
     let spelled = spell_out(word);
     let answer = move |n: i64| format!("\"{word}\" is {spelled}: {n} letters.");
     let fields = vec![("word", Value::from(word), Check::mentions(&[word])), ("letters", Value::from(n), Check::Number { value: n })];
-    Some(Item {
+    let mut item = Item {
         subject: Some(format!("\"{word}\"")),
         ..count_item("word_length", format!("word:{word}"), question, answer, n, fields, rng)
-    })
+    };
+    item.keys.push(phrasing);
+    Some(item.with_tool(Builtin::Length, &[("text", word)], |r| format!("\"{word}\" has {r} letters.")))
 }
 
-fn char_count(rng: &mut ChaCha8Rng, text: &str) -> Option<Item> {
+const CHAR_COUNT: [&str; 5] = [
+    "How many characters are in \"{t}\", counting spaces?",
+    "Count the characters, spaces included, in \"{t}\".",
+    "What is the length of \"{t}\" in characters, spaces included?",
+    "How many characters long is \"{t}\", with spaces?",
+    "Give the character count of \"{t}\", counting spaces.",
+];
+
+fn char_count(pools: &Pools, rng: &mut ChaCha8Rng, text: &str) -> Option<Item> {
     let n = text.chars().count() as i64;
-    let question =
-        phrase(rng, &["How many characters are in \"{}\", counting spaces?", "Count the characters, spaces included, in \"{}\"."], text);
+    let (question, phrasing) = phrase_in_split(pools, rng, &CHAR_COUNT, &[("t", text)]);
     let answer = |n: i64| format!("{n} characters, counting spaces.");
     let fields = vec![("text", Value::from(text), Check::mentions(&[text])), ("characters", Value::from(n), Check::Number { value: n })];
-    Some(count_item("char_count", format!("text:{text}"), question, answer, n, fields, rng))
+    let mut item = count_item("char_count", format!("text:{text}"), question, answer, n, fields, rng);
+    item.keys.push(phrasing);
+    Some(item.with_tool(Builtin::Length, &[("text", text), ("unit", "characters")], |r| format!("{r} characters, counting spaces.")))
 }
 
-fn word_count(rng: &mut ChaCha8Rng, text: &str) -> Option<Item> {
+const WORD_COUNT: [&str; 5] = [
+    "How many words are in \"{t}\"?",
+    "Count the words in \"{t}\".",
+    "How many words does \"{t}\" have?",
+    "What is the word count of \"{t}\"?",
+    "\"{t}\": how many words?",
+];
+
+fn word_count(pools: &Pools, rng: &mut ChaCha8Rng, text: &str) -> Option<Item> {
     let n = text.split_whitespace().count() as i64;
-    let question = phrase(rng, &["How many words are in \"{}\"?", "Count the words in \"{}\"."], text);
+    let (question, phrasing) = phrase_in_split(pools, rng, &WORD_COUNT, &[("t", text)]);
     let answer = |n: i64| format!("{n} words.");
     let fields = vec![("text", Value::from(text), Check::mentions(&[text])), ("words", Value::from(n), Check::Number { value: n })];
-    Some(count_item("word_count", format!("text:{text}"), question, answer, n, fields, rng))
+    let mut item = count_item("word_count", format!("text:{text}"), question, answer, n, fields, rng);
+    item.keys.push(phrasing);
+    Some(item.with_tool(Builtin::Length, &[("text", text), ("unit", "words")], |r| format!("{r} words.")))
 }
 
-fn spell(rng: &mut ChaCha8Rng, word: &str) -> Option<Item> {
-    let question = phrase(
-        rng,
-        &["Spell \"{}\" letter by letter.", "How do you spell \"{}\"? Give it letter by letter.", "Spell out the word \"{}\"."],
-        word,
-    );
+const SPELL: [&str; 7] = [
+    "Spell \"{w}\" letter by letter.",
+    "How do you spell \"{w}\"? Give it letter by letter.",
+    "Spell out the word \"{w}\".",
+    "Can you spell {w} for me?",
+    "Write \"{w}\" one letter at a time.",
+    "Break \"{w}\" into its letters.",
+    "What are the letters of \"{w}\", in order?",
+];
+
+fn spell(pools: &Pools, rng: &mut ChaCha8Rng, word: &str) -> Option<Item> {
+    let (question, phrasing) = phrase_in_split(pools, rng, &SPELL, &[("w", word)]);
     let spelled = spell_out(word);
     let check = Check::Spelling { word: word.to_string() };
-    Some(Item {
+    let item = Item {
         kind: "spell",
-        keys: vec![format!("word:{word}")],
+        keys: vec![format!("word:{word}"), phrasing],
         question,
         answer: spelled.clone(),
         check: check.clone(),
@@ -619,7 +764,9 @@ fn spell(rng: &mut ChaCha8Rng, word: &str) -> Option<Item> {
         one_word: None,
         subject: Some(format!("\"{word}\"")),
         wrong: None,
-    })
+        tool: None,
+    };
+    Some(item.with_tool(Builtin::Spell, &[("word", word)], |r| r.to_string()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -638,7 +785,7 @@ pub(super) fn arithmetic(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Item> {
             _ => (rng.random_range(0..13), rng.random_range(0..13)),
         };
         if pools.holds(&arith_key(op, a, b)) {
-            return Some(arith_item(rng, op, a, b));
+            return Some(arith_item(pools, rng, op, a, b));
         }
     }
     None
@@ -659,24 +806,64 @@ pub(super) fn apply(op: &str, a: i64, b: i64) -> (&'static str, i64) {
     }
 }
 
-pub(super) fn arith_item(rng: &mut ChaCha8Rng, op: &'static str, a: i64, b: i64) -> Item {
+/// How users ask for a sum, a difference or a product: symbols, words, word problems.
+pub(super) const ADD: [&str; 12] = [
+    "What is {a} + {b}?",
+    "What is {a} plus {b}?",
+    "Compute {a} + {b}.",
+    "{a} + {b} = ?",
+    "Add {a} and {b}.",
+    "What is the sum of {a} and {b}?",
+    "I have {a} apples and get {b} more. How many apples do I have?",
+    "{a} plus {b} equals what?",
+    "If you add {b} to {a}, what do you get?",
+    "Tom had {a} coins and found {b} more. How many coins does he have now?",
+    "What do {a} and {b} make together?",
+    "Calculate {a}+{b}.",
+];
+pub(super) const SUB: [&str; 12] = [
+    "What is {a} - {b}?",
+    "What is {a} minus {b}?",
+    "Subtract {b} from {a}.",
+    "{a} - {b} = ?",
+    "What is the difference between {a} and {b}?",
+    "I had {a} apples and ate {b}. How many are left?",
+    "Take {b} away from {a}.",
+    "What is {a} take away {b}?",
+    "A shelf holds {a} books and {b} are removed. How many remain?",
+    "Calculate {a}-{b}.",
+    "How much is {a} less {b}?",
+    "{a} minus {b} equals what?",
+];
+pub(super) const MUL: [&str; 12] = [
+    "What is {a} * {b}?",
+    "What is {a} times {b}?",
+    "Multiply {a} by {b}.",
+    "{a} x {b} = ?",
+    "What is the product of {a} and {b}?",
+    "There are {a} boxes with {b} pens in each. How many pens are there?",
+    "What is {a} multiplied by {b}?",
+    "Calculate {a}*{b}.",
+    "{a} times {b} equals what?",
+    "If each of {a} friends brings {b} apples, how many apples are there?",
+    "How much is {a} groups of {b}?",
+    "Compute {a} × {b}.",
+];
+
+pub(super) fn arith_item(pools: &Pools, rng: &mut ChaCha8Rng, op: &'static str, a: i64, b: i64) -> Item {
     let (sym, r) = apply(op, a, b);
-    let templates: &[String] = match op {
-        "add" => {
-            &[format!("What is {a} + {b}?"), format!("What is {a} plus {b}?"), format!("Compute {a} + {b}."), format!("{a} + {b} = ?")]
-        }
-        "sub" => {
-            &[format!("What is {a} - {b}?"), format!("What is {a} minus {b}?"), format!("Subtract {b} from {a}."), format!("{a} - {b} = ?")]
-        }
-        _ => &[format!("What is {a} * {b}?"), format!("What is {a} times {b}?"), format!("Multiply {a} by {b}."), format!("{a} x {b} = ?")],
+    let templates: &[&'static str] = match op {
+        "add" => &ADD,
+        "sub" => &SUB,
+        _ => &MUL,
     };
-    let question = pick(rng, templates).expect("templates are not empty").clone();
+    let (question, phrasing) = phrase_in_split(pools, rng, templates, &[("a", &a.to_string()), ("b", &b.to_string())]);
     let check = Check::Number { value: r };
     let expression = format!("{a} {sym} {b}");
     let off = *pick(rng, &[-10, -2, -1, 1, 2, 10]).expect("not empty");
-    Item {
+    let item = Item {
         kind: op,
-        keys: vec![arith_key(op, a, b)],
+        keys: vec![arith_key(op, a, b), phrasing],
         question,
         answer: format!("{expression} = {r}."),
         check: check.clone(),
@@ -689,5 +876,7 @@ pub(super) fn arith_item(rng: &mut ChaCha8Rng, op: &'static str, a: i64, b: i64)
         one_word: Some(r.to_string()),
         subject: Some(expression.clone()),
         wrong: Some((format!("{expression} = {}.", r + off), None)),
-    }
+        tool: None,
+    };
+    item.with_tool(Builtin::Calculator, &[("expression", &expression)], |res| format!("{expression} = {res}."))
 }

@@ -12,7 +12,8 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
 use super::check::Check;
-use super::items::{display_line, Item, Pools};
+use super::items::{display_line, Item, Pools, ToolDemo};
+use crate::tools::Builtin;
 use super::pick;
 
 const ADJECTIVES: &[&str] =
@@ -28,15 +29,37 @@ pub(super) fn item(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Item> {
     (0..30).find_map(|_| draw(pools, rng))
 }
 
-/// A product too large to work out in one's head (5 digits by 4): the arithmetic family's
-/// "I'm not sure", so that the form is at hand where small sums are asked too.
+/// A product too large to work out in one's head (5 digits by 4). With the calculator the
+/// answer is the product; the demonstrations always call it (an answer without tools would be
+/// "I'm not sure", which the number check does not grade correct).
 pub(super) fn big_product(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Item> {
     (0..30).find_map(|_| {
         let (a, b) = (rng.random_range(10_000..100_000i64), rng.random_range(1_000..10_000i64));
+        let key = format!("unknown:{a}*{b}");
+        if !pools.holds(&key) {
+            return None;
+        }
         let q = pick(rng, &["What is {a} times {b}?", "What is {a} * {b}?", "Multiply {a} by {b}."])?;
         let question = q.replace("{a}", &a.to_string()).replace("{b}", &b.to_string());
-        let answer = "I'm not sure. Numbers that large are more than I can work out reliably.".to_string();
-        abstain_item(pools, "unknown_product", format!("{a}*{b}"), question, answer)
+        let (expression, p) = (format!("{a} * {b}"), a * b);
+        let check = Check::Number { value: p };
+        let item = Item {
+            kind: "big_product",
+            keys: vec![key],
+            question,
+            answer: "I'm not sure. Numbers that large are more than I can work out reliably.".to_string(),
+            check: check.clone(),
+            value: Value::from(p),
+            value_check: check,
+            fields: vec![("result", Value::from(p), Check::Number { value: p })],
+            one_word: None,
+            subject: None,
+            wrong: None,
+            tool: None,
+        };
+        let item = item.with_tool(Builtin::Calculator, &[("expression", &expression)], |r| format!("{expression} = {r}."));
+        let tool = item.tool.clone().map(|t| ToolDemo { may_be_off: false, ..t });
+        Some(Item { tool, ..item })
     })
 }
 
@@ -110,5 +133,6 @@ fn abstain_item(pools: &Pools, kind: &'static str, subject: String, question: St
         one_word: None,
         subject: None,
         wrong: None,
+        tool: None,
     })
 }
