@@ -158,6 +158,28 @@ pub fn run_builtin(name: &str, arguments: &str) -> Result<String, String> {
     Ok(if out.chars().count() > MAX_TEXT { out.chars().take(MAX_TEXT).collect() } else { out })
 }
 
+/// Texts in the tool-call format, for the tokenizer's training corpus: one rendered call of
+/// each built-in tool, its `tool` turn and the tools-off error, `copies` times. A BPE trained
+/// on plays alone spells `<tool_call>`, `"arguments"` or `calculator` in many byte-sized
+/// pieces (57 tokens for one call); with these beside the corpus the format gets its own
+/// merges, and a call costs about half as many tokens of the 256-token context.
+pub fn format_texts(copies: usize) -> Vec<String> {
+    let calls = [
+        // Argument values the plays already have as tokens: the format's merges, not new words.
+        ToolCall::new("call_1", "calculator", r#"{"expression": "2 + 3"}"#),
+        ToolCall::new("call_1", "count_letter", r#"{"word": "king", "letter": "s"}"#),
+        ToolCall::new("call_1", "spell", r#"{"word": "love"}"#),
+        ToolCall::new("call_1", "length", r#"{"text": "the", "unit": "characters"}"#),
+        ToolCall::new("call_1", "length", r#"{"text": "to be or not", "unit": "words"}"#),
+    ];
+    let mut one = String::new();
+    for c in &calls {
+        one.push_str(&format!("<|im_start|>assistant\n{}<|im_end|>\n<|im_start|>tool\n5<|im_end|>\n", c.render()));
+    }
+    one.push_str(&format!("<|im_start|>tool\n{TOOLS_OFF}<|im_end|>\nYou can call these functions:\n"));
+    vec![one; copies]
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Reading calls
 
@@ -473,7 +495,7 @@ mod tests {
         let call = "<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"12 + 7\"}}\n</tool_call>";
         let mut out = tok.encode(call);
         let put = session.on_stop(0, &out).expect("a call is run");
-        assert_eq!(tok.decode(&put, false), "\n<|im_start|>tool\n19<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(tok.decode(&put, false), "\n<|im_start|>tool\n5<|im_end|>\n<|im_start|>assistant\n");
         out.push(tok.im_end_id());
         out.extend(&put);
         out.extend(tok.encode("12 + 7 = 19."));

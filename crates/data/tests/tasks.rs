@@ -378,6 +378,7 @@ fn corpus_tokenizer() -> Tokenizer {
         .plays
         .iter()
         .flat_map(|p| p.speeches.iter().map(|s| format!("{}.\n{}\n", s.speaker.to_uppercase(), s.lines.join("\n"))))
+        .chain(chatforge_data::tools::format_texts(400))
         .collect();
     Tokenizer::train(texts.iter().map(String::as_str), 4096).unwrap()
 }
@@ -441,4 +442,5 @@ fn the_bar_prompts_have_counterparts_in_training() {
     assert!(SUITE.train.iter().any(|t| t.meta.kind == "who_speaks" && t.conversation.messages[0].content.starts_with("Who speaks \"")));
     assert!(SUITE.train.iter().any(|t| t.meta.kind == "letter_count" && t.conversation.messages[0].content.starts_with("how many ")));
 }
+
 

@@ -40,6 +40,6 @@ impl Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-pub use policy::{Borrowed, CheckpointReward, ModelPolicy, Policy, Prompt, Rewarder};
+pub use policy::{Borrowed, CheckpointReward, ModelPolicy, Policy, Prompt, Reply, Rewarder};
 pub use registry::{Class, EvalSpec, Registry, Sample};
 pub use runner::{headline, record, run_eval, EvalOptions, EvalOutcome, Helpers};

@@ -4,9 +4,11 @@
 use chatforge_core::backend::IGNORE;
 use chatforge_core::cpu::Cpu;
 use chatforge_core::model::Llama;
-use chatforge_core::sample::{generate_batch, GenOptions, SamplingParams};
+use chatforge_core::sample::{GenOptions, SamplingParams};
 use chatforge_data::chat::{encode_prompt, keep_last, Conversation};
 use chatforge_data::tokenizer::Tokenizer;
+use chatforge_data::tools::{CallRecord, Toolbox};
+use chatforge_train::answer::answer_batch;
 
 /// A prompt: a conversation (ChatML, for chat models), plain text whose answer is the rest of
 /// the line (for base models), or raw text continued as it is.
@@ -17,11 +19,19 @@ pub enum Prompt {
     Raw(String),
 }
 
+/// An answer and the tool calls run on the way to it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Reply {
+    pub text: String,
+    pub calls: Vec<CallRecord>,
+}
+
 /// The model under test.
 pub trait Policy {
     /// One answer per prompt: up to `max_tokens` tokens at `temperature` (0: greedy), the sampler
     /// of prompt i seeded by `seeds[i]`. A chat answer ends at `<|im_end|>`; a plain-text answer
-    /// is the rest of its line. `progress(k)` is called as answers finish.
+    /// is the rest of its line. `progress(k)` is called as answers finish. Without tools: a
+    /// call the model makes is answered "tools are turned off", and its answer goes on.
     fn generate(
         &mut self,
         prompts: &[Prompt],
@@ -30,6 +40,22 @@ pub trait Policy {
         seeds: &[u64],
         progress: &mut dyn FnMut(usize),
     ) -> Vec<String>;
+
+    /// [`Policy::generate`] with `toolbox`'s tools: calls are run and the answer is the turn
+    /// after them. `max_tokens` counts every token of the answer, the tools' results included.
+    /// A policy without tools answers as [`Policy::generate`] does.
+    fn generate_with_tools(
+        &mut self,
+        prompts: &[Prompt],
+        max_tokens: usize,
+        temperature: f32,
+        seeds: &[u64],
+        toolbox: &Toolbox,
+        progress: &mut dyn FnMut(usize),
+    ) -> Vec<Reply> {
+        let _ = toolbox;
+        self.generate(prompts, max_tokens, temperature, seeds, progress).into_iter().map(|text| Reply { text, calls: vec![] }).collect()
+    }
 
     /// For each (prompt, continuation): the sum of the continuation's token log-probabilities
     /// after the prompt, and its number of tokens. A chat continuation is an assistant answer and
@@ -71,6 +97,19 @@ impl Policy for ModelPolicy {
         Borrowed { model: &mut self.model, tok: &self.tok, batch: self.batch }.generate(prompts, max_tokens, temperature, seeds, progress)
     }
 
+    fn generate_with_tools(
+        &mut self,
+        prompts: &[Prompt],
+        max_tokens: usize,
+        temperature: f32,
+        seeds: &[u64],
+        toolbox: &Toolbox,
+        progress: &mut dyn FnMut(usize),
+    ) -> Vec<Reply> {
+        Borrowed { model: &mut self.model, tok: &self.tok, batch: self.batch }
+            .generate_with_tools(prompts, max_tokens, temperature, seeds, toolbox, progress)
+    }
+
     fn loglik(&mut self, items: &[(Prompt, String)]) -> Vec<(f64, usize)> {
         Borrowed { model: &mut self.model, tok: &self.tok, batch: self.batch }.loglik(items)
     }
@@ -105,6 +144,19 @@ impl Policy for Borrowed<'_> {
         seeds: &[u64],
         progress: &mut dyn FnMut(usize),
     ) -> Vec<String> {
+        let replies = self.generate_with_tools(prompts, max_tokens, temperature, seeds, &Toolbox::off(), progress);
+        replies.into_iter().map(|r| r.text).collect()
+    }
+
+    fn generate_with_tools(
+        &mut self,
+        prompts: &[Prompt],
+        max_tokens: usize,
+        temperature: f32,
+        seeds: &[u64],
+        toolbox: &Toolbox,
+        progress: &mut dyn FnMut(usize),
+    ) -> Vec<Reply> {
         let params = SamplingParams { temperature, top_k: 0, top_p: 1.0 };
         let opts = GenOptions { max_new: max_tokens, params, stop_ids: self.tok.chat_stop_ids() };
         // Keep the end of a long prompt, leaving room for the answer.
@@ -120,13 +172,16 @@ impl Policy for Borrowed<'_> {
             let ids: Vec<Vec<u32>> = chunk.iter().map(|p| keep_last(self.ids(p), cap)).collect();
             let one_line: Vec<bool> = chunk.iter().map(|p| matches!(p, Prompt::Text(_))).collect();
             let keep_going = |i: usize, t: u32| !(one_line[i] && newline.get(t as usize).copied().unwrap_or(false));
-            for (p, ans) in chunk.iter().zip(generate_batch(self.model, &ids, &opts, seeds, keep_going)) {
-                let text = self.tok.decode(&ans, true);
-                out.push(match p {
-                    Prompt::Chat(_) => text.trim().to_string(),
-                    Prompt::Text(_) => text.trim_start_matches([' ', '\t']).split('\n').next().unwrap_or("").trim().to_string(),
-                    Prompt::Raw(_) => text,
-                });
+            for (p, a) in chunk.iter().zip(answer_batch(self.model, self.tok, &ids, &opts, seeds, toolbox, keep_going)) {
+                let text = match p {
+                    Prompt::Chat(_) => a.answer.text.clone(),
+                    Prompt::Text(_) => {
+                        let text = self.tok.decode(&a.gen.tokens, true);
+                        text.trim_start_matches([' ', '\t']).split('\n').next().unwrap_or("").trim().to_string()
+                    }
+                    Prompt::Raw(_) => self.tok.decode(&a.gen.tokens, true),
+                };
+                out.push(Reply { text, calls: a.answer.calls });
             }
             progress(chunk.len());
         }

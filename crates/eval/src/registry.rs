@@ -113,6 +113,11 @@ pub struct Args {
     pub lines: Option<usize>,
     /// Seed of sampling (default 0).
     pub seed: Option<u64>,
+    /// Chat answers with the built-in tools (calculator, string tools): calls are run and the
+    /// answer graded is the turn after them. Default false: a call is answered "tools are
+    /// turned off" and the model answers by itself.
+    #[serde(default)]
+    pub tools: bool,
 }
 
 /// One eval of the registry.

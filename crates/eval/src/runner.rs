@@ -11,7 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value};
 
 use crate::graders::{self, Constraint};
-use crate::policy::{Policy, Prompt, Rewarder};
+use crate::policy::{Policy, Prompt, Reply, Rewarder};
+use chatforge_data::tools::Toolbox;
 use crate::registry::{Class, EvalSpec, Sample};
 use crate::{Error, Result};
 use chatforge_rundir::report::{self, Key, Report};
@@ -199,15 +200,21 @@ pub fn run_eval(
     })
 }
 
-/// Answers to every sample (greedy unless `temperature` is set), with a progress bar.
-fn answers(spec: &EvalSpec, policy: &mut dyn Policy, opts: &EvalOptions, samples: &[Sample], inputs: &[Conversation]) -> Vec<String> {
+/// Answers to every sample (greedy unless `temperature` is set), with a progress bar: with the
+/// built-in tools where the spec says `tools: true` (chat prompts only), without otherwise.
+fn answers(spec: &EvalSpec, policy: &mut dyn Policy, opts: &EvalOptions, samples: &[Sample], inputs: &[Conversation]) -> Vec<Reply> {
     let k = spec.args.few_shot.unwrap_or(3);
     let prompts: Vec<Prompt> = inputs.iter().enumerate().map(|(i, c)| prompt_for(samples, i % samples.len(), c, opts.plain, k)).collect();
     let seed = spec.args.seed.unwrap_or(0);
     let seeds: Vec<u64> = (0..prompts.len() as u64).map(|i| seed.wrapping_add(i)).collect();
     let bar = bar(prompts.len(), &spec.name, opts.quiet);
-    let out = policy
-        .generate(&prompts, spec.args.max_tokens.unwrap_or(64), spec.args.temperature.unwrap_or(0.0), &seeds, &mut |k| bar.inc(k as u64));
+    let (max, temp) = (spec.args.max_tokens.unwrap_or(64), spec.args.temperature.unwrap_or(0.0));
+    let mut progress = |k: usize| bar.inc(k as u64);
+    let out = if spec.args.tools && !opts.plain {
+        policy.generate_with_tools(&prompts, max, temp, &seeds, &Toolbox::builtins(), &mut progress)
+    } else {
+        policy.generate(&prompts, max, temp, &seeds, &mut progress).into_iter().map(|text| Reply { text, calls: vec![] }).collect()
+    };
     bar.finish_and_clear();
     out
 }
@@ -223,7 +230,8 @@ fn generated(
     records: &mut Vec<Value>,
 ) -> Result<usize> {
     let inputs: Vec<Conversation> = samples.iter().map(|s| s.input.conversation()).collect();
-    let outs = answers(spec, policy, opts, samples, &inputs);
+    let replies = answers(spec, policy, opts, samples, &inputs);
+    let outs: Vec<String> = replies.iter().map(|r| r.text.clone()).collect();
     let ignore_case = spec.args.ignore_case;
     let bad = |i: usize, what: &str| Error::Input(format!("{}: sample {} has no {what}", spec.id, i + 1));
     let mut grades: Vec<Grade> = Vec::with_capacity(samples.len());
@@ -326,6 +334,16 @@ fn generated(
     }
     if let Some(k) = by_label(samples.iter().zip(&grades).map(|(s, g)| (s.kind.clone(), g.score as f64))) {
         metrics.insert("by_kind".into(), k);
+    }
+    if spec.args.tools {
+        // Tool calls run per answer, overall and per group; and each answer's calls.
+        metrics.insert("calls_per_answer".into(), json!(mean(replies.iter().map(|r| r.calls.len() as f64))));
+        if let Some(g) = by_label(samples.iter().zip(&replies).map(|(s, r)| (s.group.clone(), r.calls.len() as f64))) {
+            metrics.insert("calls_by_group".into(), g);
+        }
+        for (e, r) in extra.iter_mut().zip(&replies) {
+            e.insert("tool_calls".into(), json!(r.calls.iter().map(|c| c.line()).collect::<Vec<_>>()));
+        }
     }
     for (i, ((s, a), g)) in samples.iter().zip(&outs).zip(&grades).enumerate() {
         let mut r = json!({"id": s.id.clone().unwrap_or_else(|| format!("{}-{i:04}", spec.name)), "input": s.input, "output": a,
@@ -456,7 +474,7 @@ fn symmetry(
     let mut inputs: Vec<Conversation> = pairs.iter().map(|s| s.input.conversation()).collect();
     inputs.extend(pairs.iter().map(|s| s.pair.as_ref().unwrap().conversation()));
     let owned: Vec<Sample> = pairs.iter().map(|s| (*s).clone()).collect();
-    let outs = answers(spec, policy, opts, &owned, &inputs);
+    let outs: Vec<String> = answers(spec, policy, opts, &owned, &inputs).into_iter().map(|r| r.text).collect();
     let n = pairs.len();
     let rewards = helpers.reward.as_deref_mut().map(|rm| rm.rewards(&inputs.iter().cloned().zip(outs.iter().cloned()).collect::<Vec<_>>()));
     let (mut len_gaps, mut reward_gaps, mut lens) = (Vec::new(), Vec::new(), Vec::new());
@@ -675,6 +693,11 @@ fn next_word(
     Ok(picked.len())
 }
 
+/// The value at a dotted path (`tools.family_scores`) of a JSON object, or null.
+fn at_path<'v>(v: &'v Value, path: &str) -> &'v Value {
+    path.split('.').fold(v, |v, k| &v[k])
+}
+
 /// The headline figures an eval's spec lifts into the stage (`report: {figure: metric}`), with
 /// object figures flattened to `figure.key` (`family_scores.arithmetic`): for metrics lines.
 pub fn headline(spec: &EvalSpec, outcome: &EvalOutcome) -> Vec<(String, f64)> {
@@ -714,7 +737,7 @@ pub fn record(opts: &EvalOptions, specs: &[&EvalSpec], outcomes: &[EvalOutcome])
             match (v, figures.get_mut(figure)) {
                 (Value::Object(src), Some(Value::Object(dst))) => dst.extend(src.clone()),
                 (Value::Object(src), None) => {
-                    let mut merged = stage[figure.as_str()].as_object().cloned().unwrap_or_default();
+                    let mut merged = at_path(&stage, figure).as_object().cloned().unwrap_or_default();
                     // A stage's older `{before, after}` scores are replaced, not mixed.
                     merged.retain(|_, v| !v.is_object());
                     merged.extend(src.clone());
@@ -728,7 +751,26 @@ pub fn record(opts: &EvalOptions, specs: &[&EvalSpec], outcomes: &[EvalOutcome])
     }
     let summary = json!({"stage": opts.stage, "evals": evals, "figures": figures});
     chatforge_rundir::fs::write_atomic(&opts.run.eval_summary(&opts.stage), serde_json::to_string_pretty(&summary).unwrap().as_bytes())?;
-    let mut update = figures.clone();
+    // A dotted figure (`tools.family_scores`) goes under its parent object in the stage.
+    let mut update = Map::new();
+    for (figure, v) in &figures {
+        match figure.split_once('.') {
+            Some((parent, child)) => {
+                let slot = update.entry(parent.to_string()).or_insert_with(|| {
+                    let old = stage[parent].clone();
+                    if old.is_object() {
+                        old
+                    } else {
+                        json!({})
+                    }
+                });
+                slot[child] = v.clone();
+            }
+            None => {
+                update.insert(figure.clone(), v.clone());
+            }
+        }
+    }
     update.insert("evals".into(), Value::Object(evals));
     report::record(&opts.run, Key::Stage(&opts.stage), &update)?;
     if report.section(Key::Run).get("hardware").is_none() {

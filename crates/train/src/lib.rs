@@ -2,6 +2,7 @@
 //! model, PPO, DPO), checkpoints and exact resume, the scaling fits, simulated labeling and the
 //! win-rate judge. The stages that put them together over a run folder are `chatforge-stages`.
 
+pub mod answer;
 pub mod bench;
 pub mod ckpt;
 pub mod compare;

@@ -186,6 +186,10 @@ pub enum TokenizerSpec {
     File(PathBuf),
 }
 
+/// Copies of the tool-call format texts beside the corpus when the BPE is trained: enough for
+/// their pairs to be merged among a 4,096-token vocabulary's merges.
+pub const FORMAT_COPIES: usize = 400;
+
 /// Prepares `R/tokenizer.json` and the token shards `R/tokens/{train,val}.bin` (reused when they
 /// exist: a resumed run reads the very same tokens).
 pub fn prepare_corpus(run: &RunDir, data: &Path, spec: &TokenizerSpec, verbose: bool) -> Result<(Tokenizer, TokenShards)> {
@@ -199,7 +203,11 @@ pub fn prepare_corpus(run: &RunDir, data: &Path, spec: &TokenizerSpec, verbose: 
         let (train_docs, _) = load_documents(data)?;
         let t0 = Instant::now();
         let tok = match spec {
-            TokenizerSpec::Bpe { vocab_size } => Tokenizer::train(train_docs.iter().map(|s| s.as_str()), *vocab_size)?,
+            // The corpus, and the chat format's tool calls (see `tools::format_texts`).
+            TokenizerSpec::Bpe { vocab_size } => {
+                let format = chatforge_data::tools::format_texts(FORMAT_COPIES);
+                Tokenizer::train(train_docs.iter().map(|s| s.as_str()).chain(format.iter().map(|s| s.as_str())), *vocab_size)?
+            }
             TokenizerSpec::Bytes => Tokenizer::bytes(),
             TokenizerSpec::File(p) => Tokenizer::load(p)?,
         };

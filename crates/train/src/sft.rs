@@ -139,7 +139,8 @@ pub fn val_loss(model: &mut Llama<Cpu>, data: &SftData, batch: usize, pad: u32) 
     nats / count.max(1) as f64
 }
 
-/// Greedy answers to prompts (conversations without their final assistant message), batched.
+/// Greedy answers to prompts (conversations without their final assistant message), batched,
+/// with the built-in tools.
 pub fn answer_all(model: &Llama<Cpu>, tok: &Tokenizer, prompts: &[Conversation], max_new: usize) -> Vec<String> {
     let greedy = SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0 };
     let opts = GenOptions { max_new, params: greedy, stop_ids: tok.chat_stop_ids() };
@@ -148,8 +149,9 @@ pub fn answer_all(model: &Llama<Cpu>, tok: &Tokenizer, prompts: &[Conversation],
     for chunk in prompts.chunks(32) {
         let ids: Vec<Vec<u32>> = chunk.iter().map(|c| encode_prompt_capped(tok, c, cap)).collect();
         let seeds = vec![0; ids.len()];
-        for ans in generate_batch(model, &ids, &opts, &seeds, |_, _| true) {
-            out.push(tok.decode(&ans, true).trim().to_string());
+        let toolbox = chatforge_data::tools::Toolbox::builtins();
+        for a in crate::answer::answer_batch(model, tok, &ids, &opts, &seeds, &toolbox, |_, _| true) {
+            out.push(a.answer.text);
         }
     }
     out
