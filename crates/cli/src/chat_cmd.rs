@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use chatforge_core::cpu::Cpu;
 use chatforge_core::model::Llama;
-use chatforge_core::sample::{generate_batch, GenOptions, SamplingParams};
+use std::cell::RefCell;
+
+use chatforge_core::sample::{generate_batch_with, GenOptions, SamplingParams};
+use chatforge_data::tools::{Session, Toolbox, CALL_OPEN};
 use chatforge_data::chat::{encode_prompt_capped, Conversation, Message, Role};
 use chatforge_data::tokenizer::Tokenizer;
 use chatforge_stages::Run;
@@ -53,27 +56,59 @@ fn load(run: &std::path::Path, stage: &str) -> anyhow::Result<(Tokenizer, Llama<
     Ok((run.tokenizer()?.clone(), run.model(stage)?))
 }
 
-/// Generates from `prompt`, printing text as it comes (holding back an incomplete UTF-8 tail).
-fn stream(model: &Llama<Cpu>, tok: &Tokenizer, prompt: Vec<u32>, opts: &GenOptions, seed: u64) -> String {
-    let mut ids = Vec::new();
-    let mut shown = 0;
-    let mut out = std::io::stdout();
-    generate_batch(model, &[prompt], opts, &[seed], |_, t| {
-        ids.push(t);
-        let text = tok.decode(&ids, true);
-        if !text.ends_with('\u{FFFD}') && text.len() > shown {
-            let _ = write!(out, "{}", &text[shown..]);
-            let _ = out.flush();
-            shown = text.len();
-        }
-        true
-    });
-    let text = tok.decode(&ids, true);
-    if text.len() > shown {
-        print!("{}", &text[shown..]);
+/// Answers `prompt` with the built-in tools, printing text as it comes (holding back an
+/// incomplete UTF-8 tail, and a turn's `<tool_call>` block), and each call the engine runs as a
+/// line `[calculator: {...} → 19]`. Returns the messages of the answer (calls, results, reply).
+fn stream(model: &Llama<Cpu>, tok: &Tokenizer, prompt: Vec<u32>, opts: &GenOptions, seed: u64) -> Vec<Message> {
+    struct Shown {
+        ids: Vec<u32>,
+        turn_start: usize,
+        shown: usize,
     }
+    let session = RefCell::new(Session::new(tok, Toolbox::builtins(), 1));
+    let state = RefCell::new(Shown { ids: Vec::new(), turn_start: 0, shown: 0 });
+    let show = |st: &mut Shown, end: bool| {
+        let text = tok.decode(&st.ids[st.turn_start.min(st.ids.len())..], true);
+        let visible = text.split(CALL_OPEN).next().unwrap_or("");
+        let visible = if end { visible } else { visible.trim_end_matches('\u{FFFD}') };
+        if visible.len() > st.shown && visible.is_char_boundary(st.shown) {
+            print!("{}", &visible[st.shown..]);
+            let _ = std::io::stdout().flush();
+            st.shown = visible.len();
+        }
+    };
+    let gens = generate_batch_with(
+        model,
+        &[prompt],
+        opts,
+        &[seed],
+        |_, t| {
+            let mut st = state.borrow_mut();
+            st.ids.push(t);
+            if st.ids.len() > st.turn_start {
+                show(&mut st, false);
+            }
+            true
+        },
+        |i, out| {
+            let put = session.borrow_mut().on_stop(i, out);
+            if let Some(put) = &put {
+                let mut st = state.borrow_mut();
+                show(&mut st, true);
+                let answer = session.borrow().answer(i, out);
+                let turn_calls = answer.messages.iter().rev().find(|m| !m.tool_calls.is_empty()).map_or(0, |m| m.tool_calls.len());
+                for c in &answer.calls[answer.calls.len() - turn_calls..] {
+                    println!("{}[{}]", if st.shown > 0 { "\n" } else { "" }, c.line());
+                }
+                st.turn_start = out.len() + 1 + put.len();
+                st.shown = 0;
+            }
+            put
+        },
+    );
+    show(&mut state.borrow_mut(), true);
     println!();
-    text
+    session.into_inner().answer(0, &gens[0].tokens).messages
 }
 
 pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
@@ -135,8 +170,7 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
             params: SamplingParams { temperature, top_k: 0, top_p: a.top_p },
             stop_ids: tok.chat_stop_ids(),
         };
-        let reply = stream(&model, &tok, prompt, &opts, a.seed + turn);
-        history.push(Message::assistant(reply.trim()));
+        history.extend(stream(&model, &tok, prompt, &opts, a.seed + turn));
         turn += 1;
     }
     Ok(())

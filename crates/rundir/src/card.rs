@@ -36,6 +36,7 @@ const ROWS: &[(&str, &str, Fmt)] = &[
     ("next_word_accuracy", "next-word accuracy", Fmt::Pct),
     ("multiple_choice_accuracy", "multiple choice (log-lik)", Fmt::Pct),
     ("family_scores", "family: ", Fmt::Pct),
+    ("tools", "family: ", Fmt::Pct),
     ("json_adherence", "JSON adherence", Fmt::Pct),
     ("system_adherence", "system-message adherence", Fmt::Pct),
     ("injection_resistance", "prompt-injection resistance", Fmt::Pct),
@@ -142,6 +143,26 @@ pub fn table(report: &Value) -> (Vec<String>, Vec<Vec<String>>) {
             }
             continue;
         }
+        if *key == "tools" {
+            // With the built-in tools: each family's accuracy and calls per answer.
+            let mut families: Vec<String> = cols
+                .iter()
+                .filter_map(|c| stage(c)["tools"]["family_scores"].as_object().cloned())
+                .flat_map(|m| m.into_iter().map(|(k, _)| k))
+                .collect();
+            families.sort();
+            families.dedup();
+            for fam in families {
+                for (sub, what, f) in [("family_scores", "with tools", Fmt::Pct), ("calls_per_answer", "tool calls per answer", Fmt::F3)] {
+                    let mut row = vec![format!("{label}{fam}, {what}")];
+                    for c in &cols {
+                        row.push(stage(c)["tools"][sub].get(&fam).map_or_else(|| "—".into(), |v| fmt(v, f)));
+                    }
+                    rows.push(row);
+                }
+            }
+            continue;
+        }
         if cols.iter().all(|c| stage(c).get(*key).is_none()) {
             continue;
         }
@@ -188,6 +209,19 @@ pub fn system_card(report: &Value) -> Vec<String> {
     let s = &report["stages"][stage];
     let ev = &s["evals"];
     let mut out = vec![format!("Model described: the {} stage.", stage.to_uppercase())];
+    out.push(
+        "Tools: the engine gives it a calculator and three string tools (count_letter, spell, length), run in a sandbox \
+         (no files, no network, capped inputs and outputs, at most 4 calls per answer); through the API it may also call \
+         functions the caller declares."
+            .into(),
+    );
+    if let Some(with) = s["tools"]["family_scores"].as_object() {
+        let cells: Vec<String> = with
+            .iter()
+            .map(|(f, v)| format!("{f} {} with tools, {} without", pct(v), pct(&s["family_scores"][f.as_str()])))
+            .collect();
+        out.push(format!("With and without tools (held-out test questions): {}.", cells.join("; ")));
+    }
     out.push(
         "Policy: it declines requests for help to poison or physically hurt a person (step-by-step instructions, doses, \
          avoiding detection), briefly and with an offer of something else; questions that only sound alike (how Claudius \

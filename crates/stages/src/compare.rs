@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Result, Run};
 
 /// Answer length of every comparison (tokens).
-const MAX_NEW: usize = 64;
+const MAX_NEW: usize = 96;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {

@@ -83,7 +83,12 @@ pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
     }
     let (mut specs, mut skipped): (Vec<&EvalSpec>, Vec<(String, String)>) = (vec![], vec![]);
     for spec in chosen {
-        match missing(spec, &run.dir, has_reward) {
+        let why = if spec.args.tools && cfg.stage == "base" {
+            Some("a base model, prompted in plain text, has no tools".to_string())
+        } else {
+            missing(spec, &run.dir, has_reward)
+        };
+        match why {
             Some(why) if !cfg.evals.is_empty() => return Err(Error::Input(format!("{}: {why}", spec.name))),
             Some(why) => {
                 if !run.quiet {
@@ -125,6 +130,25 @@ pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
     }
     let summary = record(&opts, &specs, &outcomes)?;
     Ok(Figures { outcomes, skipped, summary })
+}
+
+/// Family scores without and with the built-in tools, and tool calls per answer, for each of
+/// `stages` (name, its eval summary's `figures`): the speedrun's tools table.
+pub fn tools_table(stages: &[(&str, &Value)]) -> String {
+    let mut out = String::from("tools: family accuracy without → with the built-in tools (calls per answer), test split\n");
+    for (stage, figures) in stages {
+        let Some(with) = figures["tools.family_scores"].as_object() else { continue };
+        let cells: Vec<String> = with
+            .iter()
+            .map(|(family, w)| {
+                let wo = figures["family_scores"][family].as_f64().map_or("–".into(), |x| format!("{:.1} %", 100.0 * x));
+                let calls = figures["tools.calls_per_answer"][family].as_f64().unwrap_or(0.0);
+                format!("{family} {wo} → {:.1} % ({calls:.2})", 100.0 * w.as_f64().unwrap_or(0.0))
+            })
+            .collect();
+        out += &format!("  {stage:<5} {}\n", cells.join(", "));
+    }
+    out
 }
 
 /// The scalar metrics of an eval, briefly.

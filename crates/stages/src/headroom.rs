@@ -100,7 +100,7 @@ pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
     let base = stage_answers(run, "sft", test, 1.0, 0)?;
     let prompts: Vec<Conversation> = test.iter().map(|t| t.prompt()).collect();
     let params = SamplingParams { temperature: cfg.temperature, top_k: 0, top_p: 1.0 };
-    let samples = sample_answers(&model, tok, &prompts, cfg.n, params, 64, SEED_BASE + cfg.seed, run.quiet);
+    let samples = sample_answers(&model, tok, &prompts, cfg.n, params, 96, SEED_BASE + cfg.seed, run.quiet);
     drop(model);
 
     let panel = Panel::new(&PanelConfig::default());

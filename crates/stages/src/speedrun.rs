@@ -176,11 +176,13 @@ pub fn run(run: &Run, quick: bool) -> Result<()> {
     // The registry on every model (the base one few-shot, in plain text), with the reward model
     // for reward gaps and distributions.
     let t = Instant::now();
+    let mut summaries = Vec::new();
     for stage in ["base", "sft", "ppo", "dpo"] {
         println!("== evals of the {stage} model");
         let cfg = eval::Config { stage: stage.into(), samples: Some(pick(20, 150)), limit: quick.then_some(40), ..Default::default() };
-        eval::run(run, &cfg)?;
+        summaries.push((stage, eval::run(run, &cfg)?.summary["figures"].clone()));
     }
+    println!("{}", eval::tools_table(&summaries.iter().map(|(s, f)| (*s, f)).collect::<Vec<_>>()));
     lap("eval", t);
 
     let total = started.elapsed().as_secs_f64();

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use chatforge_core::cpu::Cpu;
 use chatforge_core::model::Llama;
-use chatforge_core::sample::{generate_batch, GenOptions, SamplingParams};
+use chatforge_core::sample::{GenOptions, SamplingParams};
 use chatforge_data::chat::{encode_prompt_capped, Conversation};
 use chatforge_data::tasks::Task;
 use chatforge_data::tokenizer::Tokenizer;
@@ -44,7 +44,7 @@ impl Default for LabelConfig {
         LabelConfig {
             prompts: 500,
             samples_per_prompt: 4,
-            max_new: 48,
+            max_new: 96,
             temperatures: vec![0.6, 1.0, 1.3, 1.6],
             top_p: 1.0,
             overlap: 0.2,
@@ -86,7 +86,8 @@ pub fn prompt_key(c: &Conversation) -> String {
     serde_json::to_string(&c.messages).expect("messages serialize")
 }
 
-/// Samples `n` answers to each prompt (batched; per-answer seeds `seed + index`), with a progress bar.
+/// Samples `n` answers to each prompt (batched; per-answer seeds `seed + index`), with a progress
+/// bar. The model has its built-in tools; an answer is its final turn's text.
 #[allow(clippy::too_many_arguments)]
 pub fn sample_answers(
     model: &Llama<Cpu>,
@@ -110,9 +111,10 @@ pub fn sample_answers(
     for chunk in jobs.chunks(64) {
         let ids: Vec<Vec<u32>> = chunk.iter().map(|&(i, _)| encoded[i].clone()).collect();
         let seeds: Vec<u64> = chunk.iter().map(|&(i, k)| seed.wrapping_add((i * n + k) as u64)).collect();
-        for (&(i, _), ans) in chunk.iter().zip(generate_batch(model, &ids, &opts, &seeds, |_, _| true)) {
-            tokens += ans.len();
-            out[i].push(tok.decode(&ans, true).trim().to_string());
+        let toolbox = chatforge_data::tools::Toolbox::builtins();
+        for (&(i, _), a) in chunk.iter().zip(crate::answer::answer_batch(model, tok, &ids, &opts, &seeds, &toolbox, |_, _| true)) {
+            tokens += a.gen.tokens.len();
+            out[i].push(a.answer.text);
         }
         bar.inc(chunk.len() as u64);
         bar.set_message(format!("{:.0} tok/s", tokens as f64 / started.elapsed().as_secs_f64()));

@@ -23,7 +23,8 @@ use chatforge_core::backend::IGNORE;
 use chatforge_core::checkpoint::load_model;
 use chatforge_core::cpu::Cpu;
 use chatforge_core::model::Llama;
-use chatforge_core::sample::{generate_batch, GenOptions, SamplingParams};
+use chatforge_core::sample::{GenOptions, SamplingParams};
+use chatforge_data::tools::Toolbox;
 use chatforge_data::chat::{encode_prompt_capped, Conversation};
 use chatforge_data::tasks::{verifiable_reward, Task};
 use chatforge_data::tokenizer::Tokenizer;
@@ -34,6 +35,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::answer::answer_batch;
 use crate::ckpt::{self, TrainState};
 use crate::dpo::{pad_seqs, Seq};
 use crate::optim::{AdamW, OptimConfig, Schedule};
@@ -129,7 +131,7 @@ impl Default for PpoConfig {
             group: 4,
             minibatch: 16,
             ppo_epochs: 4,
-            max_new: 48,
+            max_new: 96,
             temperature: 1.0,
             kl_coef: 0.02,
             kl_target: Some(3.0),
@@ -348,30 +350,44 @@ pub fn ppo(run: &RunDir, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet:
             idx.iter().flat_map(|&i| std::iter::repeat_n(encode_prompt_capped(tok, &data.prompts[i], cap), group)).collect();
         let seeds: Vec<u64> =
             (0..prompts.len()).map(|k| cfg.seed.wrapping_mul(1_000_003).wrapping_add((it * cfg.rollouts + k) as u64)).collect();
-        let answers = generate_batch(&policy, &prompts, &gen, &seeds, |_, _| true);
+        // With the built-in tools: a call's result is put in, not sampled, so it is neither
+        // scored as the policy's action nor learned (its positions are left out of `answer`).
+        let answered = answer_batch(&policy, tok, &prompts, &gen, &seeds, &Toolbox::builtins(), |_, _| true);
         let seqs: Vec<(Seq, Vec<usize>)> = prompts
             .iter()
-            .zip(&answers)
+            .zip(&answered)
             .map(|(p, a)| {
                 let mut ids = p.clone();
-                ids.extend(a);
+                ids.extend(&a.gen.tokens);
                 ids.push(tok.im_end_id()); // scored and learned as the answer's end
                 let mut targets = vec![IGNORE; ids.len()];
-                let answer: Vec<usize> = (p.len() - 1..ids.len() - 1).collect();
+                let sampled = a.gen.generated.iter().copied().chain([true]);
+                let answer: Vec<usize> = (p.len() - 1..ids.len() - 1).zip(sampled).filter(|&(_, s)| s).map(|(i, _)| i).collect();
                 for &i in &answer {
                     targets[i] = ids[i + 1];
                 }
                 (Seq { ids, targets }, answer)
             })
             .collect();
+        // The reward model reads the prompt and the final answer, as it was trained.
+        let rm_ids: Vec<Vec<u32>> = prompts
+            .iter()
+            .zip(&answered)
+            .map(|(p, a)| {
+                let mut ids = p.clone();
+                ids.extend(tok.encode(&a.answer.text));
+                ids.push(tok.im_end_id());
+                ids
+            })
+            .collect();
         // 2. Scores, old log-probs and values, reference log-probs.
         let scores: Vec<f64> = {
-            let learned = rm.as_mut().map(|rm| rm.score_ids(&seqs.iter().map(|(s, _)| s.ids.clone()).collect::<Vec<_>>()));
+            let learned = rm.as_mut().map(|rm| rm.score_ids(&rm_ids));
             let graded: Option<Vec<f64>> = (cfg.reward != Reward::Rm).then(|| {
-                let texts = answers.iter().map(|a| tok.decode(a, true));
+                let texts = answered.iter().map(|a| a.answer.text.as_str());
                 let of = idx.iter().flat_map(|&i| std::iter::repeat_n(i, group));
                 of.zip(texts)
-                    .map(|(i, text)| verifiable_reward(data.tasks[i].as_ref().expect("a usable prompt has a task"), text.trim()) as f64)
+                    .map(|(i, text)| verifiable_reward(data.tasks[i].as_ref().expect("a usable prompt has a task"), text) as f64)
                     .collect()
             });
             match (learned, graded) {

@@ -341,7 +341,7 @@ pub fn score_tasks(
     let answers = match few_shot {
         None => {
             let prompts: Vec<Conversation> = tasks.iter().map(|t| t.prompt()).collect();
-            answer_all(model, tok, &prompts, 48)
+            answer_all(model, tok, &prompts, 96)
         }
         Some(pool) => {
             let prompts: Vec<Vec<u32>> = tasks
