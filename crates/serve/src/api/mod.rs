@@ -19,6 +19,7 @@
 mod chat;
 mod completions;
 mod request;
+mod tools;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,9 +35,11 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use crate::constrained::{Grammar, JsonConstraint};
-use crate::engine::{Event, Job, SubmitError, TokenLogprob};
+use crate::engine::{Event, Job, SubmitError, TokenLogprob, ToolUse};
 use crate::moderation::Action;
 use crate::{ApiError, AppState};
+use chatforge_data::chat::ToolCall;
+use chatforge_data::tools::CallRecord;
 
 use chat::chat_completions;
 use completions::completions;
@@ -116,6 +119,7 @@ fn submit(
     stop_ids: Vec<u32>,
     logprobs: Option<usize>,
     grammar: Option<Grammar>,
+    tools: Option<ToolUse>,
 ) -> Result<mpsc::UnboundedReceiver<(usize, Event)>, ApiError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let grammar = grammar.map(Arc::new);
@@ -130,6 +134,7 @@ fn submit(
             stop: p.stop.clone(),
             logprobs,
             constraint: grammar.clone().map(JsonConstraint::new),
+            tools: tools.clone(),
             index: i,
             tx: tx.clone(),
         })
@@ -155,6 +160,10 @@ struct Choice {
     finish: Option<&'static str>,
     completion_tokens: usize,
     prompt_tokens: usize,
+    /// Built-in calls the engine ran, in order.
+    trace: Vec<CallRecord>,
+    /// Calls of client functions the answer ends with (ids already made unique).
+    tool_calls: Vec<ToolCall>,
 }
 
 /// Applies the policy to a finished or growing output: true when it is refused (the refusal
@@ -207,8 +216,10 @@ async fn collect(st: &AppState, mut rx: mpsc::UnboundedReceiver<(usize, Event)>,
                 choices[i].text.push_str(&text);
                 choices[i].logprobs.extend(logprobs);
             }
-            Event::Done { finish_reason, prompt_tokens, completion_tokens } => {
+            Event::Tools { calls } => choices[i].trace.extend(calls),
+            Event::Done { finish_reason, prompt_tokens, completion_tokens, tool_calls } => {
                 let c = &mut choices[i];
+                c.tool_calls = tools::with_ids(&tool_calls);
                 c.finish = Some(finish_reason);
                 c.prompt_tokens = prompt_tokens;
                 c.completion_tokens = completion_tokens;
@@ -220,6 +231,7 @@ async fn collect(st: &AppState, mut rx: mpsc::UnboundedReceiver<(usize, Event)>,
         if moderate_output(st, &c.text, &mut false) {
             c.text = st.moderator.policy.refusal.clone();
             c.logprobs.clear();
+            c.tool_calls.clear();
             c.finish = Some("content_filter");
         }
     }
