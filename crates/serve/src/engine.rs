@@ -448,15 +448,8 @@ impl<'t> Runner<'t> {
     /// arguments are decoded under the call grammar (when what it wrote so far fits it).
     fn open_call(&self, s: &mut Seq<'t>, text: &str) {
         let Some(grammar) = s.job.tools.as_ref().and_then(|t| t.calls.clone()) else { return };
-        if s.call.is_some() {
-            return;
-        }
-        let Some(at) = text.get(s.scanned..).and_then(|r| r.find(CALL_OPEN)) else { return };
-        let after = s.scanned + at + CALL_OPEN.len();
-        s.scanned = after;
-        let mut c = CallConstraint::after_open(grammar);
-        if c.feed(text[after..].trim_end_matches('\u{FFFD}').as_bytes()) && !c.done() {
-            s.call = Some(c);
+        if s.call.is_none() {
+            (s.scanned, s.call) = opened_call(grammar, text, s.scanned);
         }
     }
 
@@ -546,5 +539,42 @@ impl<'t> Runner<'t> {
     }
 }
 
+/// Looks for the opening of a call in `text` after byte `scanned`: where to look next time, and
+/// the constraint for the rest of the call if one was opened and what follows fits the grammar.
+fn opened_call(grammar: Arc<CallGrammar>, text: &str, scanned: usize) -> (usize, Option<CallConstraint>) {
+    let Some(at) = text.get(scanned..).and_then(|r| r.find(CALL_OPEN)) else { return (scanned, None) };
+    let after = scanned + at + CALL_OPEN.len();
+    let mut c = CallConstraint::after_open(grammar);
+    let fits = c.feed(text[after..].trim_end_matches('\u{FFFD}').as_bytes()) && !c.done();
+    (after, fits.then_some(c))
+}
+
 /// `<tool_call>`: where a turn's shown text ends.
 const CALL_OPEN_TAG: &str = chatforge_data::tools::CALL_OPEN;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::constrained::Grammar;
+
+    #[test]
+    fn a_call_the_model_opens_is_constrained_from_there() {
+        let args =
+            Grammar::from_schema(&serde_json::json!({"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}));
+        let g = Arc::new(CallGrammar::new(vec![("f".into(), Arc::new(args.unwrap()))]));
+        assert!(matches!(opened_call(g.clone(), "Let me see. <tool_call>\n{\"na", 0), (0, None)));
+        // Opened, with part of the name in the same token: constrained from there.
+        let text = "Sure. <tool_call>\n{\"name\": \"f";
+        let (next, c) = opened_call(g.clone(), text, 0);
+        assert_eq!(next, text.len() - 1);
+        let mut c = c.expect("constrained");
+        assert!(!c.clone().feed(b"g") && c.feed(b"\", \"arguments\": {\"x\": 4}}\n</tool_call>") && c.done());
+        // A name the grammar does not know: left to the session (an error result).
+        assert!(opened_call(g.clone(), "<tool_call>\n{\"name\": \"python", 0).1.is_none());
+        // The second call of a turn is found after the first.
+        let two = "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n</tool_call>\n<tool_call>\n{\"name\": \"";
+        let (first, _) = opened_call(g.clone(), two, 0);
+        let (second, c) = opened_call(g, two, first);
+        assert!(second == two.len() && c.is_some());
+    }
+}
