@@ -207,6 +207,11 @@ impl Seq<'_> {
         self.session.is_some()
     }
 
+    /// Whether this turn is a forced call (the first turn, with `force`).
+    fn forced_turn(&self) -> bool {
+        self.turn_start == 0 && self.job.tools.as_ref().is_some_and(|t| t.force.is_some())
+    }
+
     fn done(&self, reason: &'static str, tool_calls: Vec<ToolCall>) {
         let _ = self.job.tx.send((
             self.job.index,
@@ -297,6 +302,11 @@ impl<'t> Runner<'t> {
     /// Masks (constrained decoding), samples and records log-probabilities.
     fn pick(&self, seq: &mut Seq<'t>, mut logits: Vec<f32>) {
         let left = seq.job.max_tokens - seq.sampled;
+        // A call the model opened that can no longer be finished in the tokens left is left
+        // unconstrained (it ends at the length; a forced call always fits, as the API checks).
+        if !seq.forced_turn() && seq.call.as_ref().is_some_and(|c| c.min_remaining() + 1 > left) {
+            seq.call = None;
+        }
         if let Some(c) = &seq.call {
             // One token stays free for the stop token after the call.
             c.mask(&mut logits, &self.table, left.saturating_sub(1), self.tok.im_end_id());
@@ -350,7 +360,7 @@ impl<'t> Runner<'t> {
             s.pending_lp.push(lp);
         }
         let bytes = self.tok.token_bytes(t).unwrap_or_default();
-        let forced = s.job.tools.as_ref().is_some_and(|x| x.force.is_some()) && s.turn_start == 0;
+        let forced = s.forced_turn();
         if let Some(c) = &mut s.call {
             let ok = c.feed(&bytes);
             debug_assert!(ok, "a masked token was emitted");

@@ -137,7 +137,10 @@ impl ChunkMaker {
 
 pub(super) fn sse(events: impl futures_util::Stream<Item = SseEvent> + Send + 'static) -> Response {
     use futures_util::StreamExt;
-    Sse::new(events.map(Ok::<_, Infallible>)).keep_alive(KeepAlive::default()).into_response()
+    let mut r = Sse::new(events.map(Ok::<_, Infallible>)).keep_alive(KeepAlive::default()).into_response();
+    // SSE is always UTF-8; saying so keeps clients that guess a charset from the header right.
+    r.headers_mut().insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    r
 }
 
 /// A stream of answers known in advance (a refused request).
