@@ -6,15 +6,19 @@
 //! streamed: a prompt over the context is a 400 `context_length_exceeded` before any SSE byte.
 //!
 //! Messages: an optional first `system` (or `developer`) message, then `user` and `assistant`
-//! turns that alternate, starting and ending with `user`. Two user or two assistant messages in a
-//! row are a 400: the chat template and SFT data never have them, so the model would be asked
-//! something it was not trained on. `content` is a string or a list of `{"type": "text"}` parts.
+//! turns that alternate, starting with `user` and ending with `user` or with tool results. Two
+//! user or two assistant messages in a row are a 400: the chat template and SFT data never have
+//! them, so the model would be asked something it was not trained on. An assistant message may
+//! carry `tool_calls` (its `content` may then be null); it is followed by one `tool` message per
+//! call (`tool_call_id`). `content` is a string or a list of `{"type": "text"}` parts.
 //!
 //! # Layout
 //! This file holds the routes, the small handlers (health, models, metrics, moderations) and
 //! what the completion handlers share once a request is read: queueing its sequences, collecting
 //! their events, moderation of inputs and outputs. Reading a request and checking every field is
-//! `request`; the two completion endpoints, streamed or not, are `chat` and `completions`.
+//! `request`; the tool fields of a chat request (`tools`, `tool_choice`, `builtin_tools`) and the
+//! JSON of calls are `tools`; the two completion endpoints, streamed or not, are `chat` and
+//! `completions`.
 
 mod chat;
 mod completions;
