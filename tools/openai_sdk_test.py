@@ -160,6 +160,109 @@ def moderation():
     assert r.results[0].category_scores.violence > 0.5 > r.results[1].category_scores.violence
 
 
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city", "days"]},
+    },
+}
+ASK_WEATHER = [{"role": "user", "content": "Weather in Verona for 2 days?"}]
+
+
+def check_weather_arguments(text):
+    v = json.loads(text)
+    assert isinstance(v, dict) and set(v) <= {"city", "days"}, v
+    assert isinstance(v["city"], str) and isinstance(v["days"], int) and not isinstance(v["days"], bool), v
+
+
+@test
+def tool_calls_forced_then_answered():
+    # A forced call (named or required) holds even for an untrained model: the arguments are
+    # decoded under the schema.
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    for seed, choice in enumerate([named, "required"]):
+        r = client.chat.completions.create(model="sft", messages=ASK_WEATHER, tools=[WEATHER], tool_choice=choice, max_tokens=120, temperature=1.0, seed=seed)
+        c = r.choices[0]
+        assert c.finish_reason == "tool_calls", c.finish_reason
+        call = c.message.tool_calls[0]
+        assert call.type == "function" and call.function.name == "get_weather" and call.id.startswith("call_"), call
+        check_weather_arguments(call.function.arguments)
+    # The result goes back as a tool message after the assistant's message; the answer is text.
+    messages = ASK_WEATHER + [c.message, {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"forecast": "sunny", "high": 24})}]
+    for stream in (False, True):
+        if stream:
+            chunks = list(client.chat.completions.create(model="sft", messages=messages, tools=[WEATHER], max_tokens=20, seed=1, stream=True))
+            finish = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+            text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+            assert finish and finish[0] in ("stop", "length"), finish
+            assert isinstance(text, str)
+        else:
+            r = client.chat.completions.create(model="sft", messages=messages, tools=[WEATHER], max_tokens=20, seed=1)
+            assert r.choices[0].finish_reason in ("stop", "length"), r.choices[0].finish_reason
+            assert isinstance(r.choices[0].message.content, str), r.choices[0].message
+
+
+@test
+def tool_calls_streamed():
+    stream = client.chat.completions.create(
+        model="sft", messages=ASK_WEATHER, tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=120, temperature=1.0, seed=4, stream=True,
+    )
+    calls, finish = {}, []
+    for ch in stream:
+        for c in ch.choices:
+            for tc in c.delta.tool_calls or []:
+                e = calls.setdefault(tc.index, {"id": None, "type": None, "name": "", "arguments": ""})
+                e["id"] = tc.id or e["id"]
+                e["type"] = tc.type or e["type"]
+                if tc.function is not None:
+                    e["name"] += tc.function.name or ""
+                    e["arguments"] += tc.function.arguments or ""
+            if c.finish_reason:
+                finish.append(c.finish_reason)
+    assert finish == ["tool_calls"], finish
+    assert list(calls) == [0], calls
+    e = calls[0]
+    assert e["id"].startswith("call_") and e["type"] == "function" and e["name"] == "get_weather", e
+    check_weather_arguments(e["arguments"])
+
+
+@test
+def built_in_tools_run_on_the_server():
+    # Forcing the built-in calculator: the server runs it, shows the call in `tool_trace` (an
+    # extension the SDK keeps as an extra field) and goes on to an answer.
+    calc = {"type": "function", "function": {"name": "calculator"}}
+    args = dict(model="sft", messages=[{"role": "user", "content": "What is 12 + 7?"}], tool_choice=calc, max_tokens=100, seed=2)
+    r = client.chat.completions.create(**args)
+    c = r.choices[0]
+    assert c.finish_reason in ("stop", "length") and isinstance(c.message.content, str), c
+    trace = (c.message.model_extra or {}).get("tool_trace")
+    assert trace and trace[0]["name"] == "calculator" and isinstance(trace[0]["result"], str), c.message
+    chunks = list(client.chat.completions.create(stream=True, **args))
+    streamed = [t for ch in chunks if ch.choices for t in (ch.choices[0].delta.model_extra or {}).get("tool_trace") or []]
+    assert streamed == trace, (streamed, trace)
+    # Turned off, the built-in cannot be named.
+    try:
+        client.chat.completions.create(extra_body={"builtin_tools": False}, **args)
+    except openai.BadRequestError as e:
+        assert e.param == "tool_choice.function.name", e.param
+    else:
+        raise AssertionError("no BadRequestError with builtin_tools false")
+
+
+@test
+def bad_tools_are_bad_requests():
+    for tools, param in [([{"type": "function", "function": {"name": "bad name"}}], "tools[0].function.name"), ([WEATHER, WEATHER], "tools[1].function.name")]:
+        try:
+            client.chat.completions.create(model="sft", messages=ASK_WEATHER, tools=tools, max_tokens=5)
+        except openai.BadRequestError as e:
+            assert e.status_code == 400 and e.param == param, (e.status_code, e.param)
+        else:
+            raise AssertionError(f"no BadRequestError for {param}")
+
+
 failed = [n for n, e in results if e is not None]
 print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
 sys.exit(1 if failed else 0)

@@ -4,6 +4,7 @@
 //
 //   node tools/web_test.mjs label http://127.0.0.1:PORT [--shots DIR]
 //   node tools/web_test.mjs chat  http://127.0.0.1:PORT [--shots DIR] [--api-key KEY]
+//   node tools/web_test.mjs tools http://127.0.0.1:PORT [--shots DIR] [--api-key KEY]
 //
 // Setup: `npm ci --prefix tools` (playwright-core only; it uses the system Chromium, it downloads
 // no browser). Exits non-zero with a message on the first failed step.
@@ -186,6 +187,61 @@ async function chat(page) {
   return { model, system, question, answer, updates, question2, pair, vote_id: voteId, seeds: [requests[asked].seed, requests[asked + 1].seed] };
 }
 
+// A built-in tool call in the chat: "always call calculator" makes the server force a calculator
+// call (tool_choice names it), run it and go on; the answer's bubble shows the call as a
+// collapsible line with the result the server sent. The Rust test reruns the call to check it.
+async function tools(page) {
+  const requests = [];
+  page.on("request", (r) => {
+    if (r.url().endsWith("/v1/chat/completions")) requests.push(JSON.parse(r.postData()));
+  });
+  const traces = [];
+  page.on("response", async (r) => {
+    if (!r.url().endsWith("/v1/chat/completions")) return;
+    const body = (await r.body()).toString("utf8"); // SSE is UTF-8 (text() may guess otherwise)
+    for (const line of body.split("\n")) {
+      if (!line.startsWith("data: {")) continue;
+      const delta = JSON.parse(line.slice(6)).choices?.[0]?.delta;
+      if (delta && delta.tool_trace) traces.push(...delta.tool_trace);
+    }
+  });
+  await page.goto(base + "/");
+  if (apiKey) {
+    await page.fill("#apikey", apiKey);
+    await page.dispatchEvent("#apikey", "change");
+  }
+  await page.waitForFunction(() => document.querySelectorAll("#model option").length > 0, null, { timeout: TIMEOUT });
+  await page.selectOption("#tools", "calculator");
+  await page.fill("#max_tokens", "120");
+  await page.dispatchEvent("#max_tokens", "change");
+  await page.fill("#input", "What is 12 + 7?");
+  await page.keyboard.press("Enter");
+  await page.waitForSelector(".msg.assistant:not(.streaming) .thumb-up", { timeout: TIMEOUT });
+  const line = page.locator(".msg.assistant details.tool-call").first();
+  await line.waitFor({ timeout: TIMEOUT });
+  const shown = await line.evaluate((d) => ({
+    summary: d.querySelector("summary").textContent,
+    name: d.dataset.name,
+    arguments: d.dataset.arguments,
+    result: d.dataset.result,
+    ok: d.dataset.ok === "true",
+    open: d.open,
+  }));
+  check(!shown.open, "the call line starts collapsed");
+  await line.locator("summary").click();
+  const body = await line.locator(".tool-body").textContent();
+  check(await line.evaluate((d) => d.open), "clicking the line opens it");
+  check(body.includes(shown.arguments) && body.includes(shown.result), "the details show the arguments and the result: " + body);
+  check(requests.length === 1 && requests[0].tool_choice?.function?.name === "calculator", "the page asked for a calculator call: " + JSON.stringify(requests));
+  // The response listener reads the whole SSE body once it has ended.
+  for (let i = 0; i < 200 && !traces.length; i++) await new Promise((r) => setTimeout(r, 25));
+  check(traces.length >= 1, "the stream carried a tool_trace");
+  check(traces[0].name === shown.name && traces[0].arguments === shown.arguments && traces[0].result === shown.result, "the line shows the server's trace: " + JSON.stringify({ traces, shown }));
+  await shot(page, "chat-tool-call");
+  const answer = await page.textContent(".msg.assistant .text");
+  return { ...shown, body, answer, trace: traces };
+}
+
 const browser = await launch();
 let failed = false;
 try {
@@ -194,8 +250,8 @@ try {
     console.error("page error: " + e.message);
     failed = true;
   });
-  const out = mode === "label" ? await label(page) : mode === "chat" ? await chat(page) : null;
-  check(out, "mode is label or chat, not " + mode);
+  const out = mode === "label" ? await label(page) : mode === "chat" ? await chat(page) : mode === "tools" ? await tools(page) : null;
+  check(out, "mode is label, chat or tools, not " + mode);
   check(!failed, "no JavaScript errors in the page");
   console.log(JSON.stringify(out));
 } catch (e) {

@@ -18,7 +18,7 @@ fn tiny_run(dir: &Path) {
     chatforge_serve::moderation::train(1).unwrap().0.save(&dir.join("moderation.json")).unwrap();
     for (stage, seed) in [("sft", 1), ("base", 2)] {
         std::fs::create_dir_all(dir.join(stage)).unwrap();
-        save_model(&Llama::new(Cpu, LlamaConfig::from_depth(1, tok.vocab_size(), 256), seed), &dir.join(stage)).unwrap();
+        save_model(&Llama::new(Cpu, LlamaConfig::from_depth(1, tok.vocab_size(), 512), seed), &dir.join(stage)).unwrap();
     }
 }
 

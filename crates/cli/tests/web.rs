@@ -26,7 +26,7 @@ fn tiny_run(name: &str) -> PathBuf {
     let tok = Tokenizer::bytes();
     tok.save(&run.join("tokenizer.json")).unwrap();
     chatforge_serve::moderation::train(1).unwrap().0.save(&run.join("moderation.json")).unwrap();
-    let model = Llama::new(Cpu, LlamaConfig::from_depth(1, tok.vocab_size(), 256), 7);
+    let model = Llama::new(Cpu, LlamaConfig::from_depth(1, tok.vocab_size(), 512), 7);
     for stage in ["base", "sft"] {
         std::fs::create_dir_all(run.join(stage)).unwrap();
         save_model(&model, &run.join(stage)).unwrap();
@@ -356,6 +356,29 @@ fn chat_page_streams_and_stores_feedback() {
     assert_eq!((seed_a, seed_b), (out["seeds"][0].as_i64().unwrap(), out["seeds"][1].as_i64().unwrap()));
     let prompt: Value = serde_json::from_str(&prompt).unwrap();
     assert_eq!(prompt.as_array().unwrap().last().unwrap()["content"], out["question2"]);
+    drop(server);
+    std::fs::remove_dir_all(&run).ok();
+}
+
+/// A built-in tool call in the chat: the page forces a calculator call ("always call
+/// calculator"), the server runs it and goes on, and the bubble shows the call's line with the
+/// result, which is what running the calculator on those arguments gives.
+#[test]
+fn chat_page_shows_built_in_tool_calls() {
+    if !browser() {
+        return;
+    }
+    let run = tiny_run("tools");
+    let key = "tools-key";
+    let server = start_serve(&run, key);
+    let out = web_test("tools", server.addr, &["--api-key", key]);
+    let (name, args) = (out["name"].as_str().unwrap(), out["arguments"].as_str().unwrap());
+    assert_eq!(name, "calculator", "{out}");
+    let want = chatforge_data::tools::run_builtin(name, args);
+    assert_eq!(out["ok"], want.is_ok(), "{out}");
+    assert_eq!(out["result"].as_str().unwrap(), want.unwrap_or_else(|e| e), "{out}");
+    let summary = out["summary"].as_str().unwrap();
+    assert!(summary.starts_with("calculator: ") && summary.ends_with(&format!(" → {}", out["result"].as_str().unwrap())), "{summary}");
     drop(server);
     std::fs::remove_dir_all(&run).ok();
 }

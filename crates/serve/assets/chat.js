@@ -8,7 +8,8 @@ const store = {
   set: (k, v) => localStorage.setItem("chatforge." + k, JSON.stringify(v)),
 };
 
-// The conversation: {role: "user", content} | {role: "assistant", content, model, streaming, rating, stopped}
+// The conversation: {role: "user", content} | {role: "assistant", content, model, streaming, rating, stopped, calls}
+// (calls: the built-in tool calls the server ran for the answer, its `tool_trace`: {name, arguments, result, ok})
 // | {role: "compare", prompt, model, seeds, texts: [a, b], done: [bool, bool], errors: [..]}.
 let turns = [];
 let busy = false;
@@ -91,19 +92,25 @@ function apiMessages(end) {
 }
 
 function params() {
-  return {
+  const p = {
     temperature: Number($("temperature").value),
     top_p: Number($("top_p").value),
     max_tokens: Math.max(1, Math.floor(Number($("max_tokens").value))),
   };
+  // The tools select: built-ins on (the server's default), off, or one built-in forced.
+  const tools = $("tools").value;
+  if (tools === "off") p.builtin_tools = false;
+  else if (tools !== "on") p.tool_choice = { type: "function", function: { name: tools } };
+  return p;
 }
 
 function randomSeed() {
   return crypto.getRandomValues(new Uint32Array(1))[0];
 }
 
-// Streams one completion; onText(fullTextSoFar) is called as deltas arrive. Resolves to the text.
-async function streamCompletion(messages, model, seed, signal, onText) {
+// Streams one completion; onText(fullTextSoFar) is called as deltas arrive, onCall(call) for each
+// built-in tool call the server ran (a delta's `tool_trace`). Resolves to the text.
+async function streamCompletion(messages, model, seed, signal, onText, onCall) {
   const body = { model, messages, stream: true, seed, ...params() };
   const res = await fetch("/v1/chat/completions", { method: "POST", headers: headers(), body: JSON.stringify(body), signal });
   if (!res.ok) throw new Error(await errorText(res));
@@ -127,6 +134,7 @@ async function streamCompletion(messages, model, seed, signal, onText) {
         const chunk = JSON.parse(data);
         if (chunk.error) throw new Error(chunk.error.message || "stream error");
         const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+        if (delta && Array.isArray(delta.tool_trace) && onCall) delta.tool_trace.forEach(onCall);
         if (delta && typeof delta.content === "string" && delta.content) {
           text += delta.content;
           onText(text);
@@ -180,16 +188,20 @@ async function generate() {
     render();
     return;
   }
-  const turn = { role: "assistant", content: "", model, streaming: true, rating: 0 };
+  const turn = { role: "assistant", content: "", model, streaming: true, rating: 0, calls: [] };
   turns.push(turn);
   render();
   const ctl = new AbortController();
   controllers = [ctl];
   try {
+    const onCall = (call) => {
+      turn.calls.push(call);
+      render();
+    };
     turn.content = await streamCompletion(prompt, model, randomSeed(), ctl.signal, (text) => {
       turn.content = text;
       updateText(turn, 0);
-    });
+    }, onCall);
   } catch (e) {
     if (e.name === "AbortError") {
       turn.stopped = true;
@@ -297,6 +309,29 @@ function button(label, onClick, cls) {
   return b;
 }
 
+// A tool call's arguments, short: the values when they are plain ("12 + 7"; "castle, s"), else the JSON.
+function shortArguments(text) {
+  try {
+    const v = Object.values(JSON.parse(text));
+    if (v.length && v.every((x) => typeof x === "string" || typeof x === "number")) return v.join(", ");
+  } catch { /* shown as it is */ }
+  return text;
+}
+
+// A built-in tool call as a collapsible line: "calculator: 12 + 7 → 19", the details below it.
+function callLine(call) {
+  const d = el("details", "tool-call" + (call.ok ? "" : " failed"));
+  d.dataset.name = call.name;
+  d.dataset.arguments = call.arguments;
+  d.dataset.result = call.result;
+  d.dataset.ok = String(call.ok);
+  d.append(el("summary", "", `${call.name}: ${shortArguments(call.arguments)} → ${call.result}`));
+  const body = el("div", "tool-body");
+  body.append(el("div", "", "arguments: " + call.arguments), el("div", "", "result: " + call.result));
+  d.append(body);
+  return d;
+}
+
 function el(tag, cls, text) {
   const e = document.createElement(tag);
   if (cls) e.className = cls;
@@ -336,7 +371,9 @@ function render() {
       box.append(actions);
     } else if (t.role === "assistant") {
       const who = el("div", "who", t.model || "assistant");
-      box.append(who, el("div", "text", t.content));
+      box.append(who);
+      for (const call of t.calls || []) box.append(callLine(call));
+      box.append(el("div", "text", t.content));
       if (!t.streaming && !t.content) box.append(el("div", "muted", "(no answer)"));
       if (t.streaming) box.classList.add("streaming");
       if (t.stopped) who.append(el("span", "muted", "(stopped)"));
@@ -423,7 +460,7 @@ function init() {
   $("system").value = store.get("system", "");
   $("rater").value = store.get("rater", "");
   $("apikey").value = store.get("apikey", "");
-  for (const k of ["temperature", "top_p", "max_tokens"]) {
+  for (const k of ["temperature", "top_p", "max_tokens", "tools"]) {
     const v = store.get(k, null);
     if (v !== null) $(k).value = v;
     $(k).addEventListener("change", () => store.set(k, $(k).value));

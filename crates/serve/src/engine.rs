@@ -7,6 +7,23 @@
 //! channel; a sequence whose receiver is gone (the client disconnected) is dropped at the next
 //! step, which frees its slot and its KV cache. Each sequence samples with its own seeded RNG, so
 //! a seed gives the same output whatever else is in the batch.
+//!
+//! Tools (chat sequences, [`ToolUse`]): each sequence has its own `chatforge_data::tools::Session`.
+//! When a sequence samples its stop token, the session reads the turn; if the turn calls built-in
+//! tools it runs them and gives the tokens of the `tool` turns and the next assistant header. The
+//! sequence then decodes the stop token and those tokens in one `Llama::decode` call of its own at
+//! the next step (the others still decode together) and goes on in the same KV cache; the calls
+//! are sent back as an [`Event::Tools`]. A turn that calls a client-declared function ends the
+//! answer with the calls ([`Event::Done`]'s `tool_calls`). Only the model's sampled tokens count
+//! as completion tokens (and against `max_tokens`); the tool turns need room in the cache only.
+//!
+//! The streamed text of a chat sequence with tools is what its turns say before their calls: a
+//! turn's text stops at `<tool_call>` (a tail that may begin one is held back until it is clear),
+//! and a later turn's text is separated from the earlier by a blank line.
+//!
+//! Calls are decoded under a grammar ([`CallConstraint`]): the whole call when the first turn
+//! must be one (`force`), or, from the moment the model has written `<tool_call>\n{"name": "`,
+//! its name and arguments.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -14,12 +31,14 @@ use std::sync::Arc;
 use chatforge_core::cpu::Cpu;
 use chatforge_core::model::{KvCache, Llama};
 use chatforge_core::sample::{sample, SamplingParams};
+use chatforge_data::chat::ToolCall;
 use chatforge_data::tokenizer::Tokenizer;
+use chatforge_data::tools::{CallRecord, Session, Toolbox};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::mpsc;
 
-use crate::constrained::{JsonConstraint, TokenTable};
+use crate::constrained::{CallConstraint, CallGrammar, JsonConstraint, TokenTable, CALL_OPEN};
 use crate::metrics::Metrics;
 
 /// One sequence to generate.
@@ -37,10 +56,28 @@ pub struct Job {
     /// Log-probabilities: `Some(k)` gives each token's and the `k` most likely alternatives.
     pub logprobs: Option<usize>,
     pub constraint: Option<JsonConstraint>,
+    /// Tool calls (chat completions); `None`: the output is plain text (`/v1/completions`).
+    pub tools: Option<ToolUse>,
     /// Which choice of its request this is (events are sent as `(index, event)`).
     pub index: usize,
     pub tx: mpsc::UnboundedSender<(usize, Event)>,
 }
+
+/// How a chat sequence calls tools.
+#[derive(Clone)]
+pub struct ToolUse {
+    /// Built-ins on or off, the client's function names, the cap on calls per answer.
+    pub toolbox: Toolbox,
+    /// The functions a call the model opens may name, with their argument grammars: the rest of
+    /// such a call is decoded under it (`None`: calls the model opens are not constrained).
+    pub calls: Option<Arc<CallGrammar>>,
+    /// The first turn is one call of these functions, forced whole (`tool_choice` `required` or
+    /// a named function).
+    pub force: Option<Arc<CallGrammar>>,
+}
+
+/// Tokens kept free in the cache per allowed call, for the `tool` turns put in.
+pub const TOOL_TURN_RESERVE: usize = 96;
 
 /// A token's log-probability and the most likely alternatives (token text, log-probability).
 #[derive(Debug, Clone)]
@@ -57,8 +94,11 @@ pub enum Event {
     /// New text (possibly empty while a UTF-8 character or a possible stop string is held back)
     /// and the tokens emitted since the last event.
     Delta { text: String, logprobs: Vec<TokenLogprob> },
-    /// The end: `stop` (a stop token or string, or a complete constrained output) or `length`.
-    Done { finish_reason: &'static str, prompt_tokens: usize, completion_tokens: usize },
+    /// Built-in tools the engine ran (errors included); the answer goes on.
+    Tools { calls: Vec<CallRecord> },
+    /// The end: `stop` (a stop token or string, or a complete constrained output), `length`, or
+    /// `tool_calls` (the last turn calls client functions: `tool_calls`, ids `call_1`, ...).
+    Done { finish_reason: &'static str, prompt_tokens: usize, completion_tokens: usize, tool_calls: Vec<ToolCall> },
 }
 
 /// Engine limits.
@@ -96,7 +136,7 @@ impl Engine {
         let table = Arc::new(token_table(&tok));
         std::thread::Builder::new()
             .name("chatforge-engine".into())
-            .spawn(move || Runner { models, tok, table, cfg, metrics, seqs: Vec::new() }.run(rx))
+            .spawn(move || Runner { models, tok: &tok, table, cfg, metrics, seqs: Vec::new() }.run(rx))
             .expect("spawning the engine thread");
         Engine { tx }
     }
@@ -134,29 +174,62 @@ pub fn token_table(tok: &Tokenizer) -> TokenTable {
     }
 }
 
-struct Seq {
+struct Seq<'t> {
     job: Job,
     cache: KvCache<Cpu>,
     rng: ChaCha8Rng,
+    /// Every token after the prompt: sampled ones and the tool turns put in.
     out: Vec<u32>,
+    /// Tokens the model sampled (the completion tokens).
+    sampled: usize,
     /// The sampled token not yet accepted, and its log-probabilities.
     next: u32,
     next_lp: Option<TokenLogprob>,
-    /// Bytes of the decoded text already sent.
-    sent: usize,
+    /// Tokens put in after `next` (tool turns): decoded with it at the next step.
+    put: Vec<u32>,
     pending_lp: Vec<TokenLogprob>,
+    /// Where the current turn starts in `out`, and bytes of its text already sent.
+    turn_start: usize,
+    sent: usize,
+    /// Whether any text was sent (a later turn's text then starts with a blank line).
+    said: bool,
+    session: Option<Session<'t>>,
+    /// The call being decoded under its grammar.
+    call: Option<CallConstraint>,
+    /// Bytes of the turn's text searched for a call the model opened.
+    scanned: usize,
+    /// Calls already sent in [`Event::Tools`].
+    reported: usize,
 }
 
-struct Runner {
+impl Seq<'_> {
+    fn tools_on(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// Whether this turn is a forced call (the first turn, with `force`).
+    fn forced_turn(&self) -> bool {
+        self.turn_start == 0 && self.job.tools.as_ref().is_some_and(|t| t.force.is_some())
+    }
+
+    fn done(&self, reason: &'static str, tool_calls: Vec<ToolCall>) {
+        let _ = self.job.tx.send((
+            self.job.index,
+            Event::Done { finish_reason: reason, prompt_tokens: self.job.prompt.len(), completion_tokens: self.sampled, tool_calls },
+        ));
+    }
+}
+
+struct Runner<'t> {
     models: Vec<Llama<Cpu>>,
-    tok: Arc<Tokenizer>,
+    tok: &'t Tokenizer,
     table: Arc<TokenTable>,
     cfg: EngineConfig,
     metrics: Arc<Metrics>,
-    seqs: Vec<Seq>,
+    seqs: Vec<Seq<'t>>,
 }
 
-impl Runner {
+impl<'t> Runner<'t> {
     fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         loop {
             if self.seqs.is_empty() {
@@ -189,25 +262,56 @@ impl Runner {
         let ctx = model.cfg.max_position_embeddings;
         if job.prompt.is_empty() || job.prompt.len() >= ctx || job.max_tokens == 0 {
             // The API checks this; an empty budget ends at once.
-            let _ =
-                job.tx.send((job.index, Event::Done { finish_reason: "length", prompt_tokens: job.prompt.len(), completion_tokens: 0 }));
+            let _ = job.tx.send((
+                job.index,
+                Event::Done { finish_reason: "length", prompt_tokens: job.prompt.len(), completion_tokens: 0, tool_calls: vec![] },
+            ));
             return;
         }
         let t0 = std::time::Instant::now();
-        let mut cache = model.new_cache((job.prompt.len() + job.max_tokens).min(ctx));
+        let reserve = job.tools.as_ref().map_or(0, |t| TOOL_TURN_RESERVE * t.toolbox.max_calls.max(1));
+        let mut cache = model.new_cache((job.prompt.len() + job.max_tokens + reserve).min(ctx));
         let logits = model.decode(&mut cache, &job.prompt);
         self.metrics.prompt_tokens.fetch_add(job.prompt.len() as u64, Ordering::Relaxed);
         self.metrics.prefill_seconds.add(t0.elapsed().as_secs_f64());
         let rng = ChaCha8Rng::seed_from_u64(job.seed);
-        let mut seq = Seq { job, cache, rng, out: vec![], next: 0, next_lp: None, sent: 0, pending_lp: vec![] };
+        let session = job.tools.as_ref().map(|t| Session::new(self.tok, t.toolbox.clone(), 1));
+        let call = job.tools.as_ref().and_then(|t| t.force.clone()).map(CallConstraint::forced);
+        let mut seq = Seq {
+            job,
+            cache,
+            rng,
+            out: vec![],
+            sampled: 0,
+            next: 0,
+            next_lp: None,
+            put: vec![],
+            pending_lp: vec![],
+            turn_start: 0,
+            sent: 0,
+            said: false,
+            session,
+            call,
+            scanned: 0,
+            reported: 0,
+        };
         self.pick(&mut seq, logits);
         self.seqs.push(seq);
     }
 
     /// Masks (constrained decoding), samples and records log-probabilities.
-    fn pick(&self, seq: &mut Seq, mut logits: Vec<f32>) {
-        if let Some(c) = &seq.job.constraint {
-            c.mask(&mut logits, &self.table, seq.job.max_tokens - seq.out.len(), self.tok.im_end_id());
+    fn pick(&self, seq: &mut Seq<'t>, mut logits: Vec<f32>) {
+        let left = seq.job.max_tokens - seq.sampled;
+        // A call the model opened that can no longer be finished in the tokens left is left
+        // unconstrained (it ends at the length; a forced call always fits, as the API checks).
+        if !seq.forced_turn() && seq.call.as_ref().is_some_and(|c| c.min_remaining() + 1 > left) {
+            seq.call = None;
+        }
+        if let Some(c) = &seq.call {
+            // One token stays free for the stop token after the call.
+            c.mask(&mut logits, &self.table, left.saturating_sub(1), self.tok.im_end_id());
+        } else if let Some(c) = &seq.job.constraint {
+            c.mask(&mut logits, &self.table, left, self.tok.im_end_id());
         }
         seq.next = sample(&logits, &seq.job.params, &mut seq.rng);
         seq.next_lp = seq.job.logprobs.map(|k| self.logprob(&logits, seq.next, k));
@@ -231,92 +335,205 @@ impl Runner {
         TokenLogprob { token, bytes, logprob, top: idx.into_iter().map(entry).collect() }
     }
 
-    /// Accepts each sequence's sampled token: streams text, ends sequences that stop, ran out of
-    /// budget or lost their client.
+    /// Accepts each sequence's sampled token: streams text, runs tool calls, ends sequences that
+    /// stop, ran out of budget or lost their client.
     fn accept(&mut self) {
-        let tok = self.tok.clone();
-        let metrics = self.metrics.clone();
-        self.seqs.retain_mut(|s| {
-            if s.job.tx.is_closed() {
-                metrics.cancelled.fetch_add(1, Ordering::Relaxed);
-                return false;
-            }
-            let t = s.next;
-            let done = |s: &Seq, reason: &'static str| {
-                let _ = s.job.tx.send((
-                    s.job.index,
-                    Event::Done { finish_reason: reason, prompt_tokens: s.job.prompt.len(), completion_tokens: s.out.len() },
-                ));
-            };
-            if s.job.stop_ids.contains(&t) {
-                flush(s, &tok, None);
-                done(s, "stop");
-                return false;
-            }
-            s.out.push(t);
-            metrics.completion_tokens.fetch_add(1, Ordering::Relaxed);
-            if let Some(lp) = s.next_lp.take() {
-                s.pending_lp.push(lp);
-            }
-            if let Some(c) = &mut s.job.constraint {
-                c.advance(&tok_bytes(&tok, t));
-            }
-            let text = tok.decode(&s.out, true);
-            // The earliest stop string in the text ends the output before it.
-            if let Some(cut) = s.job.stop.iter().filter_map(|st| text.find(st.as_str())).min() {
-                flush(s, &tok, Some(cut));
-                done(s, "stop");
-                return false;
-            }
-            // A closed JSON value: nothing may follow (an open top-level number may still grow,
-            // or end with <|im_end|>, which the mask allows once the value is complete).
-            let complete = s.job.constraint.as_ref().is_some_and(|c| c.state.finished());
-            if complete {
-                flush(s, &tok, None);
-                done(s, "stop");
-                return false;
-            }
-            if s.out.len() >= s.job.max_tokens || s.cache.len >= s.cache.capacity {
-                flush(s, &tok, None);
-                done(s, "length");
-                return false;
-            }
-            // Hold back an incomplete UTF-8 character and a tail that may begin a stop string.
-            let base = text.trim_end_matches('\u{FFFD}').len();
-            let hold = s
-                .job
-                .stop
-                .iter()
-                .filter_map(|st| (1..st.len()).rev().find(|&k| st.is_char_boundary(k) && text[..base].ends_with(&st[..k])))
-                .max();
-            let end = base - hold.unwrap_or(0);
-            if end > s.sent || !s.pending_lp.is_empty() {
-                let delta = if end > s.sent { text[s.sent..end].to_string() } else { String::new() };
-                s.sent = s.sent.max(end);
-                let lps = std::mem::take(&mut s.pending_lp);
-                if s.job.tx.send((s.job.index, Event::Delta { text: delta, logprobs: lps })).is_err() {
-                    metrics.cancelled.fetch_add(1, Ordering::Relaxed);
-                    return false;
-                }
-            }
-            true
-        });
+        let mut seqs = std::mem::take(&mut self.seqs);
+        seqs.retain_mut(|s| self.accept_one(s));
+        self.seqs = seqs;
     }
 
-    /// One decoding step of every live sequence, batched per model.
+    /// [`Runner::accept`] for one sequence: whether it goes on.
+    fn accept_one(&self, s: &mut Seq<'t>) -> bool {
+        if s.job.tx.is_closed() {
+            self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let t = s.next;
+        if s.job.stop_ids.contains(&t) {
+            return self.end_turn(s, t);
+        }
+        s.out.push(t);
+        s.sampled += 1;
+        self.metrics.completion_tokens.fetch_add(1, Ordering::Relaxed);
+        if let Some(lp) = s.next_lp.take() {
+            s.pending_lp.push(lp);
+        }
+        let bytes = self.tok.token_bytes(t).unwrap_or_default();
+        let forced = s.forced_turn();
+        if let Some(c) = &mut s.call {
+            let ok = c.feed(&bytes);
+            debug_assert!(ok, "a masked token was emitted");
+            // A call the model opened itself ends here; a forced call waits for the stop token.
+            if !ok || (c.done() && !forced) {
+                s.call = None;
+            }
+        } else if let Some(c) = &mut s.job.constraint {
+            c.advance(&bytes);
+        }
+        let text = self.tok.decode(&s.out[s.turn_start..], true);
+        self.open_call(s, &text);
+        let visible = if s.tools_on() { &text[..text.find(CALL_OPEN_TAG).unwrap_or(text.len())] } else { &text[..] };
+        // The earliest stop string in the text ends the output before it.
+        if let Some(cut) = s.job.stop.iter().filter_map(|st| visible.find(st.as_str())).min() {
+            self.flush(s, &text, Some(cut));
+            s.done("stop", vec![]);
+            return false;
+        }
+        // A closed JSON value: nothing may follow (an open top-level number may still grow,
+        // or end with <|im_end|>, which the mask allows once the value is complete).
+        let complete = s.call.is_none() && s.job.constraint.as_ref().is_some_and(|c| c.state.finished());
+        if complete {
+            self.flush(s, &text, None);
+            s.done("stop", vec![]);
+            return false;
+        }
+        if s.sampled >= s.job.max_tokens || s.cache.len >= s.cache.capacity {
+            self.flush(s, &text, None);
+            s.done("length", vec![]);
+            return false;
+        }
+        // Hold back an incomplete UTF-8 character, a tail that may begin a stop string, and (with
+        // tools) a tail that may begin a call and the spaces before it.
+        let base = visible.trim_end_matches('\u{FFFD}').len();
+        let shown = &visible[..base];
+        let mut hold = s
+            .job
+            .stop
+            .iter()
+            .filter_map(|st| (1..st.len()).rev().find(|&k| st.is_char_boundary(k) && shown.ends_with(&st[..k])))
+            .max()
+            .unwrap_or(0);
+        if s.tools_on() {
+            if visible.len() < text.len() {
+                hold = hold.max(base - shown.trim_end().len());
+            } else {
+                let call = (1..CALL_OPEN_TAG.len()).rev().find(|&k| shown.ends_with(&CALL_OPEN_TAG[..k])).unwrap_or(0);
+                let spaces = shown[..base - call].len() - shown[..base - call].trim_end().len();
+                hold = hold.max(call + if call > 0 { spaces } else { 0 });
+            }
+        }
+        let end = base - hold.min(base);
+        self.send_text(s, &text, end)
+    }
+
+    /// Sends the current turn's text up to byte `end` (from what was not sent yet), with the
+    /// pending log-probabilities. False if the client is gone.
+    fn send_text(&self, s: &mut Seq<'t>, text: &str, end: usize) -> bool {
+        // A later turn starts after its leading spaces, a blank line after the earlier text.
+        let lead = if s.turn_start > 0 { text.len() - text.trim_start().len() } else { 0 };
+        let from = s.sent.max(lead);
+        let mut delta = String::new();
+        if end > from {
+            if s.said && s.sent < lead.max(1) && s.turn_start > 0 {
+                delta.push_str("\n\n");
+            }
+            delta.push_str(&text[from..end]);
+            s.sent = end;
+            s.said = true;
+        }
+        if delta.is_empty() && s.pending_lp.is_empty() {
+            return true;
+        }
+        let lps = std::mem::take(&mut s.pending_lp);
+        if s.job.tx.send((s.job.index, Event::Delta { text: delta, logprobs: lps })).is_err() {
+            self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Sends the rest of the turn's text that may be shown: up to byte `cut` if given, and up to
+    /// its first call (without the spaces before it).
+    fn flush(&self, s: &mut Seq<'t>, text: &str, cut: Option<usize>) {
+        let end = match (s.tools_on(), text.find(CALL_OPEN_TAG)) {
+            (true, Some(at)) => text[..at].trim_end().len(),
+            _ => text.len(),
+        };
+        let end = cut.map_or(end, |c| c.min(end));
+        self.send_text(s, text, end);
+    }
+
+    /// With `auto` calls: once the model has written the opening of a call, its name and
+    /// arguments are decoded under the call grammar (when what it wrote so far fits it).
+    fn open_call(&self, s: &mut Seq<'t>, text: &str) {
+        let Some(grammar) = s.job.tools.as_ref().and_then(|t| t.calls.clone()) else { return };
+        if s.call.is_none() {
+            (s.scanned, s.call) = opened_call(grammar, text, s.scanned);
+        }
+    }
+
+    /// The sequence sampled its stop token `t`: the answer ends, or (the turn called built-in
+    /// tools) the tool turns are put in and the answer goes on.
+    fn end_turn(&self, s: &mut Seq<'t>, t: u32) -> bool {
+        let text = self.tok.decode(&s.out[s.turn_start..], true);
+        self.flush(s, &text, None);
+        let Some(session) = s.session.as_mut() else {
+            s.done("stop", vec![]);
+            return false;
+        };
+        let put = session.on_stop(0, &s.out);
+        let answer = session.answer(0, &s.out);
+        let ran = answer.calls[s.reported.min(answer.calls.len())..].to_vec();
+        if !ran.is_empty() {
+            s.reported = answer.calls.len();
+            self.metrics.tool_calls.fetch_add(ran.len() as u64, Ordering::Relaxed);
+            if s.job.tx.send((s.job.index, Event::Tools { calls: ran })).is_err() {
+                self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+        }
+        match put {
+            Some(put) if s.cache.len + 1 + put.len() < s.cache.capacity && s.sampled < s.job.max_tokens => {
+                s.out.push(t);
+                s.out.extend_from_slice(&put);
+                s.put = put;
+                s.turn_start = s.out.len();
+                s.sent = 0;
+                s.scanned = 0;
+                s.call = None;
+                true
+            }
+            // No room for the results and an answer after them.
+            Some(_) => {
+                s.done("length", vec![]);
+                false
+            }
+            None if !answer.client_calls.is_empty() => {
+                s.done("tool_calls", answer.client_calls);
+                false
+            }
+            None => {
+                s.done("stop", vec![]);
+                false
+            }
+        }
+    }
+
+    /// One decoding step of every live sequence, batched per model; a sequence with tool turns
+    /// to put in decodes them with its token on its own.
     fn step(&mut self) {
         if self.seqs.is_empty() {
             return;
         }
         let t0 = std::time::Instant::now();
         let mut logits: Vec<Option<Vec<f32>>> = vec![None; self.seqs.len()];
+        for (i, s) in self.seqs.iter_mut().enumerate() {
+            if !s.put.is_empty() {
+                let mut piece = vec![s.next];
+                piece.append(&mut s.put);
+                logits[i] = Some(self.models[s.job.model].decode(&mut s.cache, &piece));
+            }
+        }
         for m in 0..self.models.len() {
-            let idx: Vec<usize> = (0..self.seqs.len()).filter(|&i| self.seqs[i].job.model == m).collect();
+            let batched = |s: &Seq, i: usize| s.job.model == m && logits[i].is_none();
+            let idx: Vec<usize> = (0..self.seqs.len()).filter(|&i| batched(&self.seqs[i], i)).collect();
             if idx.is_empty() {
                 continue;
             }
             let tokens: Vec<u32> = idx.iter().map(|&i| self.seqs[i].next).collect();
-            let mut caches: Vec<&mut KvCache<Cpu>> = self.seqs.iter_mut().filter(|s| s.job.model == m).map(|s| &mut s.cache).collect();
+            let mut caches: Vec<&mut KvCache<Cpu>> =
+                self.seqs.iter_mut().enumerate().filter(|(i, s)| batched(s, *i)).map(|(_, s)| &mut s.cache).collect();
             let out = self.models[m].decode_batch(&mut caches, &tokens);
             for (i, l) in idx.into_iter().zip(out) {
                 logits[i] = Some(l);
@@ -332,18 +549,42 @@ impl Runner {
     }
 }
 
-fn tok_bytes(tok: &Tokenizer, id: u32) -> Vec<u8> {
-    tok.token_bytes(id).unwrap_or_default()
+/// Looks for the opening of a call in `text` after byte `scanned`: where to look next time, and
+/// the constraint for the rest of the call if one was opened and what follows fits the grammar.
+fn opened_call(grammar: Arc<CallGrammar>, text: &str, scanned: usize) -> (usize, Option<CallConstraint>) {
+    let Some(at) = text.get(scanned..).and_then(|r| r.find(CALL_OPEN)) else { return (scanned, None) };
+    let after = scanned + at + CALL_OPEN.len();
+    let mut c = CallConstraint::after_open(grammar);
+    let fits = c.feed(text[after..].trim_end_matches('\u{FFFD}').as_bytes()) && !c.done();
+    (after, fits.then_some(c))
 }
 
-/// Sends the rest of a finished sequence's text (up to byte `cut` of it, if given).
-fn flush(s: &mut Seq, tok: &Tokenizer, cut: Option<usize>) {
-    let text = tok.decode(&s.out, true);
-    let end = cut.unwrap_or(text.len()).max(s.sent);
-    let delta = text.get(s.sent..end).unwrap_or("").to_string();
-    s.sent = end;
-    let lps = std::mem::take(&mut s.pending_lp);
-    if !delta.is_empty() || !lps.is_empty() {
-        let _ = s.job.tx.send((s.job.index, Event::Delta { text: delta, logprobs: lps }));
+/// `<tool_call>`: where a turn's shown text ends.
+const CALL_OPEN_TAG: &str = chatforge_data::tools::CALL_OPEN;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::constrained::Grammar;
+
+    #[test]
+    fn a_call_the_model_opens_is_constrained_from_there() {
+        let args =
+            Grammar::from_schema(&serde_json::json!({"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}));
+        let g = Arc::new(CallGrammar::new(vec![("f".into(), Arc::new(args.unwrap()))]));
+        assert!(matches!(opened_call(g.clone(), "Let me see. <tool_call>\n{\"na", 0), (0, None)));
+        // Opened, with part of the name in the same token: constrained from there.
+        let text = "Sure. <tool_call>\n{\"name\": \"f";
+        let (next, c) = opened_call(g.clone(), text, 0);
+        assert_eq!(next, text.len() - 1);
+        let mut c = c.expect("constrained");
+        assert!(!c.clone().feed(b"g") && c.feed(b"\", \"arguments\": {\"x\": 4}}\n</tool_call>") && c.done());
+        // A name the grammar does not know: left to the session (an error result).
+        assert!(opened_call(g.clone(), "<tool_call>\n{\"name\": \"python", 0).1.is_none());
+        // The second call of a turn is found after the first.
+        let two = "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n</tool_call>\n<tool_call>\n{\"name\": \"";
+        let (first, _) = opened_call(g.clone(), two, 0);
+        let (second, c) = opened_call(g, two, first);
+        assert!(second == two.len() && c.is_some());
     }
 }

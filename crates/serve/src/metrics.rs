@@ -34,6 +34,8 @@ pub struct Metrics {
     pub rejected_queue_full: AtomicU64,
     pub moderation_flagged: AtomicU64,
     pub moderation_refused: AtomicU64,
+    /// Built-in tool calls the engine ran (errors included).
+    pub tool_calls: AtomicU64,
 }
 
 impl Metrics {
@@ -63,6 +65,7 @@ impl Metrics {
             "Requests or outputs the moderation policy refused.",
             g(&self.moderation_refused),
         );
+        metric("chatforge_tool_calls_total", "counter", "Built-in tool calls run (errors included).", g(&self.tool_calls));
         let _ = writeln!(s, "# HELP chatforge_requests_total HTTP requests answered.\n# TYPE chatforge_requests_total counter");
         for ((route, status), n) in self.requests.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(s, "chatforge_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");

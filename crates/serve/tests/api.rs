@@ -157,7 +157,7 @@ async fn bad_input_matrix() {
             400,
             None,
         ),
-        ("tools", chat(json!({"tools": [{"type": "function", "function": {"name": "f"}}]})), 400, Some("unsupported_parameter")),
+        ("functions (legacy)", chat(json!({"functions": [{"name": "f"}]})), 400, Some("unsupported_parameter")),
         ("presence_penalty", chat(json!({"presence_penalty": 1.0})), 400, Some("unsupported_parameter")),
         ("logit_bias", chat(json!({"logit_bias": {"5": 10}})), 400, Some("unsupported_parameter")),
         ("unknown model", chat(json!({"model": "gpt-4o"})), 404, Some("model_not_found")),
@@ -291,6 +291,7 @@ fn a_sequence_whose_client_left_frees_its_slot() {
         stop: vec![],
         logprobs: None,
         constraint: None,
+        tools: None,
         index: 0,
         tx,
     };

@@ -1,5 +1,9 @@
-//! `/v1/chat/completions`: the request through the template, then one JSON response or an SSE
-//! stream of chunks (moderated as it grows when the policy says so).
+//! `/v1/chat/completions`: the request through the template (with the declared functions in
+//! the system message), then one JSON response or an SSE stream of chunks (moderated as it grows
+//! when the policy says so). Built-in calls the engine ran come back as `message.tool_trace`
+//! (streamed: a chunk whose delta holds only `tool_trace`); calls of client functions as
+//! `message.tool_calls` (streamed: OpenAI's tool-call deltas, the name first, then the arguments
+//! in pieces), with `finish_reason: "tool_calls"`.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -11,11 +15,13 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chatforge_data::chat::encode_prompt;
+use chatforge_data::chat::{encode_prompt, Role, ToolCall};
+use chatforge_data::tools::declare;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::request::{check_context, common, get_bool, get_uint, parse_messages, parse_response_format, read_object};
+use super::tools::{calls_json, parse_tools, trace_json};
 use super::{chat_logprobs, collect, moderate_input, moderate_output, new_id, now, submit, usage, Choice, S};
 use crate::engine::Event;
 use crate::{ApiError, AppState};
@@ -24,6 +30,7 @@ pub(super) async fn chat_completions(State(st): S, headers: HeaderMap, body: Bod
     let o = read_object(&st, &headers, body).await?;
     let conv = parse_messages(&o)?;
     let p = common(&st, &o)?;
+    let tools = parse_tools(&o)?;
     let want_lp = get_bool(&o, "logprobs")?;
     let top = get_uint(&o, "top_logprobs")?;
     if top.is_some_and(|k| k > 20) {
@@ -34,7 +41,7 @@ pub(super) async fn chat_completions(State(st): S, headers: HeaderMap, body: Bod
     }
     let logprobs = want_lp.then(|| top.unwrap_or(0) as usize);
     let grammar = parse_response_format(&o)?;
-    let prompt = encode_prompt(&st.tok, &conv);
+    let prompt = encode_prompt(&st.tok, &declare(&conv, &tools.declared));
     let max_tokens = check_context(&st, &p, prompt.len())?;
     if let Some(g) = &grammar {
         let need = g.start().min_remaining(g);
@@ -46,10 +53,18 @@ pub(super) async fn chat_completions(State(st): S, headers: HeaderMap, body: Bod
             .code("invalid_value"));
         }
     }
+    let need = tools.min_tokens();
+    if need > max_tokens {
+        return Err(ApiError::invalid(
+            "max_tokens",
+            format!("The tool_choice forces a call that needs at least {need} tokens but only {max_tokens} are allowed (max_tokens or the context)."),
+        )
+        .code("invalid_value"));
+    }
     let id = new_id("chatcmpl");
     let created = now();
     let model = st.models[p.model].id.clone();
-    let last_user = conv.messages.last().map(|m| m.content.clone()).unwrap_or_default();
+    let last_user = conv.messages.iter().rev().find(|m| m.role == Role::User).map(|m| m.content.clone()).unwrap_or_default();
     if let Some(refusal) = moderate_input(&st, &last_user) {
         let choices =
             vec![Choice { text: refusal, finish: Some("content_filter"), prompt_tokens: prompt.len(), ..Default::default() }; p.n];
@@ -59,7 +74,7 @@ pub(super) async fn chat_completions(State(st): S, headers: HeaderMap, body: Bod
             chat_response(id, created, model, choices, false)
         });
     }
-    let rx = submit(&st, &p, prompt, max_tokens, st.tok.chat_stop_ids(), logprobs, grammar)?;
+    let rx = submit(&st, &p, prompt, max_tokens, st.tok.chat_stop_ids(), logprobs, grammar, Some(tools.tools))?;
     if p.stream {
         return Ok(chat_stream(st.clone(), rx, id, created, model, p.n, p.include_usage, logprobs.is_some()));
     }
@@ -74,7 +89,17 @@ fn chat_response(id: String, created: u64, model: String, choices: Vec<Choice>, 
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            json!({"index": i, "message": {"role": "assistant", "content": c.text, "refusal": null},
+            let mut message = json!({"role": "assistant", "content": c.text, "refusal": null});
+            if !c.tool_calls.is_empty() {
+                message["tool_calls"] = calls_json(&c.tool_calls);
+                if c.text.is_empty() {
+                    message["content"] = Value::Null;
+                }
+            }
+            if !c.trace.is_empty() {
+                message["tool_trace"] = trace_json(&c.trace);
+            }
+            json!({"index": i, "message": message,
                    "logprobs": if logprobs { chat_logprobs(&c.logprobs) } else { Value::Null },
                    "finish_reason": c.finish.unwrap_or("stop")})
         })
@@ -112,7 +137,10 @@ impl ChunkMaker {
 
 pub(super) fn sse(events: impl futures_util::Stream<Item = SseEvent> + Send + 'static) -> Response {
     use futures_util::StreamExt;
-    Sse::new(events.map(Ok::<_, Infallible>)).keep_alive(KeepAlive::default()).into_response()
+    let mut r = Sse::new(events.map(Ok::<_, Infallible>)).keep_alive(KeepAlive::default()).into_response();
+    // SSE is always UTF-8; saying so keeps clients that guess a charset from the header right.
+    r.headers_mut().insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    r
 }
 
 /// A stream of answers known in advance (a refused request).
@@ -215,14 +243,46 @@ fn chat_stream(
                     let ev = s.mk.chunk(i, json!({"content": text}), lp, None);
                     s.queue.push_back(ev);
                 }
-                Event::Done { finish_reason, prompt_tokens, completion_tokens } => {
+                Event::Tools { calls } => {
+                    let ev = s.mk.chunk(i, json!({"tool_trace": trace_json(&calls)}), Value::Null, None);
+                    s.queue.push_back(ev);
+                }
+                Event::Done { finish_reason, prompt_tokens, completion_tokens, tool_calls } => {
                     s.done[i] = true;
                     s.prompt = prompt_tokens;
                     s.completion += completion_tokens;
+                    for ev in call_chunks(&s.mk, i, &super::tools::with_ids(&tool_calls)) {
+                        s.queue.push_back(ev);
+                    }
                     let ev = s.mk.chunk(i, json!({}), Value::Null, Some(finish_reason));
                     s.queue.push_back(ev);
                 }
             }
         }
     }))
+}
+
+/// Bytes of a call's arguments per streamed piece.
+const ARGUMENT_PIECE: usize = 24;
+
+/// OpenAI's tool-call deltas: per call, its index, id, type and name (arguments empty), then its
+/// arguments in pieces.
+fn call_chunks(mk: &ChunkMaker, i: usize, calls: &[ToolCall]) -> Vec<SseEvent> {
+    let mut out = Vec::new();
+    for (k, c) in calls.iter().enumerate() {
+        let head = json!({"index": k, "id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": ""}});
+        out.push(mk.chunk(i, json!({"tool_calls": [head]}), Value::Null, None));
+        let args = c.function.arguments.as_str();
+        let mut at = 0;
+        while at < args.len() {
+            let mut end = (at + ARGUMENT_PIECE).min(args.len());
+            while !args.is_char_boundary(end) {
+                end += 1;
+            }
+            let piece = json!({"index": k, "function": {"arguments": &args[at..end]}});
+            out.push(mk.chunk(i, json!({"tool_calls": [piece]}), Value::Null, None));
+            at = end;
+        }
+    }
+    out
 }

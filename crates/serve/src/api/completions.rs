@@ -26,6 +26,12 @@ pub(super) async fn completions(State(st): S, headers: HeaderMap, body: Body) ->
         Some(_) => return Err(type_err("prompt", "a string (or a list of one string)")),
     };
     let p = common(&st, &o)?;
+    for k in ["tools", "tool_choice", "builtin_tools"] {
+        if super::request::field(&o, k).is_some() {
+            return Err(ApiError::invalid(k, format!("`{k}` is for /v1/chat/completions; a text completion calls no tools."))
+                .code("unsupported_parameter"));
+        }
+    }
     if get_bool(&o, "echo")? {
         return Err(ApiError::invalid("echo", "`echo` is not supported.").code("unsupported_parameter"));
     }
@@ -55,7 +61,7 @@ pub(super) async fn completions(State(st): S, headers: HeaderMap, body: Body) ->
             Json(v).into_response()
         });
     }
-    let rx = submit(&st, &p, prompt, max_tokens, vec![st.tok.eot_id(), st.tok.im_end_id()], logprobs, None)?;
+    let rx = submit(&st, &p, prompt, max_tokens, vec![st.tok.eot_id(), st.tok.im_end_id()], logprobs, None, None)?;
     let lp_json = |lps: &[TokenLogprob]| {
         json!({"tokens": lps.iter().map(|l| l.token.clone()).collect::<Vec<_>>(),
                "token_logprobs": lps.iter().map(|l| l.logprob).collect::<Vec<_>>(),
@@ -115,7 +121,9 @@ pub(super) async fn completions(State(st): S, headers: HeaderMap, body: Body) ->
                         let lp = if logprobs.is_some() { lp_json(&lps) } else { Value::Null };
                         v["choices"] = json!([{"index": i, "text": text, "logprobs": lp, "finish_reason": null}]);
                     }
-                    Event::Done { finish_reason, prompt_tokens, completion_tokens } => {
+                    // No tools in a text completion.
+                    Event::Tools { .. } => continue,
+                    Event::Done { finish_reason, prompt_tokens, completion_tokens, .. } => {
                         done[i] = true;
                         prompt_t = prompt_tokens;
                         compl += completion_tokens;

@@ -6,19 +6,24 @@
 //! streamed: a prompt over the context is a 400 `context_length_exceeded` before any SSE byte.
 //!
 //! Messages: an optional first `system` (or `developer`) message, then `user` and `assistant`
-//! turns that alternate, starting and ending with `user`. Two user or two assistant messages in a
-//! row are a 400: the chat template and SFT data never have them, so the model would be asked
-//! something it was not trained on. `content` is a string or a list of `{"type": "text"}` parts.
+//! turns that alternate, starting with `user` and ending with `user` or with tool results. Two
+//! user or two assistant messages in a row are a 400: the chat template and SFT data never have
+//! them, so the model would be asked something it was not trained on. An assistant message may
+//! carry `tool_calls` (its `content` may then be null); it is followed by one `tool` message per
+//! call (`tool_call_id`). `content` is a string or a list of `{"type": "text"}` parts.
 //!
 //! # Layout
 //! This file holds the routes, the small handlers (health, models, metrics, moderations) and
 //! what the completion handlers share once a request is read: queueing its sequences, collecting
 //! their events, moderation of inputs and outputs. Reading a request and checking every field is
-//! `request`; the two completion endpoints, streamed or not, are `chat` and `completions`.
+//! `request`; the tool fields of a chat request (`tools`, `tool_choice`, `builtin_tools`) and the
+//! JSON of calls are `tools`; the two completion endpoints, streamed or not, are `chat` and
+//! `completions`.
 
 mod chat;
 mod completions;
 mod request;
+mod tools;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,9 +39,11 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use crate::constrained::{Grammar, JsonConstraint};
-use crate::engine::{Event, Job, SubmitError, TokenLogprob};
+use crate::engine::{Event, Job, SubmitError, TokenLogprob, ToolUse};
 use crate::moderation::Action;
 use crate::{ApiError, AppState};
+use chatforge_data::chat::ToolCall;
+use chatforge_data::tools::CallRecord;
 
 use chat::chat_completions;
 use completions::completions;
@@ -116,6 +123,7 @@ fn submit(
     stop_ids: Vec<u32>,
     logprobs: Option<usize>,
     grammar: Option<Grammar>,
+    tools: Option<ToolUse>,
 ) -> Result<mpsc::UnboundedReceiver<(usize, Event)>, ApiError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let grammar = grammar.map(Arc::new);
@@ -130,6 +138,7 @@ fn submit(
             stop: p.stop.clone(),
             logprobs,
             constraint: grammar.clone().map(JsonConstraint::new),
+            tools: tools.clone(),
             index: i,
             tx: tx.clone(),
         })
@@ -155,6 +164,10 @@ struct Choice {
     finish: Option<&'static str>,
     completion_tokens: usize,
     prompt_tokens: usize,
+    /// Built-in calls the engine ran, in order.
+    trace: Vec<CallRecord>,
+    /// Calls of client functions the answer ends with (ids already made unique).
+    tool_calls: Vec<ToolCall>,
 }
 
 /// Applies the policy to a finished or growing output: true when it is refused (the refusal
@@ -207,8 +220,10 @@ async fn collect(st: &AppState, mut rx: mpsc::UnboundedReceiver<(usize, Event)>,
                 choices[i].text.push_str(&text);
                 choices[i].logprobs.extend(logprobs);
             }
-            Event::Done { finish_reason, prompt_tokens, completion_tokens } => {
+            Event::Tools { calls } => choices[i].trace.extend(calls),
+            Event::Done { finish_reason, prompt_tokens, completion_tokens, tool_calls } => {
                 let c = &mut choices[i];
+                c.tool_calls = tools::with_ids(&tool_calls);
                 c.finish = Some(finish_reason);
                 c.prompt_tokens = prompt_tokens;
                 c.completion_tokens = completion_tokens;
@@ -220,6 +235,7 @@ async fn collect(st: &AppState, mut rx: mpsc::UnboundedReceiver<(usize, Event)>,
         if moderate_output(st, &c.text, &mut false) {
             c.text = st.moderator.policy.refusal.clone();
             c.logprobs.clear();
+            c.tool_calls.clear();
             c.finish = Some("content_filter");
         }
     }

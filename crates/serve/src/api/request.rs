@@ -86,7 +86,7 @@ pub(super) struct Params {
 /// Parameters that would change the output in ways this server does not implement: refused
 /// rather than silently ignored.
 fn unsupported(o: &Map<String, Value>) -> Result<(), ApiError> {
-    for k in ["tools", "functions", "tool_choice", "function_call", "audio", "prediction"] {
+    for k in ["functions", "function_call", "audio", "prediction"] {
         if field(o, k).is_some_and(|v| !v.as_array().is_some_and(|a| a.is_empty())) {
             return Err(ApiError::invalid(k, format!("`{k}` is not supported by this server.")).code("unsupported_parameter"));
         }
@@ -176,7 +176,7 @@ pub(super) fn parse_messages(o: &Map<String, Value>) -> Result<Conversation, Api
     if arr.is_empty() {
         return Err(ApiError::invalid("messages", "`messages` must not be empty.").code("invalid_value"));
     }
-    let mut msgs = Vec::new();
+    let mut msgs: Vec<Message> = Vec::new();
     for (i, m) in arr.iter().enumerate() {
         let p = format!("messages[{i}]");
         let m = m.as_object().ok_or_else(|| type_err(&p, "an object with `role` and `content`"))?;
@@ -185,15 +185,42 @@ pub(super) fn parse_messages(o: &Map<String, Value>) -> Result<Conversation, Api
                 "system" | "developer" => Role::System,
                 "user" => Role::User,
                 "assistant" => Role::Assistant,
+                "tool" => Role::Tool,
                 other => {
-                    return Err(ApiError::invalid(&format!("{p}.role"), format!("Unsupported role `{other}` (system, user or assistant)."))
-                        .code("invalid_value"))
+                    return Err(ApiError::invalid(
+                        &format!("{p}.role"),
+                        format!("Unsupported role `{other}` (system, user, assistant or tool)."),
+                    )
+                    .code("invalid_value"))
                 }
             },
             None => {
                 return Err(ApiError::invalid(&format!("{p}.role"), format!("`{p}.role` is required.")).code("missing_required_parameter"))
             }
             Some(_) => return Err(type_err(&format!("{p}.role"), "a string")),
+        };
+        let tool_calls = match field(m, "tool_calls") {
+            None => vec![],
+            Some(_) if role != Role::Assistant => {
+                return Err(
+                    ApiError::invalid(&format!("{p}.tool_calls"), "Only assistant messages may carry `tool_calls`.").code("invalid_value")
+                )
+            }
+            Some(v) => super::tools::parse_calls(&format!("{p}.tool_calls"), v)?,
+        };
+        let tool_call_id = match field(m, "tool_call_id") {
+            None if role == Role::Tool => {
+                return Err(ApiError::invalid(&format!("{p}.tool_call_id"), format!("`{p}.tool_call_id` is required in a tool message."))
+                    .code("missing_required_parameter"))
+            }
+            None => None,
+            Some(_) if role != Role::Tool => {
+                return Err(
+                    ApiError::invalid(&format!("{p}.tool_call_id"), "Only tool messages carry `tool_call_id`.").code("invalid_value")
+                )
+            }
+            Some(Value::String(id)) => Some(id.clone()),
+            Some(_) => return Err(type_err(&format!("{p}.tool_call_id"), "a string")),
         };
         let content = match m.get("content") {
             Some(Value::String(s)) => s.clone(),
@@ -207,6 +234,8 @@ pub(super) fn parse_messages(o: &Map<String, Value>) -> Result<Conversation, Api
                 }
                 text
             }
+            // An assistant message that only calls tools has no content.
+            None | Some(Value::Null) if !tool_calls.is_empty() => String::new(),
             None | Some(Value::Null) => {
                 return Err(
                     ApiError::invalid(&format!("{p}.content"), format!("`{p}.content` is required.")).code("missing_required_parameter")
@@ -214,25 +243,67 @@ pub(super) fn parse_messages(o: &Map<String, Value>) -> Result<Conversation, Api
             }
             Some(_) => return Err(type_err(&format!("{p}.content"), "a string or a list of text parts")),
         };
-        if let Some(prev) = msgs.last().map(|x: &Message| x.role) {
-            if prev == role && role != Role::System {
+        check_order(&msgs, role, &p)?;
+        if role == Role::Tool {
+            // A result answers a call of the assistant message before this run of results, once.
+            let calls = msgs.iter().rev().find(|x| x.role != Role::Tool).map(|x| x.tool_calls.as_slice()).unwrap_or_default();
+            let id = tool_call_id.as_deref().unwrap_or_default();
+            let answered = msgs.iter().rev().take_while(|x| x.role == Role::Tool).any(|x| x.tool_call_id.as_deref() == Some(id));
+            if !calls.iter().any(|c| c.id == id) || answered {
                 return Err(ApiError::invalid(
-                    &p,
-                    format!("{p} is a second {role} message in a row; user and assistant turns must alternate."),
+                    &format!("{p}.tool_call_id"),
+                    format!("{p} answers tool_call_id {id:?}, which the assistant message before it did not call (or which is answered already)."),
                 )
                 .code("invalid_value"));
             }
-            if prev == Role::System && role == Role::Assistant {
-                return Err(ApiError::invalid(&p, "The first turn after the system message must be the user's.").code("invalid_value"));
-            }
-        } else if role == Role::Assistant {
-            return Err(ApiError::invalid(&p, "The conversation must start with a system or user message.").code("invalid_value"));
         }
-        msgs.push(Message::new(role, content));
+        msgs.push(Message { tool_calls, tool_call_id, ..Message::new(role, content) });
+    }
+    if let Some(m) = unanswered(&msgs) {
+        return Err(ApiError::invalid("messages", format!("The tool calls of message {m} are not all answered by tool messages."))
+            .code("invalid_value"));
     }
     let conv = Conversation::new(msgs);
     conv.validate_for_prompt().map_err(|e| ApiError::invalid("messages", format!("Invalid messages: {e}.")).code("invalid_value"))?;
     Ok(conv)
+}
+
+/// The order of turns: an optional system message, then user and assistant turns that
+/// alternate; an assistant message with tool calls is followed by their results (`tool`
+/// messages), after which the assistant or the user goes on.
+fn check_order(msgs: &[Message], role: Role, p: &str) -> Result<(), ApiError> {
+    let bad = |msg: String| Err(ApiError::invalid(p, msg).code("invalid_value"));
+    let Some(prev) = msgs.last() else {
+        return match role {
+            Role::Assistant | Role::Tool => bad("The conversation must start with a system or user message.".into()),
+            _ => Ok(()),
+        };
+    };
+    let calls = !prev.tool_calls.is_empty();
+    match (prev.role, role) {
+        (Role::Assistant, Role::Tool) if calls => Ok(()),
+        (Role::Assistant, _) if calls => {
+            bad(format!("{p} follows an assistant message with tool_calls; their results (tool messages) must come first."))
+        }
+        (_, Role::Tool) if prev.role != Role::Tool => {
+            bad(format!("{p} is a tool message that does not follow an assistant message with tool_calls."))
+        }
+        (Role::System, Role::Assistant) => bad("The first turn after the system message must be the user's.".into()),
+        (Role::Tool, Role::User | Role::Assistant | Role::Tool) => Ok(()),
+        (a, b) if a == b && b != Role::System => {
+            bad(format!("{p} is a second {b} message in a row; user and assistant turns must alternate."))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The 0-based index of an assistant message whose calls do not all have a result.
+fn unanswered(msgs: &[Message]) -> Option<usize> {
+    msgs.iter().enumerate().find_map(|(i, m)| {
+        let results: Vec<&str> =
+            msgs[i + 1..].iter().take_while(|x| x.role == Role::Tool).filter_map(|x| x.tool_call_id.as_deref()).collect();
+        m.tool_calls.iter().any(|c| !results.contains(&c.id.as_str())).then_some(i)
+    })
 }
 
 pub(super) fn parse_response_format(o: &Map<String, Value>) -> Result<Option<Grammar>, ApiError> {

@@ -22,12 +22,15 @@
 //! `state` is the byte-level state machine that walks it ([`JsonState`]: which bytes may come
 //! next, and the fewest bytes that finish the text); `decode` applies it to the vocabulary at
 //! every step ([`JsonConstraint`] masks the logits, with the [`TokenTable`] of token bytes). The
-//! tests, here, run grammars and states together.
+//! tests, here, run grammars and states together. `call` wraps argument grammars into the text
+//! of a tool call (`<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>`, [`CallConstraint`]).
 
+mod call;
 mod decode;
 mod schema;
 mod state;
 
+pub use call::{CallConstraint, CallGrammar, OPEN as CALL_OPEN};
 pub use decode::{JsonConstraint, TokenTable};
 pub use schema::Grammar;
 pub use state::JsonState;
@@ -109,5 +112,47 @@ mod tests {
                 assert!(steps < 100);
             }
         }
+    }
+
+    #[test]
+    fn tool_calls_follow_names_and_argument_schemas() {
+        use std::sync::Arc;
+        let weather =
+            Grammar::from_schema(&json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})).unwrap();
+        let calc = Grammar::from_schema(&json!({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]})).unwrap();
+        let g = Arc::new(CallGrammar::new(vec![("get_weather".into(), Arc::new(weather)), ("get".into(), Arc::new(calc))]));
+        let run = |c: &mut CallConstraint, text: &str| c.feed(text.as_bytes()) && c.done();
+        let ok = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Verona\"}}\n</tool_call>";
+        assert!(run(&mut CallConstraint::forced(g.clone()), ok));
+        assert!(run(&mut CallConstraint::forced(g.clone()), "<tool_call>\n{\"name\": \"get\", \"arguments\": {\"n\": 3}}\n</tool_call>"));
+        for bad in [
+            "<tool_call>\n{\"name\": \"got\"",
+            "<tool_call>\n{\"name\": \"get\", \"arguments\": {\"city\": \"x\"}}",
+            "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {}}",
+            "<tool_call>\n{\"name\": \"get\", \"arguments\": {\"n\": 1.5}}",
+            "<tool_call>{",
+        ] {
+            let mut c = CallConstraint::forced(g.clone());
+            assert!(!c.feed(bad.as_bytes()), "{bad}");
+        }
+        // After the opening, as in `auto`.
+        let mut c = CallConstraint::after_open(g.clone());
+        assert!(run(&mut c, "get\", \"arguments\": {\"n\": 12}}\n</tool_call>"));
+        // The shortest call, and every prefix of a call has a byte that shortens what is left.
+        let shortest = "<tool_call>\n{\"name\": \"get\", \"arguments\": {\"n\":0}}\n</tool_call>";
+        assert_eq!(g.min_len(), shortest.len());
+        let mut c = CallConstraint::forced(g.clone());
+        let mut steps = 0;
+        while !c.done() {
+            let m = c.min_remaining();
+            c = (0u8..=127)
+                .find_map(|b| {
+                    let mut t = c.clone();
+                    (t.feed(&[b]) && t.min_remaining() == m - 1).then_some(t)
+                })
+                .expect("a byte shortens the call");
+            steps += 1;
+        }
+        assert_eq!(steps, shortest.len());
     }
 }

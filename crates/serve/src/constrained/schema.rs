@@ -52,6 +52,11 @@ impl Grammar {
         Ok(g)
     }
 
+    /// Whether every value of the grammar is a JSON object (what tool arguments must be).
+    pub fn is_object(&self) -> bool {
+        matches!(self.nodes[self.root], Node::FreeObject | Node::Object(_))
+    }
+
     fn push(&mut self, n: Node) -> usize {
         self.nodes.push(n);
         self.nodes.len() - 1
