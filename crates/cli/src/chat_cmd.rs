@@ -9,9 +9,9 @@ use chatforge_core::model::Llama;
 use std::cell::RefCell;
 
 use chatforge_core::sample::{generate_batch_with, GenOptions, SamplingParams};
-use chatforge_data::tools::{Session, Toolbox, CALL_OPEN};
 use chatforge_data::chat::{encode_prompt_capped, Conversation, Message, Role};
 use chatforge_data::tokenizer::Tokenizer;
+use chatforge_data::tools::{Session, Toolbox, CALL_OPEN};
 use chatforge_stages::Run;
 use clap::Args;
 

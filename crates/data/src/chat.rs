@@ -143,7 +143,11 @@ impl ToolCall {
 
     /// The call as the model writes it: `<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>`.
     pub fn render(&self) -> String {
-        format!("<tool_call>\n{{\"name\": {}, \"arguments\": {}}}\n</tool_call>", serde_json::Value::from(self.function.name.as_str()), self.function.arguments)
+        format!(
+            "<tool_call>\n{{\"name\": {}, \"arguments\": {}}}\n</tool_call>",
+            serde_json::Value::from(self.function.name.as_str()),
+            self.function.arguments
+        )
     }
 }
 

@@ -273,7 +273,8 @@ pub fn declare(conv: &Conversation, functions: &[Function]) -> Conversation {
 
 /// `get_weather(city: string, days?: integer) - Current weather in a city.`
 pub fn signature(f: &Function) -> String {
-    let required: Vec<&str> = f.parameters.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+    let required: Vec<&str> =
+        f.parameters.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
     let params: Vec<String> = f
         .parameters
         .get("properties")
@@ -385,8 +386,7 @@ impl<'a> Session<'a> {
             return None;
         }
         let turn = parse_turn(&text, s.calls.len() + 1);
-        let wants_client =
-            turn.calls.iter().any(|c| c.as_ref().is_ok_and(|c| self.toolbox.client.iter().any(|n| *n == c.function.name)));
+        let wants_client = turn.calls.iter().any(|c| c.as_ref().is_ok_and(|c| self.toolbox.client.contains(&c.function.name)));
         if wants_client {
             s.client_calls = turn.calls.into_iter().filter_map(Result::ok).collect();
             return None;
@@ -477,7 +477,8 @@ mod tests {
 
     #[test]
     fn turns_split_into_content_and_calls() {
-        let t = parse_turn("Let me check.\n<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"1+1\"}}\n</tool_call>", 1);
+        let t =
+            parse_turn("Let me check.\n<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"1+1\"}}\n</tool_call>", 1);
         assert_eq!(t.content, "Let me check.");
         let call = t.calls[0].as_ref().unwrap();
         assert_eq!((call.id.as_str(), call.function.name.as_str()), ("call_1", "calculator"));

@@ -442,5 +442,3 @@ fn the_bar_prompts_have_counterparts_in_training() {
     assert!(SUITE.train.iter().any(|t| t.meta.kind == "who_speaks" && t.conversation.messages[0].content.starts_with("Who speaks \"")));
     assert!(SUITE.train.iter().any(|t| t.meta.kind == "letter_count" && t.conversation.messages[0].content.starts_with("how many ")));
 }
-
-

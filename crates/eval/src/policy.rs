@@ -106,8 +106,14 @@ impl Policy for ModelPolicy {
         toolbox: &Toolbox,
         progress: &mut dyn FnMut(usize),
     ) -> Vec<Reply> {
-        Borrowed { model: &mut self.model, tok: &self.tok, batch: self.batch }
-            .generate_with_tools(prompts, max_tokens, temperature, seeds, toolbox, progress)
+        Borrowed { model: &mut self.model, tok: &self.tok, batch: self.batch }.generate_with_tools(
+            prompts,
+            max_tokens,
+            temperature,
+            seeds,
+            toolbox,
+            progress,
+        )
     }
 
     fn loglik(&mut self, items: &[(Prompt, String)]) -> Vec<(f64, usize)> {

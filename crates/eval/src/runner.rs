@@ -12,9 +12,9 @@ use serde_json::{json, Map, Value};
 
 use crate::graders::{self, Constraint};
 use crate::policy::{Policy, Prompt, Reply, Rewarder};
-use chatforge_data::tools::Toolbox;
 use crate::registry::{Class, EvalSpec, Sample};
 use crate::{Error, Result};
+use chatforge_data::tools::Toolbox;
 use chatforge_rundir::report::{self, Key, Report};
 use chatforge_rundir::RunDir;
 
@@ -737,7 +737,7 @@ pub fn record(opts: &EvalOptions, specs: &[&EvalSpec], outcomes: &[EvalOutcome])
             match (v, figures.get_mut(figure)) {
                 (Value::Object(src), Some(Value::Object(dst))) => dst.extend(src.clone()),
                 (Value::Object(src), None) => {
-                    let mut merged = at_path(&stage, figure).as_object().cloned().unwrap_or_default();
+                    let mut merged = at_path(stage, figure).as_object().cloned().unwrap_or_default();
                     // A stage's older `{before, after}` scores are replaced, not mixed.
                     merged.retain(|_, v| !v.is_object());
                     merged.extend(src.clone());

@@ -216,10 +216,8 @@ pub fn system_card(report: &Value) -> Vec<String> {
             .into(),
     );
     if let Some(with) = s["tools"]["family_scores"].as_object() {
-        let cells: Vec<String> = with
-            .iter()
-            .map(|(f, v)| format!("{f} {} with tools, {} without", pct(v), pct(&s["family_scores"][f.as_str()])))
-            .collect();
+        let cells: Vec<String> =
+            with.iter().map(|(f, v)| format!("{f} {} with tools, {} without", pct(v), pct(&s["family_scores"][f.as_str()]))).collect();
         out.push(format!("With and without tools (held-out test questions): {}.", cells.join("; ")));
     }
     out.push(

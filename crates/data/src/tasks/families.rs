@@ -68,7 +68,9 @@ pub(super) fn system(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Draft> {
             (Some(system.to_string()), wrapper.replace("{}", &item.answer), Check::Persona { inner: Box::new(item.check.clone()) })
         }
         // No system message: the plain question, with its tool call where it has one.
-        _ => return Some(Draft { kind: kind.to_string(), keys: item.keys.clone(), messages: item.exchange(rng), check: item.check.clone() }),
+        _ => {
+            return Some(Draft { kind: kind.to_string(), keys: item.keys.clone(), messages: item.exchange(rng), check: item.check.clone() })
+        }
     };
     let mut keys = item.keys.clone();
     let mut question = item.question.clone();
@@ -197,8 +199,11 @@ fn followup_arith(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Draft> {
     // tools were off.
     let first = item.reply(rng, 1);
     let expression = format!("{r} {sym} {k}");
-    let second =
-        if items::tools_were_off(&first) { vec![Message::assistant(format!("{expression} = {r2}."))] } else { items::calculator_reply(&expression, 2) };
+    let second = if items::tools_were_off(&first) {
+        vec![Message::assistant(format!("{expression} = {r2}."))]
+    } else {
+        items::calculator_reply(&expression, 2)
+    };
     let mut messages = vec![Message::user(&item.question)];
     messages.extend(first);
     messages.push(Message::user(follow));

@@ -9,10 +9,10 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
 use super::check::Check;
-use crate::chat::{Message, ToolCall};
-use crate::tools::{run_builtin, Builtin, TOOLS_OFF};
 use super::corpus::{Corpus, MILTON, SHAKESPEARE};
 use super::{identity, pick, pick_weighted, refusal, unknown, Draft, Holdout, Split, Work};
+use crate::chat::{Message, ToolCall};
+use crate::tools::{run_builtin, Builtin, TOOLS_OFF};
 
 /// A question, its reference answer, and the pieces the other families reuse.
 #[derive(Clone, Debug)]
@@ -87,8 +87,10 @@ impl Item {
 
     /// The item answered by `tool` with `arguments` (given as JSON, kept in their order).
     pub fn with_tool(self, tool: Builtin, arguments: &[(&str, &str)], answer: impl Fn(&str) -> String) -> Item {
-        let arguments =
-            format!("{{{}}}", arguments.iter().map(|(k, v)| format!("{}: {}", Value::from(*k), Value::from(*v))).collect::<Vec<_>>().join(", "));
+        let arguments = format!(
+            "{{{}}}",
+            arguments.iter().map(|(k, v)| format!("{}: {}", Value::from(*k), Value::from(*v))).collect::<Vec<_>>().join(", ")
+        );
         let result = run_builtin(tool.name(), &arguments).expect("a demonstration's call runs");
         let answer = answer(&result);
         Item { tool: Some(ToolDemo { name: tool.name(), arguments, answer, may_be_off: true }), ..self }

@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use super::check::Check;
 use super::items::{display_line, Item, Pools, ToolDemo};
-use crate::tools::Builtin;
 use super::pick;
+use crate::tools::Builtin;
 
 const ADJECTIVES: &[&str] =
     &["Glass", "Silver", "Hollow", "Winter", "Crimson", "Silent", "Broken", "Golden", "Distant", "Burning", "Quiet", "Iron"];
