@@ -77,3 +77,44 @@ fn stop_ids_and_callback_end_sequences() {
     });
     assert_eq!(got[0].len(), 3);
 }
+
+/// Tokens put in at a stop (a tool's result) continue the same cache: the output equals greedy
+/// decoding of the prompt, the stop token and the put-in tokens, recomputed from scratch; and a
+/// sequence batched with others is unchanged by their put-ins.
+#[test]
+fn tokens_put_in_at_a_stop_continue_the_same_cache() {
+    use chatforge_core::sample::generate_batch_with;
+    let mut m = model();
+    let greedy = SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0 };
+    let prompt = vec![1, 2, 3];
+    let first = greedy_full(&mut m, &prompt, 6);
+    let stop = first[3];
+    let cut = first.iter().position(|&t| t == stop).unwrap();
+    let put = vec![40u32, 41, 42];
+    // What follows the put-in tokens, computed without any cache.
+    let mut full = prompt.clone();
+    full.extend(&first[..cut]);
+    full.push(stop);
+    full.extend(&put);
+    let after = greedy_full(&mut m, &full, 5);
+    let n_after = after.iter().position(|&t| t == stop).unwrap_or(after.len());
+    let opts = GenOptions { max_new: cut + 1 + put.len() + 5, params: greedy, stop_ids: vec![stop] };
+    let other = vec![9u32, 8, 7];
+    let alone = generate_batch(&m, std::slice::from_ref(&other), &opts, &[0], |_, _| true);
+    let mut stops = 0;
+    let got = generate_batch_with(&m, &[prompt, other], &opts, &[0, 1], |_, _| true, |i, _| {
+        (i == 0 && {
+            stops += 1;
+            stops == 1
+        })
+        .then(|| put.clone())
+    });
+    let mut want = first[..cut].to_vec();
+    want.push(stop);
+    want.extend(&put);
+    want.extend(&after[..n_after.min(opts.max_new - want.len())]);
+    assert_eq!(got[0].tokens, want);
+    let sampled: Vec<bool> = (0..want.len()).map(|k| !(cut + 1..cut + 1 + put.len()).contains(&k)).collect();
+    assert_eq!(got[0].generated, sampled);
+    assert_eq!(got[1].tokens, alone[0], "a batched sequence is unchanged by another's put-in tokens");
+}

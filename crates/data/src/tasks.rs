@@ -56,6 +56,7 @@ mod families;
 mod identity;
 mod injection;
 mod items;
+mod phrasings;
 mod refusal;
 mod unknown;
 
@@ -272,16 +273,18 @@ pub struct SuiteConfig {
 }
 
 impl Default for SuiteConfig {
-    /// About 4,200 SFT demonstrations (a few minutes of SFT on 2 cores for a ~5M-parameter
-    /// model), preference and RL pools about twice as large (InstructGPT's proportions), 40-60
-    /// validation and 60-100 test conversations per family. The system family is the largest:
-    /// following the system message (JSON-only above all) is what SFT must teach.
+    /// About 13,000 SFT demonstrations (InstructGPT's count; about two passes in the speedrun's
+    /// 1,000 SFT steps, where 4,200 were six passes and the model learned them by heart instead
+    /// of learning to copy a question's numbers and words into a tool call), preference and RL
+    /// pools larger still (InstructGPT's proportions), 40-60 validation and 60-100 test
+    /// conversations per family. Tool use (arithmetic, spelling and counting) and the system
+    /// message (JSON-only above all) are most of what SFT must teach.
     fn default() -> SuiteConfig {
         let twice =
-            Counts { shakespeare: 1400, spelling: 1000, arithmetic: 800, system: 3600, refusal: 300, multi_turn: 900, identity: 20 };
+            Counts { shakespeare: 2800, spelling: 3600, arithmetic: 3000, system: 5000, refusal: 300, multi_turn: 1800, identity: 20 };
         SuiteConfig {
             seed: 1,
-            train: Counts { shakespeare: 700, spelling: 500, arithmetic: 400, system: 1800, refusal: 300, multi_turn: 450, identity: 90 },
+            train: Counts { shakespeare: 2000, spelling: 3000, arithmetic: 2500, system: 4000, refusal: 300, multi_turn: 1500, identity: 90 },
             prefs: twice,
             rl: twice,
             val: Counts { shakespeare: 40, spelling: 40, arithmetic: 40, system: 60, refusal: 40, multi_turn: 40, identity: 20 },
