@@ -102,13 +102,20 @@ fn tokens_put_in_at_a_stop_continue_the_same_cache() {
     let other = vec![9u32, 8, 7];
     let alone = generate_batch(&m, std::slice::from_ref(&other), &opts, &[0], |_, _| true);
     let mut stops = 0;
-    let got = generate_batch_with(&m, &[prompt, other], &opts, &[0, 1], |_, _| true, |i, _| {
-        (i == 0 && {
-            stops += 1;
-            stops == 1
-        })
-        .then(|| put.clone())
-    });
+    let got = generate_batch_with(
+        &m,
+        &[prompt, other],
+        &opts,
+        &[0, 1],
+        |_, _| true,
+        |i, _| {
+            (i == 0 && {
+                stops += 1;
+                stops == 1
+            })
+            .then(|| put.clone())
+        },
+    );
     let mut want = first[..cut].to_vec();
     want.push(stop);
     want.extend(&put);

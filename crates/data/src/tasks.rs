@@ -284,7 +284,15 @@ impl Default for SuiteConfig {
             Counts { shakespeare: 2800, spelling: 3600, arithmetic: 3000, system: 5000, refusal: 300, multi_turn: 1800, identity: 20 };
         SuiteConfig {
             seed: 1,
-            train: Counts { shakespeare: 2000, spelling: 3000, arithmetic: 2500, system: 4000, refusal: 300, multi_turn: 1500, identity: 90 },
+            train: Counts {
+                shakespeare: 2000,
+                spelling: 3000,
+                arithmetic: 2500,
+                system: 4000,
+                refusal: 300,
+                multi_turn: 1500,
+                identity: 90,
+            },
             prefs: twice,
             rl: twice,
             val: Counts { shakespeare: 40, spelling: 40, arithmetic: 40, system: 60, refusal: 40, multi_turn: 40, identity: 20 },

@@ -496,7 +496,7 @@ mod tests {
         let call = "<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"12 + 7\"}}\n</tool_call>";
         let mut out = tok.encode(call);
         let put = session.on_stop(0, &out).expect("a call is run");
-        assert_eq!(tok.decode(&put, false), "\n<|im_start|>tool\n5<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(tok.decode(&put, false), "\n<|im_start|>tool\n19<|im_end|>\n<|im_start|>assistant\n");
         out.push(tok.im_end_id());
         out.extend(&put);
         out.extend(tok.encode("12 + 7 = 19."));

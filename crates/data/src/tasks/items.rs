@@ -9,8 +9,8 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
 use super::check::Check;
-use super::phrasings::{ADD, CHAR_COUNT, LETTER_COUNT, MUL, SPELL, SUB, WORD_COUNT, WORD_LENGTH};
 use super::corpus::{Corpus, MILTON, SHAKESPEARE};
+use super::phrasings::{ADD, CHAR_COUNT, LETTER_COUNT, MUL, SPELL, SUB, WORD_COUNT, WORD_LENGTH};
 use super::{identity, pick, pick_weighted, refusal, unknown, Draft, Holdout, Split, Work};
 use crate::chat::{Message, ToolCall};
 use crate::tools::{run_builtin, Builtin, TOOLS_OFF};
