@@ -46,6 +46,16 @@ pub trait Backend: Send + Sync + Clone {
     fn upload(&self, data: &[f32]) -> Self::Buf;
     fn download(&self, buf: &Self::Buf) -> Vec<f32>;
     fn len(&self, buf: &Self::Buf) -> usize;
+    /// Makes `buf` hold `len` values (contents unspecified); a backend may keep its memory.
+    fn resize(&self, buf: &mut Self::Buf, len: usize) {
+        if self.len(buf) != len {
+            *buf = self.zeros(len);
+        }
+    }
+    /// `download` into a reused host vector.
+    fn download_into(&self, buf: &Self::Buf, dst: &mut Vec<f32>) {
+        *dst = self.download(buf);
+    }
     fn fill(&self, buf: &mut Self::Buf, value: f32);
     fn copy(&self, dst: &mut Self::Buf, src: &Self::Buf);
     /// `dst += src`.
@@ -57,6 +67,14 @@ pub trait Backend: Send + Sync + Clone {
     /// `c[m,n] = op(a) · op(b)` (or `+=` when `accumulate`), where `op(a)` is `[m,k]` and `op(b)` is `[k,n]`.
     #[allow(clippy::too_many_arguments)]
     fn matmul(&self, c: &mut Self::Buf, a: &Self::Buf, ta: Op, b: &Self::Buf, tb: Op, m: usize, n: usize, k: usize, accumulate: bool);
+
+    /// `y[m,out] (+)= x[m,inp] · w[out,inp]ᵀ` for the few rows of a decoding step (one per live
+    /// sequence). Unlike `matmul`, row i's result must not depend on the other rows, so that a
+    /// sequence decodes the same tokens in any batch. Defaults to `matmul`.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_rows(&self, y: &mut Self::Buf, x: &Self::Buf, w: &Self::Buf, m: usize, out: usize, inp: usize, accumulate: bool) {
+        self.matmul(y, x, Op::N, w, Op::T, m, out, inp, accumulate)
+    }
 
     /// `out[n,:] = table[ids[n],:]`, table `[vocab, d]`.
     fn embedding(&self, out: &mut Self::Buf, table: &Self::Buf, ids: &[u32], d: usize);
@@ -157,6 +175,10 @@ pub trait Backend: Send + Sync + Clone {
         hkv: usize,
         hd: usize,
     );
+    /// `dst = src[offset..offset + dst.len()]`.
+    fn copy_from(&self, dst: &mut Self::Buf, src: &Self::Buf, offset: usize) {
+        *dst = self.upload(&self.download(src)[offset..offset + self.len(dst)]);
+    }
     /// `dst[offset..offset + src.len()] = src`.
     fn copy_at(&self, dst: &mut Self::Buf, offset: usize, src: &Self::Buf);
 

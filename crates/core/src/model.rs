@@ -1,5 +1,6 @@
 //! The Llama-architecture GPT, small to large: parameters, RMSNorm, attention (RoPE, GQA, causal),
-//! SwiGLU MLP, the block, and the whole model with its training step and cached decoding.
+//! SwiGLU MLP, the block, and the whole model with its training step; cached decoding over the
+//! same blocks is in `model/decode.rs`.
 //!
 //! Every layer has an explicit forward and backward over buffers allocated once per (batch, time)
 //! shape. Shapes in comments: B batch, T time, N = B·T rows, d hidden, F intermediate,
@@ -11,6 +12,9 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::backend::{AttnShape, Backend, Op, IGNORE};
 use crate::config::LlamaConfig;
+
+mod decode;
+pub use decode::{DecodeWs, KvCache};
 
 // ---------------------------------------------------------------------------------------------
 // Parameters
@@ -306,14 +310,6 @@ pub struct Workspace<B: Backend> {
     logits: B::Buf, // [N,V]; after the loss it holds dL/dlogits (empty for a classifier)
     values: B::Buf, // [N] the scalar head's outputs (empty without one)
     grads: Option<Scratch<B>>,
-}
-
-/// Keys and values of past positions of one sequence, per layer `[capacity, kvd]`.
-pub struct KvCache<B: Backend> {
-    k: Vec<B::Buf>,
-    v: Vec<B::Buf>,
-    pub len: usize,
-    pub capacity: usize,
 }
 
 /// What [`Llama::policy_forward`] returns, per position `[B·T]`.
@@ -649,109 +645,5 @@ impl<B: Backend> Llama<B> {
         }
         be.embedding_backward(&mut self.embed.g, &g.dx, &ws.ids, self.cfg.hidden_size);
         ws.grads = Some(g);
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // Cached decoding (one sequence): prefill a prompt, then one token at a time.
-
-    pub fn new_cache(&self, capacity: usize) -> KvCache<B> {
-        let kvd = self.cfg.kv_heads() * self.cfg.head_dim();
-        let capacity = capacity.min(self.cfg.max_position_embeddings);
-        KvCache {
-            k: (0..self.blocks.len()).map(|_| self.be.zeros(capacity * kvd)).collect(),
-            v: (0..self.blocks.len()).map(|_| self.be.zeros(capacity * kvd)).collect(),
-            len: 0,
-            capacity,
-        }
-    }
-
-    /// The blocks over `n` new rows of token ids at `positions`, for decoding: `kv(layer, k, v,
-    /// q, out)` stores the rows' keys and values in their caches and writes the attention output.
-    /// Returns the final-normed hidden states `[n, d]`.
-    fn forward_rows(
-        &self,
-        tokens: &[u32],
-        positions: &[usize],
-        mut kv: impl FnMut(usize, &B::Buf, &B::Buf, &B::Buf, &mut B::Buf),
-    ) -> B::Buf {
-        let (be, c) = (&self.be, &self.cfg);
-        let (n, d, v) = (tokens.len(), c.hidden_size, c.vocab_size);
-        if let Some(&bad) = tokens.iter().find(|&&i| i as usize >= v) {
-            panic!("token id {bad} out of range for vocab {v}");
-        }
-        let (hq, hkv, hd, f) = (c.num_attention_heads, c.kv_heads(), c.head_dim(), c.intermediate_size);
-        let (mut x, mut h, mut rstd) = (be.zeros(n * d), be.zeros(n * d), be.zeros(n));
-        let (mut q, mut k, mut vv, mut o) = (be.zeros(n * hq * hd), be.zeros(n * hkv * hd), be.zeros(n * hkv * hd), be.zeros(n * hq * hd));
-        let (mut gg, mut uu, mut aa) = (be.zeros(n * f), be.zeros(n * f), be.zeros(n * f));
-        be.embedding(&mut x, &self.embed.w, tokens, d);
-        for (l, blk) in self.blocks.iter().enumerate() {
-            blk.input_norm.forward(be, &mut h, &mut rstd, &x);
-            linear(be, &mut q, &h, &blk.attn.q, n, false);
-            linear(be, &mut k, &h, &blk.attn.k, n, false);
-            linear(be, &mut vv, &h, &blk.attn.v, n, false);
-            be.rope_at(&mut q, hq, hd, positions, c.rope_theta);
-            be.rope_at(&mut k, hkv, hd, positions, c.rope_theta);
-            kv(l, &k, &vv, &q, &mut o);
-            linear(be, &mut x, &o, &blk.attn.o, n, true);
-            blk.post_norm.forward(be, &mut h, &mut rstd, &x);
-            linear(be, &mut gg, &h, &blk.mlp.gate, n, false);
-            linear(be, &mut uu, &h, &blk.mlp.up, n, false);
-            be.swiglu(&mut aa, &gg, &uu);
-            linear(be, &mut x, &aa, &blk.mlp.down, n, true);
-        }
-        self.norm.forward(be, &mut h, &mut rstd, &x);
-        h
-    }
-
-    /// Runs `ids` (new tokens at positions cache.len..) through the model, appends their keys and
-    /// values to the cache and returns the logits `[V]` of the last one.
-    pub fn decode(&self, cache: &mut KvCache<B>, ids: &[u32]) -> Vec<f32> {
-        let (be, c) = (&self.be, &self.cfg);
-        let (n, d, pos0) = (ids.len(), c.hidden_size, cache.len);
-        assert!(n > 0, "decode needs at least one token");
-        assert!(pos0 + n <= cache.capacity, "sequence of {} exceeds the cache of {}", pos0 + n, cache.capacity);
-        let (hq, hkv, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
-        let positions: Vec<usize> = (pos0..pos0 + n).collect();
-        let h = self.forward_rows(ids, &positions, |l, k, v, q, o| {
-            be.copy_at(&mut cache.k[l], pos0 * hkv * hd, k);
-            be.copy_at(&mut cache.v[l], pos0 * hkv * hd, v);
-            be.attention_cached(o, q, &cache.k[l], &cache.v[l], pos0, n, hq, hkv, hd);
-        });
-        cache.len += n;
-        // Only the last position's logits are needed.
-        let last = be.upload(&be.download(&h)[(n - 1) * d..]);
-        let mut logits = be.zeros(c.vocab_size);
-        linear(be, &mut logits, &last, self.head(), 1, false);
-        be.download(&logits)
-    }
-
-    /// One decoding step for several sequences at once: `tokens[i]` is appended to `caches[i]`
-    /// (each at its own position) and the logits `[V]` of each are returned. The matmuls run
-    /// over all rows together; attention reads each sequence's own cache.
-    pub fn decode_batch(&self, caches: &mut [&mut KvCache<B>], tokens: &[u32]) -> Vec<Vec<f32>> {
-        let (be, c) = (&self.be, &self.cfg);
-        let (n, v) = (tokens.len(), c.vocab_size);
-        assert_eq!(caches.len(), n, "one cache per token");
-        let positions: Vec<usize> = caches.iter().map(|k| k.len).collect();
-        for (cache, &p) in caches.iter().zip(&positions) {
-            assert!(p < cache.capacity, "sequence of {} exceeds the cache of {}", p + 1, cache.capacity);
-        }
-        let lens: Vec<usize> = positions.iter().map(|p| p + 1).collect();
-        let (hq, hkv, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
-        let h = self.forward_rows(tokens, &positions, |l, k, vv, q, o| {
-            let mut kd: Vec<&mut B::Buf> = caches.iter_mut().map(|cc| &mut cc.k[l]).collect();
-            be.scatter_rows(&mut kd, k, hkv * hd, &positions);
-            let mut vd: Vec<&mut B::Buf> = caches.iter_mut().map(|cc| &mut cc.v[l]).collect();
-            be.scatter_rows(&mut vd, vv, hkv * hd, &positions);
-            let ks: Vec<&B::Buf> = caches.iter().map(|cc| &cc.k[l]).collect();
-            let vs: Vec<&B::Buf> = caches.iter().map(|cc| &cc.v[l]).collect();
-            be.attention_decode(o, q, &ks, &vs, &lens, hq, hkv, hd);
-        });
-        for cache in caches.iter_mut() {
-            cache.len += 1;
-        }
-        let mut logits = be.zeros(n * v);
-        linear(be, &mut logits, &h, self.head(), n, false);
-        be.download(&logits).chunks_exact(v).map(|r| r.to_vec()).collect()
     }
 }

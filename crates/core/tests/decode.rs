@@ -53,12 +53,20 @@ fn cached_and_batched_decoding_equal_full_recomputation() {
 #[test]
 fn sampling_is_seeded_per_sequence_whatever_the_batch() {
     let m = model();
-    let params = SamplingParams { temperature: 1.0, top_k: 0, top_p: 0.95 };
-    let opts = GenOptions { max_new: 12, params, stop_ids: vec![] };
-    let p = vec![vec![4, 5, 6], vec![7]];
-    let alone = generate_batch(&m, &p[..1], &opts, &[42], |_, _| true);
-    let batched = generate_batch(&m, &p, &opts, &[42, 43], |_, _| true);
-    assert_eq!(alone[0], batched[0]);
+    let p: Vec<Vec<u32>> = vec![vec![4, 5, 6], vec![7], vec![1, 2, 3, 4, 5, 6, 7, 8, 9], vec![30, 31], vec![50; 5], vec![11, 22]];
+    let seeds: Vec<u64> = (40..46).collect();
+    for params in [SamplingParams { temperature: 1.0, top_k: 0, top_p: 0.95 }, SamplingParams { temperature: 0.8, top_k: 0, top_p: 1.0 }] {
+        let opts = GenOptions { max_new: 12, params, stop_ids: vec![] };
+        let batched = generate_batch(&m, &p, &opts, &seeds, |_, _| true);
+        let distinct: std::collections::BTreeSet<&Vec<u32>> = batched.iter().collect();
+        assert!(distinct.len() > 3, "sampled answers should differ: {batched:?}");
+        for i in 0..p.len() {
+            let alone = generate_batch(&m, &p[i..i + 1], &opts, &seeds[i..i + 1], |_, _| true);
+            assert_eq!(alone[0], batched[i], "{params:?}: sequence {i} alone vs in a batch of {}", p.len());
+        }
+        let pair = generate_batch(&m, &p[2..4], &opts, &seeds[2..4], |_, _| true);
+        assert_eq!(pair, batched[2..4], "{params:?}: in a batch of 2");
+    }
 }
 
 #[test]

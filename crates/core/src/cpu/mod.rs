@@ -11,6 +11,8 @@ use rayon::prelude::*;
 
 use crate::backend::{AdamWStep, AttnShape, Backend, Op, IGNORE};
 
+pub mod skinny;
+
 /// Rows handed to one rayon task in row-parallel kernels.
 const ROWS_PER_TASK: usize = 16;
 /// Query rows per block in the causal attention kernel: blocks above the diagonal are skipped.
@@ -88,6 +90,19 @@ fn exp_shift_sum(x: &mut [f32], scale: f32, shift: f32) -> f32 {
     acc.iter().sum::<f32>() + s
 }
 
+/// The largest value of `x` (vectorised; for sampling).
+#[multiversion(targets = "simd")]
+pub(crate) fn max_of(x: &[f32]) -> f32 {
+    max(x)
+}
+
+/// `dst[i] = e^(src[i]·scale − shift)`, returning Σ dst (vectorised; for sampling).
+#[multiversion(targets = "simd")]
+pub(crate) fn exp_weights(dst: &mut [f32], src: &[f32], scale: f32, shift: f32) -> f32 {
+    dst.copy_from_slice(src);
+    exp_shift_sum(dst, scale, shift)
+}
+
 /// Shared mutable pointer for kernels whose parallel tasks write disjoint parts of one buffer.
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
@@ -154,6 +169,26 @@ pub fn matmul(c: &mut [f32], a: &[f32], ta: Op, b: &[f32], tb: Op, m: usize, n: 
         return;
     }
     unsafe { gemm_view(m, n, k, c.as_mut_ptr(), n as isize, lhs, rhs, 1.0, accumulate, true) }
+}
+
+/// One query row of one head over the first `len` rows of a KV cache `[rows, kvd]`, the head's
+/// columns starting at `off`: `o = softmax(q·kᵀ·scale) · v` (decoding; `scores` holds ≥ len).
+#[multiversion(targets = "simd")]
+#[allow(clippy::too_many_arguments)]
+fn attend(o: &mut [f32], qrow: &[f32], k: &[f32], v: &[f32], kvd: usize, off: usize, len: usize, scale: f32, scores: &mut [f32]) {
+    let hd = qrow.len();
+    for (j, s) in scores[..len].iter_mut().enumerate() {
+        *s = dot(qrow, &k[j * kvd + off..j * kvd + off + hd]);
+    }
+    let m = max(&scores[..len]) * scale;
+    let sum = exp_shift_sum(&mut scores[..len], scale, m);
+    o.fill(0.0);
+    for (j, &p) in scores[..len].iter().enumerate() {
+        let w = p / sum;
+        for (o, v) in o.iter_mut().zip(&v[j * kvd + off..j * kvd + off + hd]) {
+            *o += w * v;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -527,6 +562,19 @@ impl Backend for Cpu {
         matmul(c, a, ta, b, tb, m, n, k, acc)
     }
 
+    fn resize(&self, buf: &mut Vec<f32>, len: usize) {
+        buf.resize(len, 0.0);
+    }
+
+    fn download_into(&self, buf: &Vec<f32>, dst: &mut Vec<f32>) {
+        dst.clear();
+        dst.extend_from_slice(buf);
+    }
+
+    fn linear_rows(&self, y: &mut Vec<f32>, x: &Vec<f32>, w: &Vec<f32>, m: usize, out: usize, inp: usize, accumulate: bool) {
+        skinny::matmul_nt(y, x, w, m, out, inp, accumulate)
+    }
+
     fn embedding(&self, out: &mut Vec<f32>, table: &Vec<f32>, ids: &[u32], d: usize) {
         assert_eq!(out.len(), ids.len() * d);
         let vocab = table.len() / d;
@@ -683,18 +731,7 @@ impl Backend for Cpu {
                 let kvh = h / group;
                 let qrow = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
                 let len = pos0 + i + 1; // causal: keys 0..=pos0+i
-                for (j, s) in scores[..len].iter_mut().enumerate() {
-                    *s = dot(qrow, &k_cache[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd]);
-                }
-                let m = max(&scores[..len]) * scale;
-                let sum = exp_shift_sum(&mut scores[..len], scale, m);
-                o.fill(0.0);
-                for (j, &p) in scores[..len].iter().enumerate() {
-                    let vrow = &v_cache[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd];
-                    for (o, v) in o.iter_mut().zip(vrow) {
-                        *o += p / sum * v;
-                    }
-                }
+                attend(o, qrow, k_cache, v_cache, kvd, kvh * hd, len, scale, scores);
             },
         );
     }
@@ -735,20 +772,14 @@ impl Backend for Cpu {
                 let kvh = h / group;
                 let (k, v, len) = (ks[i], vs[i], lens[i]);
                 let qrow = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
-                for (j, s) in scores[..len].iter_mut().enumerate() {
-                    *s = dot(qrow, &k[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd]);
-                }
-                let m = max(&scores[..len]) * scale;
-                let sum = exp_shift_sum(&mut scores[..len], scale, m);
-                o.fill(0.0);
-                for (j, &p) in scores[..len].iter().enumerate() {
-                    let w = p / sum;
-                    for (o, v) in o.iter_mut().zip(&v[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd]) {
-                        *o += w * v;
-                    }
-                }
+                attend(o, qrow, k, v, kvd, kvh * hd, len, scale, scores);
             },
         );
+    }
+
+    fn copy_from(&self, dst: &mut Vec<f32>, src: &Vec<f32>, offset: usize) {
+        let n = dst.len();
+        dst.copy_from_slice(&src[offset..offset + n]);
     }
 
     fn copy_at(&self, dst: &mut Vec<f32>, offset: usize, src: &Vec<f32>) {

@@ -1,0 +1,236 @@
+//! Skinny matmul for decoding: `c[m,n] (+)= a[m,k] · b[n,k]ᵀ` with few rows m, the shape of every
+//! linear layer while decoding (one row per live sequence, weights in HF's `[out, in]` layout).
+//!
+//! Why not `gemm`: it packs both operands on every call. While decoding, each weight is used by
+//! only a few rows, so packing the weights costs about as much as the arithmetic (measured:
+//! 1.1–3× slower than this kernel at m = 1–32 for the speedrun's shapes). Here no operand is
+//! packed: both are read where they lie, k-contiguous, as dot products. Each rayon task takes a
+//! block of 64 activation rows × 24 weight rows (both stay in L1/L2) and covers it in register
+//! tiles of 4 rows × 3 weight rows (1 × 8 for a lone row), 8 lanes per FMA (AVX2+FMA, detected
+//! at run time; plain loops elsewhere).
+//!
+//! Determinism: every output is one chain of lane-wise FMAs along k, then a fixed horizontal
+//! reduction, then the k % 8 tail, whatever tile computed it. So a row's result depends neither
+//! on the thread count nor on which other rows share the call: a sequence decodes the same
+//! tokens alone or in any batch.
+
+use rayon::prelude::*;
+
+/// Weight rows per rayon task: 24 rows of k = 256–1024 floats stay in L1/L2 while the
+/// activation rows of the task pass over them.
+const COLS_PER_TASK: usize = 24;
+/// Activation rows per rayon task (a prefill has thousands; their block stays in L2).
+const ROWS_PER_TASK: usize = 64;
+/// Below this many multiply-adds one thread does the whole call (rayon's hand-off costs more).
+const PARALLEL_MIN: usize = 1 << 18;
+
+/// A raw output pointer shared by tasks that write disjoint blocks.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+impl Out {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `c[m,n] = (accumulate ? c : 0) + a[m,k] · b[n,k]ᵀ`, all row-major and dense.
+pub fn matmul_nt(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize, accumulate: bool) {
+    assert!(c.len() == m * n && a.len() == m * k && b.len() == n * k, "skinny matmul: shapes do not match");
+    let out = Out(c.as_mut_ptr());
+    let (a, b) = (a.as_ptr() as usize, b.as_ptr() as usize);
+    let (row_blocks, col_blocks) = (m.div_ceil(ROWS_PER_TASK), n.div_ceil(COLS_PER_TASK));
+    let block = move |t: usize| {
+        let (i0, j0) = ((t / col_blocks) * ROWS_PER_TASK, (t % col_blocks) * COLS_PER_TASK);
+        let (i1, j1) = ((i0 + ROWS_PER_TASK).min(m), (j0 + COLS_PER_TASK).min(n));
+        // SAFETY: tasks write disjoint blocks [i0, i1) x [j0, j1) of c; a and b outlive the call.
+        unsafe { block_of(out.get(), a as *const f32, b as *const f32, n, k, (i0, i1), (j0, j1), accumulate) }
+    };
+    if m * n * k < PARALLEL_MIN {
+        (0..row_blocks * col_blocks).for_each(block);
+    } else {
+        (0..row_blocks * col_blocks).into_par_iter().for_each(block);
+    }
+}
+
+/// Rows `i0..i1` × columns `j0..j1` of `c`, tile by tile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_of(
+    c: *mut f32,
+    a: *const f32,
+    b: *const f32,
+    n: usize,
+    k: usize,
+    (i0, i1): (usize, usize),
+    (j0, j1): (usize, usize),
+    accumulate: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    let simd = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = false;
+    let mut i = i0;
+    while i < i1 {
+        let r = (i1 - i).min(4);
+        // Widest tile that keeps r·cols accumulators (+ operands) within 16 vector registers.
+        let cols = [0, 8, 4, 4, 3][r];
+        let mut j = j0;
+        while j < j1 {
+            let w = if j + cols <= j1 { cols } else { 1 };
+            let (ap, bp) = (a.add(i * k), b.add(j * k));
+            let mut t = [[0.0f32; 8]; 4];
+            if simd {
+                #[cfg(target_arch = "x86_64")]
+                x86::tile(r, w, ap, bp, k, &mut t);
+            } else {
+                tile_plain(r, w, ap, bp, k, &mut t);
+            }
+            for (ii, row) in t.iter().enumerate().take(r) {
+                for (jj, &v) in row.iter().enumerate().take(w) {
+                    let dst = c.add((i + ii) * n + j + jj);
+                    *dst = if accumulate { *dst + v } else { v };
+                }
+            }
+            j += w;
+        }
+        i += r;
+    }
+}
+
+/// The horizontal sum of 8 lanes in the AVX2 tile's order.
+fn reduce8(l: &[f32; 8]) -> f32 {
+    ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+}
+
+/// The same arithmetic as the AVX2 tile (8 lanes, fixed reduction), without intrinsics.
+unsafe fn tile_plain(r: usize, w: usize, a: *const f32, b: *const f32, k: usize, t: &mut [[f32; 8]; 4]) {
+    let k8 = k / 8 * 8;
+    for (i, row) in t.iter_mut().enumerate().take(r) {
+        for (j, out) in row.iter_mut().enumerate().take(w) {
+            let (x, y) = (std::slice::from_raw_parts(a.add(i * k), k), std::slice::from_raw_parts(b.add(j * k), k));
+            let mut lane = [0.0f32; 8];
+            for p in (0..k8).step_by(8) {
+                for l in 0..8 {
+                    lane[l] += x[p + l] * y[p + l];
+                }
+            }
+            let mut s = reduce8(&lane);
+            for p in k8..k {
+                s += x[p] * y[p];
+            }
+            *out = s;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// Dispatches to a tile of r rows × w weight rows (const sizes, so accumulators stay in registers).
+    pub(super) unsafe fn tile(r: usize, w: usize, a: *const f32, b: *const f32, k: usize, t: &mut [[f32; 8]; 4]) {
+        match (r, w) {
+            (4, 3) => kernel::<4, 3>(a, b, k, t),
+            (3, 4) => kernel::<3, 4>(a, b, k, t),
+            (2, 4) => kernel::<2, 4>(a, b, k, t),
+            (1, 8) => kernel::<1, 8>(a, b, k, t),
+            (4, 1) => kernel::<4, 1>(a, b, k, t),
+            (3, 1) => kernel::<3, 1>(a, b, k, t),
+            (2, 1) => kernel::<2, 1>(a, b, k, t),
+            (1, 1) => kernel::<1, 1>(a, b, k, t),
+            _ => unreachable!("no tile of {r}x{w}"),
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn kernel<const R: usize, const W: usize>(a: *const f32, b: *const f32, k: usize, t: &mut [[f32; 8]; 4]) {
+        let k8 = k / 8 * 8;
+        let mut acc = [[_mm256_setzero_ps(); W]; R];
+        let mut p = 0;
+        while p < k8 {
+            let mut bv = [_mm256_setzero_ps(); W];
+            for (j, v) in bv.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(b.add(j * k + p));
+            }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm256_loadu_ps(a.add(i * k + p));
+                for (acc, &bv) in row.iter_mut().zip(&bv) {
+                    *acc = _mm256_fmadd_ps(av, bv, *acc);
+                }
+            }
+            p += 8;
+        }
+        // Horizontal sums four accumulators at a time: ((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7)),
+        // the tree `reduce8` computes for one.
+        let mut flat = [_mm256_setzero_ps(); 16];
+        for (i, row) in acc.iter().enumerate() {
+            flat[i * W..(i + 1) * W].copy_from_slice(row);
+        }
+        let mut sums = [0.0f32; 16];
+        for g in (0..R * W).step_by(4) {
+            let h = _mm256_hadd_ps(_mm256_hadd_ps(flat[g], flat[g + 1]), _mm256_hadd_ps(flat[g + 2], flat[g + 3]));
+            _mm_storeu_ps(sums.as_mut_ptr().add(g), _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+        }
+        for i in 0..R {
+            for j in 0..W {
+                let mut s = sums[i * W + j];
+                for q in k8..k {
+                    s += *a.add(i * k + q) * *b.add(j * k + q);
+                }
+                t[i][j] = s;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f64> {
+        let mut c = vec![0.0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] as f64 * b[j * k + p] as f64).sum();
+            }
+        }
+        c
+    }
+
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        (0..len as u32).map(|i| ((i.wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 2001) as f32 / 1000.0 - 1.0).collect()
+    }
+
+    #[test]
+    fn matches_f64_on_odd_shapes_and_accumulates() {
+        for &(m, n, k) in &[(1, 1, 1), (1, 37, 13), (3, 17, 8), (5, 40, 259), (7, 700, 64), (64, 33, 256), (9, 1000, 300)] {
+            let (a, b) = (data(m * k, 1), data(n * k, 2));
+            let want = reference(&a, &b, m, n, k);
+            let mut c = data(m * n, 3);
+            let before = c.clone();
+            matmul_nt(&mut c, &a, &b, m, n, k, true);
+            for i in 0..m * n {
+                let err = (c[i] as f64 - before[i] as f64 - want[i]).abs();
+                assert!(err <= 1e-5 * (k as f64).sqrt() * 4.0, "{m}x{n}x{k} at {i}: {} vs {}", c[i], want[i]);
+            }
+            matmul_nt(&mut c, &a, &b, m, n, k, false);
+            for i in 0..m * n {
+                assert!((c[i] as f64 - want[i]).abs() <= 1e-5 * (k as f64).sqrt() * 4.0);
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_gives_the_same_bits_alone_or_in_any_batch() {
+        let (n, k) = (300, 260);
+        let (a, b) = (data(11 * k, 5), data(n * k, 6));
+        let mut all = vec![0.0; 11 * n];
+        matmul_nt(&mut all, &a, &b, 11, n, k, false);
+        for i in 0..11 {
+            let mut one = vec![0.0; n];
+            matmul_nt(&mut one, &a[i * k..(i + 1) * k], &b, 1, n, k, false);
+            assert_eq!(one, all[i * n..(i + 1) * n], "row {i}");
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Cached decoding over the model's blocks: a KV cache per sequence, a prompt prefilled in one
+//! pass, then one batched step per token for every live sequence.
+//!
+//! In order: the cache, the step's workspace, the blocks over new rows (`forward_rows`), the
+//! one-sequence call (`decode`: a prompt, or the tokens a tool put in) and the batched step
+//! (`decode_batch_into`).
+//!
+//! Why this shape: decoding is bound by one pass over the weights per step, so every live
+//! sequence shares that pass (one row each in every matmul), and the step's buffers live in a
+//! [`DecodeWs`] reused step after step (no allocation per token). A batched step's linear
+//! layers use `Backend::linear_rows`, whose rows do not see each other: a sequence decodes the
+//! same tokens alone or in any batch (the sampler's seed is per sequence).
+
+use super::{linear, Llama, Param};
+use crate::backend::Backend;
+
+/// Keys and values of past positions of one sequence, per layer `[capacity, kvd]`.
+pub struct KvCache<B: Backend> {
+    pub(super) k: Vec<B::Buf>,
+    pub(super) v: Vec<B::Buf>,
+    pub len: usize,
+    pub capacity: usize,
+}
+
+/// The buffers of one decoding call, sized to its rows when it starts and reused by the next:
+/// x, h `[n,d]`, rstd `[n]`, q, o `[n,qd]`, k, v `[n,kvd]`, gate/up/act `[n,F]`, logits `[n,V]`.
+pub struct DecodeWs<B: Backend> {
+    x: B::Buf,
+    h: B::Buf,
+    rstd: B::Buf,
+    q: B::Buf,
+    k: B::Buf,
+    v: B::Buf,
+    o: B::Buf,
+    g: B::Buf,
+    u: B::Buf,
+    a: B::Buf,
+    last: B::Buf,
+    logits: B::Buf,
+    /// The logits on the host, `[n·V]`.
+    pub host: Vec<f32>,
+}
+
+/// `linear` for the rows of a batched step: each row's result is independent of the others.
+fn linear_rows<B: Backend>(be: &B, y: &mut B::Buf, x: &B::Buf, w: &Param<B>, n: usize, acc: bool) {
+    let (out, inp) = (w.shape[0], w.shape[1]);
+    be.linear_rows(y, x, &w.w, n, out, inp, acc);
+}
+
+impl<B: Backend> Llama<B> {
+    pub fn new_cache(&self, capacity: usize) -> KvCache<B> {
+        let kvd = self.cfg.kv_heads() * self.cfg.head_dim();
+        let capacity = capacity.min(self.cfg.max_position_embeddings);
+        KvCache {
+            k: (0..self.blocks.len()).map(|_| self.be.zeros(capacity * kvd)).collect(),
+            v: (0..self.blocks.len()).map(|_| self.be.zeros(capacity * kvd)).collect(),
+            len: 0,
+            capacity,
+        }
+    }
+
+    /// An empty workspace; each call sizes it to its rows.
+    pub fn decode_ws(&self) -> DecodeWs<B> {
+        let z = || self.be.zeros(0);
+        DecodeWs {
+            x: z(),
+            h: z(),
+            rstd: z(),
+            q: z(),
+            k: z(),
+            v: z(),
+            o: z(),
+            g: z(),
+            u: z(),
+            a: z(),
+            last: z(),
+            logits: z(),
+            host: Vec::new(),
+        }
+    }
+
+    fn fit(&self, ws: &mut DecodeWs<B>, n: usize) {
+        let (be, c) = (&self.be, &self.cfg);
+        let (d, qd, kvd, f) = (c.hidden_size, c.num_attention_heads * c.head_dim(), c.kv_heads() * c.head_dim(), c.intermediate_size);
+        for (buf, len) in [(&mut ws.x, n * d), (&mut ws.h, n * d), (&mut ws.rstd, n), (&mut ws.q, n * qd), (&mut ws.o, n * qd)] {
+            be.resize(buf, len);
+        }
+        for (buf, len) in [(&mut ws.k, n * kvd), (&mut ws.v, n * kvd), (&mut ws.g, n * f), (&mut ws.u, n * f), (&mut ws.a, n * f)] {
+            be.resize(buf, len);
+        }
+    }
+
+    /// The blocks over `n` new rows of token ids at `positions`: `kv(layer, k, v, q, out)` stores
+    /// the rows' keys and values in their caches and writes the attention output. Leaves the
+    /// final-normed hidden states `[n, d]` in `ws.h`. `batched`: one row per sequence (a step),
+    /// through `linear_rows`; otherwise one sequence's rows (a prompt), through `matmul`.
+    fn forward_rows(
+        &self,
+        ws: &mut DecodeWs<B>,
+        tokens: &[u32],
+        positions: &[usize],
+        batched: bool,
+        mut kv: impl FnMut(usize, &B::Buf, &B::Buf, &B::Buf, &mut B::Buf),
+    ) {
+        let (be, c) = (&self.be, &self.cfg);
+        let (n, d, v) = (tokens.len(), c.hidden_size, c.vocab_size);
+        if let Some(&bad) = tokens.iter().find(|&&i| i as usize >= v) {
+            panic!("token id {bad} out of range for vocab {v}");
+        }
+        let lin = |y: &mut B::Buf, x: &B::Buf, w: &Param<B>, acc: bool| {
+            if batched {
+                linear_rows(be, y, x, w, n, acc)
+            } else {
+                linear(be, y, x, w, n, acc)
+            }
+        };
+        let (hq, hkv, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
+        self.fit(ws, n);
+        be.embedding(&mut ws.x, &self.embed.w, tokens, d);
+        for (l, blk) in self.blocks.iter().enumerate() {
+            blk.input_norm.forward(be, &mut ws.h, &mut ws.rstd, &ws.x);
+            lin(&mut ws.q, &ws.h, &blk.attn.q, false);
+            lin(&mut ws.k, &ws.h, &blk.attn.k, false);
+            lin(&mut ws.v, &ws.h, &blk.attn.v, false);
+            be.rope_at(&mut ws.q, hq, hd, positions, c.rope_theta);
+            be.rope_at(&mut ws.k, hkv, hd, positions, c.rope_theta);
+            kv(l, &ws.k, &ws.v, &ws.q, &mut ws.o);
+            lin(&mut ws.x, &ws.o, &blk.attn.o, true);
+            blk.post_norm.forward(be, &mut ws.h, &mut ws.rstd, &ws.x);
+            lin(&mut ws.g, &ws.h, &blk.mlp.gate, false);
+            lin(&mut ws.u, &ws.h, &blk.mlp.up, false);
+            be.swiglu(&mut ws.a, &ws.g, &ws.u);
+            lin(&mut ws.x, &ws.a, &blk.mlp.down, true);
+        }
+        self.norm.forward(be, &mut ws.h, &mut ws.rstd, &ws.x);
+    }
+
+    /// Runs `ids` (new tokens at positions cache.len..) through the model, appends their keys and
+    /// values to the cache and returns the logits `[V]` of the last one.
+    pub fn decode(&self, cache: &mut KvCache<B>, ids: &[u32]) -> Vec<f32> {
+        let mut ws = self.decode_ws();
+        self.decode_into(cache, ids, &mut ws);
+        std::mem::take(&mut ws.host)
+    }
+
+    /// [`Llama::decode`] with a reused workspace: the logits `[V]` are left in `ws.host`.
+    pub fn decode_into(&self, cache: &mut KvCache<B>, ids: &[u32], ws: &mut DecodeWs<B>) {
+        let (be, c) = (&self.be, &self.cfg);
+        let (n, d, pos0) = (ids.len(), c.hidden_size, cache.len);
+        assert!(n > 0, "decode needs at least one token");
+        assert!(pos0 + n <= cache.capacity, "sequence of {} exceeds the cache of {}", pos0 + n, cache.capacity);
+        let (hq, hkv, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
+        let positions: Vec<usize> = (pos0..pos0 + n).collect();
+        // A single row is computed as in a batched step, so it gives the same bits.
+        self.forward_rows(ws, ids, &positions, n == 1, |l, k, v, q, o| {
+            be.copy_at(&mut cache.k[l], pos0 * hkv * hd, k);
+            be.copy_at(&mut cache.v[l], pos0 * hkv * hd, v);
+            be.attention_cached(o, q, &cache.k[l], &cache.v[l], pos0, n, hq, hkv, hd);
+        });
+        cache.len += n;
+        // Only the last position's logits are needed.
+        be.resize(&mut ws.last, d);
+        be.copy_from(&mut ws.last, &ws.h, (n - 1) * d);
+        be.resize(&mut ws.logits, c.vocab_size);
+        linear_rows(be, &mut ws.logits, &ws.last, self.head(), 1, false);
+        be.download_into(&ws.logits, &mut ws.host);
+    }
+
+    /// One decoding step for several sequences at once: `tokens[i]` is appended to `caches[i]`
+    /// (each at its own position) and the logits `[V]` of each are returned.
+    pub fn decode_batch(&self, caches: &mut [&mut KvCache<B>], tokens: &[u32]) -> Vec<Vec<f32>> {
+        let mut ws = self.decode_ws();
+        self.decode_batch_into(caches, tokens, &mut ws);
+        ws.host.chunks_exact(self.cfg.vocab_size).map(|r| r.to_vec()).collect()
+    }
+
+    /// [`Llama::decode_batch`] with a reused workspace: the logits `[n, V]` are left in `ws.host`.
+    /// The matmuls run over all rows together; attention reads each sequence's own cache.
+    pub fn decode_batch_into(&self, caches: &mut [&mut KvCache<B>], tokens: &[u32], ws: &mut DecodeWs<B>) {
+        let (be, c) = (&self.be, &self.cfg);
+        let (n, v) = (tokens.len(), c.vocab_size);
+        assert_eq!(caches.len(), n, "one cache per token");
+        let positions: Vec<usize> = caches.iter().map(|k| k.len).collect();
+        for (cache, &p) in caches.iter().zip(&positions) {
+            assert!(p < cache.capacity, "sequence of {} exceeds the cache of {}", p + 1, cache.capacity);
+        }
+        let lens: Vec<usize> = positions.iter().map(|p| p + 1).collect();
+        let (hq, hkv, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
+        self.forward_rows(ws, tokens, &positions, true, |l, k, vv, q, o| {
+            let mut kd: Vec<&mut B::Buf> = caches.iter_mut().map(|cc| &mut cc.k[l]).collect();
+            be.scatter_rows(&mut kd, k, hkv * hd, &positions);
+            let mut vd: Vec<&mut B::Buf> = caches.iter_mut().map(|cc| &mut cc.v[l]).collect();
+            be.scatter_rows(&mut vd, vv, hkv * hd, &positions);
+            let ks: Vec<&B::Buf> = caches.iter().map(|cc| &cc.k[l]).collect();
+            let vs: Vec<&B::Buf> = caches.iter().map(|cc| &cc.v[l]).collect();
+            be.attention_decode(o, q, &ks, &vs, &lens, hq, hkv, hd);
+        });
+        for cache in caches.iter_mut() {
+            cache.len += 1;
+        }
+        be.resize(&mut ws.logits, n * v);
+        linear_rows(be, &mut ws.logits, &ws.h, self.head(), n, false);
+        be.download_into(&ws.logits, &mut ws.host);
+    }
+}
