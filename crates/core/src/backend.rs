@@ -179,6 +179,12 @@ pub trait Backend: Send + Sync + Clone {
     fn copy_from(&self, dst: &mut Self::Buf, src: &Self::Buf, offset: usize) {
         *dst = self.upload(&self.download(src)[offset..offset + self.len(dst)]);
     }
+    /// `dst[..len] = src[..len]`.
+    fn copy_prefix(&self, dst: &mut Self::Buf, src: &Self::Buf, len: usize) {
+        let mut d = self.download(dst);
+        d[..len].copy_from_slice(&self.download(src)[..len]);
+        *dst = self.upload(&d);
+    }
     /// `dst[offset..offset + src.len()] = src`.
     fn copy_at(&self, dst: &mut Self::Buf, offset: usize, src: &Self::Buf);
 

@@ -172,6 +172,49 @@ pub struct Generated {
     pub generated: Vec<bool>,
 }
 
+/// Prefills each non-empty prompt into its cache and returns its last position's logits (all
+/// `None` unless `run`). Prefix caching: a prompt that begins like one prefilled before it copies
+/// the keys and values of the shared prefix instead of recomputing them (the same prompt
+/// answered n times, a shared system prompt or few-shot header) and runs only the rest; an
+/// identical prompt copies everything, logits included. Exact: decoding computes each row on
+/// its own (`Backend::linear_rows`), so a row's keys and values do not depend on where a prompt
+/// was split, and a sequence's tokens do not depend on what it is batched with.
+fn prefill<B: Backend>(
+    model: &Llama<B>,
+    prompts: &[&[u32]],
+    caches: &mut [crate::model::KvCache<B>],
+    ws: &mut crate::model::DecodeWs<B>,
+    run: bool,
+) -> Vec<Option<Vec<f32>>> {
+    let mut logits: Vec<Option<Vec<f32>>> = vec![None; prompts.len()];
+    for i in 0..prompts.len() {
+        let p = prompts[i];
+        if p.is_empty() || !run {
+            continue;
+        }
+        // The earlier prompt sharing the longest prefix with this one.
+        let shared = |j: usize| prompts[j].iter().zip(p).take_while(|(a, b)| a == b).count();
+        let best = (0..i).filter(|&j| logits[j].is_some()).map(|j| (shared(j), j)).max_by_key(|&(len, j)| (len, std::cmp::Reverse(j)));
+        let Some((len, j)) = best.filter(|&(len, _)| len > 0) else {
+            model.decode_into(&mut caches[i], p, ws);
+            logits[i] = Some(std::mem::take(&mut ws.host));
+            continue;
+        };
+        let (head, tail) = caches.split_at_mut(i);
+        if len == p.len() && prompts[j].len() == p.len() {
+            model.copy_cache(&mut tail[0], &head[j], len);
+            logits[i] = logits[j].clone();
+            continue;
+        }
+        // At least the last token runs, for its logits.
+        let len = len.min(p.len() - 1);
+        model.copy_cache(&mut tail[0], &head[j], len);
+        model.decode_into(&mut tail[0], &p[len..], ws);
+        logits[i] = Some(std::mem::take(&mut ws.host));
+    }
+    logits
+}
+
 /// [`generate_batch`] with a hook where a sequence stops: when sequence i samples a stop token,
 /// `on_stop(i, tokens so far)` may return tokens to put in (a tool's result and the header of
 /// the next turn). Then the stop token and those tokens join the output, are prefilled into the
@@ -195,15 +238,13 @@ pub fn generate_batch_with<B: Backend>(
     // Sequences whose next token was sampled after tokens were put in: they skip one decode.
     let mut fresh = vec![false; n];
     let mut ws = model.decode_ws();
+    let prompts: Vec<&[u32]> = prompts.iter().map(|p| if p.len() >= cap { &p[p.len() - cap + 1..] } else { &p[..] }).collect();
+    let logits = prefill(model, &prompts, &mut caches, &mut ws, opts.max_new > 0);
     for i in 0..n {
-        let p = &prompts[i];
-        let p = if p.len() >= cap { &p[p.len() - cap + 1..] } else { &p[..] };
-        if p.is_empty() || opts.max_new == 0 {
-            live[i] = false;
-            continue;
+        match &logits[i] {
+            Some(l) => next[i] = sample(l, &opts.params, &mut rngs[i]),
+            None => live[i] = false,
         }
-        model.decode_into(&mut caches[i], p, &mut ws);
-        next[i] = sample(&ws.host, &opts.params, &mut rngs[i]);
     }
     loop {
         fresh.iter_mut().for_each(|f| *f = false);

@@ -133,3 +133,26 @@ fn tokens_put_in_at_a_stop_continue_the_same_cache() {
     assert_eq!(got[0].generated, sampled);
     assert_eq!(got[1].tokens, alone[0], "a batched sequence is unchanged by another's put-in tokens");
 }
+
+/// Prefix caching: prompts sharing a prefix (identical, one a prefix of another, a common
+/// header) give, batched together, exactly the tokens each gives alone.
+#[test]
+fn shared_prefixes_are_reused_exactly() {
+    let m = model();
+    let head: Vec<u32> = vec![3, 14, 15, 9, 26, 5, 35];
+    let with = |tail: &[u32]| head.iter().chain(tail).copied().collect::<Vec<u32>>();
+    let p = vec![with(&[8, 9]), with(&[7]), with(&[8, 9]), head.clone(), with(&[8, 9, 10, 11]), vec![40, 41]];
+    let seeds: Vec<u64> = (0..p.len() as u64).map(|i| 100 + i % 2).collect();
+    for params in [SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0 }, SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0 }] {
+        let opts = GenOptions { max_new: 10, params, stop_ids: vec![] };
+        let batched = generate_batch(&m, &p, &opts, &seeds, |_, _| true);
+        for i in 0..p.len() {
+            let alone = generate_batch(&m, &p[i..i + 1], &opts, &seeds[i..i + 1], |_, _| true);
+            assert_eq!(alone[0], batched[i], "{params:?}: prompt {i}");
+        }
+        if params.temperature == 0.0 {
+            let mut mm = model();
+            assert_eq!(batched[1], greedy_full(&mut mm, &p[1], 10), "against full recomputation");
+        }
+    }
+}

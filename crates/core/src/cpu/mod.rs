@@ -782,6 +782,10 @@ impl Backend for Cpu {
         dst.copy_from_slice(&src[offset..offset + n]);
     }
 
+    fn copy_prefix(&self, dst: &mut Vec<f32>, src: &Vec<f32>, len: usize) {
+        dst[..len].copy_from_slice(&src[..len]);
+    }
+
     fn copy_at(&self, dst: &mut Vec<f32>, offset: usize, src: &Vec<f32>) {
         dst[offset..offset + src.len()].copy_from_slice(src);
     }

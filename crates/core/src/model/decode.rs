@@ -11,7 +11,7 @@
 //! layers use `Backend::linear_rows`, whose rows do not see each other: a sequence decodes the
 //! same tokens alone or in any batch (the sampler's seed is per sequence).
 
-use super::{linear, Llama, Param};
+use super::{Llama, Param};
 use crate::backend::Backend;
 
 /// Keys and values of past positions of one sequence, per layer `[capacity, kvd]`.
@@ -59,6 +59,16 @@ impl<B: Backend> Llama<B> {
         }
     }
 
+    /// Makes `dst` hold the first `len` positions of `src` (prefix caching).
+    pub fn copy_cache(&self, dst: &mut KvCache<B>, src: &KvCache<B>, len: usize) {
+        assert!(len <= src.len && len <= dst.capacity, "copy_cache: {len} positions from a cache of {}", src.len);
+        let kvd = self.cfg.kv_heads() * self.cfg.head_dim();
+        for (d, s) in dst.k.iter_mut().zip(&src.k).chain(dst.v.iter_mut().zip(&src.v)) {
+            self.be.copy_prefix(d, s, len * kvd);
+        }
+        dst.len = len;
+    }
+
     /// An empty workspace; each call sizes it to its rows.
     pub fn decode_ws(&self) -> DecodeWs<B> {
         let z = || self.be.zeros(0);
@@ -92,14 +102,13 @@ impl<B: Backend> Llama<B> {
 
     /// The blocks over `n` new rows of token ids at `positions`: `kv(layer, k, v, q, out)` stores
     /// the rows' keys and values in their caches and writes the attention output. Leaves the
-    /// final-normed hidden states `[n, d]` in `ws.h`. `batched`: one row per sequence (a step),
-    /// through `linear_rows`; otherwise one sequence's rows (a prompt), through `matmul`.
+    /// final-normed hidden states `[n, d]` in `ws.h`. Every linear layer is `linear_rows`: no row
+    /// sees another, so a prompt split anywhere, or a sequence in any batch, gives the same bits.
     fn forward_rows(
         &self,
         ws: &mut DecodeWs<B>,
         tokens: &[u32],
         positions: &[usize],
-        batched: bool,
         mut kv: impl FnMut(usize, &B::Buf, &B::Buf, &B::Buf, &mut B::Buf),
     ) {
         let (be, c) = (&self.be, &self.cfg);
@@ -107,13 +116,7 @@ impl<B: Backend> Llama<B> {
         if let Some(&bad) = tokens.iter().find(|&&i| i as usize >= v) {
             panic!("token id {bad} out of range for vocab {v}");
         }
-        let lin = |y: &mut B::Buf, x: &B::Buf, w: &Param<B>, acc: bool| {
-            if batched {
-                linear_rows(be, y, x, w, n, acc)
-            } else {
-                linear(be, y, x, w, n, acc)
-            }
-        };
+        let lin = |y: &mut B::Buf, x: &B::Buf, w: &Param<B>, acc: bool| linear_rows(be, y, x, w, n, acc);
         let (hq, hkv, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
         self.fit(ws, n);
         be.embedding(&mut ws.x, &self.embed.w, tokens, d);
@@ -151,8 +154,7 @@ impl<B: Backend> Llama<B> {
         assert!(pos0 + n <= cache.capacity, "sequence of {} exceeds the cache of {}", pos0 + n, cache.capacity);
         let (hq, hkv, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
         let positions: Vec<usize> = (pos0..pos0 + n).collect();
-        // A single row is computed as in a batched step, so it gives the same bits.
-        self.forward_rows(ws, ids, &positions, n == 1, |l, k, v, q, o| {
+        self.forward_rows(ws, ids, &positions, |l, k, v, q, o| {
             be.copy_at(&mut cache.k[l], pos0 * hkv * hd, k);
             be.copy_at(&mut cache.v[l], pos0 * hkv * hd, v);
             be.attention_cached(o, q, &cache.k[l], &cache.v[l], pos0, n, hq, hkv, hd);
@@ -186,7 +188,7 @@ impl<B: Backend> Llama<B> {
         }
         let lens: Vec<usize> = positions.iter().map(|p| p + 1).collect();
         let (hq, hkv, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
-        self.forward_rows(ws, tokens, &positions, true, |l, k, vv, q, o| {
+        self.forward_rows(ws, tokens, &positions, |l, k, vv, q, o| {
             let mut kd: Vec<&mut B::Buf> = caches.iter_mut().map(|cc| &mut cc.k[l]).collect();
             be.scatter_rows(&mut kd, k, hkv * hd, &positions);
             let mut vd: Vec<&mut B::Buf> = caches.iter_mut().map(|cc| &mut cc.v[l]).collect();
