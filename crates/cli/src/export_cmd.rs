@@ -45,7 +45,9 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
         f.bytes as f64 / 1e6
     );
     match a.format {
-        Format::Gguf => println!("run it: llama-cli -m {} -cnv  (or Ollama: a Modelfile with `FROM {}`)", f.path.display(), f.path.display()),
+        Format::Gguf => {
+            println!("run it: llama-cli -m {} -cnv  (or Ollama: a Modelfile with `FROM {}`)", f.path.display(), f.path.display())
+        }
         Format::Hf => println!(
             "load it: AutoModelForCausalLM.from_pretrained({:?}), AutoTokenizer.from_pretrained({:?})",
             f.path.display().to_string(),

@@ -139,7 +139,10 @@ fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> Option<(u
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(120))).ok()?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     s.write_all(req.as_bytes()).ok()?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
@@ -152,7 +155,8 @@ fn start_server(bin: &Path, gguf: &Path) -> (Server, String) {
     let child = Command::new(bin)
         .arg("-m")
         .arg(gguf)
-        .args(["-t", "2", "-np", "1", "-c", &CONTEXT.to_string(), "-ctk", "f32", "-ctv", "f32", "--host", "127.0.0.1"])
+        // F32 KV cache and no flash attention (whose CPU kernel rounds to F16): every product in F32, as ours.
+        .args(["-t", "2", "-np", "1", "-c", &CONTEXT.to_string(), "-ctk", "f32", "-ctv", "f32", "-fa", "off", "--host", "127.0.0.1"])
         .args(["--port", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -173,31 +177,38 @@ fn start_server(bin: &Path, gguf: &Path) -> (Server, String) {
     (server, addr)
 }
 
-/// Greedy tokens from llama-server for each prompt (exactly `n` tokens: EOS ignored).
-fn llama_greedy(addr: &str, prompt: &[u32], n: usize) -> Vec<u32> {
-    let body = json!({"prompt": prompt, "n_predict": n, "temperature": 0.0, "top_k": 1, "ignore_eos": true,
+/// Greedy tokens from llama-server (at most `n`; it stops at `<|im_end|>` or `<|endoftext|>`,
+/// which are left out, as chatforge leaves its stop tokens out).
+fn llama_greedy(addr: &str, prompt: &[u32], n: usize, stop: &[u32]) -> Vec<u32> {
+    let body = json!({"prompt": prompt, "n_predict": n, "temperature": 0.0, "top_k": 1,
                       "cache_prompt": false, "return_tokens": true, "stream": false});
     let (status, text) = http(addr, "POST", "/completion", Some(&body)).expect("llama-server answers");
     assert_eq!(status, 200, "{text}");
     let v: Value = serde_json::from_str(&text).unwrap();
-    v["tokens"].as_array().unwrap_or_else(|| panic!("no tokens in {v}")).iter().map(|t| t.as_u64().unwrap() as u32).collect()
+    let mut t: Vec<u32> =
+        v["tokens"].as_array().unwrap_or_else(|| panic!("no tokens in {v}")).iter().map(|t| t.as_u64().unwrap() as u32).collect();
+    if t.last().is_some_and(|x| stop.contains(x)) {
+        t.pop();
+    }
+    t
 }
 
 /// Compares llama.cpp's greedy tokens with chatforge's; returns (prompts identical, tokens compared).
 /// A difference where chatforge's two best logits are within 1e-4 is a tie the engines may break
 /// either way: it is printed, and the prompt counts as matching up to there.
-fn compare_greedy(model: &Llama<Cpu>, addr: &str, prompts: &[Vec<u32>], n: usize) -> (usize, usize, usize) {
+fn compare_greedy(model: &Llama<Cpu>, addr: &str, prompts: &[Vec<u32>], n: usize, stop: &[u32]) -> (usize, usize, usize) {
     let greedy = SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0 };
     let (mut same, mut tokens, mut ties) = (0, 0, 0);
     for (i, p) in prompts.iter().enumerate() {
-        let ours = generate(model, p, n, &greedy, &[], 0);
-        assert_eq!(ours.len(), n);
-        let theirs = llama_greedy(addr, p, n);
-        assert_eq!(theirs.len(), n, "prompt {i}: llama-server gave {} tokens", theirs.len());
-        match ours.iter().zip(&theirs).position(|(a, b)| a != b) {
+        let ours = generate(model, p, n, &greedy, stop, 0);
+        let theirs = llama_greedy(addr, p, n, stop);
+        // The first difference, or where one stopped and the other went on.
+        let first = ours.iter().zip(&theirs).position(|(a, b)| a != b);
+        let first = first.or((ours.len() != theirs.len()).then(|| ours.len().min(theirs.len())));
+        match first {
             None => {
                 same += 1;
-                tokens += n;
+                tokens += ours.len();
             }
             Some(k) => {
                 let mut cache = model.new_cache(CONTEXT);
@@ -208,7 +219,12 @@ fn compare_greedy(model: &Llama<Cpu>, addr: &str, prompts: &[Vec<u32>], n: usize
                 let top = logits[best as usize];
                 logits[best as usize] = f32::NEG_INFINITY;
                 let gap = top - logits[argmax(&logits) as usize];
-                assert!(gap < 1e-4, "prompt {i}: token {k} differs (chatforge {}, llama.cpp {}), logit gap {gap}", ours[k], theirs[k]);
+                assert!(
+                    gap < 1e-4,
+                    "prompt {i}: token {k} differs (chatforge {:?}, llama.cpp {:?}), logit gap {gap}",
+                    ours.get(k),
+                    theirs.get(k)
+                );
                 println!("prompt {i}: a tie at token {k} (gap {gap:.2e}); counted up to there");
                 ties += 1;
                 tokens += k;
@@ -242,10 +258,7 @@ fn gguf_runs_in_llama_cpp_with_our_tokens() {
             tokens_all += theirs.len();
         }
     }
-    println!(
-        "tokenization: {texts_same} of {} encodings identical, {tokens_same} of {tokens_all} tokens",
-        2 * all.len()
-    );
+    println!("tokenization: {texts_same} of {} encodings identical, {tokens_same} of {tokens_all} tokens", 2 * all.len());
 
     // 2. Greedy decoding: 20 prompts (plain text and ChatML) on sft, 5 on the tied base.
     let corpus = std::fs::read_to_string(fixture("tokenizer_corpus.txt")).unwrap();
@@ -258,16 +271,29 @@ fn gguf_runs_in_llama_cpp_with_our_tokens() {
     assert_eq!(prompts.len(), 20);
     let n = 64;
     let (server_proc, addr) = start_server(&server, &sft);
+    // llama-server renders the GGUF's chat template (Jinja) as chatforge renders ChatML.
+    for conv in [
+        Conversation::new(vec![Message::system("Answer briefly."), Message::user("Who wrote Hamlet?")]),
+        Conversation::new(vec![Message::user("2+2?"), Message::assistant("4"), Message::user("And 3+3?")]),
+    ] {
+        let msgs: Vec<Value> = conv.messages.iter().map(|m| json!({"role": m.role.as_str(), "content": m.content})).collect();
+        let (status, text) = http(&addr, "POST", "/apply-template", Some(&json!({"messages": msgs}))).unwrap();
+        assert_eq!(status, 200, "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["prompt"].as_str(), Some(render(&conv, true).as_str()), "llama-server's rendering of the chat template");
+    }
     let sft_model = chatforge_core::checkpoint::load_model(Cpu, &dir.path().join("sft")).unwrap();
-    let (same, tokens, ties) = compare_greedy(&sft_model, &addr, &prompts, n);
+    let (same, tokens, ties) = compare_greedy(&sft_model, &addr, &prompts, n, &tok.chat_stop_ids());
     drop(server_proc);
-    println!("greedy (sft, untied, GQA): {same} of {} prompts identical for {n} tokens, {tokens} tokens matched, {ties} ties", prompts.len());
+    println!("greedy (sft, untied, GQA): {same} of {} prompts identical (up to {n} tokens or the stop token), {tokens} tokens matched, {ties} ties", prompts.len());
     assert!(same + ties == prompts.len() && ties <= 1, "more than one tie: the logits are too close to test");
     let (server_proc, addr) = start_server(&server, &base);
     let base_model = chatforge_core::checkpoint::load_model(Cpu, &dir.path().join("base")).unwrap();
-    let (same, tokens, ties) = compare_greedy(&base_model, &addr, &prompts[..5], n);
+    let (same, tokens, ties) = compare_greedy(&base_model, &addr, &prompts[..5], n, &tok.chat_stop_ids());
     drop(server_proc);
-    println!("greedy (base, tied): {same} of 5 prompts identical for {n} tokens, {tokens} tokens matched, {ties} ties");
+    println!(
+        "greedy (base, tied): {same} of 5 prompts identical (up to {n} tokens or the stop token), {tokens} tokens matched, {ties} ties"
+    );
     assert!(same + ties == 5 && ties <= 1);
 }
 
@@ -291,7 +317,9 @@ fn hf_folder_loads_in_transformers_with_our_logits_and_template() {
     let tok = make_run(dir.path());
     let out = dir.path().join("sft-hf");
     export(dir.path(), "sft", "hf", &out);
-    for f in ["config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
+    for f in
+        ["config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+    {
         assert!(out.join(f).is_file(), "{f} missing from the hf export");
     }
     let Some(py) = torch_python() else { return };
@@ -305,10 +333,8 @@ fn hf_folder_loads_in_transformers_with_our_logits_and_template() {
         Conversation::new(vec![Message::system("Be brief."), Message::user("Hi there! ça va?")]),
         Conversation::new(vec![Message::user("2+2?"), Message::assistant("4"), Message::user("And 3+3?")]),
     ];
-    let conv_json: Vec<Value> = convs
-        .iter()
-        .map(|c| c.messages.iter().map(|m| json!({"role": m.role.as_str(), "content": m.content})).collect())
-        .collect();
+    let conv_json: Vec<Value> =
+        convs.iter().map(|c| c.messages.iter().map(|m| json!({"role": m.role.as_str(), "content": m.content})).collect()).collect();
     let request = dir.path().join("request.json");
     std::fs::write(&request, json!({"ids": ids, "texts": texts, "conversations": conv_json}).to_string()).unwrap();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/hf_export_check.py");
@@ -316,7 +342,8 @@ fn hf_folder_loads_in_transformers_with_our_logits_and_template() {
     assert!(o.status.success(), "hf_export_check.py failed:\n{}", String::from_utf8_lossy(&o.stderr));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["model_class"], "LlamaForCausalLM");
-    assert_eq!(v["tokenizer_class"], "PreTrainedTokenizerFast");
+    // transformers 5 names the fast tokenizer class TokenizersBackend.
+    assert!(matches!(v["tokenizer_class"].as_str(), Some("PreTrainedTokenizerFast" | "TokenizersBackend")), "{}", v["tokenizer_class"]);
     assert_eq!((v["eos"].as_str(), v["eos_id"].as_u64()), (Some("<|im_end|>"), Some(tok.im_end_id() as u64)));
     assert_eq!((v["bos"].as_str(), v["pad"].as_str()), (Some("<|endoftext|>"), Some("<|endoftext|>")));
 
@@ -324,7 +351,12 @@ fn hf_folder_loads_in_transformers_with_our_logits_and_template() {
     let mut worst = 0f32;
     for (k, seq) in ids.iter().enumerate() {
         let ours = model.forward(seq, 1, seq.len());
-        let theirs: Vec<f32> = v["logits"][k].as_array().unwrap().iter().flat_map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32)).collect();
+        let theirs: Vec<f32> = v["logits"][k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32))
+            .collect();
         assert_eq!(theirs.len(), ours.len());
         worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
     }

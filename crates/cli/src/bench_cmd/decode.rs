@@ -72,9 +72,9 @@ pub struct BenchDecodeArgs {
 
 /// The folder of the llama.cpp build: --llama-cpp, $LLAMA_CPP_DIR, or tools/build_llama_cpp.sh's default.
 fn llama_cpp_dir(given: Option<&Path>) -> PathBuf {
-    given.map(Path::to_path_buf).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/chatforge/llama.cpp")
-    })
+    given
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/chatforge/llama.cpp"))
 }
 
 fn cpu_name() -> String {
@@ -160,15 +160,34 @@ fn run_tool(bin: &Path, args: &[String]) -> anyhow::Result<String> {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        bail!("{} failed ({}):\n{}", bin.display(), out.status, err.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"));
+        bail!(
+            "{} failed ({}):\n{}",
+            bin.display(),
+            out.status,
+            err.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
     }
     Ok(stdout + &String::from_utf8_lossy(&out.stderr))
 }
 
 fn llama_bench(bin: &Path, gguf: &Path, threads: usize, a: &BenchDecodeArgs) -> anyhow::Result<(f64, f64)> {
     let args: Vec<String> = [
-        "-m", &gguf.to_string_lossy(), "-t", &threads.to_string(), "-p", &a.prefill_tokens.to_string(), "-n",
-        &a.single_tokens.to_string(), "-r", &a.reps.max(1).to_string(), "-ctk", "f32", "-ctv", "f32", "-o", "json",
+        "-m",
+        &gguf.to_string_lossy(),
+        "-t",
+        &threads.to_string(),
+        "-p",
+        &a.prefill_tokens.to_string(),
+        "-n",
+        &a.single_tokens.to_string(),
+        "-r",
+        &a.reps.max(1).to_string(),
+        "-ctk",
+        "f32",
+        "-ctv",
+        "f32",
+        "-o",
+        "json",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -190,9 +209,31 @@ fn llama_batched(bin: &Path, gguf: &Path, threads: usize, a: &BenchDecodeArgs) -
     let ctx = (max * (a.batch_prompt + a.answer_tokens)).next_multiple_of(256);
     let npl = a.sequences.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
     let args: Vec<String> = [
-        "-m", &gguf.to_string_lossy(), "-t", &threads.to_string(), "-tb", &threads.to_string(), "-c", &ctx.to_string(), "-b", "2048",
-        "-ub", "512", "-npp", &a.batch_prompt.to_string(), "-ntg", &a.answer_tokens.to_string(), "-npl", &npl, "-kvu", "-ctk", "f32",
-        "-ctv", "f32", "--output-format", "jsonl",
+        "-m",
+        &gguf.to_string_lossy(),
+        "-t",
+        &threads.to_string(),
+        "-tb",
+        &threads.to_string(),
+        "-c",
+        &ctx.to_string(),
+        "-b",
+        "2048",
+        "-ub",
+        "512",
+        "-npp",
+        &a.batch_prompt.to_string(),
+        "-ntg",
+        &a.answer_tokens.to_string(),
+        "-npl",
+        &npl,
+        "-kvu",
+        "-ctk",
+        "f32",
+        "-ctv",
+        "f32",
+        "--output-format",
+        "jsonl",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -291,11 +332,7 @@ pub fn bench_decode(a: BenchDecodeArgs) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
     let run = Run::open(&a.run);
     if !run.dir.has_model(&a.stage) {
-        bail!(
-            "{} has no {} model: run `chatforge speedrun` (or pass --run R --stage S of a run that has one)",
-            a.run.display(),
-            a.stage
-        );
+        bail!("{} has no {} model: run `chatforge speedrun` (or pass --run R --stage S of a run that has one)", a.run.display(), a.stage);
     }
     let tok = run.tokenizer()?;
     let model = run.model(&a.stage)?;
@@ -367,12 +404,13 @@ pub fn bench_decode(a: BenchDecodeArgs) -> anyhow::Result<()> {
         if have_llama {
             eprintln!("load test: llama-server -np {} --cont-batching ...", a.server_streams);
             // Each slot gets the model's whole context.
-            let r = start_llama_server(&bin("llama-server"), &gguf, threads, a.server_streams, a.server_streams * ctx)
-                .and_then(|(server, addr)| {
+            let r = start_llama_server(&bin("llama-server"), &gguf, threads, a.server_streams, a.server_streams * ctx).and_then(
+                |(server, addr)| {
                     let t = load(None, Some(addr), a.server_streams, a.answer_tokens);
                     drop(server);
                     t
-                });
+                },
+            );
             match r {
                 Ok(t) => theirs.server = Some(t),
                 Err(e) => notes.push(format!("llama-server: {e:#}")),

@@ -126,7 +126,8 @@ pub(super) fn common(st: &AppState, o: &Map<String, Value>) -> Result<Params, Ap
     }
     let mut min_tokens = get_uint(o, "min_tokens")?.unwrap_or(0) as usize;
     if let Some(m) = max_tokens.filter(|&m| min_tokens > m) {
-        return Err(ApiError::invalid("min_tokens", format!("`min_tokens` ({min_tokens}) must not be above `max_tokens` ({m}).")).code("invalid_value"));
+        return Err(ApiError::invalid("min_tokens", format!("`min_tokens` ({min_tokens}) must not be above `max_tokens` ({m})."))
+            .code("invalid_value"));
     }
     if get_bool(o, "ignore_eos")? {
         min_tokens = usize::MAX;

@@ -159,8 +159,17 @@ fn tokenizer_metadata(g: &mut Gguf, tok: &Tokenizer, n_vocab: usize) -> Result<(
     g.set("tokenizer.ggml.padding_token_id", Value::U32(tok.eot_id()));
     g.set("tokenizer.ggml.add_bos_token", Value::Bool(false));
     g.set("tokenizer.ggml.add_eos_token", Value::Bool(false));
-    g.set("tokenizer.chat_template", Value::Str(CHATML_TEMPLATE.into()));
+    g.set("tokenizer.chat_template", Value::Str(gguf_template()));
     Ok(())
+}
+
+/// The ChatML template for llama.cpp: chatforge's, except that a tool call's `arguments` may also
+/// be an object (written as JSON), as llama.cpp passes them when it analyses a template (with
+/// string arguments, as OpenAI's format and chatforge send them, the text is the same).
+/// Without this, `llama-server` (Jinja on by default) refuses to load the model.
+pub fn gguf_template() -> String {
+    let args = "call['function']['arguments']";
+    CHATML_TEMPLATE.replace(args, &format!("({args} if {args} is string else {args} | tojson)"))
 }
 
 /// The hyperparameters under llama.cpp's `llama.*` keys.
@@ -244,7 +253,8 @@ pub fn to_gguf<B: Backend>(model: &Llama<B>, tok: &Tokenizer, name: &str, f16: b
     let (hd, hq, hkv) = (c.head_dim(), c.num_attention_heads, c.kv_heads());
     // A policy's value head (`score.weight` beside the LM head) is for training only.
     for p in model.params().into_iter().filter(|p| p.name != "score.weight") {
-        let gname = gguf_name(&p.name).ok_or_else(|| Error::Input(format!("parameter {} has no GGUF name in the llama architecture", p.name)))?;
+        let gname =
+            gguf_name(&p.name).ok_or_else(|| Error::Input(format!("parameter {} has no GGUF name in the llama architecture", p.name)))?;
         let mut w = model.be.download(&p.w);
         let cols = p.shape.last().copied().unwrap_or(1);
         if p.name.ends_with("q_proj.weight") {
