@@ -9,8 +9,8 @@
 //!    equal-length answers (`generate_batch` with no stop ids). Decode figures count only the
 //!    tokens of decode steps and the time after the prompts are in, as llama.cpp's do;
 //! 3. llama.cpp: `llama-bench` (pp and tg, JSON output) and `llama-batched-bench` (the same
-//!    prompt and answer lengths and sequence counts, JSONL output), with `-t` threads and F32 KV
-//!    caches, as chatforge's are;
+//!    prompt and answer lengths and sequence counts, JSONL output), with `-t` threads, otherwise
+//!    at llama.cpp's defaults (F16 KV cache, flash attention auto; llama-bench takes no F32 cache);
 //! 4. through each server: `bench serve`'s load test, 32 streaming clients with equal answers
 //!    (`ignore_eos`), against `chatforge serve` (in-process) and `llama-server -np 32
 //!    --cont-batching`;
@@ -182,10 +182,6 @@ fn llama_bench(bin: &Path, gguf: &Path, threads: usize, a: &BenchDecodeArgs) -> 
         &a.single_tokens.to_string(),
         "-r",
         &a.reps.max(1).to_string(),
-        "-ctk",
-        "f32",
-        "-ctv",
-        "f32",
         "-o",
         "json",
     ]
@@ -228,10 +224,6 @@ fn llama_batched(bin: &Path, gguf: &Path, threads: usize, a: &BenchDecodeArgs) -
         "-npl",
         &npl,
         "-kvu",
-        "-ctk",
-        "f32",
-        "-ctv",
-        "f32",
         "--output-format",
         "jsonl",
     ]
@@ -271,7 +263,7 @@ fn start_llama_server(bin: &Path, gguf: &Path, threads: usize, parallel: usize, 
         .arg("-m")
         .arg(gguf)
         .args(["-t", &threads.to_string(), "-tb", &threads.to_string(), "-np", &parallel.to_string(), "--cont-batching"])
-        .args(["-c", &ctx.to_string(), "-ctk", "f32", "-ctv", "f32", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["-c", &ctx.to_string(), "--host", "127.0.0.1", "--port", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -365,7 +357,13 @@ pub fn bench_decode(a: BenchDecodeArgs) -> anyhow::Result<()> {
     if have_llama {
         let f = export::run(&run, &export::Config { stage: a.stage.clone(), format: Format::Gguf, out: Some(gguf.clone()), f16: false })?;
         let version = std::fs::read_to_string(dir.join("VERSION")).unwrap_or_default();
-        println!("GGUF (F32): {} ({:.1} MB); llama.cpp: {} ({})", f.path.display(), f.bytes as f64 / 1e6, dir.display(), version.trim());
+        println!(
+            "GGUF (F32): {} ({:.1} MB); llama.cpp: {} ({}), at its defaults (F16 KV cache, flash attention auto)",
+            f.path.display(),
+            f.bytes as f64 / 1e6,
+            dir.display(),
+            version.trim()
+        );
     } else {
         println!(
             "llama.cpp is missing (no llama-bench, llama-batched-bench, llama-server in {}): build it with `tools/build_llama_cpp.sh` \
