@@ -329,7 +329,7 @@ fn hf_folder_loads_in_transformers_with_our_logits_and_template() {
         encode_prompt(&tok, &Conversation::new(vec![Message::user("Who wrote Hamlet?")])),
     ];
     let texts: Vec<String> = texts().into_iter().filter(|t| !t.contains("<|")).collect();
-    let convs = vec![
+    let convs = [
         Conversation::new(vec![Message::system("Be brief."), Message::user("Hi there! ça va?")]),
         Conversation::new(vec![Message::user("2+2?"), Message::assistant("4"), Message::user("And 3+3?")]),
     ];
