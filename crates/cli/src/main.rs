@@ -10,6 +10,7 @@ mod chat_cmd;
 mod compare_cmd;
 mod data_cmd;
 mod eval_cmd;
+mod export_cmd;
 mod label_cmd;
 mod prefs_cmd;
 mod pretrain_cmd;
@@ -81,6 +82,8 @@ enum Cmd {
     /// Benchmarks of the hot paths, with ratios against their peers.
     #[command(subcommand)]
     Bench(bench_cmd::BenchCmd),
+    /// Export a stage as GGUF (llama.cpp, Ollama) or as an HF folder (transformers), with its tokenizer and chat template.
+    Export(export_cmd::ExportArgs),
     /// Clean, deduplicate and filter a corpus; report what was removed and why.
     Data(data_cmd::DataArgs),
     /// Byte-level BPE tokenizer: train, encode, decode, show.
@@ -114,6 +117,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Serve(a) => serve_cmd::serve(a),
         Cmd::Moderation(c) => serve_cmd::moderation(c),
         Cmd::Bench(c) => bench_cmd::run(c),
+        Cmd::Export(a) => export_cmd::run(a),
         Cmd::Data(a) => data_cmd::run(a),
         Cmd::Tokenizer(c) => tokenizer_cmd::run(c),
     }

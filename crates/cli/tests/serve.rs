@@ -87,6 +87,7 @@ fn openai_sdk_load_and_graceful_shutdown() {
         streams: 0,
         max_tokens: 48,
         disconnect_every: 3,
+        ignore_eos: false,
     };
     let rows = chatforge_serve::loadtest::bench(None, Some(addr.clone()), &[32], &base, |_| {}).unwrap();
     let r = &rows[0].report;

@@ -47,6 +47,9 @@ pub struct Job {
     pub model: usize,
     pub prompt: Vec<u32>,
     pub max_tokens: usize,
+    /// The stop tokens are masked until this many tokens are sampled (`min_tokens`; `usize::MAX`
+    /// for `ignore_eos`), unless a JSON constraint or a tool call decides what may come.
+    pub min_tokens: usize,
     pub params: SamplingParams,
     pub seed: u64,
     /// Token ids that end the output (not included): `<|im_end|>`, `<|endoftext|>`.
@@ -312,6 +315,12 @@ impl<'t> Runner<'t> {
             c.mask(&mut logits, &self.table, left.saturating_sub(1), self.tok.im_end_id());
         } else if let Some(c) = &seq.job.constraint {
             c.mask(&mut logits, &self.table, left, self.tok.im_end_id());
+        } else if seq.sampled < seq.job.min_tokens {
+            for &id in &seq.job.stop_ids {
+                if let Some(l) = logits.get_mut(id as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
         }
         seq.next = sample(&logits, &seq.job.params, &mut seq.rng);
         seq.next_lp = seq.job.logprobs.map(|k| self.logprob(&logits, seq.next, k));

@@ -21,6 +21,9 @@ pub struct LoadConfig {
     pub max_tokens: usize,
     /// Every `k`-th client (k > 0) hangs up after its third content chunk.
     pub disconnect_every: usize,
+    /// Ask for answers of exactly `max_tokens` (`ignore_eos`, which chatforge and llama-server
+    /// both take), so that two servers are measured on the same work.
+    pub ignore_eos: bool,
 }
 
 /// What the run measured.
@@ -89,6 +92,9 @@ async fn one_client(cfg: &LoadConfig, i: usize) -> Outcome {
     });
     if let Some(m) = &cfg.model {
         body["model"] = json!(m);
+    }
+    if cfg.ignore_eos {
+        body["ignore_eos"] = json!(true);
     }
     let t0 = Instant::now();
     let mut resp = match send(&cfg.addr, "POST", "/v1/chat/completions", cfg.api_key.as_deref(), Some(&body)).await {

@@ -288,6 +288,7 @@ fn a_sequence_whose_client_left_frees_its_slot() {
         params: SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0 },
         seed: 1,
         stop_ids: vec![],
+        min_tokens: 0,
         stop: vec![],
         logprobs: None,
         constraint: None,
@@ -372,6 +373,64 @@ async fn seeds_streams_stops_and_logprobs() {
         assert_eq!(top.len(), 3);
         assert!(top.windows(2).all(|w| w[0] >= w[1]) && top[0] <= 0.0 && t["logprob"].as_f64().unwrap() <= top[0] + 1e-6);
     }
+}
+
+/// A run whose `sft` model always answers `<|endoftext|>` first at temperature 0: its final norm
+/// is zero, so every logit is 0 and argmax is id 0, `<|endoftext|>`, a stop token.
+fn eager_to_stop(dir: &Path) -> Arc<AppState> {
+    tiny_run(dir);
+    let tok = Tokenizer::bytes();
+    assert_eq!(tok.eot_id(), 0);
+    let mut m = Llama::new(Cpu, LlamaConfig::from_depth(1, tok.vocab_size(), CONTEXT), 1);
+    let be = m.be;
+    for p in m.params_mut().into_iter().filter(|p| p.name == "model.norm.weight") {
+        p.w = chatforge_core::backend::Backend::upload(&be, &vec![0.0; p.numel()]);
+    }
+    save_model(&m, &dir.join("sft")).unwrap();
+    Arc::new(AppState::load(&ServeConfig::new(dir)).unwrap())
+}
+
+async fn lengths(st: &Arc<AppState>, extra: Value) -> Vec<(u64, String)> {
+    let mut out = vec![];
+    for path in ["/v1/chat/completions", "/v1/completions"] {
+        let mut b = json!({"max_tokens": 9, "temperature": 0});
+        if path.contains("chat") {
+            b["messages"] = user("hello");
+        } else {
+            b["prompt"] = json!("hello");
+        }
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        let (status, v) = post(st, path, &b).await;
+        assert_eq!(status, StatusCode::OK, "{path} {b}: {v}");
+        out.push((v["usage"]["completion_tokens"].as_u64().unwrap(), v["choices"][0]["finish_reason"].as_str().unwrap().to_string()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_tokens_holds_the_stop_tokens_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = eager_to_stop(dir.path());
+    let stop = |n: u64| vec![(n, "stop".to_string()); 2];
+    assert_eq!(lengths(&st, json!({})).await, stop(0), "without min_tokens the model stops at once");
+    assert_eq!(lengths(&st, json!({"min_tokens": 5})).await, stop(5), "then stops as soon as it may");
+    assert_eq!(lengths(&st, json!({"min_tokens": 0})).await, stop(0));
+    let (status, v) = post(&st, "/v1/completions", &json!({"prompt": "hi", "max_tokens": 4, "min_tokens": 5})).await;
+    assert_eq!((status, v["error"]["param"].as_str()), (StatusCode::BAD_REQUEST, Some("min_tokens")), "{v}");
+    let (status, v) = post(&st, "/v1/completions", &json!({"prompt": "hi", "min_tokens": "5"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignore_eos_runs_to_max_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = eager_to_stop(dir.path());
+    assert_eq!(lengths(&st, json!({"ignore_eos": true})).await, vec![(9, "length".to_string()); 2]);
+    assert_eq!(lengths(&st, json!({"ignore_eos": false})).await, vec![(0, "stop".to_string()); 2]);
+    let (status, v) = post(&st, "/v1/completions", &json!({"prompt": "hi", "ignore_eos": 1})).await;
+    assert_eq!((status, v["error"]["param"].as_str()), (StatusCode::BAD_REQUEST, Some("ignore_eos")), "{v}");
 }
 
 fn matches_schema(v: &Value) -> bool {
@@ -469,6 +528,7 @@ fn clients_hanging_up_mid_stream_over_tcp() {
         streams: 0,
         max_tokens: 900,
         disconnect_every: 3,
+        ignore_eos: false,
     };
     let rows = chatforge_serve::loadtest::bench(Some(&cfg), None, &[12], &base, |_| {}).unwrap();
     let r = &rows[0];

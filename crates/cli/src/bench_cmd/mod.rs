@@ -2,7 +2,10 @@
 //! `chatforge bench pretrain` (`pretrain.rs`): a whole pretraining run (data, evals, checkpoints)
 //! vs the same run in PyTorch (tools/pretrain_torch.py) on the same shards, model config and
 //! threads. `chatforge bench serve` (`serve.rs`): a loopback load test of the server.
+//! `chatforge bench decode` (`decode.rs`): decoding (prefill, single stream, batched, through the
+//! server) against llama.cpp on the same model exported to GGUF, the same threads.
 
+mod decode;
 mod pretrain;
 mod serve;
 
@@ -23,6 +26,9 @@ pub enum BenchCmd {
     /// Loopback load test of `chatforge serve` (or any OpenAI-compatible server with --url):
     /// concurrent streaming clients, some hanging up mid-stream; aggregate tokens/s.
     Serve(serve::BenchServeArgs),
+    /// Decoding vs llama.cpp on the same model (exported to GGUF) and threads: prefill, single
+    /// stream, 1/8/32/64 sequences, and 32 clients through each server; ratios, one line for scripts.
+    Decode(decode::BenchDecodeArgs),
 }
 
 #[derive(Args)]
@@ -60,6 +66,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Train(a) => train(a),
         BenchCmd::Pretrain(a) => pretrain::bench_pretrain(a),
         BenchCmd::Serve(a) => serve::bench(a),
+        BenchCmd::Decode(a) => decode::bench_decode(a),
     }
 }
 

@@ -30,6 +30,9 @@ pub struct BenchServeArgs {
     /// Every k-th client hangs up after its third chunk (0: none).
     #[arg(long, default_value_t = 3)]
     disconnect_every: usize,
+    /// Every answer exactly --max-tokens long (`ignore_eos`, which llama-server also takes).
+    #[arg(long)]
+    ignore_eos: bool,
 }
 
 pub fn bench(a: BenchServeArgs) -> anyhow::Result<()> {
@@ -42,6 +45,7 @@ pub fn bench(a: BenchServeArgs) -> anyhow::Result<()> {
         streams: 0,
         max_tokens: a.max_tokens,
         disconnect_every: a.disconnect_every,
+        ignore_eos: a.ignore_eos,
     };
     println!(
         "{:>7} {:>9} {:>9} {:>6} {:>7} {:>8} {:>9} {:>9} {:>8}",

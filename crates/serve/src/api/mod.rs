@@ -132,6 +132,7 @@ fn submit(
             model: p.model,
             prompt: prompt.clone(),
             max_tokens,
+            min_tokens: p.min_tokens,
             params: p.params,
             seed: choice_seed(p.seed, i),
             stop_ids: stop_ids.clone(),

@@ -75,6 +75,9 @@ pub(super) fn get_bool(o: &Map<String, Value>, k: &str) -> Result<bool, ApiError
 pub(super) struct Params {
     pub model: usize,
     pub max_tokens: Option<usize>,
+    /// Stop tokens cannot end the answer before this many tokens (`min_tokens`); `usize::MAX`
+    /// with `ignore_eos`: they never do, and the answer runs to `max_tokens` (as in vLLM).
+    pub min_tokens: usize,
     pub params: SamplingParams,
     pub n: usize,
     pub seed: Option<u64>,
@@ -121,6 +124,14 @@ pub(super) fn common(st: &AppState, o: &Map<String, Value>) -> Result<Params, Ap
             max_tokens = Some(m as usize);
         }
     }
+    let mut min_tokens = get_uint(o, "min_tokens")?.unwrap_or(0) as usize;
+    if let Some(m) = max_tokens.filter(|&m| min_tokens > m) {
+        return Err(ApiError::invalid("min_tokens", format!("`min_tokens` ({min_tokens}) must not be above `max_tokens` ({m})."))
+            .code("invalid_value"));
+    }
+    if get_bool(o, "ignore_eos")? {
+        min_tokens = usize::MAX;
+    }
     let temperature = get_f32(o, "temperature", 0.0, 2.0)?.unwrap_or(1.0);
     let top_p = get_f32(o, "top_p", 0.0, 1.0)?.unwrap_or(1.0);
     if top_p == 0.0 {
@@ -158,6 +169,7 @@ pub(super) fn common(st: &AppState, o: &Map<String, Value>) -> Result<Params, Ap
     Ok(Params {
         model,
         max_tokens,
+        min_tokens,
         params: SamplingParams { temperature, top_k: 0, top_p },
         n: n as usize,
         seed,
