@@ -105,12 +105,12 @@ pub(crate) fn exp_weights(dst: &mut [f32], src: &[f32], scale: f32, shift: f32) 
 
 /// Shared mutable pointer for kernels whose parallel tasks write disjoint parts of one buffer.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(crate) struct SendPtr(pub(crate) *mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 impl SendPtr {
     /// Taking `self` makes closures capture the whole (Send + Sync) wrapper, not the raw field.
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }

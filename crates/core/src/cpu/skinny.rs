@@ -16,6 +16,8 @@
 
 use rayon::prelude::*;
 
+use super::SendPtr;
+
 /// Weight rows per rayon task: 24 rows of k = 256–1024 floats stay in L1/L2 while the
 /// activation rows of the task pass over them.
 const COLS_PER_TASK: usize = 24;
@@ -26,21 +28,10 @@ const ROWS_PER_TASK: usize = 64;
 /// them ~1.6× faster than one (measured: single-stream 334–343 → 524–883 tok/s vs 2^18).
 const PARALLEL_MIN: usize = 1 << 15;
 
-/// A raw output pointer shared by tasks that write disjoint blocks.
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-impl Out {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// `c[m,n] = (accumulate ? c : 0) + a[m,k] · b[n,k]ᵀ`, all row-major and dense.
 pub fn matmul_nt(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize, accumulate: bool) {
     assert!(c.len() == m * n && a.len() == m * k && b.len() == n * k, "skinny matmul: shapes do not match");
-    let out = Out(c.as_mut_ptr());
+    let out = SendPtr(c.as_mut_ptr());
     let (a, b) = (a.as_ptr() as usize, b.as_ptr() as usize);
     let (row_blocks, col_blocks) = (m.div_ceil(ROWS_PER_TASK), n.div_ceil(COLS_PER_TASK));
     let block = move |t: usize| {
