@@ -173,6 +173,28 @@ fn splits_share_no_items() {
     }
 }
 
+/// The copy drills: made-up words and phrases, and numbers to 999, are in the SFT pool only
+/// (keyed `made_up:`), and the held-out splits ask about real words and small numbers.
+#[test]
+fn made_up_words_and_wide_numbers_are_only_in_the_sft_pool() {
+    let made_up = |t: &Task| t.meta.keys.iter().any(|k| k.starts_with("made_up:"));
+    let wide = |t: &Task| {
+        t.meta.family == Family::Arithmetic
+            && t.meta.kind != "big_product"
+            && t.meta.keys.iter().any(|k| k.split(':').skip(1).any(|n| n.parse::<i64>().is_ok_and(|n| n >= 100)))
+    };
+    let sft = SUITE.pool(Pool::Sft);
+    let spelling = sft.iter().filter(|t| t.meta.family == Family::Spelling).count();
+    let drills = sft.iter().filter(|t| t.meta.family == Family::Spelling && made_up(t)).count();
+    assert!(drills * 10 > spelling * 7 && drills * 10 < spelling * 9, "{drills} of {spelling}");
+    assert!(sft.iter().filter(|t| wide(t)).count() > 300);
+    for pool in [Pool::Prefs, Pool::Rl, Pool::Val, Pool::Test] {
+        for t in SUITE.pool(pool) {
+            assert!(!made_up(t) && !wide(t), "{}: {:?}", t.meta.id, t.meta.keys);
+        }
+    }
+}
+
 /// InstructGPT's data regime: the SFT demonstrations, the preference prompts and the RL prompts
 /// are disjoint pools, and no test prompt is in any of them.
 #[test]
@@ -257,8 +279,12 @@ fn every_reference_answer_grades_one() {
 fn wrong_answers(check: &Check, reference: &str) -> Vec<String> {
     match check {
         Check::Number { value } => vec![format!("{}", value + 1), format!("It is {}.", value - 1), "I don't know.".into()],
-        Check::Mentions { none, .. } => {
-            let mut wrong = vec!["I don't know.".to_string(), "Yorick, in Hamlet.".to_string()];
+        Check::Mentions { all, none, .. } => {
+            let mut wrong = vec!["I don't know.".to_string()];
+            // Not where Hamlet or Yorick is the answer ("No, I meant Hamlet.").
+            if !all.iter().flatten().any(|t| t == "Hamlet" || t == "Yorick") {
+                wrong.push("Yorick, in Hamlet.".to_string());
+            }
             wrong.extend(none.iter().map(|n| format!("{n}.")));
             wrong
         }

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::check::Check;
 use super::corpus::{Corpus, MILTON, SHAKESPEARE};
-use super::phrasings::{ADD, CHAR_COUNT, LETTER_COUNT, MUL, SPELL, SUB, WORD_COUNT, WORD_LENGTH};
+use super::phrasings::{self, ADD, CHAR_COUNT, LETTER_COUNT, MUL, SPELL, SUB, WORD_COUNT, WORD_LENGTH};
 use super::{identity, pick, pick_weighted, refusal, unknown, Draft, Holdout, Split, Work};
 use crate::chat::{Message, ToolCall};
 use crate::tools::{run_builtin, Builtin, TOOLS_OFF};
@@ -126,14 +126,15 @@ fn phrasings<'t>(pools: &Pools, templates: &'t [&'static str]) -> Vec<&'t &'stat
     out
 }
 
-/// A phrasing of this split with `{a}`, `{b}`, ... replaced, and its held-out key.
-fn phrase_in_split(pools: &Pools, rng: &mut ChaCha8Rng, templates: &[&'static str], args: &[(&str, &str)]) -> (String, String) {
-    let t = **pick(rng, &phrasings(pools, templates)).expect("every split has phrasings");
-    let mut q = t.to_string();
+/// A frame of this split with its fillers, then `{a}`, `{b}`, ... replaced, maybe wrapped
+/// (`phrasings::wrap`), and the frame's held-out key.
+fn phrase_in_split(pools: &Pools, rng: &mut ChaCha8Rng, frames: &[&'static str], args: &[(&str, &str)]) -> (String, String) {
+    let t = **pick(rng, &phrasings(pools, frames)).expect("every split has phrasings");
+    let mut q = phrasings::fill(t, rng);
     for (k, v) in args {
         q = q.replace(&format!("{{{k}}}"), v);
     }
-    (q, format!("phrasing:{t}"))
+    (phrasings::wrap(q, rng), format!("phrasing:{t}"))
 }
 
 /// A unique line of a play with a named speaker.
@@ -581,28 +582,60 @@ fn one_word(name: &str) -> Option<String> {
 pub(super) fn spelling(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Item> {
     let kind =
         pick_weighted(rng, &[("letter_count", 0.3), ("word_length", 0.2), ("char_count", 0.15), ("word_count", 0.15), ("spell", 0.2)]);
-    match kind {
-        "letter_count" => {
-            let x = pick(rng, &pools.words)?;
-            letter_count(pools, rng, x)
+    // In the SFT pool, a share of the words and phrases are made up (see [`COPY_SHARE`]).
+    let made_up = pools.sft && rng.random_bool(COPY_SHARE);
+    let word = |rng: &mut ChaCha8Rng| if made_up { Some(made_up_word(rng)) } else { pick(rng, &pools.words).cloned() };
+    let phrase = |rng: &mut ChaCha8Rng| {
+        if made_up {
+            let n = rng.random_range(2..=6);
+            Some((0..n).map(|_| made_up_word(rng)).collect::<Vec<_>>().join(" "))
+        } else {
+            pick(rng, &pools.phrases).cloned()
         }
-        "word_length" => {
-            let x = pick(rng, &pools.words)?;
-            word_length(pools, rng, x)
-        }
-        "char_count" => {
-            let x = pick(rng, &pools.phrases)?;
-            char_count(pools, rng, x)
-        }
-        "word_count" => {
-            let x = pick(rng, &pools.phrases)?;
-            word_count(pools, rng, x)
-        }
-        _ => {
-            let x = pick(rng, &pools.words)?;
-            spell(pools, rng, x)
+    };
+    let x = if matches!(kind, "char_count" | "word_count") { phrase(rng)? } else { word(rng)? };
+    let mut item = match kind {
+        "letter_count" => letter_count(pools, rng, &x),
+        "word_length" => word_length(pools, rng, &x),
+        "char_count" => char_count(pools, rng, &x),
+        "word_count" => word_count(pools, rng, &x),
+        _ => spell(pools, rng, &x),
+    }?;
+    if made_up {
+        // Made-up material belongs to no split: keyed apart from the real words and phrases.
+        for k in item.keys.iter_mut().filter(|k| k.starts_with("word:") || k.starts_with("text:")) {
+            *k = format!("made_up:{k}");
         }
     }
+    Some(item)
+}
+
+/// Share of the SFT pool's spelling/counting and arithmetic questions about made-up words and
+/// phrases, or numbers beyond the held-out range (to 999). Chosen on val (arithmetic and
+/// spelling with tools, 40 each, speedrun base): 0 gave 47.5 % and 12.5 %, 0.5 gave 50 % and
+/// 22.5 %, 0.8 gave 70 % and 20 %. Their answers cannot be learned by
+/// heart, only copied from the question, and copying the question's words and numbers into the
+/// call is what a tool call needs: without them the model wrote calls about words it had learned
+/// ("whee", "shears") whatever the question asked. The base model does not copy at all (it
+/// cannot continue "the word prouder, the word prouder, the word prou").
+pub(super) const COPY_SHARE: f64 = 0.8;
+
+/// A made-up lowercase word of 3 to 9 letters, roughly pronounceable (consonants and vowels
+/// alternating, with some doubles), so it tokenizes like a rare real word.
+fn made_up_word(rng: &mut ChaCha8Rng) -> String {
+    const VOWELS: &[u8] = b"aeiouy";
+    const CONSONANTS: &[u8] = b"bcdfghjklmnpqrstvwxz";
+    let n = rng.random_range(3..=9);
+    let mut vowel = rng.random_bool(0.3);
+    let mut w = String::new();
+    while w.len() < n {
+        let set = if vowel { VOWELS } else { CONSONANTS };
+        w.push(set[rng.random_range(0..set.len())] as char);
+        if rng.random_bool(0.8) {
+            vowel = !vowel;
+        }
+    }
+    w
 }
 
 /// `castle` → "c-a-s-t-l-e".
@@ -648,7 +681,7 @@ fn letter_count(pools: &Pools, rng: &mut ChaCha8Rng, word: &str) -> Option<Item>
     };
     let n = letters.iter().filter(|&&c| c == letter).count() as i64;
     let l = letter.to_string();
-    let (question, phrasing) = phrase_in_split(pools, rng, &LETTER_COUNT, &[("l", &l), ("w", word)]);
+    let (question, phrasing) = phrase_in_split(pools, rng, LETTER_COUNT, &[("l", &l), ("w", word)]);
     let spelled = spell_out(word);
     let answer = move |n: i64| {
         let times = if n == 1 { "time" } else { "times" };
@@ -669,7 +702,7 @@ fn letter_count(pools: &Pools, rng: &mut ChaCha8Rng, word: &str) -> Option<Item>
 
 fn word_length(pools: &Pools, rng: &mut ChaCha8Rng, word: &str) -> Option<Item> {
     let n = word.chars().count() as i64;
-    let (question, phrasing) = phrase_in_split(pools, rng, &WORD_LENGTH, &[("w", word)]);
+    let (question, phrasing) = phrase_in_split(pools, rng, WORD_LENGTH, &[("w", word)]);
     let spelled = spell_out(word);
     let answer = move |n: i64| format!("\"{word}\" is {spelled}: {n} letters.");
     let fields = vec![("word", Value::from(word), Check::mentions(&[word])), ("letters", Value::from(n), Check::Number { value: n })];
@@ -683,7 +716,7 @@ fn word_length(pools: &Pools, rng: &mut ChaCha8Rng, word: &str) -> Option<Item> 
 
 fn char_count(pools: &Pools, rng: &mut ChaCha8Rng, text: &str) -> Option<Item> {
     let n = text.chars().count() as i64;
-    let (question, phrasing) = phrase_in_split(pools, rng, &CHAR_COUNT, &[("t", text)]);
+    let (question, phrasing) = phrase_in_split(pools, rng, CHAR_COUNT, &[("t", text)]);
     let answer = |n: i64| format!("{n} characters, counting spaces.");
     let fields = vec![("text", Value::from(text), Check::mentions(&[text])), ("characters", Value::from(n), Check::Number { value: n })];
     let mut item = count_item("char_count", format!("text:{text}"), question, answer, n, fields, rng);
@@ -693,7 +726,7 @@ fn char_count(pools: &Pools, rng: &mut ChaCha8Rng, text: &str) -> Option<Item> {
 
 fn word_count(pools: &Pools, rng: &mut ChaCha8Rng, text: &str) -> Option<Item> {
     let n = text.split_whitespace().count() as i64;
-    let (question, phrasing) = phrase_in_split(pools, rng, &WORD_COUNT, &[("t", text)]);
+    let (question, phrasing) = phrase_in_split(pools, rng, WORD_COUNT, &[("t", text)]);
     let answer = |n: i64| format!("{n} words.");
     let fields = vec![("text", Value::from(text), Check::mentions(&[text])), ("words", Value::from(n), Check::Number { value: n })];
     let mut item = count_item("word_count", format!("text:{text}"), question, answer, n, fields, rng);
@@ -702,7 +735,7 @@ fn word_count(pools: &Pools, rng: &mut ChaCha8Rng, text: &str) -> Option<Item> {
 }
 
 fn spell(pools: &Pools, rng: &mut ChaCha8Rng, word: &str) -> Option<Item> {
-    let (question, phrasing) = phrase_in_split(pools, rng, &SPELL, &[("w", word)]);
+    let (question, phrasing) = phrase_in_split(pools, rng, SPELL, &[("w", word)]);
     let spelled = spell_out(word);
     let check = Check::Spelling { word: word.to_string() };
     let item = Item {
@@ -728,14 +761,16 @@ fn spell(pools: &Pools, rng: &mut ChaCha8Rng, word: &str) -> Option<Item> {
 pub(super) fn arithmetic(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Item> {
     let op = pick_weighted(rng, &[("add", 0.35), ("sub", 0.35), ("mul", 0.3)]);
     // Draw problems until one is held out in this split (each split has about its share).
+    // In the SFT pool, a share of the numbers go to 999 (see [`COPY_SHARE`]).
+    let (top, top_mul) = if pools.sft && rng.random_bool(COPY_SHARE) { (1000, 100) } else { (100, 13) };
     for _ in 0..100 {
         let (a, b) = match op {
-            "add" => (rng.random_range(0..100), rng.random_range(0..100)),
+            "add" => (rng.random_range(0..top), rng.random_range(0..top)),
             "sub" => {
-                let a = rng.random_range(0..100);
+                let a = rng.random_range(0..top);
                 (a, rng.random_range(0..=a))
             }
-            _ => (rng.random_range(0..13), rng.random_range(0..13)),
+            _ => (rng.random_range(0..top_mul), rng.random_range(0..13)),
         };
         if pools.holds(&arith_key(op, a, b)) {
             return Some(arith_item(pools, rng, op, a, b));
@@ -762,9 +797,9 @@ pub(super) fn apply(op: &str, a: i64, b: i64) -> (&'static str, i64) {
 pub(super) fn arith_item(pools: &Pools, rng: &mut ChaCha8Rng, op: &'static str, a: i64, b: i64) -> Item {
     let (sym, r) = apply(op, a, b);
     let templates: &[&'static str] = match op {
-        "add" => &ADD,
-        "sub" => &SUB,
-        _ => &MUL,
+        "add" => ADD,
+        "sub" => SUB,
+        _ => MUL,
     };
     let (question, phrasing) = phrase_in_split(pools, rng, templates, &[("a", &a.to_string()), ("b", &b.to_string())]);
     let check = Check::Number { value: r };
