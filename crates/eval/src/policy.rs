@@ -220,6 +220,9 @@ impl Policy for Borrowed<'_> {
             .collect();
         let mut out = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(b) {
+            // As many rows as the chunk has and as long as its longest (rounded up to 16): causal
+            // attention makes the padding after a row's end change nothing before it.
+            let (b, t) = (chunk.len(), chunk.iter().map(|(row, _)| row.len() - 1).max().unwrap_or(1).max(1).next_multiple_of(16).min(t));
             let mut ids = vec![self.tok.eot_id(); b * t];
             let mut targets = vec![IGNORE; b * t];
             for (r, (row, n)) in chunk.iter().enumerate() {
