@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""A registry of the val split's arithmetic and spelling/counting questions, for choosing on val.
+"""A registry of the val split's arithmetic, spelling/counting and refusal questions, for choosing on val.
 
 The bundled registry (evals/) holds the test split, which is for reported figures only. This
 writes the val split that `chatforge sft` left in R/sft_data/val.jsonl as registry samples,
-beside copies of evals/arithmetic.yaml and evals/spelling.yaml, so that
+beside copies of evals/{arithmetic,spelling,refusal}.yaml, so that
 
     python3 tools/val_registry.py R /tmp/val-registry
     chatforge eval --run R --stage sft --registry /tmp/val-registry --eval arithmetic_tools --eval spelling_tools
@@ -22,9 +22,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def main(run, out):
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(os.path.join(out, "data"))
-    for f in ["arithmetic.yaml", "spelling.yaml"]:
+    for f in ["arithmetic.yaml", "spelling.yaml", "refusal.yaml"]:
         shutil.copy(os.path.join(HERE, "..", "evals", f), os.path.join(out, f))
-    rows = {"arithmetic": [], "spelling": []}
+    rows = {"arithmetic": [], "spelling": [], "refusal": []}
     with open(os.path.join(run, "sft_data", "val.jsonl")) as f:
         for line in f:
             task = json.loads(line)
