@@ -279,6 +279,9 @@ impl Default for SuiteConfig {
     /// pools larger still (InstructGPT's proportions), 40-60 validation and 60-100 test
     /// conversations per family. Tool use (arithmetic, spelling and counting) and the system
     /// message (JSON-only above all) are most of what SFT must teach.
+    /// Refusals are 600, 70 % of them benign look-alikes (`refusal::generate`): with 300, half
+    /// harmful, and the copy drills, the SFT model refused 76 % of val's look-alikes (seed 1; 38 %
+    /// with seed 2); with 600, 29 % and 5 %.
     fn default() -> SuiteConfig {
         let twice =
             Counts { shakespeare: 2800, spelling: 3600, arithmetic: 3000, system: 5000, refusal: 300, multi_turn: 1800, identity: 20 };
@@ -289,7 +292,7 @@ impl Default for SuiteConfig {
                 spelling: 3000,
                 arithmetic: 2500,
                 system: 4000,
-                refusal: 300,
+                refusal: 600,
                 multi_turn: 1500,
                 identity: 90,
             },

@@ -613,7 +613,9 @@ pub(super) fn spelling(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Item> {
 /// Share of the SFT pool's spelling/counting and arithmetic questions about made-up words and
 /// phrases, or numbers beyond the held-out range (to 999). Chosen on val (arithmetic and
 /// spelling with tools, 40 each, speedrun base): 0 gave 47.5 % and 12.5 %, 0.5 gave 50 % and
-/// 22.5 %, 0.8 gave 70 % and 20 %. Their answers cannot be learned by
+/// 22.5 %, 0.8 gave 70 % and 20 %. One seed each: SFT seed 2 at 0.8 gave 15 % and 10 %, so the
+/// figures swing by tens of points between seeds; the drills are kept because copying is what
+/// they teach, not for the 70 %. Their answers cannot be learned by
 /// heart, only copied from the question, and copying the question's words and numbers into the
 /// call is what a tool call needs: without them the model wrote calls about words it had learned
 /// ("whee", "shears") whatever the question asked. The base model does not copy at all (it

@@ -708,10 +708,12 @@ pub(super) fn benign_pool(holdout: &Holdout, split: Split) -> Vec<&'static Benig
     holdout.cut(BENIGN, Benign::key).remove(&split).unwrap_or_default()
 }
 
-/// Half harmful requests with a brief refusal, half look-alikes (a template of the split, then
-/// one of its fillers) with their answer.
+/// Harmful requests with a brief refusal (half of them; 30 % in the SFT pool) and look-alikes
+/// (a template of the split, then one of its fillers) with their answer. SFT sees more
+/// look-alikes because the refusal is one short string, the easiest answer to fall back on
+/// (see `SuiteConfig::default`).
 pub(super) fn generate(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Draft> {
-    if rng.random_bool(0.5) {
+    if rng.random_bool(if pools.sft { 0.3 } else { 0.5 }) {
         let h = pick(rng, &pools.harmful)?;
         let reply = pick(rng, REFUSALS)?;
         Some(Draft {
