@@ -20,6 +20,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main(run, out):
+    if not os.path.isfile(os.path.join(run, "sft_data", "val.jsonl")):
+        sys.exit(f"{os.path.join(run, 'sft_data', 'val.jsonl')} does not exist: run `chatforge sft --run {run}` first (it writes the task suite)")
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(os.path.join(out, "data"))
     for f in ["arithmetic.yaml", "spelling.yaml", "refusal.yaml"]:
