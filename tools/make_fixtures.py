@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Generate golden test fixtures for chatforge's Llama engine.
 
-For each tiny random LlamaForCausalLM defined in FIXTURES below, this writes
+For each tiny random causal LM defined in FIXTURES below (Llama, and the Llama
+family's relatives chatforge imports: Llama 3's rope scaling, Llama with biases,
+Qwen2, Qwen3, Mistral), this writes
 crates/core/tests/fixtures/<name>/ with:
 
   config.json, model.safetensors  -- exactly as save_pretrained() writes them
@@ -71,7 +73,24 @@ check_versions()
 
 import torch  # noqa: E402  (imported after the version check on purpose)
 from safetensors.torch import save_file  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+from transformers import (  # noqa: E402
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
+
+# model family -> (config class, model class)
+FAMILIES = {
+    "llama": (LlamaConfig, LlamaForCausalLM),
+    "mistral": (MistralConfig, MistralForCausalLM),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+}
 
 # Batch shape of the golden inputs.
 BATCH = 2
@@ -111,6 +130,55 @@ FIXTURES = [
             rope_theta=500000.0,
         ),
     ),
+    # Llama 3.1's banded rope scaling. head_dim 16 and an original context of 64 put one
+    # frequency in each band: kept (wavelength 6.3 < 64/4), interpolated (32.3), divided (> 64).
+    dict(
+        name="llama3_rope",
+        seed=2468,
+        config=dict(
+            tie_word_embeddings=False,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=128,
+            rope_parameters=dict(rope_type="llama3", rope_theta=500000.0, factor=8.0,
+                                 low_freq_factor=1.0, high_freq_factor=4.0,
+                                 original_max_position_embeddings=64),
+        ),
+    ),
+    # Llama with attention_bias (q/k/v/o) and mlp_bias (gate/up/down).
+    dict(
+        name="llama_bias",
+        seed=1357,
+        config=dict(
+            tie_word_embeddings=False,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            attention_bias=True,
+            mlp_bias=True,
+        ),
+    ),
+    # Qwen2/2.5: q/k/v biases, no o bias.
+    dict(
+        name="qwen2",
+        family="qwen2",
+        seed=3579,
+        config=dict(tie_word_embeddings=False, num_attention_heads=4, num_key_value_heads=2, rope_theta=1000000.0),
+    ),
+    # Qwen3: RMSNorm over each head of q and k; head_dim 16 with 4 heads, so q is 64 wide
+    # while the hidden size is 32; tied embeddings as in Qwen3-0.6B.
+    dict(
+        name="qwen3",
+        family="qwen3",
+        seed=4680,
+        config=dict(tie_word_embeddings=True, num_attention_heads=4, num_key_value_heads=2, head_dim=16),
+    ),
+    # Mistral: a Llama whose sliding window (4096) is longer than the context, so attention is full.
+    dict(
+        name="mistral",
+        family="mistral",
+        seed=5791,
+        config=dict(tie_word_embeddings=False, num_attention_heads=4, num_key_value_heads=2, sliding_window=4096),
+    ),
 ]
 
 # Positions (batch row, time step) whose label is set to the ignore index.
@@ -136,9 +204,9 @@ def reinit_weights(model):
     """
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if name.endswith("norm.weight"):  # input/post_attention layernorms, final norm
+            if name.endswith("norm.weight"):  # input/post_attention layernorms, final norm, q/k norms
                 param.copy_(1.0 + NORM_JITTER * torch.randn_like(param))
-            elif param.dim() == 2:  # embedding and linear (projection) weights
+            elif param.dim() == 2 or name.endswith(".bias"):  # embedding, linear weights and biases
                 param.normal_(mean=0.0, std=WEIGHT_STD)
             else:
                 raise ValueError(f"unexpected parameter {name} with shape {tuple(param.shape)}")
@@ -147,9 +215,10 @@ def reinit_weights(model):
 def build_model(spec):
     """Build the fixture's float32 eager-attention model with deterministic weights."""
     # Eager attention: the plain matmul/softmax reference implementation.
-    config = LlamaConfig(**BASE_CONFIG, **spec["config"], attn_implementation="eager")
+    config_cls, model_cls = FAMILIES[spec.get("family", "llama")]
+    config = config_cls(**{**BASE_CONFIG, **spec["config"]}, attn_implementation="eager")
     torch.manual_seed(spec["seed"])
-    model = LlamaForCausalLM(config).to(torch.float32)
+    model = model_cls(config).to(torch.float32)
     assert model.config._attn_implementation == "eager"
     reinit_weights(model)
     model.eval()  # no dropout is configured anyway; eval() makes that explicit
@@ -207,7 +276,7 @@ def write_fixture(spec):
     n_targets = int((labels[:, 1:] != IGNORE_INDEX).sum())
     print(f"[{name}] params={n_params} tied={model.config.tie_word_embeddings} "
           f"heads={model.config.num_attention_heads}/{model.config.num_key_value_heads} "
-          f"rope_theta={spec['config']['rope_theta']}")
+          f"family={spec.get('family', 'llama')}")
     print(f"[{name}] max|logit|={golden['logits'].abs().max().item():.6f} "
           f"loss={golden['loss'].item():.8f} (over {n_targets} targets)")
     for entry in sorted(out_dir.iterdir()):

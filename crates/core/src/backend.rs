@@ -38,6 +38,67 @@ pub struct AttnShape {
     pub hd: usize,
 }
 
+/// Rotary embedding frequencies: HF's `inv_freq_i = theta^(−2i/hd)`, optionally rescaled the way
+/// `rope_type` "linear" (all divided by `factor`) or "llama3" (Llama 3.1's banded rescaling) does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rope {
+    pub theta: f32,
+    pub scaling: RopeScaling,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RopeScaling {
+    None,
+    Linear { factor: f32 },
+    Llama3 { factor: f32, low_freq_factor: f32, high_freq_factor: f32, original_context: f32 },
+}
+
+impl Rope {
+    pub fn plain(theta: f32) -> Rope {
+        Rope { theta, scaling: RopeScaling::None }
+    }
+
+    /// The `hd/2` inverse frequencies, in f32 step by step as `transformers` computes them.
+    pub fn inv_freq(&self, hd: usize) -> Vec<f32> {
+        let base = (0..hd / 2).map(|i| 1.0f32 / self.theta.powf((2 * i) as f32 / hd as f32));
+        match self.scaling {
+            RopeScaling::None => base.collect(),
+            RopeScaling::Linear { factor } => base.map(|f| f / factor).collect(),
+            RopeScaling::Llama3 { factor, low_freq_factor: lo, high_freq_factor: hi, original_context: old } => base
+                .map(|f| {
+                    // Wavelengths shorter than old/hi keep their frequency, longer than old/lo are
+                    // divided by `factor`, and the band between is interpolated.
+                    let wavelen = std::f32::consts::TAU / f;
+                    let (low_wavelen, high_wavelen) = (old / lo, old / hi);
+                    if wavelen < high_wavelen {
+                        f
+                    } else if wavelen > low_wavelen {
+                        f / factor
+                    } else {
+                        let smooth = (old / wavelen - lo) / (hi - lo);
+                        (1.0 - smooth) * f / factor + smooth * f
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// A hashable identity of the frequencies (for caching cos/sin tables).
+    pub fn key(&self) -> [u32; 5] {
+        match self.scaling {
+            RopeScaling::None => [self.theta.to_bits(), 0, 0, 0, 0],
+            RopeScaling::Linear { factor } => [self.theta.to_bits(), 1, factor.to_bits(), 0, 0],
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_context } => [
+                self.theta.to_bits(),
+                factor.to_bits() ^ 2,
+                low_freq_factor.to_bits(),
+                high_freq_factor.to_bits(),
+                original_context.to_bits(),
+            ],
+        }
+    }
+}
+
 /// Backends are small cloneable handles (the CPU one is a unit struct).
 pub trait Backend: Send + Sync + Clone {
     type Buf: Send + Sync;
@@ -100,7 +161,7 @@ pub trait Backend: Send + Sync + Clone {
     /// Rotary embedding in place on `x[n, heads, hd]` (HF "rotate_half" pairing: i with i + hd/2);
     /// row n is at position `pos0 + n % t`. `inverse` applies the transpose rotation (the backward).
     #[allow(clippy::too_many_arguments)]
-    fn rope(&self, x: &mut Self::Buf, heads: usize, hd: usize, t: usize, pos0: usize, theta: f32, inverse: bool);
+    fn rope(&self, x: &mut Self::Buf, heads: usize, hd: usize, t: usize, pos0: usize, rope: &Rope, inverse: bool);
 
     /// Causal softmax attention. q `[N, hq·hd]`, k/v `[N, hkv·hd]`, out `[N, hq·hd]`,
     /// probs `[b, hq, t, t]` kept for the backward.
@@ -120,6 +181,11 @@ pub trait Backend: Send + Sync + Clone {
         v: &Self::Buf,
         s: AttnShape,
     );
+
+    /// `y[n, :] += bias` over rows of `bias.len()` (a linear layer's bias).
+    fn add_bias(&self, y: &mut Self::Buf, bias: &Self::Buf);
+    /// `dbias += Σ_n dy[n, :]` (its backward).
+    fn bias_backward(&self, dbias: &mut Self::Buf, dy: &Self::Buf);
 
     /// `a = silu(g) · u`.
     fn swiglu(&self, a: &mut Self::Buf, g: &Self::Buf, u: &Self::Buf);
@@ -158,7 +224,7 @@ pub trait Backend: Send + Sync + Clone {
         hd: usize,
     );
     /// Rotary embedding in place on rows `x[i, heads, hd]` at explicit positions (batched decoding).
-    fn rope_at(&self, x: &mut Self::Buf, heads: usize, hd: usize, positions: &[usize], theta: f32);
+    fn rope_at(&self, x: &mut Self::Buf, heads: usize, hd: usize, positions: &[usize], rope: &Rope);
     /// Appends row i of `src` `[n, row]` to cache `dsts[i]` at row `positions[i]`.
     fn scatter_rows(&self, dsts: &mut [&mut Self::Buf], src: &Self::Buf, row: usize, positions: &[usize]);
     /// Batched decoding attention: row i of q `[n, hq·hd]` attends to the first `lens[i]` rows of

@@ -96,8 +96,13 @@ pub fn save_model<B: Backend>(model: &Llama<B>, dir: &Path) -> Result<()> {
     write_atomic(&dir.join(MODEL), &tensors_to_bytes(&tensors)?)?;
     // Keep the two spellings of the rotary base in step (transformers ≥ 5 reads rope_parameters).
     let mut cfg = model.cfg.clone();
-    let rope_type = cfg.rope_parameters.as_ref().map_or_else(|| "default".to_string(), |r| r.rope_type.clone());
-    cfg.rope_parameters = Some(crate::config::RopeParameters { rope_theta: cfg.rope_theta, rope_type });
+    let mut rope = cfg
+        .rope_parameters
+        .take()
+        .or_else(|| cfg.rope_scaling.clone())
+        .unwrap_or_else(|| crate::config::RopeParameters::plain(cfg.rope_theta));
+    rope.rope_theta = Some(cfg.rope_theta);
+    cfg.rope_parameters = Some(rope);
     let cfg = serde_json::to_string_pretty(&cfg).map_err(|e| Error::Format(e.to_string()))?;
     write_atomic(&dir.join(CONFIG), cfg.as_bytes())?;
     Ok(())

@@ -10,7 +10,7 @@
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::backend::{AttnShape, Backend, Op, IGNORE};
+use crate::backend::{AttnShape, Backend, Op, Rope, IGNORE};
 use crate::config::LlamaConfig;
 
 mod decode;
@@ -54,6 +54,37 @@ fn linear_backward<B: Backend>(be: &B, dx: &mut B::Buf, dy: &B::Buf, x: &B::Buf,
     be.matmul(dx, dy, Op::N, &w.w, Op::N, n, inp, out, acc);
 }
 
+/// `linear` and then its bias, if the layer has one: `y (+)= x · W^T + b`.
+fn linear_b<B: Backend>(be: &B, y: &mut B::Buf, x: &B::Buf, w: &Param<B>, b: &Option<Param<B>>, n: usize, acc: bool) {
+    linear(be, y, x, w, n, acc);
+    if let Some(b) = b {
+        be.add_bias(y, &b.w);
+    }
+}
+
+/// Backward of `linear_b`: the bias gradient is the column sum of `dy`.
+#[allow(clippy::too_many_arguments)]
+fn linear_b_backward<B: Backend>(
+    be: &B,
+    dx: &mut B::Buf,
+    dy: &B::Buf,
+    x: &B::Buf,
+    w: &mut Param<B>,
+    b: &mut Option<Param<B>>,
+    n: usize,
+    acc: bool,
+) {
+    linear_backward(be, dx, dy, x, w, n, acc);
+    if let Some(b) = b {
+        be.bias_backward(&mut b.g, dy);
+    }
+}
+
+/// A `[out]` bias named after its weight (`...q_proj.weight` → `...q_proj.bias`), when `on`.
+fn bias<B: Backend>(be: &B, w: &Param<B>, on: bool) -> Option<Param<B>> {
+    on.then(|| Param::new(be, w.name.replace(".weight", ".bias"), vec![w.shape[0]]))
+}
+
 // ---------------------------------------------------------------------------------------------
 // RMSNorm: y = x / sqrt(mean(x²) + eps) · w
 
@@ -86,44 +117,113 @@ pub struct Attention<B: Backend> {
     pub k: Param<B>, // [kvd, d]
     pub v: Param<B>, // [kvd, d]
     pub o: Param<B>, // [d, qd]
+    /// Biases `[qd]`, `[kvd]`, `[kvd]`, `[d]` (Qwen2's q/k/v; Llama's `attention_bias`).
+    pub qb: Option<Param<B>>,
+    pub kb: Option<Param<B>>,
+    pub vb: Option<Param<B>>,
+    pub ob: Option<Param<B>>,
+    /// Qwen3: RMSNorm `[hd]` over each head of q and of k, before the rotation.
+    pub q_norm: Option<RmsNorm<B>>,
+    pub k_norm: Option<RmsNorm<B>>,
     hq: usize,
     hkv: usize,
     hd: usize,
-    theta: f32,
+    rope: Rope,
 }
 
 /// What the attention forward keeps for its backward.
 pub struct AttnActs<B: Backend> {
-    q: B::Buf,     // [N, qd] after RoPE
-    k: B::Buf,     // [N, kvd] after RoPE
-    v: B::Buf,     // [N, kvd]
-    probs: B::Buf, // [B, Hq, T, T]
-    o: B::Buf,     // [N, qd] attention output before o_proj
+    q: B::Buf,      // [N, qd] after RoPE
+    k: B::Buf,      // [N, kvd] after RoPE
+    v: B::Buf,      // [N, kvd]
+    probs: B::Buf,  // [B, Hq, T, T]
+    o: B::Buf,      // [N, qd] attention output before o_proj
+    q_raw: B::Buf,  // [N, qd] q before its norm (empty without q/k norms)
+    k_raw: B::Buf,  // [N, kvd]
+    q_rstd: B::Buf, // [N·Hq]
+    k_rstd: B::Buf, // [N·Hkv]
 }
 
 impl<B: Backend> Attention<B> {
     fn new(be: &B, prefix: &str, c: &LlamaConfig) -> Self {
         let (d, hq, hkv, hd) = (c.hidden_size, c.num_attention_heads, c.kv_heads(), c.head_dim());
         let p = |n: &str, shape| Param::new(be, format!("{prefix}.self_attn.{n}_proj.weight"), shape);
+        let (q, k, v, o) = (p("q", vec![hq * hd, d]), p("k", vec![hkv * hd, d]), p("v", vec![hkv * hd, d]), p("o", vec![d, hq * hd]));
+        let norm = |n: &str| c.qk_norm().then(|| RmsNorm::new(be, format!("{prefix}.self_attn.{n}_norm.weight"), hd, c.rms_norm_eps));
         Attention {
-            q: p("q", vec![hq * hd, d]),
-            k: p("k", vec![hkv * hd, d]),
-            v: p("v", vec![hkv * hd, d]),
-            o: p("o", vec![d, hq * hd]),
+            qb: bias(be, &q, c.qkv_bias()),
+            kb: bias(be, &k, c.qkv_bias()),
+            vb: bias(be, &v, c.qkv_bias()),
+            ob: bias(be, &o, c.o_bias()),
+            q_norm: norm("q"),
+            k_norm: norm("k"),
+            q,
+            k,
+            v,
+            o,
             hq,
             hkv,
             hd,
-            theta: c.rope_theta,
+            rope: c.rope(),
         }
     }
     fn acts(&self, be: &B, b: usize, t: usize) -> AttnActs<B> {
         let n = b * t;
+        let normed = if self.q_norm.is_some() { n } else { 0 };
         AttnActs {
             q: be.zeros(n * self.hq * self.hd),
             k: be.zeros(n * self.hkv * self.hd),
             v: be.zeros(n * self.hkv * self.hd),
             probs: be.zeros(b * self.hq * t * t),
             o: be.zeros(n * self.hq * self.hd),
+            q_raw: be.zeros(normed * self.hq * self.hd),
+            k_raw: be.zeros(normed * self.hkv * self.hd),
+            q_rstd: be.zeros(normed * self.hq),
+            k_rstd: be.zeros(normed * self.hkv),
+        }
+    }
+    /// The attention's parameters in HF order.
+    fn params(&self) -> Vec<&Param<B>> {
+        let mut v = vec![&self.q];
+        v.extend(self.qb.as_ref());
+        v.push(&self.k);
+        v.extend(self.kb.as_ref());
+        v.push(&self.v);
+        v.extend(self.vb.as_ref());
+        v.push(&self.o);
+        v.extend(self.ob.as_ref());
+        v.extend(self.q_norm.iter().chain(&self.k_norm).map(|n| &n.w));
+        v
+    }
+    fn params_mut(&mut self) -> Vec<&mut Param<B>> {
+        let mut v = vec![&mut self.q];
+        v.extend(self.qb.as_mut());
+        v.push(&mut self.k);
+        v.extend(self.kb.as_mut());
+        v.push(&mut self.v);
+        v.extend(self.vb.as_mut());
+        v.push(&mut self.o);
+        v.extend(self.ob.as_mut());
+        v.extend(self.q_norm.iter_mut().chain(self.k_norm.iter_mut()).map(|n| &mut n.w));
+        v
+    }
+    /// q and k of rows `h` `[n, d]` before the rotation: projected (with biases), then normed per
+    /// head when the model has q/k norms (the projections land in `q_raw`/`k_raw` first).
+    #[allow(clippy::too_many_arguments)]
+    fn project_qk(&self, be: &B, q: &mut B::Buf, k: &mut B::Buf, raw: [&mut B::Buf; 2], rstd: [&mut B::Buf; 2], h: &B::Buf, n: usize) {
+        let [q_raw, k_raw] = raw;
+        let [q_rstd, k_rstd] = rstd;
+        match (&self.q_norm, &self.k_norm) {
+            (Some(qn), Some(kn)) => {
+                linear_b(be, q_raw, h, &self.q, &self.qb, n, false);
+                linear_b(be, k_raw, h, &self.k, &self.kb, n, false);
+                qn.forward(be, q, q_rstd, q_raw);
+                kn.forward(be, k, k_rstd, k_raw);
+            }
+            _ => {
+                linear_b(be, q, h, &self.q, &self.qb, n, false);
+                linear_b(be, k, h, &self.k, &self.kb, n, false);
+            }
         }
     }
     fn shape(&self, b: usize, t: usize) -> AttnShape {
@@ -132,25 +232,33 @@ impl<B: Backend> Attention<B> {
     /// h `[N,d]` → y += o_proj(attn(h)) (y holds the residual stream).
     fn forward(&self, be: &B, y: &mut B::Buf, a: &mut AttnActs<B>, h: &B::Buf, b: usize, t: usize) {
         let n = b * t;
-        linear(be, &mut a.q, h, &self.q, n, false);
-        linear(be, &mut a.k, h, &self.k, n, false);
-        linear(be, &mut a.v, h, &self.v, n, false);
-        be.rope(&mut a.q, self.hq, self.hd, t, 0, self.theta, false);
-        be.rope(&mut a.k, self.hkv, self.hd, t, 0, self.theta, false);
+        self.project_qk(be, &mut a.q, &mut a.k, [&mut a.q_raw, &mut a.k_raw], [&mut a.q_rstd, &mut a.k_rstd], h, n);
+        linear_b(be, &mut a.v, h, &self.v, &self.vb, n, false);
+        be.rope(&mut a.q, self.hq, self.hd, t, 0, &self.rope, false);
+        be.rope(&mut a.k, self.hkv, self.hd, t, 0, &self.rope, false);
         be.attention(&mut a.o, &mut a.probs, &a.q, &a.k, &a.v, self.shape(b, t));
-        linear(be, y, &a.o, &self.o, n, true);
+        linear_b(be, y, &a.o, &self.o, &self.ob, n, true);
     }
     /// dy `[N,d]` → dh `[N,d]` (overwritten); parameter gradients accumulated.
     #[allow(clippy::too_many_arguments)]
     fn backward(&mut self, be: &B, dh: &mut B::Buf, g: &mut LayerScratch<B>, dy: &B::Buf, a: &AttnActs<B>, h: &B::Buf, b: usize, t: usize) {
         let n = b * t;
-        linear_backward(be, &mut g.dq_o, dy, &a.o, &mut self.o, n, false); // dq_o = d(attn out)
+        linear_b_backward(be, &mut g.dq_o, dy, &a.o, &mut self.o, &mut self.ob, n, false); // dq_o = d(attn out)
         be.attention_backward(&mut g.dq, &mut g.dk, &mut g.dv, &mut g.scratch, &g.dq_o, &a.probs, &a.q, &a.k, &a.v, self.shape(b, t));
-        be.rope(&mut g.dq, self.hq, self.hd, t, 0, self.theta, true);
-        be.rope(&mut g.dk, self.hkv, self.hd, t, 0, self.theta, true);
-        linear_backward(be, dh, &g.dq, h, &mut self.q, n, false);
-        linear_backward(be, dh, &g.dk, h, &mut self.k, n, true);
-        linear_backward(be, dh, &g.dv, h, &mut self.v, n, true);
+        be.rope(&mut g.dq, self.hq, self.hd, t, 0, &self.rope, true);
+        be.rope(&mut g.dk, self.hkv, self.hd, t, 0, &self.rope, true);
+        // Through the q/k norms: dq_o (free again) and dk_raw take the projections' gradients.
+        let (dq, dk) = match (&mut self.q_norm, &mut self.k_norm) {
+            (Some(qn), Some(kn)) => {
+                qn.backward(be, &mut g.dq_o, &g.dq, &a.q_raw, &a.q_rstd, false);
+                kn.backward(be, &mut g.dk_raw, &g.dk, &a.k_raw, &a.k_rstd, false);
+                (&g.dq_o, &g.dk_raw)
+            }
+            _ => (&g.dq, &g.dk),
+        };
+        linear_b_backward(be, dh, dq, h, &mut self.q, &mut self.qb, n, false);
+        linear_b_backward(be, dh, dk, h, &mut self.k, &mut self.kb, n, true);
+        linear_b_backward(be, dh, &g.dv, h, &mut self.v, &mut self.vb, n, true);
     }
 }
 
@@ -161,6 +269,10 @@ pub struct Mlp<B: Backend> {
     pub gate: Param<B>, // [F, d]
     pub up: Param<B>,   // [F, d]
     pub down: Param<B>, // [d, F]
+    /// Biases `[F]`, `[F]`, `[d]` (Llama's `mlp_bias`).
+    pub gate_b: Option<Param<B>>,
+    pub up_b: Option<Param<B>>,
+    pub down_b: Option<Param<B>>,
 }
 
 pub struct MlpActs<B: Backend> {
@@ -173,7 +285,27 @@ impl<B: Backend> Mlp<B> {
     fn new(be: &B, prefix: &str, c: &LlamaConfig) -> Self {
         let (d, f) = (c.hidden_size, c.intermediate_size);
         let p = |n: &str, shape| Param::new(be, format!("{prefix}.mlp.{n}_proj.weight"), shape);
-        Mlp { gate: p("gate", vec![f, d]), up: p("up", vec![f, d]), down: p("down", vec![d, f]) }
+        let (gate, up, down) = (p("gate", vec![f, d]), p("up", vec![f, d]), p("down", vec![d, f]));
+        let on = c.mlp_bias();
+        Mlp { gate_b: bias(be, &gate, on), up_b: bias(be, &up, on), down_b: bias(be, &down, on), gate, up, down }
+    }
+    fn params(&self) -> Vec<&Param<B>> {
+        let mut v = vec![&self.gate];
+        v.extend(self.gate_b.as_ref());
+        v.push(&self.up);
+        v.extend(self.up_b.as_ref());
+        v.push(&self.down);
+        v.extend(self.down_b.as_ref());
+        v
+    }
+    fn params_mut(&mut self) -> Vec<&mut Param<B>> {
+        let mut v = vec![&mut self.gate];
+        v.extend(self.gate_b.as_mut());
+        v.push(&mut self.up);
+        v.extend(self.up_b.as_mut());
+        v.push(&mut self.down);
+        v.extend(self.down_b.as_mut());
+        v
     }
     fn acts(&self, be: &B, n: usize) -> MlpActs<B> {
         let f = self.gate.shape[0];
@@ -181,17 +313,17 @@ impl<B: Backend> Mlp<B> {
     }
     /// h `[N,d]` → y += down(silu(gate h) · up h).
     fn forward(&self, be: &B, y: &mut B::Buf, a: &mut MlpActs<B>, h: &B::Buf, n: usize) {
-        linear(be, &mut a.g, h, &self.gate, n, false);
-        linear(be, &mut a.u, h, &self.up, n, false);
+        linear_b(be, &mut a.g, h, &self.gate, &self.gate_b, n, false);
+        linear_b(be, &mut a.u, h, &self.up, &self.up_b, n, false);
         be.swiglu(&mut a.a, &a.g, &a.u);
-        linear(be, y, &a.a, &self.down, n, true);
+        linear_b(be, y, &a.a, &self.down, &self.down_b, n, true);
     }
     #[allow(clippy::too_many_arguments)]
     fn backward(&mut self, be: &B, dh: &mut B::Buf, g: &mut LayerScratch<B>, dy: &B::Buf, a: &MlpActs<B>, h: &B::Buf, n: usize) {
-        linear_backward(be, &mut g.da, dy, &a.a, &mut self.down, n, false);
+        linear_b_backward(be, &mut g.da, dy, &a.a, &mut self.down, &mut self.down_b, n, false);
         be.swiglu_backward(&mut g.dg, &mut g.du, &g.da, &a.g, &a.u);
-        linear_backward(be, dh, &g.dg, h, &mut self.gate, n, false);
-        linear_backward(be, dh, &g.du, h, &mut self.up, n, true);
+        linear_b_backward(be, dh, &g.dg, h, &mut self.gate, &mut self.gate_b, n, false);
+        linear_b_backward(be, dh, &g.du, h, &mut self.up, &mut self.up_b, n, true);
     }
 }
 
@@ -238,13 +370,19 @@ impl<B: Backend> Block<B> {
             mlp: self.mlp.acts(be, n),
         }
     }
-    fn params(&self) -> [&Param<B>; 9] {
-        let (a, m) = (&self.attn, &self.mlp);
-        [&self.input_norm.w, &a.q, &a.k, &a.v, &a.o, &self.post_norm.w, &m.gate, &m.up, &m.down]
+    fn params(&self) -> Vec<&Param<B>> {
+        let mut v = vec![&self.input_norm.w];
+        v.extend(self.attn.params());
+        v.push(&self.post_norm.w);
+        v.extend(self.mlp.params());
+        v
     }
-    fn params_mut(&mut self) -> [&mut Param<B>; 9] {
-        let (a, m) = (&mut self.attn, &mut self.mlp);
-        [&mut self.input_norm.w, &mut a.q, &mut a.k, &mut a.v, &mut a.o, &mut self.post_norm.w, &mut m.gate, &mut m.up, &mut m.down]
+    fn params_mut(&mut self) -> Vec<&mut Param<B>> {
+        let mut v = vec![&mut self.input_norm.w];
+        v.extend(self.attn.params_mut());
+        v.push(&mut self.post_norm.w);
+        v.extend(self.mlp.params_mut());
+        v
     }
     /// x `[N,d]` → y `[N,d]`.
     fn forward(&self, be: &B, y: &mut B::Buf, a: &mut BlockActs<B>, x: &B::Buf, b: usize, t: usize) {
@@ -289,6 +427,7 @@ pub struct LayerScratch<B: Backend> {
     dq: B::Buf,      // [N,qd]
     dk: B::Buf,      // [N,kvd]
     dv: B::Buf,      // [N,kvd]
+    dk_raw: B::Buf,  // [N,kvd] gradient of k before its norm (empty without q/k norms)
     scratch: B::Buf, // [B,Hkv,T,T]
     da: B::Buf,      // [N,F]
     dg: B::Buf,      // [N,F]
@@ -355,7 +494,7 @@ impl<B: Backend> Llama<B> {
     /// Turns a causal LM into a reward model: drops the LM head, adds a zero scalar head, and
     /// marks the config `LlamaForSequenceClassification` (one label).
     pub fn into_classifier(mut self) -> Self {
-        self.cfg.architectures = vec![crate::config::CLASSIFIER_ARCH.to_string()];
+        self.cfg.architectures = vec![format!("{}ForSequenceClassification", self.cfg.family().unwrap_or("Llama"))];
         self.cfg.tie_word_embeddings = false;
         self.cfg.id2label = Some([("0".to_string(), "LABEL_0".to_string())].into());
         self.cfg.pad_token_id = Some(0);
@@ -466,6 +605,7 @@ impl<B: Backend> Llama<B> {
                     dq: be.zeros(n * qd),
                     dk: be.zeros(n * kvd),
                     dv: be.zeros(n * kvd),
+                    dk_raw: be.zeros(if self.cfg.qk_norm() { n * kvd } else { 0 }),
                     scratch: be.zeros(b * self.cfg.kv_heads() * t * t),
                     da: be.zeros(n * f),
                     dg: be.zeros(n * f),

@@ -69,10 +69,46 @@ fn untied_mha_matches_transformers() {
     check("untied_mha");
 }
 
-/// Cached decoding gives the same next-token logits as the full forward.
+/// Llama 3.1's rope scaling (`rope_type` "llama3"), each of its three bands in use.
+#[test]
+fn llama3_rope_scaling_matches_transformers() {
+    check("llama3_rope");
+}
+
+/// Llama with `attention_bias` (q/k/v/o) and `mlp_bias` (gate/up/down).
+#[test]
+fn llama_biases_match_transformers() {
+    check("llama_bias");
+}
+
+/// Qwen2/2.5 (`Qwen2ForCausalLM`): q/k/v biases.
+#[test]
+fn qwen2_matches_transformers() {
+    check("qwen2");
+}
+
+/// Qwen3 (`Qwen3ForCausalLM`): per-head q/k RMSNorm, head_dim × heads ≠ hidden, tied.
+#[test]
+fn qwen3_matches_transformers() {
+    check("qwen3");
+}
+
+/// Mistral (`MistralForCausalLM`), its window longer than the context.
+#[test]
+fn mistral_matches_transformers() {
+    check("mistral");
+}
+
+/// Cached decoding gives the same next-token logits as the full forward, for every family.
 #[test]
 fn cached_decode_matches_forward() {
-    let dir = fixture("tied_gqa");
+    for name in ["tied_gqa", "llama3_rope", "llama_bias", "qwen2", "qwen3", "mistral"] {
+        cached_decode_matches_forward_on(name);
+    }
+}
+
+fn cached_decode_matches_forward_on(name: &str) {
+    let dir = fixture(name);
     let golden = TensorFile::open(&dir.join("golden.safetensors")).unwrap();
     let model = load_model(Cpu, &dir).unwrap();
     let (shape, ids) = golden.get_i64("input_ids").unwrap();
@@ -82,10 +118,10 @@ fn cached_decode_matches_forward() {
     let mut cache = model.new_cache(t);
     // prefill 10 tokens, then one at a time
     let mut got = model.decode(&mut cache, &ids[..10]);
-    assert_close(&got, &want[9 * v..10 * v], "decode prefill");
+    assert_close(&got, &want[9 * v..10 * v], &format!("{name} decode prefill"));
     for i in 10..t {
         got = model.decode(&mut cache, &ids[i..i + 1]);
-        assert_close(&got, &want[i * v..(i + 1) * v], &format!("decode step {i}"));
+        assert_close(&got, &want[i * v..(i + 1) * v], &format!("{name} decode step {i}"));
     }
 }
 

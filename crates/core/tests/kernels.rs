@@ -1,6 +1,6 @@
 //! Every fused CPU kernel against a plain, obviously-correct f64 reference on random shapes.
 
-use chatforge_core::backend::{AdamWStep, AttnShape, Backend, Op, IGNORE};
+use chatforge_core::backend::{AdamWStep, AttnShape, Backend, Op, Rope, IGNORE};
 use chatforge_core::cpu::{exp_fast, Cpu};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -115,7 +115,7 @@ fn rope_matches_rotate_half_and_inverts() {
     let (b, t, heads, hd, theta, pos0) = (2, 9, 3, 8, 10000.0f32, 5);
     let x = rand_vec(&mut rng, b * t * heads * hd, 1.0);
     let mut y = x.clone();
-    Cpu.rope(&mut y, heads, hd, t, pos0, theta, false);
+    Cpu.rope(&mut y, heads, hd, t, pos0, &Rope::plain(theta), false);
     let half = hd / 2;
     let mut want = vec![0.0; x.len()];
     for n in 0..b * t {
@@ -131,7 +131,7 @@ fn rope_matches_rotate_half_and_inverts() {
         }
     }
     assert_close(&y, &want, 1e-5, 1e-5, "rope");
-    Cpu.rope(&mut y, heads, hd, t, pos0, theta, true);
+    Cpu.rope(&mut y, heads, hd, t, pos0, &Rope::plain(theta), true);
     let xd: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     assert_close(&y, &xd, 1e-5, 1e-5, "rope inverse");
 }

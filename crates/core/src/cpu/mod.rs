@@ -9,9 +9,11 @@
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use crate::backend::{AdamWStep, AttnShape, Backend, Op, IGNORE};
+use crate::backend::{AdamWStep, AttnShape, Backend, Op, Rope, IGNORE};
 
+mod rope;
 pub mod skinny;
+use rope::{rope_rows, rope_table_cached};
 
 /// Rows handed to one rayon task in row-parallel kernels.
 const ROWS_PER_TASK: usize = 16;
@@ -227,66 +229,6 @@ fn rmsnorm_backward_rows(dx: &mut [f32], dw: &mut [f32], dy: &[f32], x: &[f32], 
         }
         for i in 0..d {
             dw[i] += dy[i] * x[i] * r;
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Rotary embeddings
-
-/// cos/sin tables `[positions, hd/2]` with HF's frequencies θ_i = theta^(−2i/hd).
-fn rope_table(positions: std::ops::Range<usize>, hd: usize, theta: f32) -> (Vec<f32>, Vec<f32>) {
-    let half = hd / 2;
-    let mut cos = Vec::with_capacity(positions.len() * half);
-    let mut sin = Vec::with_capacity(positions.len() * half);
-    for p in positions {
-        for i in 0..half {
-            // HF computes inv_freq in f32, then pos·inv_freq in f32; we follow it step by step.
-            let inv_freq = 1.0f32 / theta.powf((2 * i) as f32 / hd as f32);
-            let angle = p as f32 * inv_freq;
-            cos.push(angle.cos());
-            sin.push(angle.sin());
-        }
-    }
-    (cos, sin)
-}
-
-type RopeTable = std::sync::Arc<(Vec<f32>, Vec<f32>)>;
-/// (head dim, theta bits), positions covered, the table.
-type RopeSlot = Option<((usize, u32), usize, RopeTable)>;
-
-thread_local! {
-    /// The last cos/sin table built, keyed by (head dim, theta bits), covering positions 0..len.
-    static ROPE_TABLE: std::cell::RefCell<RopeSlot> = const { std::cell::RefCell::new(None) };
-}
-
-/// cos/sin for positions 0..end (at least), built once and reused while (hd, theta) stay the same.
-fn rope_table_cached(end: usize, hd: usize, theta: f32) -> RopeTable {
-    ROPE_TABLE.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if let Some((key, len, table)) = slot.as_ref() {
-            if *key == (hd, theta.to_bits()) && *len >= end {
-                return table.clone();
-            }
-        }
-        let len = end.next_power_of_two().max(64);
-        let table: RopeTable = std::sync::Arc::new(rope_table(0..len, hd, theta));
-        *slot = Some(((hd, theta.to_bits()), len, table.clone()));
-        table
-    })
-}
-
-#[multiversion(targets = "simd")]
-fn rope_rows(x: &mut [f32], cos: &[f32], sin: &[f32], heads: usize, hd: usize, inverse: bool) {
-    let half = hd / 2;
-    let sign = if inverse { -1.0 } else { 1.0 };
-    for head in x.chunks_exact_mut(hd).take(heads) {
-        let (x1, x2) = head.split_at_mut(half);
-        for i in 0..half {
-            let (c, s) = (cos[i], sign * sin[i]);
-            let (a, b) = (x1[i], x2[i]);
-            x1[i] = a * c - b * s;
-            x2[i] = b * c + a * s;
         }
     }
 }
@@ -630,8 +572,8 @@ impl Backend for Cpu {
         }
     }
 
-    fn rope(&self, x: &mut Vec<f32>, heads: usize, hd: usize, t: usize, pos0: usize, theta: f32, inverse: bool) {
-        let table = rope_table_cached(pos0 + t, hd, theta);
+    fn rope(&self, x: &mut Vec<f32>, heads: usize, hd: usize, t: usize, pos0: usize, rope: &Rope, inverse: bool) {
+        let table = rope_table_cached(pos0 + t, hd, rope);
         let (cos, sin) = (&table.0, &table.1);
         let half = hd / 2;
         x.par_chunks_mut(heads * hd).enumerate().for_each(|(n, row)| {
@@ -658,6 +600,17 @@ impl Backend for Cpu {
         s: AttnShape,
     ) {
         attention_backward_cpu(dq, dk, dv, scratch, dout, probs, q, k, v, s)
+    }
+
+    fn add_bias(&self, y: &mut Vec<f32>, bias: &Vec<f32>) {
+        y.par_chunks_mut(bias.len()).for_each(|row| row.iter_mut().zip(bias).for_each(|(y, b)| *y += b));
+    }
+
+    fn bias_backward(&self, dbias: &mut Vec<f32>, dy: &Vec<f32>) {
+        // Rows in order: the sum is the same whatever the thread count.
+        for row in dy.chunks_exact(dbias.len()) {
+            dbias.iter_mut().zip(row).for_each(|(g, d)| *g += d);
+        }
     }
 
     fn swiglu(&self, a: &mut Vec<f32>, g: &Vec<f32>, u: &Vec<f32>) {
@@ -736,9 +689,9 @@ impl Backend for Cpu {
         );
     }
 
-    fn rope_at(&self, x: &mut Vec<f32>, heads: usize, hd: usize, positions: &[usize], theta: f32) {
+    fn rope_at(&self, x: &mut Vec<f32>, heads: usize, hd: usize, positions: &[usize], rope: &Rope) {
         let end = positions.iter().max().map_or(0, |&p| p + 1);
-        let table = rope_table_cached(end, hd, theta);
+        let table = rope_table_cached(end, hd, rope);
         let half = hd / 2;
         for (row, &p) in x.chunks_exact_mut(heads * hd).zip(positions) {
             rope_rows(row, &table.0[p * half..(p + 1) * half], &table.1[p * half..(p + 1) * half], heads, hd, false);

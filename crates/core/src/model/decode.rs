@@ -23,7 +23,8 @@ pub struct KvCache<B: Backend> {
 }
 
 /// The buffers of one decoding call, sized to its rows when it starts and reused by the next:
-/// x, h `[n,d]`, rstd `[n]`, q, o `[n,qd]`, k, v `[n,kvd]`, gate/up/act `[n,F]`, logits `[n,V]`.
+/// x, h `[n,d]`, rstd `[n]`, q, o `[n,qd]`, k, v `[n,kvd]`, gate/up/act `[n,F]`, logits `[n,V]`;
+/// with q/k norms, raw `[n,qd]` or `[n,kvd]` and head_rstd `[n·Hq]` or `[n·Hkv]`.
 pub struct DecodeWs<B: Backend> {
     x: B::Buf,
     h: B::Buf,
@@ -35,6 +36,8 @@ pub struct DecodeWs<B: Backend> {
     g: B::Buf,
     u: B::Buf,
     a: B::Buf,
+    raw: B::Buf,
+    head_rstd: B::Buf,
     last: B::Buf,
     logits: B::Buf,
     /// The logits on the host, `[n·V]`.
@@ -45,6 +48,14 @@ pub struct DecodeWs<B: Backend> {
 fn linear_rows<B: Backend>(be: &B, y: &mut B::Buf, x: &B::Buf, w: &Param<B>, n: usize, acc: bool) {
     let (out, inp) = (w.shape[0], w.shape[1]);
     be.linear_rows(y, x, &w.w, n, out, inp, acc);
+}
+
+/// `linear_rows` and then the layer's bias, if it has one.
+fn linear_rows_b<B: Backend>(be: &B, y: &mut B::Buf, x: &B::Buf, w: &Param<B>, b: &Option<Param<B>>, n: usize, acc: bool) {
+    linear_rows(be, y, x, w, n, acc);
+    if let Some(b) = b {
+        be.add_bias(y, &b.w);
+    }
 }
 
 impl<B: Backend> Llama<B> {
@@ -83,6 +94,8 @@ impl<B: Backend> Llama<B> {
             g: z(),
             u: z(),
             a: z(),
+            raw: z(),
+            head_rstd: z(),
             last: z(),
             logits: z(),
             host: Vec::new(),
@@ -116,24 +129,39 @@ impl<B: Backend> Llama<B> {
         if let Some(&bad) = tokens.iter().find(|&&i| i as usize >= v) {
             panic!("token id {bad} out of range for vocab {v}");
         }
-        let lin = |y: &mut B::Buf, x: &B::Buf, w: &Param<B>, acc: bool| linear_rows(be, y, x, w, n, acc);
+        let lin = |y: &mut B::Buf, x: &B::Buf, w: &Param<B>, b: &Option<Param<B>>, acc: bool| linear_rows_b(be, y, x, w, b, n, acc);
         let (hq, hkv, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
+        let rope = c.rope();
         self.fit(ws, n);
         be.embedding(&mut ws.x, &self.embed.w, tokens, d);
         for (l, blk) in self.blocks.iter().enumerate() {
+            let at = &blk.attn;
             blk.input_norm.forward(be, &mut ws.h, &mut ws.rstd, &ws.x);
-            lin(&mut ws.q, &ws.h, &blk.attn.q, false);
-            lin(&mut ws.k, &ws.h, &blk.attn.k, false);
-            lin(&mut ws.v, &ws.h, &blk.attn.v, false);
-            be.rope_at(&mut ws.q, hq, hd, positions, c.rope_theta);
-            be.rope_at(&mut ws.k, hkv, hd, positions, c.rope_theta);
+            match (&at.q_norm, &at.k_norm) {
+                (Some(qn), Some(kn)) => {
+                    for (dst, w, b, norm, heads) in [(&mut ws.q, &at.q, &at.qb, qn, hq), (&mut ws.k, &at.k, &at.kb, kn, hkv)] {
+                        be.resize(&mut ws.raw, n * heads * hd);
+                        be.resize(&mut ws.head_rstd, n * heads);
+                        lin(&mut ws.raw, &ws.h, w, b, false);
+                        norm.forward(be, dst, &mut ws.head_rstd, &ws.raw);
+                    }
+                }
+                _ => {
+                    lin(&mut ws.q, &ws.h, &at.q, &at.qb, false);
+                    lin(&mut ws.k, &ws.h, &at.k, &at.kb, false);
+                }
+            }
+            lin(&mut ws.v, &ws.h, &at.v, &at.vb, false);
+            be.rope_at(&mut ws.q, hq, hd, positions, &rope);
+            be.rope_at(&mut ws.k, hkv, hd, positions, &rope);
             kv(l, &ws.k, &ws.v, &ws.q, &mut ws.o);
-            lin(&mut ws.x, &ws.o, &blk.attn.o, true);
+            lin(&mut ws.x, &ws.o, &at.o, &at.ob, true);
+            let m = &blk.mlp;
             blk.post_norm.forward(be, &mut ws.h, &mut ws.rstd, &ws.x);
-            lin(&mut ws.g, &ws.h, &blk.mlp.gate, false);
-            lin(&mut ws.u, &ws.h, &blk.mlp.up, false);
+            lin(&mut ws.g, &ws.h, &m.gate, &m.gate_b, false);
+            lin(&mut ws.u, &ws.h, &m.up, &m.up_b, false);
             be.swiglu(&mut ws.a, &ws.g, &ws.u);
-            lin(&mut ws.x, &ws.a, &blk.mlp.down, true);
+            lin(&mut ws.x, &ws.a, &m.down, &m.down_b, true);
         }
         self.norm.forward(be, &mut ws.h, &mut ws.rstd, &ws.x);
     }

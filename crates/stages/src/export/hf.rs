@@ -35,7 +35,7 @@ pub(super) fn write(run: &Run, stage: &str, tok: &Tokenizer, out: &Path) -> Resu
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     model.cfg.bos_token_id = Some(tok.eot_id());
-    model.cfg.eos_token_id = Some(tok.im_end_id());
+    model.cfg.eos_token_id = Some(chatforge_core::config::TokenIds::One(tok.im_end_id()));
     model.cfg.pad_token_id = Some(tok.eot_id());
     save_model(&model, out)?;
 

@@ -247,6 +247,16 @@ pub fn to_gguf<B: Backend>(model: &Llama<B>, tok: &Tokenizer, name: &str, f16: b
     if c.is_classifier() {
         return Err(Error::Input("a reward model (scalar head) has no LM head for llama.cpp; export it with --format hf".into()));
     }
+    // What the `llama` GGUF architecture written here cannot say is refused, not dropped.
+    let missing = [
+        (c.model_type != "llama" && c.model_type != "mistral", "a model_type other than llama/mistral"),
+        (c.qkv_bias() || c.o_bias() || c.mlp_bias(), "linear-layer biases"),
+        (c.qk_norm(), "q/k norms"),
+        (c.rope().scaling != chatforge_core::backend::RopeScaling::None, "rope scaling"),
+    ];
+    if let Some((_, what)) = missing.iter().find(|(m, _)| *m) {
+        return Err(Error::Input(format!("GGUF export writes the plain llama architecture, which lacks {what}; export with --format hf")));
+    }
     let mut g = Gguf::default();
     model_metadata(&mut g, c, name, f16);
     tokenizer_metadata(&mut g, tok, c.vocab_size)?;
