@@ -345,7 +345,14 @@ pub fn render(conv: &Conversation, add_generation_prompt: bool) -> String {
 /// learns to stop), and false on system, user and tool messages (a tool's output is given, not
 /// learned), on the `<|im_start|>assistant\n` headers and on the `\n` after
 /// each `<|im_end|>`. `decode(ids, false) == render(conv, false)`.
+///
+/// With an imported model's template ([`Tokenizer::template`]), the template's rendering and
+/// mask (`crate::template`); a conversation its template refuses panics with the template's
+/// message (import checks the template on sample conversations first).
 pub fn encode_for_training(tok: &Tokenizer, conv: &Conversation) -> (Vec<u32>, Vec<bool>) {
+    if let Some(t) = tok.template() {
+        return t.encode_for_training(tok, conv).unwrap_or_else(|e| panic!("{e}"));
+    }
     let mut ids = Vec::new();
     let mut mask = Vec::new();
     for m in &conv.messages {
@@ -380,6 +387,9 @@ pub fn keep_last(mut ids: Vec<u32>, cap: usize) -> Vec<u32> {
 }
 
 pub fn encode_prompt(tok: &Tokenizer, conv: &Conversation) -> Vec<u32> {
+    if let Some(t) = tok.template() {
+        return t.encode_prompt(tok, conv).unwrap_or_else(|e| panic!("{e}"));
+    }
     let mut ids = Vec::new();
     for m in &conv.messages {
         ids.extend(header(tok, m.role));

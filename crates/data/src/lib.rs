@@ -6,6 +6,7 @@ mod error;
 pub mod minhash;
 pub mod shards;
 pub mod tasks;
+pub mod template;
 pub mod tokenizer;
 pub mod tools;
 

@@ -19,6 +19,13 @@
 //! itself, such as the template's own markers, and encode user content with `encode`.
 //!
 //! The file format is HF's `tokenizer.json`: Python `tokenizers` and `transformers` load it.
+//!
+//! An imported model (`chatforge import`) brings its own byte-level tokenizer, special tokens
+//! and chat template: `tokenizer_config.json` beside `tokenizer.json` holds its `chat_template`,
+//! `bos_token`, `eos_token` and `chatforge_stop_tokens` (the tokens that end a turn). Then
+//! [`Tokenizer::template`] is the model's [`ChatTemplate`], and `chat::encode_prompt` and
+//! `chat::encode_for_training` follow it instead of ChatML; [`Tokenizer::eot_id`] is its EOS and
+//! [`Tokenizer::im_end_id`] its end of turn.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -30,7 +37,11 @@ use tokenizers::models::TrainerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::AddedToken;
 
+use crate::template::ChatTemplate;
 use crate::{Error, Result};
+
+/// The file beside `tokenizer.json` that holds an imported model's chat template.
+pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
 
 /// Separates documents; the model learns to emit it when a text is finished.
 pub const ENDOFTEXT: &str = "<|endoftext|>";
@@ -54,6 +65,9 @@ pub struct Tokenizer {
     eot: u32,
     im_start: u32,
     im_end: u32,
+    /// An imported model's own chat template (`None`: our ChatML) and the ids that end a turn.
+    template: Option<ChatTemplate>,
+    stops: Vec<u32>,
 }
 
 impl Tokenizer {
@@ -93,12 +107,77 @@ impl Tokenizer {
 
     /// Loads a `tokenizer.json`. Errors name the path: a missing file, a file that is not a
     /// tokenizer, or a tokenizer that is not byte-level or lacks the special tokens.
+    /// With a `tokenizer_config.json` beside it that has a `chat_template`, the tokenizer
+    /// is an imported model's (see the module docs).
     pub fn load(path: &Path) -> Result<Tokenizer> {
         let json = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Tokenizer::from_json(&json).map_err(|e| match e {
+        let named = |e| match e {
             Error::Tokenizer(msg) | Error::Format(msg) => Error::Format(format!("{}: {msg}", path.display())),
             other => other,
-        })
+        };
+        let cfg_path = path.with_file_name(TOKENIZER_CONFIG);
+        if cfg_path.exists() {
+            let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+            let cfg: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Format(format!("{}: {e}", cfg_path.display())))?;
+            if cfg.get("chat_template").is_some() {
+                let hf = tokenizers::Tokenizer::from_bytes(json.as_bytes())
+                    .map_err(|e| Error::Format(format!("{}: not a tokenizer.json: {e}", path.display())))?;
+                return Tokenizer::imported(hf, &cfg).map_err(|e| match e {
+                    Error::Tokenizer(msg) | Error::Format(msg) => Error::Format(format!("{}: {msg}", cfg_path.display())),
+                    other => other,
+                });
+            }
+        }
+        Tokenizer::from_json(&json).map_err(named)
+    }
+
+    /// An imported model's tokenizer: its `tokenizer.json` and its `tokenizer_config.json`
+    /// (`chat_template`, `bos_token`, `eos_token`, and our `chatforge_stop_tokens`).
+    pub fn imported(mut plain: tokenizers::Tokenizer, cfg: &serde_json::Value) -> Result<Tokenizer> {
+        check_byte_level(&plain)?;
+        // A token may be written as a string or as an AddedToken object {"content": ...}.
+        let token = |key: &str| -> Option<String> {
+            let v = cfg.get(key)?;
+            v.as_str().map(String::from).or_else(|| v.get("content").and_then(|c| c.as_str()).map(String::from))
+        };
+        let source = match cfg.get("chat_template") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            // A list of named templates: the "default" one.
+            Some(serde_json::Value::Array(list)) => list
+                .iter()
+                .find(|t| t["name"] == "default")
+                .and_then(|t| t["template"].as_str())
+                .ok_or_else(|| Error::Format("chat_template lists no \"default\" template".into()))?
+                .to_string(),
+            _ => return Err(Error::Format("chat_template is not a string".into())),
+        };
+        let eos = token("eos_token").ok_or_else(|| Error::Format("no eos_token".into()))?;
+        let bos = token("bos_token").unwrap_or_default();
+        let mut stop_names: Vec<String> = cfg
+            .get("chatforge_stop_tokens")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        if !stop_names.contains(&eos) {
+            stop_names.push(eos.clone());
+        }
+        let id = |name: &str| {
+            plain.token_to_id(name).ok_or_else(|| Error::Tokenizer(format!("special token {name:?} is not in the vocabulary")))
+        };
+        let stops = stop_names.iter().map(|n| id(n)).collect::<Result<Vec<u32>>>()?;
+        let eot = id(&eos)?;
+        let im_end = stops[0];
+        let im_start = plain.token_to_id(IM_START).unwrap_or(eot);
+        let template = ChatTemplate::new(&source, &bos, &eos, stop_names)?;
+        let mut chat = plain.clone();
+        chat.set_encode_special_tokens(false);
+        plain.set_encode_special_tokens(true);
+        Ok(Tokenizer { plain, chat, eot, im_start, im_end, template: Some(template), stops })
+    }
+
+    /// The imported model's chat template (`None`: ChatML).
+    pub fn template(&self) -> Option<&ChatTemplate> {
+        self.template.as_ref()
     }
 
     /// Parses the contents of a `tokenizer.json`.
@@ -189,8 +268,12 @@ impl Tokenizer {
     }
 
     /// Id of `<|im_end|>`.
-    /// The tokens that end a chat answer: `<|im_end|>` and `<|endoftext|>`.
+    /// The tokens that end a chat answer: `<|im_end|>` and `<|endoftext|>` (an imported
+    /// model's: its end-of-turn tokens and EOS).
     pub fn chat_stop_ids(&self) -> Vec<u32> {
+        if self.template.is_some() {
+            return self.stops.clone();
+        }
         vec![self.im_end_id(), self.eot_id()]
     }
     pub fn im_end_id(&self) -> u32 {
@@ -199,6 +282,9 @@ impl Tokenizer {
 
     /// Whether `id` is one of the special tokens.
     pub fn is_special(&self, id: u32) -> bool {
+        if self.template.is_some() {
+            return self.plain.get_added_tokens_decoder().get(&id).is_some_and(|t| t.special);
+        }
         id == self.eot || id == self.im_start || id == self.im_end
     }
 
@@ -250,7 +336,7 @@ impl Tokenizer {
         let mut chat = plain.clone();
         chat.set_encode_special_tokens(false);
         plain.set_encode_special_tokens(true);
-        Ok(Tokenizer { plain, chat, eot, im_start, im_end })
+        Ok(Tokenizer { plain, chat, eot, im_start, im_end, template: None, stops: vec![] })
     }
 }
 
