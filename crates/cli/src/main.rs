@@ -11,6 +11,7 @@ mod compare_cmd;
 mod data_cmd;
 mod eval_cmd;
 mod export_cmd;
+mod import_cmd;
 mod label_cmd;
 mod prefs_cmd;
 mod pretrain_cmd;
@@ -82,6 +83,8 @@ enum Cmd {
     /// Benchmarks of the hot paths, with ratios against their peers.
     #[command(subcommand)]
     Bench(bench_cmd::BenchCmd),
+    /// Import an HF model (Llama, SmolLM2, Qwen2/3, Mistral) as a stage, with its own tokenizer and chat template.
+    Import(import_cmd::ImportArgs),
     /// Export a stage as GGUF (llama.cpp, Ollama) or as an HF folder (transformers), with its tokenizer and chat template.
     Export(export_cmd::ExportArgs),
     /// Clean, deduplicate and filter a corpus; report what was removed and why.
@@ -117,6 +120,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Serve(a) => serve_cmd::serve(a),
         Cmd::Moderation(c) => serve_cmd::moderation(c),
         Cmd::Bench(c) => bench_cmd::run(c),
+        Cmd::Import(a) => import_cmd::run(a),
         Cmd::Export(a) => export_cmd::run(a),
         Cmd::Data(a) => data_cmd::run(a),
         Cmd::Tokenizer(c) => tokenizer_cmd::run(c),

@@ -55,6 +55,11 @@ impl TensorFile {
         self.st().tensor(name).is_ok()
     }
 
+    /// The stored dtype of a tensor ("BF16", "F32", ...).
+    pub fn dtype_of(&self, name: &str) -> Option<String> {
+        self.st().tensor(name).ok().map(|t| format!("{:?}", t.dtype()))
+    }
+
     /// The tensor's shape and its data as f32 (F32, BF16 and F16 are accepted).
     pub fn get(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         let st = self.st();
@@ -108,17 +113,59 @@ pub fn save_model<B: Backend>(model: &Llama<B>, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Loads `config.json` and `model.safetensors` from `dir` (ours or an HF Llama checkpoint).
+/// The weight files of a checkpoint folder: `model.safetensors`, or the shards that
+/// `model.safetensors.index.json`'s `weight_map` names (HF's layout for large models).
+pub fn weight_files(dir: &Path) -> Result<Vec<TensorFile>> {
+    let single = dir.join(MODEL);
+    if single.exists() {
+        return Ok(vec![TensorFile::open(&single)?]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&index)
+        .map_err(|_| Error::Input(format!("{} has neither {MODEL} nor {}", dir.display(), "model.safetensors.index.json")))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Format(format!("{}: {e}", index.display())))?;
+    let map = json["weight_map"].as_object().ok_or_else(|| Error::Format(format!("{}: no weight_map", index.display())))?;
+    let mut shards: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
+    shards.sort_unstable();
+    shards.dedup();
+    shards.into_iter().map(|f| TensorFile::open(&dir.join(f))).collect()
+}
+
+/// Tensors a checkpoint may hold that are not parameters (old transformers saved rotary tables).
+fn is_buffer(name: &str) -> bool {
+    name.ends_with("rotary_emb.inv_freq")
+}
+
+/// Loads `config.json` and the weights (one file or shards) from `dir`: ours, or an HF
+/// checkpoint of a family `LlamaConfig::validate` accepts. Every parameter must be there with
+/// its shape, and every tensor of the files must be a parameter: a tensor we would ignore (a
+/// feature the config does not declare) is an error, not a silent misload.
 pub fn load_model<B: Backend>(be: B, dir: &Path) -> Result<Llama<B>> {
     let cfg = LlamaConfig::from_json_file(&dir.join(CONFIG))?;
-    let file = TensorFile::open(&dir.join(MODEL))?;
+    let files = weight_files(dir)?;
     let mut model = Llama::empty(be, cfg);
-    if !model.cfg.is_classifier() && file.contains("score.weight") {
+    if !model.cfg.is_classifier() && files.iter().any(|f| f.contains("score.weight")) {
         model.add_value_head();
     }
     let be = model.be.clone();
     let tied = model.cfg.tie_word_embeddings || model.cfg.is_classifier();
+    let mut known: std::collections::HashSet<String> = model.params().iter().map(|p| p.name.clone()).collect();
+    if tied {
+        known.insert("lm_head.weight".into()); // some checkpoints store the tied head anyway
+    }
+    for f in &files {
+        if let Some(extra) = f.names().into_iter().find(|n| !known.contains(n) && !is_buffer(n)) {
+            return Err(Error::Tensor {
+                name: extra,
+                msg: format!("in {} but not a parameter of a {} model with this config.json", f.path.display(), model.cfg.model_type),
+            });
+        }
+    }
     for p in model.params_mut() {
+        let file = files
+            .iter()
+            .find(|f| f.contains(&p.name))
+            .ok_or_else(|| Error::Tensor { name: p.name.clone(), msg: format!("missing from the checkpoint in {}", dir.display()) })?;
         let (shape, data) = file.get(&p.name)?;
         if shape != p.shape {
             return Err(Error::Tensor {
@@ -128,7 +175,7 @@ pub fn load_model<B: Backend>(be: B, dir: &Path) -> Result<Llama<B>> {
         }
         p.w = be.upload(&data);
     }
-    if !tied && !file.contains("lm_head.weight") {
+    if !tied && !files.iter().any(|f| f.contains("lm_head.weight")) {
         return Err(Error::Tensor { name: "lm_head.weight".into(), msg: "missing and tie_word_embeddings is false".into() });
     }
     Ok(model)

@@ -368,12 +368,18 @@ impl LlamaConfig {
     }
 
     pub fn from_json_file(path: &std::path::Path) -> Result<Self> {
+        let cfg = Self::parse_json_file(path)?;
+        cfg.validate().map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        Ok(cfg)
+    }
+
+    /// `config.json` parsed but not validated (import caps the context first).
+    pub fn parse_json_file(path: &std::path::Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let mut cfg: LlamaConfig = serde_json::from_str(&text).map_err(|e| Error::Format(format!("{}: {e}", path.display())))?;
         if let Some(theta) = cfg.rope_parameters.as_ref().and_then(|rp| rp.rope_theta) {
             cfg.rope_theta = theta;
         }
-        cfg.validate().map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         Ok(cfg)
     }
 }

@@ -22,6 +22,7 @@
 //! | [`sample`] | "ask it N times": one prompt, N answers, their reward distribution | a chat stage, `R/rm/` | `stages.<stage>.sample` |
 //! | [`moderation`] | the moderation classifier for serving | the task suite | `R/moderation.json` |
 //! | [`eval`] | the evals registry on a stage | a checkpoint | `R/evals/<stage>/` |
+//! | [`import`] | an HF model folder (or cached model id) as a stage, with its tokenizer and chat template | the folder | `R/<stage>/`, `R/tokenizer.json`, `R/tokenizer_config.json` |
 //! | [`export`] | a stage as GGUF (llama.cpp, Ollama) or an HF folder (`transformers`) | a checkpoint, `R/tokenizer.json` | `R/export/` or `--out` |
 //!
 //! [`speedrun`] runs them all in order with the speedrun's recipes.
@@ -33,6 +34,7 @@ mod error;
 pub mod eval;
 pub mod export;
 pub mod headroom;
+pub mod import;
 pub mod label;
 pub mod moderation;
 pub mod pairs_curve;

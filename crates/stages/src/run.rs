@@ -62,7 +62,8 @@ impl Run {
                 format!("pretrain first: `chatforge pretrain --run {}` (or `chatforge speedrun`)", self.dir.root().display()),
             ));
         }
-        Ok(self.tokenizer.get_or_init(|| Tokenizer::load(&path).expect("checked above")))
+        let tok = Tokenizer::load(&path)?;
+        Ok(self.tokenizer.get_or_init(|| tok))
     }
 
     /// The task suite: read from `R/sft_data/`, or generated there from the bundled corpus
