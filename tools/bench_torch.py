@@ -8,9 +8,12 @@ compared against PyTorch + HF transformers on the same model shape.
     /tmp/venv/bin/python tools/bench_torch.py            # defaults below
     /tmp/venv/bin/python tools/bench_torch.py --tied --threads 2
 
-The last line printed is always
+The last two lines printed are always
 
+    pytorch forward tokens/s: <value>
     pytorch train tokens/s: <value>
+
+(the forward alone runs after training, in inference mode, over fresh batches of the same shape).
 
 Token accounting: tokens/step = batch * context, i.e. every input position
 is counted. HF's causal-LM loss actually has only context-1 targets per row
@@ -104,7 +107,20 @@ def main():
     tokens = args.batch * args.context * args.steps  # every input position counts
     print(f"per-step ms: mean {sum(step_ms) / len(step_ms):.1f}, "
           f"min {min(step_ms):.1f}, max {max(step_ms):.1f}")
-    print(f"pytorch train tokens/s: {tokens / total_s:.1f}")
+    train_tps = tokens / total_s
+
+    # The forward alone, in inference mode (no autograd graph): logits of every position.
+    model.eval()
+    fwd_s = 0.0
+    with torch.inference_mode():
+        for i in range(args.warmup + args.steps):
+            ids = torch.randint(0, args.vocab, (args.batch, args.context), generator=gen)
+            t0 = time.perf_counter()
+            model(input_ids=ids).logits.sum().item()
+            if i >= args.warmup:
+                fwd_s += time.perf_counter() - t0
+    print(f"pytorch forward tokens/s: {tokens / fwd_s:.1f}")
+    print(f"pytorch train tokens/s: {train_tps:.1f}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 """Golden renderings of model chat templates, computed by HF `transformers`.
 
 For each template under crates/data/tests/fixtures/templates/*.jinja (one per family form:
-ChatML with tools as Qwen2.5 writes it, SmolLM2's ChatML with a default system turn, Llama 3's
-headers, Mistral's [INST]; written for these tests, not copied from any model), this renders
+ChatML with tools as Qwen2.5 writes it, Qwen3's with reasoning blocks and a namespace,
+SmolLM2's ChatML with a default system turn, Llama 2's [INST] <<SYS>>, Llama 3's headers,
+Mistral's [INST]; written for these tests, not copied from any model), this renders
 the 10 conversations below with and without the generation prompt through
 `tokenizer.apply_chat_template(..., tokenize=False)` and writes
 crates/data/tests/fixtures/templates/renders.json:
@@ -70,18 +71,22 @@ CONVERSATIONS = [
      {"content": "c-a-t", "role": "tool", "tool_call_id": "call_1"},
      {"content": "5", "role": "tool", "tool_call_id": "call_2"}],
 ]
+CONVERSATIONS.append([{"content": "Is 7 prime?", "role": "user"},
+                      {"content": "<think>\nOnly 1 and 7 divide it.\n</think>\n\nYes.", "role": "assistant"}])
 # chatforge's JSON objects iterate in key order (serde_json without preserve_order); give
 # transformers the same order.
 TOOLS = json.loads(json.dumps(TOOLS, sort_keys=True))
 CONVERSATIONS = json.loads(json.dumps(CONVERSATIONS, sort_keys=True))
 # Conversations rendered with the tool list as well (those that call tools).
-WITH_TOOLS = {7, 9}
+WITH_TOOLS = {7, 9}  # (conversation 10 carries reasoning: the qwen3 form strips it)
 
 SPECIALS = {
     "chatml_tools": dict(bos_token=None, eos_token="<|im_end|>"),
     "smollm2": dict(bos_token="<|im_start|>", eos_token="<|im_end|>"),
     "llama3": dict(bos_token="<|begin_of_text|>", eos_token="<|eot_id|>"),
     "mistral": dict(bos_token="<s>", eos_token="</s>"),
+    "llama2": dict(bos_token="<s>", eos_token="</s>"),
+    "qwen3": dict(bos_token=None, eos_token="<|im_end|>"),
 }
 
 

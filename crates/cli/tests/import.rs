@@ -86,6 +86,18 @@ fn import_sft_dpo_serve_with_the_models_own_template() {
     let dpo_steps = metrics.lines().filter(|l| l.contains("\"stage\":\"dpo\"") && l.contains("\"loss\"")).count();
     assert!(dpo_steps >= 5, "{dpo_steps} dpo steps");
 
+    // The hf export carries the model's own template and stop tokens back out; GGUF's plain
+    // llama architecture has no q/k/v biases and says so.
+    let hf = dir.path().join("hf");
+    ok(&["export", "--stage", "dpo", "--format", "hf", "--out", hf.to_str().unwrap()], &run);
+    let tc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(hf.join("tokenizer_config.json")).unwrap()).unwrap();
+    let src: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture().join("tokenizer_config.json")).unwrap()).unwrap();
+    assert_eq!(tc["chat_template"], src["chat_template"]);
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
+    assert_eq!((cfg["model_type"].as_str(), cfg["eos_token_id"].clone()), (Some("qwen2"), serde_json::json!([2, 0])));
+    let out = chatforge(&["export", "--stage", "dpo", "--format", "gguf"], &run);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("biases"), "{out:?}");
+
     let out = Command::new(env!("CARGO_BIN_EXE_chatforge")).args(["moderation", "train", "--run"]).arg(&run).output().unwrap();
     assert!(out.status.success(), "{out:?}");
 
@@ -157,4 +169,37 @@ fn unsupported_models_are_refused_by_name() {
         Command::new(env!("CARGO_BIN_EXE_chatforge")).arg("import").arg(&src).arg("--run").arg(dir.path().join("r")).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("_proj.bias") && err.contains("not a parameter") && !err.contains(".import"), "{err}");
+}
+
+/// A model id is found in the HF cache's layout (`models--org--name/snapshots/<refs/main>/`).
+#[test]
+fn a_model_id_is_read_from_the_hf_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("hub/models--test-org--qwen2-tiny");
+    let snap = repo.join("snapshots/0123abcd");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+    for f in std::fs::read_dir(fixture()).unwrap().flatten() {
+        // The cache holds symlinks into blobs/; links to the fixture stand in for them.
+        std::os::unix::fs::symlink(f.path(), snap.join(f.file_name())).unwrap();
+    }
+    let run = dir.path().join("r");
+    let out = Command::new(env!("CARGO_BIN_EXE_chatforge"))
+        .args(["import", "test-org/qwen2-tiny", "--run"])
+        .arg(&run)
+        .env("HF_HUB_CACHE", dir.path().join("hub"))
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("as r/sft"), "{text}");
+    assert!(run.join("sft/model.safetensors").exists());
+    let out = Command::new(env!("CARGO_BIN_EXE_chatforge"))
+        .args(["import", "test-org/absent", "--run"])
+        .arg(dir.path().join("r2"))
+        .env("HF_HUB_CACHE", dir.path().join("hub"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not in the HF cache"), "{err}");
 }

@@ -1,5 +1,5 @@
 //! Model chat templates rendered by minijinja against `transformers`' `apply_chat_template`
-//! (fixtures: `tools/make_template_fixtures.py`; 4 template forms × 10 conversations × the
+//! (fixtures: `tools/make_template_fixtures.py`; 6 template forms × 11 conversations × the
 //! generation prompt on and off), and the token ids and loss masks built from them.
 
 use std::path::PathBuf;
@@ -80,7 +80,7 @@ fn minijinja_renders_as_apply_chat_template() {
             }
         }
     }
-    assert_eq!((same, refused), (76, 4), "renders and refusals");
+    assert_eq!((same, refused), (124, 8), "renders and refusals");
 }
 
 /// Token ids follow the template, a user's special-token strings stay text, and the loss mask

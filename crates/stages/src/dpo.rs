@@ -40,6 +40,7 @@ pub struct Figures {
 
 /// Trains `R/dpo` (or resumes it) and records `stages.dpo`.
 pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
+    run.check_memory("sft", 5, "DPO")?;
     let tok = run.tokenizer()?;
     let store = run.existing_store()?;
     let mut pairs = store.pairs(&PairFilter::default())?;

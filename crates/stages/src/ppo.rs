@@ -68,6 +68,7 @@ pub(crate) fn ptx_rows(run: &Run, coef: f64) -> Result<Option<SftData>> {
 
 /// Trains `R/ppo` (`R/rlvr` with the graders' reward; or resumes it) and records its figures.
 pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
+    run.check_memory("sft", 7, "PPO")?;
     let tok = run.tokenizer()?;
     let suite = run.suite()?;
     let stage = cfg.reward.stage();

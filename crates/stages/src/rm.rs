@@ -90,6 +90,7 @@ pub struct Figures {
 
 /// Trains `R/rm` (or resumes it) and records `stages.rm`.
 pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
+    run.check_memory("sft", 4, "the reward model")?;
     let tok = run.tokenizer()?;
     let store = run.existing_store()?;
     let mut pairs = store.pairs(&PairFilter { ties: cfg.ties, simulated: cfg.raters.simulated() })?;

@@ -122,6 +122,24 @@ impl Run {
         load_model(Cpu, &dir).map_err(|e| Error::Input(format!("loading the {stage} model from {}: {e}", dir.display())))
     }
 
+    /// Refuses a training stage whose model would not fit: `copies` f32 copies of the `stage`
+    /// checkpoint's parameters (weights, gradients and Adam's two moments are 4; a frozen
+    /// reference or reward model adds one each) against the machine's free memory.
+    pub fn check_memory(&self, stage: &str, copies: usize, what: &str) -> Result<()> {
+        let path = self.dir.stage(stage).join(chatforge_rundir::layout::CONFIG);
+        let Ok(cfg) = chatforge_core::LlamaConfig::from_json_file(&path) else { return Ok(()) };
+        let need = (cfg.num_params() * 4 * copies) as u64;
+        match crate::import::available_memory() {
+            Some(free) if need > free => Err(Error::Input(format!(
+                "{what} needs about {:.1} GB ({copies} f32 copies of {:.0}M parameters, activations not counted), but only {:.1} GB is free",
+                need as f64 / 1e9,
+                cfg.num_params() as f64 / 1e6,
+                free as f64 / 1e9
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// `R/rm`, the reward model.
     pub fn reward_model(&self) -> Result<RewardModel> {
         if !self.dir.has_model("rm") {

@@ -92,6 +92,7 @@ pub struct Figures {
 
 /// Trains `R/sft` from `R/base` (or resumes it), scores before and after, records `stages.sft`.
 pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
+    run.check_memory("base", 4, "SFT")?;
     let tok = run.tokenizer()?;
     let suite = run.suite_sized(cfg.small_suite)?;
     let mut train: Vec<Conversation> = suite.train.iter().map(|t| t.conversation.clone()).collect();

@@ -72,6 +72,8 @@ pub struct BenchResult {
     pub mfu: f64,
     pub peak_rss_mb: f64,
     pub threads: usize,
+    /// Inference: a forward pass to the logits over the same batches, no gradients.
+    pub forward_tokens_per_s: f64,
 }
 
 /// Best-of-3 GFLOP/s of a square fp32 matmul through the engine (the machine's practical peak).
@@ -120,6 +122,17 @@ pub fn bench_train(cfg: &BenchConfig, mut progress: impl FnMut(usize, f32)) -> B
         progress(step, loss);
     }
     let tokens_per_s = (n * cfg.steps) as f64 / elapsed;
+    // The forward alone (logits of every position, as `transformers` returns them).
+    let mut fwd = 0.0;
+    for step in 0..cfg.warmup + cfg.steps {
+        let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..cfg.vocab as u32)).collect();
+        let t = Instant::now();
+        std::hint::black_box(model.forward(&ids, cfg.batch, cfg.context));
+        if step >= cfg.warmup {
+            fwd += t.elapsed().as_secs_f64();
+        }
+    }
+    let forward_tokens_per_s = (n * cfg.steps) as f64 / fwd;
     let flops_per_token = mc.train_flops_per_token(cfg.context);
     let gflops = tokens_per_s * flops_per_token / 1e9;
     let peak = matmul_peak_gflops(1024);
@@ -132,5 +145,6 @@ pub fn bench_train(cfg: &BenchConfig, mut progress: impl FnMut(usize, f32)) -> B
         mfu: gflops / peak,
         peak_rss_mb: peak_rss_mb(),
         threads: rayon::current_num_threads(),
+        forward_tokens_per_s,
     }
 }

@@ -77,11 +77,20 @@ fn llama_cpp_dir(given: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/chatforge/llama.cpp"))
 }
 
-fn cpu_name() -> String {
+pub(super) fn cpu_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string()))
         .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// The CPU's name and the vector / matrix extensions it has that matter to the kernels.
+pub(super) fn cpu_line() -> String {
+    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = flags.lines().find(|l| l.starts_with("flags")).unwrap_or_default();
+    let has: Vec<&str> =
+        ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"].into_iter().filter(|f| flags.split_whitespace().any(|x| x == *f)).collect();
+    format!("{} ({})", cpu_name(), if has.is_empty() { "no AVX2".to_string() } else { has.join(" ") })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -105,6 +105,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         bar.set_message(format!("loss {loss:.3}"));
     });
     bar.finish_and_clear();
+    println!("cpu: {}", decode::cpu_line());
     println!("params: {:.2}M", r.params as f64 / 1e6);
     println!("chatforge: {:.1} tokens/s, {:.1} ms/step, {:.1} GFLOP/s", r.tokens_per_s, r.step_ms, r.gflops);
     println!("matmul peak (1024^3 f32, same run): {:.1} GFLOP/s -> MFU {:.1}%", r.matmul_peak_gflops, 100.0 * r.mfu);
@@ -114,17 +115,21 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         None => None,
     };
     match torch {
-        Some(t) => println!("train tokens/s: chatforge {:.1}, pytorch {:.1}, ratio {:.2}", r.tokens_per_s, t, r.tokens_per_s / t),
+        Some((f, t)) => {
+            println!("forward tokens/s: chatforge {:.1}, pytorch {:.1}, ratio {:.2}", r.forward_tokens_per_s, f, r.forward_tokens_per_s / f);
+            println!("train tokens/s: chatforge {:.1}, pytorch {:.1}, ratio {:.2}", r.tokens_per_s, t, r.tokens_per_s / t)
+        }
         None => println!(
-            "train tokens/s: chatforge {:.1}, pytorch n/a, ratio n/a (pass --python /path/to/python with torch to compare)",
-            r.tokens_per_s
+            "forward tokens/s: chatforge {:.1}; train tokens/s: chatforge {:.1}; pytorch n/a (pass --python /path/to/python with torch to compare)",
+            r.forward_tokens_per_s, r.tokens_per_s
         ),
     }
     Ok(())
 }
 
-/// Runs tools/bench_torch.py with the same shape and thread count; returns its tokens/s.
-fn torch_peer(python: &PathBuf, cfg: &BenchConfig, threads: usize) -> anyhow::Result<f64> {
+/// Runs tools/bench_torch.py with the same shape and thread count; returns its forward and
+/// training tokens/s.
+fn torch_peer(python: &PathBuf, cfg: &BenchConfig, threads: usize) -> anyhow::Result<(f64, f64)> {
     let script = find_tool("bench_torch.py")?;
     let mut cmd = Command::new(python);
     cmd.arg(&script);
@@ -152,9 +157,13 @@ fn torch_peer(python: &PathBuf, cfg: &BenchConfig, threads: usize) -> anyhow::Re
     if !out.status.success() {
         bail!("{} failed:\n{}{}", script.display(), stdout, String::from_utf8_lossy(&out.stderr));
     }
-    let last = stdout.lines().rev().find(|l| l.starts_with("pytorch train tokens/s:")).context("no result line from bench_torch.py")?;
-    println!("{last}");
-    Ok(last.rsplit(':').next().unwrap().trim().parse()?)
+    let figure = |prefix: &str| -> anyhow::Result<f64> {
+        let line =
+            stdout.lines().rev().find(|l| l.starts_with(prefix)).with_context(|| format!("no {prefix:?} line from bench_torch.py"))?;
+        println!("{line}");
+        Ok(line.rsplit(':').next().unwrap().trim().parse()?)
+    };
+    Ok((figure("pytorch forward tokens/s:")?, figure("pytorch train tokens/s:")?))
 }
 
 /// tools/<name>, looked up from the current directory and from the source tree this binary was built in.

@@ -5,7 +5,8 @@
 //! already; a policy's value head is dropped), with the special-token ids filled in. The
 //! tokenizer files: the run's `tokenizer.json` as it is, and a `tokenizer_config.json` naming
 //! `PreTrainedTokenizerFast`, the special tokens (`<|endoftext|>` as BOS and padding,
-//! `<|im_end|>` as EOS; no BOS or EOS is added when encoding) and the ChatML template.
+//! `<|im_end|>` as EOS; no BOS or EOS is added when encoding) and the ChatML template. An
+//! imported model (`chatforge import`) goes out with its own template, BOS/EOS and stop tokens.
 
 use std::path::Path;
 
@@ -34,6 +35,9 @@ pub(super) fn write(run: &Run, stage: &str, tok: &Tokenizer, out: &Path) -> Resu
         model.score = None;
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    if let Some(t) = tok.template() {
+        return write_imported(run, stage, tok, t, model, out);
+    }
     model.cfg.bos_token_id = Some(tok.eot_id());
     model.cfg.eos_token_id = Some(chatforge_core::config::TokenIds::One(tok.im_end_id()));
     model.cfg.pad_token_id = Some(tok.eot_id());
@@ -76,10 +80,45 @@ pub(super) fn write(run: &Run, stage: &str, tok: &Tokenizer, out: &Path) -> Resu
     let map = json!({"bos_token": eot, "eos_token": im_end, "pad_token": eot, "additional_special_tokens": [im_start]});
     write_json(out, "special_tokens_map.json", &map)?;
 
+    figures(out, &model)
+}
+
+fn figures<B: chatforge_core::backend::Backend>(out: &Path, model: &chatforge_core::model::Llama<B>) -> Result<Figures> {
     let mut bytes = 0;
     for e in std::fs::read_dir(out).map_err(|e| Error::io(out, e))? {
         bytes += e.map_err(|e| Error::io(out, e))?.metadata().map_err(|e| Error::io(out, e))?.len();
     }
     debug_assert!(out.join(CONFIG).is_file());
     Ok(Figures { path: out.to_path_buf(), bytes, tensors: model.params().len(), params: model.cfg.num_params() })
+}
+
+/// An imported model goes back out with its own tokenizer files, template and stop tokens.
+fn write_imported<B: chatforge_core::backend::Backend>(
+    run: &Run,
+    stage: &str,
+    tok: &Tokenizer,
+    t: &chatforge_data::template::ChatTemplate,
+    mut model: chatforge_core::model::Llama<B>,
+    out: &Path,
+) -> Result<Figures> {
+    let stops = tok.chat_stop_ids();
+    model.cfg.eos_token_id = Some(chatforge_core::config::TokenIds::Many(stops.clone()));
+    save_model(&model, out)?;
+    let src = run.dir.stage(stage).join(GENERATION_CONFIG);
+    let mut gen = if src.is_file() { read_json(&src)? } else { json!({}) };
+    gen["eos_token_id"] = json!(stops);
+    write_json(out, GENERATION_CONFIG, &gen)?;
+    write_atomic(&out.join("tokenizer.json"), tok.to_json().as_bytes())?;
+    let bos = (!t.bos_token.is_empty()).then(|| t.bos_token.clone());
+    let config = json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": bos,
+        "eos_token": t.eos_token,
+        "clean_up_tokenization_spaces": false,
+        "model_max_length": model.cfg.max_position_embeddings,
+        "chat_template": t.source,
+    });
+    write_json(out, "tokenizer_config.json", &config)?;
+    write_json(out, "special_tokens_map.json", &json!({"bos_token": bos, "eos_token": t.eos_token}))?;
+    figures(out, &model)
 }

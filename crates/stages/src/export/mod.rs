@@ -159,7 +159,8 @@ fn tokenizer_metadata(g: &mut Gguf, tok: &Tokenizer, n_vocab: usize) -> Result<(
     g.set("tokenizer.ggml.padding_token_id", Value::U32(tok.eot_id()));
     g.set("tokenizer.ggml.add_bos_token", Value::Bool(false));
     g.set("tokenizer.ggml.add_eos_token", Value::Bool(false));
-    g.set("tokenizer.chat_template", Value::Str(gguf_template()));
+    let template = tok.template().map_or_else(gguf_template, |t| t.source.clone());
+    g.set("tokenizer.chat_template", Value::Str(template));
     Ok(())
 }
 
@@ -248,14 +249,21 @@ pub fn to_gguf<B: Backend>(model: &Llama<B>, tok: &Tokenizer, name: &str, f16: b
         return Err(Error::Input("a reward model (scalar head) has no LM head for llama.cpp; export it with --format hf".into()));
     }
     // What the `llama` GGUF architecture written here cannot say is refused, not dropped.
-    let missing = [
-        (c.model_type != "llama" && c.model_type != "mistral", "a model_type other than llama/mistral"),
+    let missing: Vec<&str> = [
+        (c.model_type != "llama" && c.model_type != "mistral", "its own architecture"),
         (c.qkv_bias() || c.o_bias() || c.mlp_bias(), "linear-layer biases"),
         (c.qk_norm(), "q/k norms"),
         (c.rope().scaling != chatforge_core::backend::RopeScaling::None, "rope scaling"),
-    ];
-    if let Some((_, what)) = missing.iter().find(|(m, _)| *m) {
-        return Err(Error::Input(format!("GGUF export writes the plain llama architecture, which lacks {what}; export with --format hf")));
+    ]
+    .into_iter()
+    .filter_map(|(m, what)| m.then_some(what))
+    .collect();
+    if !missing.is_empty() {
+        return Err(Error::Input(format!(
+            "GGUF export writes llama.cpp's plain `llama` architecture; this {} model needs {}: export it with --format hf",
+            c.model_type,
+            missing.join(", ")
+        )));
     }
     let mut g = Gguf::default();
     model_metadata(&mut g, c, name, f16);
