@@ -198,6 +198,7 @@ fn a_model_id_is_read_from_the_hf_cache() {
         .args(["import", "test-org/absent", "--run"])
         .arg(dir.path().join("r2"))
         .env("HF_HUB_CACHE", dir.path().join("hub"))
+        .env("HF_HUB_OFFLINE", "1")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -649,12 +649,17 @@ impl<B: Backend> Llama<B> {
 
     /// Logits `[B·T, V]` for token ids `[B, T]` (positions 0..T).
     pub fn forward(&mut self, ids: &[u32], b: usize, t: usize) -> Vec<f32> {
+        let be = self.be.clone();
+        be.download(self.forward_buf(ids, b, t))
+    }
+
+    /// [`Llama::forward`] leaving the logits `[B·T, V]` in the workspace (no copy to the host:
+    /// a large vocabulary's logits are hundreds of MB), valid until the next call.
+    pub fn forward_buf(&mut self, ids: &[u32], b: usize, t: usize) -> &B::Buf {
         self.check_ids(ids, b, t);
         let mut ws = self.workspace(b, t, false);
         self.forward_ws(&mut ws, ids);
-        let logits = self.be.download(&ws.logits);
-        self.ws = Some(ws);
-        logits
+        &self.ws.insert(ws).logits
     }
 
     /// Log-probabilities of `targets` under the model, per position (0 where IGNORE).

@@ -5,7 +5,7 @@
 //! In order:
 //! 1. the source: a local model folder, or a model id looked up in the HF cache
 //!    (`$HF_HOME/hub/models--org--name/snapshots/<rev>/`, the layout `hf-hub` and
-//!    `huggingface_hub` write);
+//!    `huggingface_hub` write), and fetched into it with `hf-hub` when it is not there;
 //! 2. `config.json`, checked by `LlamaConfig::validate` (a family or feature we do not run is an
 //!    error naming it), with the context capped (`Config::context`, and a sliding window, below
 //!    which windowed and full attention agree);
@@ -86,13 +86,47 @@ pub fn resolve(source: &str) -> Result<PathBuf> {
     let repo = cache.join(format!("models--{}", source.replace('/', "--")));
     // refs/main names the snapshot the cache's default branch points at.
     let snapshot = std::fs::read_to_string(repo.join("refs/main")).ok().map(|r| repo.join("snapshots").join(r.trim()));
-    match snapshot.filter(|s| s.is_dir()) {
+    match snapshot.filter(|s| s.is_dir() && s.join(CONFIG).exists()) {
         Some(s) => Ok(s),
-        None => Err(Error::Input(format!(
-            "{source}: not a folder, and not in the HF cache at {} (fetch it with `huggingface-cli download {source}` first)",
+        None if std::env::var_os("HF_HUB_OFFLINE").is_some() => Err(Error::Input(format!(
+            "{source}: not a folder, and not in the HF cache at {} (HF_HUB_OFFLINE is set, so it was not fetched)",
             repo.display()
         ))),
+        None => download(source).map_err(|e| {
+            Error::Input(format!("{source}: not a folder, not in the HF cache at {}, and fetching it failed: {e}", repo.display()))
+        }),
     }
+}
+
+/// Fetches a model's files from the Hub into the standard cache with `hf-hub` (it honours
+/// `HF_HOME`, `HF_ENDPOINT` and the token of `huggingface-cli login`); returns the snapshot.
+fn download(source: &str) -> std::result::Result<PathBuf, String> {
+    let api = hf_hub::api::sync::ApiBuilder::from_env().with_progress(true).build().map_err(|e| e.to_string())?;
+    let repo = api.model(source.to_string());
+    let get = |f: &str| repo.get(f).map_err(|e| format!("{f}: {e}"));
+    let config = get(CONFIG)?;
+    get("tokenizer.json")?;
+    // Optional files: not every model has them.
+    for f in [TOKENIZER_CONFIG, GENERATION_CONFIG, "chat_template.jinja"] {
+        let _ = repo.get(f);
+    }
+    match repo.get("model.safetensors.index.json") {
+        Ok(index) => {
+            let text = std::fs::read_to_string(&index).map_err(|e| e.to_string())?;
+            let json: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            let mut shards: Vec<String> =
+                json["weight_map"].as_object().into_iter().flat_map(|m| m.values().filter_map(|v| v.as_str().map(String::from))).collect();
+            shards.sort();
+            shards.dedup();
+            for shard in shards {
+                get(&shard)?;
+            }
+        }
+        Err(_) => {
+            get("model.safetensors")?;
+        }
+    }
+    config.parent().map(Path::to_path_buf).ok_or_else(|| "the cache returned no folder".into())
 }
 
 /// Free memory in bytes (`MemAvailable` of /proc/meminfo), if the system says.

@@ -122,12 +122,12 @@ pub fn bench_train(cfg: &BenchConfig, mut progress: impl FnMut(usize, f32)) -> B
         progress(step, loss);
     }
     let tokens_per_s = (n * cfg.steps) as f64 / elapsed;
-    // The forward alone (logits of every position, as `transformers` returns them).
+    // The forward alone (logits of every position, held as `transformers` holds its tensor).
     let mut fwd = 0.0;
     for step in 0..cfg.warmup + cfg.steps {
         let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..cfg.vocab as u32)).collect();
         let t = Instant::now();
-        std::hint::black_box(model.forward(&ids, cfg.batch, cfg.context));
+        std::hint::black_box(model.forward_buf(&ids, cfg.batch, cfg.context));
         if step >= cfg.warmup {
             fwd += t.elapsed().as_secs_f64();
         }
