@@ -122,6 +122,12 @@ fn import_sft_dpo_serve_with_the_models_own_template() {
     };
     let question = Conversation::new(vec![Message::user("Who wrote Hamlet?")]);
     let expected = chat::encode_prompt(&tok, &question).len();
+    // With functions declared, the template writes them into its own system turn.
+    let tools = serde_json::json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city.",
+        "parameters": {"properties": {"city": {"type": "string"}}, "required": ["city"], "type": "object"}}}]);
+    let with_tools = tok.template().unwrap().encode_prompt_with_tools(&tok, &question, Some(&tools)).unwrap();
+    assert!(tok.decode(&with_tools, false).contains("# Tools") && with_tools.len() > expected);
+    let with_tools = with_tools.len();
     let script = format!(
         r#"
 import openai
@@ -131,6 +137,10 @@ assert {{"base", "sft", "dpo"}} <= set(ids), ids
 r = c.chat.completions.create(model="dpo", messages=[{{"role": "user", "content": "Who wrote Hamlet?"}}], max_tokens=8, temperature=0)
 assert r.usage.prompt_tokens == {expected}, (r.usage.prompt_tokens, {expected})
 assert r.choices[0].finish_reason in ("stop", "length") and isinstance(r.choices[0].message.content, str)
+tools = [{{"type": "function", "function": {{"name": "get_weather", "description": "Weather in a city.",
+    "parameters": {{"type": "object", "properties": {{"city": {{"type": "string"}}}}, "required": ["city"]}}}}}}]
+r = c.chat.completions.create(model="dpo", messages=[{{"role": "user", "content": "Who wrote Hamlet?"}}], max_tokens=8, temperature=0, tools=tools)
+assert r.usage.prompt_tokens == {with_tools}, (r.usage.prompt_tokens, {with_tools})
 print("sdk ok", ids, r.usage.prompt_tokens)
 "#
     );

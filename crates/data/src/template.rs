@@ -119,14 +119,19 @@ impl ChatTemplate {
 
     /// The placeholder render of `messages`, split into template text and contents (as given,
     /// or trimmed: whichever makes the two renders agree).
-    fn segments(&self, messages: &[Message], add_generation_prompt: bool) -> Result<Vec<(String, Option<usize>)>> {
+    fn segments(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        tools: Option<&serde_json::Value>,
+    ) -> Result<Vec<(String, Option<usize>)>> {
         let marked: Vec<Value> = messages
             .iter()
             .enumerate()
             .map(|(i, m)| if m.content.is_empty() { message_value(m, "") } else { message_value(m, &format!("{OPEN}{i}{CLOSE}")) })
             .collect();
-        let skeleton = self.render_values(marked, add_generation_prompt, None)?;
-        let real = self.render(&Conversation::new(messages.to_vec()), add_generation_prompt, None)?;
+        let skeleton = self.render_values(marked, add_generation_prompt, tools)?;
+        let real = self.render(&Conversation::new(messages.to_vec()), add_generation_prompt, tools)?;
         let mut pieces: Vec<(String, Option<usize>)> = Vec::new();
         for (k, part) in skeleton.split(OPEN).enumerate() {
             if k == 0 {
@@ -157,11 +162,11 @@ impl ChatTemplate {
     /// Token ids and loss mask of a conversation for SFT (see the module docs for the mask).
     pub fn encode_for_training(&self, tok: &Tokenizer, conv: &Conversation) -> Result<(Vec<u32>, Vec<bool>)> {
         let msgs = &conv.messages;
-        let pieces = self.segments(msgs, false)?;
+        let pieces = self.segments(msgs, false, None)?;
         // Character offsets of each learned span in the full text.
         let mut spans = Vec::new();
         for i in (0..msgs.len()).filter(|&i| msgs[i].is_learned()) {
-            let before: String = self.segments(&msgs[..i], true)?.into_iter().map(|p| p.0).collect();
+            let before: String = self.segments(&msgs[..i], true, None)?.into_iter().map(|p| p.0).collect();
             let full: String = pieces.iter().map(|p| p.0.as_str()).collect();
             if !full.starts_with(&before) {
                 return Err(Error::Format(format!("chat template: message {i} does not extend the generation prompt before it")));
@@ -208,8 +213,14 @@ impl ChatTemplate {
 
     /// Token ids asking for the next assistant message (`add_generation_prompt=True`).
     pub fn encode_prompt(&self, tok: &Tokenizer, conv: &Conversation) -> Result<Vec<u32>> {
+        self.encode_prompt_with_tools(tok, conv, None)
+    }
+
+    /// [`ChatTemplate::encode_prompt`] with the functions the model may call (OpenAI's `tools`
+    /// list), which the template writes where the model was trained to read them.
+    pub fn encode_prompt_with_tools(&self, tok: &Tokenizer, conv: &Conversation, tools: Option<&serde_json::Value>) -> Result<Vec<u32>> {
         let mut ids = Vec::new();
-        for (text, content) in self.segments(&conv.messages, true)? {
+        for (text, content) in self.segments(&conv.messages, true, tools)? {
             ids.extend(if content.is_some() { tok.encode(&text) } else { tok.encode_chat(&text) });
         }
         Ok(ids)

@@ -1,5 +1,5 @@
 //! `/v1/chat/completions`: the request through the template (with the declared functions in
-//! the system message), then one JSON response or an SSE stream of chunks (moderated as it grows
+//! the system message; an imported model's own template places them itself), then one JSON response or an SSE stream of chunks (moderated as it grows
 //! when the policy says so). Built-in calls the engine ran come back as `message.tool_trace`
 //! (streamed: a chunk whose delta holds only `tool_trace`); calls of client functions as
 //! `message.tool_calls` (streamed: OpenAI's tool-call deltas, the name first, then the arguments
@@ -41,7 +41,17 @@ pub(super) async fn chat_completions(State(st): S, headers: HeaderMap, body: Bod
     }
     let logprobs = want_lp.then(|| top.unwrap_or(0) as usize);
     let grammar = parse_response_format(&o)?;
-    let prompt = encode_prompt(&st.tok, &declare(&conv, &tools.declared));
+    let prompt = match st.tok.template() {
+        // An imported model's own template places the declared functions (and may refuse the
+        // conversation, e.g. roles that do not alternate: a 400 with its message).
+        Some(t) => {
+            let list: Vec<Value> = tools.declared.iter().map(|f| json!({"type": "function", "function": f})).collect();
+            let list = (!list.is_empty()).then_some(Value::Array(list));
+            t.encode_prompt_with_tools(&st.tok, &conv, list.as_ref())
+                .map_err(|e| ApiError::invalid("messages", format!("The model's chat template refused these messages: {e}")))?
+        }
+        None => encode_prompt(&st.tok, &declare(&conv, &tools.declared)),
+    };
     let max_tokens = check_context(&st, &p, prompt.len())?;
     if let Some(g) = &grammar {
         let need = g.start().min_remaining(g);
