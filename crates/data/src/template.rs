@@ -18,9 +18,9 @@
 //! tokens on: a user who types `<|im_end|>` would close their turn. So the template is rendered
 //! once more with each message's content replaced by a placeholder; the text between placeholders
 //! is the template's own (special tokens recognised), a placeholder's is the message's (plain
-//! text). The two renders must agree once contents are put back (contents are tried as given,
-//! then trimmed, for templates that `| trim` them); a template that rewrites content some other
-//! way is refused rather than guessed at.
+//! text). The two renders must agree once contents are put back (each content as given, or
+//! trimmed as templates do: `| trim`, `.lstrip('\n')`, ...); a template that rewrites content
+//! some other way is refused rather than guessed at.
 //!
 //! **The loss mask.** A learned assistant message's span starts where the generation prompt of
 //! the conversation before it ends (`add_generation_prompt=True`), and ends after the first stop
@@ -143,20 +143,44 @@ impl ChatTemplate {
             pieces.push((String::new(), Some(i)));
             pieces.push((rest.to_string(), None));
         }
-        for trim in [false, true] {
-            let fill = |i: usize| if trim { messages[i].content.trim().to_string() } else { messages[i].content.clone() };
-            let filled: Vec<(String, Option<usize>)> = pieces
-                .iter()
-                .map(|(t, c)| match c {
-                    Some(i) => (fill(*i), Some(*i)),
-                    None => (t.clone(), None),
-                })
-                .collect();
-            if filled.iter().map(|(t, _)| t.as_str()).collect::<String>() == real {
-                return Ok(filled);
-            }
+        // Walk the real render: template text must match as it is; each content is the message's
+        // as given or as the template trims it (both ends, one end, newlines only), whichever is
+        // followed by the next template text.
+        let mut filled = Vec::with_capacity(pieces.len());
+        let mut pos = 0;
+        for (k, (text, content)) in pieces.iter().enumerate() {
+            let rest = &real[pos..];
+            let piece = match content {
+                None if rest.starts_with(text.as_str()) => text.clone(),
+                None => {
+                    return Err(Error::Format(
+                        "the chat template renders differently around a message's content; cannot tell content from markup".into(),
+                    ))
+                }
+                Some(i) => {
+                    let c = messages[*i].content.as_str();
+                    let next = pieces.get(k + 1).map_or("", |p| p.0.as_str());
+                    let at_end = k + 2 >= pieces.len();
+                    [c, c.trim(), c.trim_start(), c.trim_end(), c.trim_start_matches('\n'), c.trim_end_matches('\n'), c.trim_matches('\n')]
+                        .into_iter()
+                        .find(|f| {
+                            rest.starts_with(f) && (if at_end { rest[f.len()..] == *next } else { rest[f.len()..].starts_with(next) })
+                        })
+                        .ok_or_else(|| {
+                            Error::Format(format!(
+                                "the chat template rewrites message {i}'s content (beyond trimming it); cannot tell content from markup"
+                            ))
+                        })?
+                        .to_string()
+                }
+            };
+            pos += piece.len();
+            filled.push((piece, *content));
         }
-        Err(Error::Format("the chat template rewrites message content (beyond trimming it); cannot tell content from markup".into()))
+        if pos != real.len() {
+            return Err(Error::Format("the chat template's render does not end where its markup does".into()));
+        }
+        Ok(filled)
     }
 
     /// Token ids and loss mask of a conversation for SFT (see the module docs for the mask).
@@ -165,22 +189,26 @@ impl ChatTemplate {
         let pieces = self.segments(msgs, false, None)?;
         // Character offsets of each learned span in the full text.
         let mut spans = Vec::new();
+        let full: String = pieces.iter().map(|p| p.0.as_str()).collect();
         for i in (0..msgs.len()).filter(|&i| msgs[i].is_learned()) {
-            let before: String = self.segments(&msgs[..i], true, None)?.into_iter().map(|p| p.0).collect();
-            let full: String = pieces.iter().map(|p| p.0.as_str()).collect();
-            if !full.starts_with(&before) {
-                return Err(Error::Format(format!("chat template: message {i} does not extend the generation prompt before it")));
-            }
-            let start = before.len();
-            // The end of this message's content (if any), then the first stop token after it.
+            // Where this message's content sits in the full text, if it has any.
             let mut at = 0;
-            let mut content_end = start;
+            let mut content = None;
             for (t, c) in &pieces {
-                at += t.len();
                 if *c == Some(i) {
-                    content_end = at;
+                    content = Some((at, at + t.len()));
                 }
+                at += t.len();
             }
+            let before: Option<String> = self.segments(&msgs[..i], true, None).ok().map(|p| p.into_iter().map(|p| p.0).collect());
+            let start = match (before, content) {
+                (Some(b), _) if full.starts_with(&b) => b.len(),
+                // A template whose earlier turns change once an answer follows (Mistral's moves
+                // the system message into the last user turn): the span starts at the content.
+                (_, Some((s, _))) => s,
+                _ => return Err(Error::Format(format!("chat template: message {i} does not extend the generation prompt before it"))),
+            };
+            let content_end = content.map_or(start, |(_, e)| e);
             let tail = &full[content_end.max(start)..];
             let stop = self.stops.iter().filter_map(|s| tail.find(s.as_str()).map(|p| p + s.len())).min().ok_or_else(|| {
                 Error::Format(format!("chat template: no stop token ({}) after assistant message {i}", self.stops.join(", ")))
