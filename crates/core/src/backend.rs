@@ -12,6 +12,33 @@ pub enum Op {
     T,
 }
 
+/// Arithmetic of a backend's matmuls. `Bf16` is mixed precision as bf16 autocast does it: the
+/// operands are rounded to bf16 and the products accumulated in fp32; weights, optimizer moments,
+/// activations, norms, softmax and the loss stay fp32.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Bf16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Precision> {
+        match s {
+            "fp32" | "f32" => Some(Precision::Fp32),
+            "bf16" => Some(Precision::Bf16),
+            _ => None,
+        }
+    }
+}
+
 /// Target id that contributes no loss and no gradient (e.g. the last position, masked prompt tokens).
 pub const IGNORE: u32 = u32::MAX;
 

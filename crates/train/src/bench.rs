@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use chatforge_core::backend::{Backend, Op};
+use chatforge_core::backend::{Backend, Op, Precision};
 use chatforge_core::config::{LlamaConfig, ShapeOverrides};
 use chatforge_core::cpu::Cpu;
 use chatforge_core::model::Llama;
@@ -28,6 +28,8 @@ pub struct BenchConfig {
     pub tied: bool,
     pub steps: usize,
     pub warmup: usize,
+    /// The matmuls' precision (`Precision::Bf16`: bf16 operands, fp32 accumulation).
+    pub precision: Precision,
 }
 
 impl Default for BenchConfig {
@@ -44,6 +46,7 @@ impl Default for BenchConfig {
             tied: false,
             steps: 10,
             warmup: 2,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -76,8 +79,9 @@ pub struct BenchResult {
     pub forward_tokens_per_s: f64,
 }
 
-/// Best-of-3 GFLOP/s of a square fp32 matmul through the engine (the machine's practical peak).
-pub fn matmul_peak_gflops(n: usize) -> f64 {
+/// Best-of-4 GFLOP/s of a square matmul through the engine at `precision` (the machine's
+/// practical peak).
+pub fn matmul_peak_gflops(n: usize, precision: Precision) -> f64 {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let a: Vec<f32> = (0..n * n).map(|_| rng.random::<f32>()).collect();
     let b: Vec<f32> = (0..n * n).map(|_| rng.random::<f32>()).collect();
@@ -85,7 +89,7 @@ pub fn matmul_peak_gflops(n: usize) -> f64 {
     let mut best = 0.0f64;
     for _ in 0..4 {
         let t = Instant::now();
-        Cpu.matmul(&mut c, &a, Op::N, &b, Op::N, n, n, n, false);
+        Cpu::with_precision(precision).matmul(&mut c, &a, Op::N, &b, Op::N, n, n, n, false);
         best = best.max(2.0 * (n as f64).powi(3) / t.elapsed().as_secs_f64() / 1e9);
     }
     best
@@ -104,7 +108,7 @@ pub fn peak_rss_mb() -> f64 {
 /// Runs `warmup + steps` full training steps (forward, backward, clip, AdamW) on random tokens.
 pub fn bench_train(cfg: &BenchConfig, mut progress: impl FnMut(usize, f32)) -> BenchResult {
     let mc = cfg.model_config();
-    let mut model = Llama::new(Cpu, mc.clone(), 0);
+    let mut model = Llama::new(Cpu::with_precision(cfg.precision), mc.clone(), 0);
     let mut opt = AdamW::new(&model, OptimConfig::default());
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let n = cfg.batch * cfg.context;
@@ -135,7 +139,7 @@ pub fn bench_train(cfg: &BenchConfig, mut progress: impl FnMut(usize, f32)) -> B
     let forward_tokens_per_s = (n * cfg.steps) as f64 / fwd;
     let flops_per_token = mc.train_flops_per_token(cfg.context);
     let gflops = tokens_per_s * flops_per_token / 1e9;
-    let peak = matmul_peak_gflops(1024);
+    let peak = matmul_peak_gflops(1024, cfg.precision);
     BenchResult {
         params: mc.num_params(),
         tokens_per_s,

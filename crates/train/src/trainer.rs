@@ -112,7 +112,7 @@ pub fn run_steps(
     report::truncate_metrics(spec.run, spec.stage, state.step)?;
     // MFU is against the matmul peak measured here, at the start and again at the end (the
     // larger of the two, so a busy machine at one moment does not inflate it).
-    let mut peak = matmul_peak_gflops(1024);
+    let mut peak = matmul_peak_gflops(1024, model.be.precision);
     let flops_per_token = model.cfg.train_flops_per_token(spec.context);
     let bar = if spec.quiet { ProgressBar::hidden() } else { ProgressBar::new(spec.steps as u64) };
     bar.set_style(
@@ -168,7 +168,7 @@ pub fn run_steps(
     }
     bar.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();
-    peak = peak.max(matmul_peak_gflops(1024));
+    peak = peak.max(matmul_peak_gflops(1024, model.be.precision));
     let tps = if loop_tokens > 0 { loop_tokens as f64 / wall } else { f64::NAN };
     Ok(LoopStats { wall_s: wall, tokens: state.tokens_seen, tokens_per_s: tps, mfu: tps * flops_per_token / 1e9 / peak })
 }

@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context};
+use chatforge_core::backend::Precision;
+use chatforge_core::cpu::bf16;
 use chatforge_train::bench::{bench_train, BenchConfig};
 use clap::{Args, Subcommand};
 
@@ -55,6 +57,10 @@ pub struct TrainArgs {
     steps: usize,
     #[arg(long, default_value_t = 2)]
     warmup: usize,
+    /// Comma-separated matmul precisions to run (fp32, bf16); default: every one this CPU runs
+    /// natively (bf16 needs AVX512-BF16).
+    #[arg(long)]
+    precision: Option<String>,
     /// A Python with torch + transformers (e.g. /tmp/venv/bin/python): runs tools/bench_torch.py
     /// on the same shape and threads and prints the ratio. Also read from CHATFORGE_PYTHON.
     #[arg(long, env = "CHATFORGE_PYTHON")]
@@ -71,7 +77,15 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
 }
 
 fn train(a: TrainArgs) -> anyhow::Result<()> {
-    let cfg = BenchConfig {
+    let precisions = match &a.precision {
+        Some(list) => list
+            .split(',')
+            .map(|p| Precision::parse(p.trim()).with_context(|| format!("--precision {p:?}: expected fp32 or bf16")))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        // Every mode this CPU runs natively: fp32 always, bf16 where it has AVX512-BF16.
+        None => std::iter::once(Precision::Fp32).chain(bf16::native().then_some(Precision::Bf16)).collect(),
+    };
+    let base = BenchConfig {
         layers: a.layers,
         hidden: a.hidden,
         heads: a.heads,
@@ -83,53 +97,64 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         tied: a.tied,
         steps: a.steps,
         warmup: a.warmup,
+        precision: Precision::Fp32,
     };
     let threads = rayon::current_num_threads();
     println!(
         "bench train: {} layers, hidden {}, {} heads ({} kv), mlp {}, context {}, batch {}, vocab {}, {}, {} threads",
-        cfg.layers,
-        cfg.hidden,
-        cfg.heads,
-        cfg.kv_heads,
-        cfg.intermediate,
-        cfg.context,
-        cfg.batch,
-        cfg.vocab,
-        if cfg.tied { "tied" } else { "untied" },
+        base.layers,
+        base.hidden,
+        base.heads,
+        base.kv_heads,
+        base.intermediate,
+        base.context,
+        base.batch,
+        base.vocab,
+        if base.tied { "tied" } else { "untied" },
         threads
     );
-    let bar = indicatif::ProgressBar::new((cfg.warmup + cfg.steps) as u64);
-    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg}").unwrap());
-    let r = bench_train(&cfg, |_, loss| {
-        bar.inc(1);
-        bar.set_message(format!("loss {loss:.3}"));
-    });
-    bar.finish_and_clear();
-    println!("cpu: {}", decode::cpu_line());
-    println!("params: {:.2}M", r.params as f64 / 1e6);
-    println!("chatforge: {:.1} tokens/s, {:.1} ms/step, {:.1} GFLOP/s", r.tokens_per_s, r.step_ms, r.gflops);
-    println!("matmul peak (1024^3 f32, same run): {:.1} GFLOP/s -> MFU {:.1}%", r.matmul_peak_gflops, 100.0 * r.mfu);
-    println!("peak RSS: {:.0} MiB", r.peak_rss_mb);
-    let torch = match &a.python {
-        Some(py) => Some(torch_peer(py, &cfg, threads)?),
-        None => None,
-    };
-    match torch {
-        Some((f, t)) => {
-            println!("forward tokens/s: chatforge {:.1}, pytorch {:.1}, ratio {:.2}", r.forward_tokens_per_s, f, r.forward_tokens_per_s / f);
-            println!("train tokens/s: chatforge {:.1}, pytorch {:.1}, ratio {:.2}", r.tokens_per_s, t, r.tokens_per_s / t)
+    println!("cpu: {} (native bf16 matmul: {})", decode::cpu_line(), if bf16::native() { "yes" } else { "no" });
+    let mut ours = Vec::new();
+    for &precision in &precisions {
+        let cfg = BenchConfig { precision, ..base.clone() };
+        let bar = indicatif::ProgressBar::new((cfg.warmup + cfg.steps) as u64);
+        bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg}").unwrap());
+        let r = bench_train(&cfg, |_, loss| {
+            bar.inc(1);
+            bar.set_message(format!("{} loss {loss:.3}", precision.name()));
+        });
+        bar.finish_and_clear();
+        let p = precision.name();
+        println!("params: {:.2}M", r.params as f64 / 1e6);
+        println!("chatforge {p}: {:.1} tokens/s, {:.1} ms/step, {:.1} GFLOP/s, forward {:.1} tokens/s", r.tokens_per_s, r.step_ms, r.gflops, r.forward_tokens_per_s);
+        println!("chatforge {p}: matmul peak (1024^3 {p}, same run) {:.1} GFLOP/s -> MFU {:.1}%", r.matmul_peak_gflops, 100.0 * r.mfu);
+        ours.push((precision, r));
+    }
+    println!("peak RSS: {:.0} MiB", ours.iter().map(|(_, r)| r.peak_rss_mb).fold(0.0, f64::max));
+    let (best_p, best) = ours.iter().max_by(|x, y| x.1.tokens_per_s.total_cmp(&y.1.tokens_per_s)).context("no precision to run")?;
+    let best_fwd = ours.iter().map(|(_, r)| r.forward_tokens_per_s).fold(0.0, f64::max);
+    match &a.python {
+        Some(py) => {
+            let (f, t, mode) = torch_peer(py, &base, threads)?;
+            for (p, r) in &ours {
+                println!("ratio chatforge {} / pytorch {mode}: train {:.2}, forward {:.2}", p.name(), r.tokens_per_s / t, r.forward_tokens_per_s / f);
+            }
+            println!("forward tokens/s: chatforge {best_fwd:.1}, pytorch {f:.1} (fastest mode), ratio {:.2}", best_fwd / f);
+            // The machine-readable last line: our fastest mode against PyTorch's fastest mode.
+            println!("train tokens/s: chatforge {:.1} ({}), pytorch {t:.1} ({mode}), ratio {:.2}", best.tokens_per_s, best_p.name(), best.tokens_per_s / t)
         }
         None => println!(
-            "forward tokens/s: chatforge {:.1}; train tokens/s: chatforge {:.1}; pytorch n/a (pass --python /path/to/python with torch to compare)",
-            r.forward_tokens_per_s, r.tokens_per_s
+            "forward tokens/s: chatforge {best_fwd:.1}; train tokens/s: chatforge {:.1} ({}); pytorch n/a (pass --python /path/to/python with torch to compare)",
+            best.tokens_per_s,
+            best_p.name()
         ),
     }
     Ok(())
 }
 
-/// Runs tools/bench_torch.py with the same shape and thread count; returns its forward and
-/// training tokens/s.
-fn torch_peer(python: &PathBuf, cfg: &BenchConfig, threads: usize) -> anyhow::Result<(f64, f64)> {
+/// Runs tools/bench_torch.py (every PyTorch mode) with the same shape and thread count; returns
+/// its fastest forward and training tokens/s and the fastest training mode.
+fn torch_peer(python: &PathBuf, cfg: &BenchConfig, threads: usize) -> anyhow::Result<(f64, f64, String)> {
     let script = find_tool("bench_torch.py")?;
     let mut cmd = Command::new(python);
     cmd.arg(&script);
@@ -160,10 +185,13 @@ fn torch_peer(python: &PathBuf, cfg: &BenchConfig, threads: usize) -> anyhow::Re
     let figure = |prefix: &str| -> anyhow::Result<f64> {
         let line =
             stdout.lines().rev().find(|l| l.starts_with(prefix)).with_context(|| format!("no {prefix:?} line from bench_torch.py"))?;
-        println!("{line}");
         Ok(line.rsplit(':').next().unwrap().trim().parse()?)
     };
-    Ok((figure("pytorch forward tokens/s:")?, figure("pytorch train tokens/s:")?))
+    for line in stdout.lines().filter(|l| l.starts_with("pytorch ") && (l.contains(" tokens/s: ") || l.contains(" failed: "))) {
+        println!("{line}");
+    }
+    let mode = stdout.lines().rev().find_map(|l| l.strip_prefix("pytorch best train mode: ")).unwrap_or("?").trim().to_string();
+    Ok((figure("pytorch forward tokens/s:")?, figure("pytorch train tokens/s:")?, mode))
 }
 
 /// tools/<name>, looked up from the current directory and from the source tree this binary was built in.

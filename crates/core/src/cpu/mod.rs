@@ -9,8 +9,9 @@
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use crate::backend::{AdamWStep, AttnShape, Backend, Op, Rope, IGNORE};
+use crate::backend::{AdamWStep, AttnShape, Backend, Op, Precision, Rope, IGNORE};
 
+pub mod bf16;
 mod rope;
 pub mod skinny;
 use rope::{rope_rows, rope_table_cached};
@@ -459,8 +460,22 @@ fn sum_sq_chunk(x: &[f32]) -> f64 {
 // The backend
 
 /// The CPU backend. Threads come from rayon's global pool (`RAYON_NUM_THREADS` or all cores).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Cpu;
+/// Its one setting is the matmuls' precision (`bf16.rs` for bf16); everything else is fp32.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Cpu {
+    pub precision: Precision,
+}
+
+/// The fp32 CPU backend, written `Cpu` as a value the way a unit struct would be (inference,
+/// evals and the golden tests all use it).
+#[allow(non_upper_case_globals)]
+pub const Cpu: Cpu = Cpu { precision: Precision::Fp32 };
+
+impl Cpu {
+    pub fn with_precision(precision: Precision) -> Cpu {
+        Cpu { precision }
+    }
+}
 
 const CHUNK: usize = 1 << 14;
 
@@ -501,7 +516,10 @@ impl Backend for Cpu {
     }
 
     fn matmul(&self, c: &mut Vec<f32>, a: &Vec<f32>, ta: Op, b: &Vec<f32>, tb: Op, m: usize, n: usize, k: usize, acc: bool) {
-        matmul(c, a, ta, b, tb, m, n, k, acc)
+        match self.precision {
+            Precision::Fp32 => matmul(c, a, ta, b, tb, m, n, k, acc),
+            Precision::Bf16 => bf16::matmul(c, a, ta, b, tb, m, n, k, acc),
+        }
     }
 
     fn resize(&self, buf: &mut Vec<f32>, len: usize) {
