@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use chatforge_core::backend::Precision;
 use chatforge_stages::{ppo, tokenizer};
 use chatforge_train::pretrain::TokenizerSpec;
 use clap::Args;
@@ -31,6 +32,11 @@ impl CorpusArgs {
         };
         tokenizer::Config { data: self.data.clone(), spec }
     }
+}
+
+/// `--precision fp32|bf16` for the training stages.
+pub fn parse_precision(s: &str) -> Result<Precision, String> {
+    Precision::parse(s).ok_or_else(|| format!("{s:?}: expected fp32 or bf16"))
 }
 
 /// Seconds from `120`, `90s`, `2m` or `1h`.
@@ -85,6 +91,10 @@ pub struct PpoFlags {
     /// Iterations between checkpoints (a killed run resumes from the last one, exactly).
     #[arg(long, default_value_t = p().checkpoint_every)]
     pub checkpoint_every: usize,
+    /// Matmul arithmetic: bf16 (bf16 operands, fp32 accumulation; fp32 weights, optimizer,
+    /// norms and loss) or fp32. Default: bf16 where this CPU has AVX512-BF16, else fp32.
+    #[arg(long, default_value_t = p().precision, value_parser = parse_precision)]
+    pub precision: Precision,
 }
 
 impl PpoFlags {
@@ -98,6 +108,7 @@ impl PpoFlags {
             kl_target: (self.kl_target > 0.0).then_some(self.kl_target),
             ptx_coef: self.ptx_coef,
             checkpoint_every: self.checkpoint_every,
+            precision: self.precision,
             ..Default::default()
         };
         c.optim.lr = self.lr;

@@ -2,8 +2,11 @@
 
 use std::path::PathBuf;
 
+use chatforge_core::backend::Precision;
 use chatforge_stages::{dpo, ppo, Run};
 use clap::Args;
+
+use crate::args::parse_precision;
 
 use crate::args::PpoFlags;
 
@@ -39,6 +42,10 @@ pub struct DpoArgs {
     /// JSON-only adherence at SFT's level in the speedrun (0.5 did not).
     #[arg(long, default_value_t = d().train.ptx_coef)]
     pub ptx_coef: f64,
+    /// Matmul arithmetic: bf16 (bf16 operands, fp32 accumulation; fp32 weights, optimizer,
+    /// norms and loss) or fp32. Default: bf16 where this CPU has AVX512-BF16, else fp32.
+    #[arg(long, default_value_t = d().train.precision, value_parser = parse_precision)]
+    pub precision: Precision,
 }
 
 impl DpoArgs {
@@ -49,6 +56,7 @@ impl DpoArgs {
         c.train.optim.lr = self.lr;
         c.train.ptx_coef = self.ptx_coef;
         c.train.checkpoint_every = self.checkpoint_every;
+        c.train.precision = self.precision;
         c
     }
 }

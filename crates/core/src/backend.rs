@@ -39,6 +39,12 @@ impl Precision {
     }
 }
 
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Target id that contributes no loss and no gradient (e.g. the last position, masked prompt tokens).
 pub const IGNORE: u32 = u32::MAX;
 

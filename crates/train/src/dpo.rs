@@ -9,6 +9,8 @@
 //! next-token loss on a few SFT rows joins every step, as in PPO-ptx: DPO lowers the likelihood
 //! of rejected *and* chosen answers, and the PTX term holds on to what SFT taught.
 
+use chatforge_core::backend::Precision;
+use chatforge_core::cpu::auto_precision;
 use chatforge_rundir::layout::STATE;
 use chatforge_rundir::RunDir;
 
@@ -42,6 +44,11 @@ pub struct DpoConfig {
     /// as PPO-ptx does: it keeps what SFT taught (JSON-only answers) from drifting.
     #[serde(default)]
     pub ptx_coef: f64,
+    /// The matmuls' arithmetic (bf16 operands with fp32 accumulation, or fp32); weights,
+    /// moments, norms, softmax, the loss and the optimizer stay fp32. Checkpoints saved before
+    /// the field existed were fp32.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 /// SFT rows (each `context` tokens, packed) in every step's PTX term.
@@ -65,6 +72,7 @@ impl Default for DpoConfig {
             checkpoint_every: 25,
             seed: 3,
             ptx_coef: 1.0,
+            precision: auto_precision(),
         }
     }
 }
@@ -224,6 +232,8 @@ pub fn dpo(run: &RunDir, cfg: DpoConfig, data: &DpoData, ptx: Option<(&crate::sf
             (model, opt, state, cfg)
         }
     };
+    // bf16 or fp32 matmuls, as the recipe says (a resumed run keeps its saved precision).
+    model.be = Cpu::with_precision(cfg.precision);
     let ctx = model.cfg.max_position_embeddings;
     if !quiet {
         println!("dpo: {n} pairs, {} steps of {} pairs, beta {}, lr {}", state.total_steps, cfg.batch_pairs, cfg.beta, cfg.optim.lr);

@@ -15,6 +15,8 @@
 //! SFT next-token loss on 4 SFT conversations, mixed into every update (InstructGPT's
 //! PPO-ptx used pretraining data; we use the SFT mixture, which the base data underlies).
 
+use chatforge_core::backend::Precision;
+use chatforge_core::cpu::auto_precision;
 use chatforge_rundir::RunDir;
 use std::path::Path;
 use std::time::Instant;
@@ -120,6 +122,11 @@ pub struct PpoConfig {
     pub optim: OptimConfig,
     pub checkpoint_every: usize,
     pub seed: u64,
+    /// The matmuls' arithmetic (bf16 operands with fp32 accumulation, or fp32); weights,
+    /// moments, norms, softmax, the loss and the optimizer stay fp32. Checkpoints saved before
+    /// the field existed were fp32.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for PpoConfig {
@@ -153,6 +160,7 @@ impl Default for PpoConfig {
             },
             checkpoint_every: 5,
             seed: 13,
+            precision: auto_precision(),
         }
     }
 }
@@ -299,7 +307,9 @@ pub fn ppo(run: &RunDir, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet:
         }));
     }
     let dir = run.stage(name);
-    let mut reference = load_model(Cpu, &run.stage("sft")).map_err(|e| Error::Input(format!("PPO's reference is the SFT model: {e}")))?;
+    // The reference scores in the policy's precision, so KL is exactly 0 before the first update.
+    let mut reference = load_model(Cpu::with_precision(cfg.precision), &run.stage("sft"))
+        .map_err(|e| Error::Input(format!("PPO's reference is the SFT model: {e}")))?;
     let mut rm = match cfg.reward {
         Reward::Graders => None,
         _ => Some(RewardModel::load(&run.stage("rm")).map_err(|e| Error::Input(format!("PPO needs a reward model (chatforge rm): {e}")))?),
@@ -322,6 +332,8 @@ pub fn ppo(run: &RunDir, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet:
             (policy, opt, state, cfg, beta)
         }
     };
+    // bf16 or fp32 matmuls, as the recipe says (a resumed run keeps its saved precision).
+    policy.be = Cpu::with_precision(cfg.precision);
     report::truncate_metrics(run, name, state.step)?;
     let ctx = policy.cfg.max_position_embeddings;
     let stop = tok.chat_stop_ids();
@@ -334,6 +346,7 @@ pub fn ppo(run: &RunDir, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet:
     let template = format!("{name} {{bar:28.cyan/blue}} {{pos}}/{{len}} [{{elapsed_precise}}<{{eta_precise}}] {{msg}}");
     bar.set_style(ProgressStyle::with_template(&template).unwrap());
     bar.set_position(state.step as u64);
+    say(&bar, quiet, &trainer::precision_line(name, cfg.precision));
     let started = Instant::now();
     let elapsed_before = state.elapsed_s;
     let mut last = IterStats::default();

@@ -1,6 +1,8 @@
 //! Pretraining: tokenise a corpus into shards, train the Llama model from scratch with AdamW,
 //! evaluate val loss and bits per byte, sample text, checkpoint, and resume exactly.
 
+use chatforge_core::backend::Precision;
+use chatforge_core::cpu::auto_precision;
 use chatforge_rundir::layout::STATE;
 use chatforge_rundir::RunDir;
 use std::io::Read;
@@ -46,6 +48,11 @@ pub struct PretrainConfig {
     pub sample_tokens: usize,
     pub checkpoint_every: usize,
     pub seed: u64,
+    /// The matmuls' arithmetic (bf16 operands with fp32 accumulation, or fp32); weights,
+    /// moments, norms, softmax, the loss and the optimizer stay fp32. Checkpoints saved before
+    /// the field existed were fp32.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for PretrainConfig {
@@ -63,6 +70,7 @@ impl Default for PretrainConfig {
             sample_tokens: 64,
             checkpoint_every: 100,
             seed: 1337,
+            precision: auto_precision(),
         }
     }
 }
@@ -411,7 +419,7 @@ pub fn pretrain(
                 mc.vocab_size,
                 mc.num_params() as f64 / 1e6
             ));
-            let mut model = Llama::new(Cpu, mc, cfg.seed);
+            let mut model = Llama::new(Cpu::with_precision(cfg.precision), mc, cfg.seed);
             cfg.steps = match budget {
                 Budget::Steps(s) => s,
                 Budget::Tokens(n) => n.div_ceil(cfg.tokens_per_step()),
@@ -429,6 +437,8 @@ pub fn pretrain(
             (model, opt, state, cfg)
         }
     };
+    // bf16 or fp32 matmuls, as the recipe says (a resumed run keeps its saved precision).
+    model.be = Cpu::with_precision(cfg.precision);
     say(format!(
         "config: steps {}, batch {} x context {} x accum {} = {} tokens/step, lr {}, warmup {}, {:?} decay, weight decay {}, clip {}, seed {}",
         cfg.steps,

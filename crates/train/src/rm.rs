@@ -11,6 +11,8 @@
 //! stored (noisy) labels, accuracy against the noise-free gold judge, and calibration (expected
 //! calibration error of σ(d) over 10 bins).
 
+use chatforge_core::backend::Precision;
+use chatforge_core::cpu::auto_precision;
 use chatforge_rundir::layout::STATE;
 use chatforge_rundir::RunDir;
 use std::path::Path;
@@ -44,6 +46,11 @@ pub struct RmConfig {
     pub eval_every: usize,
     pub checkpoint_every: usize,
     pub seed: u64,
+    /// The matmuls' arithmetic (bf16 operands with fp32 accumulation, or fp32); weights,
+    /// moments, norms, softmax, the loss and the optimizer stay fp32. Checkpoints saved before
+    /// the field existed were fp32.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for RmConfig {
@@ -63,6 +70,7 @@ impl Default for RmConfig {
             eval_every: 50,
             checkpoint_every: 50,
             seed: 5,
+            precision: auto_precision(),
         }
     }
 }
@@ -327,6 +335,8 @@ pub fn train_rm(run: &RunDir, cfg: RmConfig, data: &RmData, quiet: bool) -> Resu
             (model, opt, state, cfg)
         }
     };
+    // bf16 or fp32 matmuls, as the recipe says (a resumed run keeps its saved precision).
+    model.be = Cpu::with_precision(cfg.precision);
     let ctx = model.cfg.max_position_embeddings;
     if !quiet {
         println!(

@@ -1,6 +1,8 @@
 //! Supervised fine-tuning: the base model learns to chat on ChatML conversations, with the loss
 //! on assistant tokens only. Batches pack whole conversations into rows of the context length.
 
+use chatforge_core::backend::Precision;
+use chatforge_core::cpu::auto_precision;
 use chatforge_rundir::layout::STATE;
 use chatforge_rundir::RunDir;
 
@@ -33,6 +35,11 @@ pub struct SftConfig {
     pub eval_every: usize,
     pub checkpoint_every: usize,
     pub seed: u64,
+    /// The matmuls' arithmetic (bf16 operands with fp32 accumulation, or fp32); weights,
+    /// moments, norms, softmax, the loss and the optimizer stay fp32. Checkpoints saved before
+    /// the field existed were fp32.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for SftConfig {
@@ -45,6 +52,7 @@ impl Default for SftConfig {
             eval_every: 100,
             checkpoint_every: 100,
             seed: 1,
+            precision: auto_precision(),
         }
     }
 }
@@ -209,7 +217,8 @@ pub fn sft_with_hook(
         }
         None => {
             let base = run.stage("base");
-            let mut model = load_model(Cpu, &base).map_err(|e| Error::Input(format!("SFT starts from the base model: {e}")))?;
+            let mut model = load_model(Cpu::with_precision(cfg.precision), &base)
+                .map_err(|e| Error::Input(format!("SFT starts from the base model: {e}")))?;
             let mut cfg = cfg;
             let t = model.cfg.max_position_embeddings;
             cfg.steps = match budget {
@@ -233,6 +242,8 @@ pub fn sft_with_hook(
             (model, opt, state, cfg)
         }
     };
+    // bf16 or fp32 matmuls, as the recipe says (a resumed run keeps its saved precision).
+    model.be = Cpu::with_precision(cfg.precision);
     let t = model.cfg.max_position_embeddings;
     say(format!(
         "sft: {} train / {} val conversations, {} steps of {} rows x {} tokens, lr {}",

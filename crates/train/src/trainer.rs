@@ -6,8 +6,8 @@ use chatforge_rundir::RunDir;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use chatforge_core::backend::IGNORE;
-use chatforge_core::cpu::Cpu;
+use chatforge_core::backend::{Precision, IGNORE};
+use chatforge_core::cpu::{bf16, Cpu};
 use chatforge_core::model::Llama;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -57,6 +57,20 @@ pub fn say(bar: &ProgressBar, quiet: bool, line: &str) {
         println!("{line}");
     } else {
         bar.println(line);
+    }
+}
+
+/// The line a training stage prints about its arithmetic.
+pub fn precision_line(stage: &str, p: Precision) -> String {
+    match p {
+        Precision::Bf16 => format!(
+            "{stage}: bf16 matmuls with fp32 accumulation ({}), fp32 weights, norms, softmax, loss and AdamW",
+            if bf16::native() { "AVX512-BF16" } else { "emulated: this CPU has no AVX512-BF16" }
+        ),
+        Precision::Fp32 => format!(
+            "{stage}: fp32 throughout{}",
+            if bf16::native() { " (--precision bf16 runs the matmuls on AVX512-BF16)" } else { " (this CPU has no AVX512-BF16)" }
+        ),
     }
 }
 
@@ -124,6 +138,7 @@ pub fn run_steps(
         .progress_chars("=> "),
     );
     bar.set_position(state.step as u64);
+    say(&bar, spec.quiet, &precision_line(spec.stage, model.be.precision));
     let started = Instant::now();
     let elapsed_before = state.elapsed_s;
     let mut loop_tokens = 0u64;

@@ -126,7 +126,10 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         bar.finish_and_clear();
         let p = precision.name();
         println!("params: {:.2}M", r.params as f64 / 1e6);
-        println!("chatforge {p}: {:.1} tokens/s, {:.1} ms/step, {:.1} GFLOP/s, forward {:.1} tokens/s", r.tokens_per_s, r.step_ms, r.gflops, r.forward_tokens_per_s);
+        println!(
+            "chatforge {p}: {:.1} tokens/s, {:.1} ms/step, {:.1} GFLOP/s, forward {:.1} tokens/s",
+            r.tokens_per_s, r.step_ms, r.gflops, r.forward_tokens_per_s
+        );
         println!("chatforge {p}: matmul peak (1024^3 {p}, same run) {:.1} GFLOP/s -> MFU {:.1}%", r.matmul_peak_gflops, 100.0 * r.mfu);
         ours.push((precision, r));
     }

@@ -86,9 +86,7 @@ pub fn matmul(c: &mut [f32], a: &[f32], ta: Op, b: &[f32], tb: Op, m: usize, n: 
         return;
     }
     if !native() {
-        let a: Vec<f32> = a.par_iter().map(|&x| round_bf16(x)).collect();
-        let b: Vec<f32> = b.par_iter().map(|&x| round_bf16(x)).collect();
-        return super::matmul(c, &a, ta, &b, tb, m, n, k, accumulate);
+        return emulated(c, a, ta, b, tb, m, n, k, accumulate);
     }
     let kp = k.div_ceil(2);
     if kp == 0 {
@@ -163,6 +161,14 @@ pub fn matmul(c: &mut [f32], a: &[f32], ta: Op, b: &[f32], tb: Op, m: usize, n: 
         }
     });
     PACKED.with(|b| *b.borrow_mut() = (pa, pb));
+}
+
+/// The same numerics without AVX512-BF16: operands rounded to bf16, then the fp32 `gemm`.
+#[allow(clippy::too_many_arguments)]
+fn emulated(c: &mut [f32], a: &[f32], ta: Op, b: &[f32], tb: Op, m: usize, n: usize, k: usize, accumulate: bool) {
+    let a: Vec<f32> = a.par_iter().map(|&x| round_bf16(x)).collect();
+    let b: Vec<f32> = b.par_iter().map(|&x| round_bf16(x)).collect();
+    super::matmul(c, &a, ta, &b, tb, m, n, k, accumulate)
 }
 
 /// One row of floats as bf16 pairs: `dst[p] = pair(row[2p], row[2p+1])`, an odd tail padded.
@@ -311,6 +317,8 @@ mod tests {
     use super::*;
     use rand::{RngExt, SeedableRng};
 
+    type Mm = fn(&mut [f32], &[f32], Op, &[f32], Op, usize, usize, usize, bool);
+
     /// f64 reference of op(a)·op(b) on bf16-rounded operands.
     fn reference(a: &[f32], ta: Op, b: &[f32], tb: Op, m: usize, n: usize, k: usize) -> Vec<f64> {
         let ga = |i: usize, p: usize| round_bf16(if ta == Op::N { a[i * k + p] } else { a[p * m + i] }) as f64;
@@ -352,14 +360,18 @@ mod tests {
                     let a: Vec<f32> = (0..m * k).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
                     let b: Vec<f32> = (0..k * n).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
                     let c0: Vec<f32> = (0..m * n).map(|_| rng.random::<f32>()).collect();
-                    let mut c = c0.clone();
-                    matmul(&mut c, &a, ta, &b, tb, m, n, k, accumulate);
                     let r = reference(&a, ta, &b, tb, m, n, k);
-                    for i in 0..m * n {
-                        let want = r[i] + if accumulate { c0[i] as f64 } else { 0.0 };
-                        // fp32 accumulation of k products of magnitude ≤ 1: error ≲ k·2^-24·Σ|terms|.
-                        let tol = 1e-6 * (k as f64 + 1.0) + 1e-6;
-                        assert!((c[i] as f64 - want).abs() <= tol, "{m}x{n}x{k} {ta:?}{tb:?} acc={accumulate} [{i}]: {} vs {want}", c[i]);
+                    // The kernel this CPU runs, and the emulation other CPUs run.
+                    for (path, f) in [("matmul", matmul as Mm), ("emulated", emulated as Mm)] {
+                        let mut c = c0.clone();
+                        f(&mut c, &a, ta, &b, tb, m, n, k, accumulate);
+                        for i in 0..m * n {
+                            let want = r[i] + if accumulate { c0[i] as f64 } else { 0.0 };
+                            // fp32 accumulation of k products of magnitude ≤ 1: error ≲ k·2^-24·Σ|terms|.
+                            let tol = 1e-6 * (k as f64 + 1.0) + 1e-6;
+                            let got = c[i] as f64;
+                            assert!((got - want).abs() <= tol, "{path} {m}x{n}x{k} {ta:?}{tb:?} acc={accumulate} [{i}]: {got} vs {want}");
+                        }
                     }
                 }
             }

@@ -477,6 +477,17 @@ impl Cpu {
     }
 }
 
+/// The training precision a recipe defaults to on this CPU, chosen at run time: bf16 where the
+/// CPU multiplies bf16 natively (AVX512-BF16: AMD Zen 4/5, Intel Cooper Lake, Sapphire Rapids
+/// and later, which also have AMX), else fp32 (emulated bf16 would be slower, not faster).
+pub fn auto_precision() -> Precision {
+    if bf16::native() {
+        Precision::Bf16
+    } else {
+        Precision::Fp32
+    }
+}
+
 const CHUNK: usize = 1 << 14;
 
 impl Backend for Cpu {
