@@ -44,7 +44,9 @@ pub fn native() -> bool {
     *NATIVE.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bf16")
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512bf16")
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -53,13 +55,17 @@ pub fn native() -> bool {
     })
 }
 
-/// The bf16 nearest to `x` (ties to even), as the low 16 bits; NaN stays a quiet NaN.
+/// The bf16 nearest to `x` (ties to even), as the low 16 bits; NaN stays a quiet NaN and a
+/// denormal becomes a signed zero, exactly as AVX512-BF16's `vcvtne2ps2bf16` converts (so the
+/// native and emulated paths give the same bits).
 #[inline(always)]
 pub fn bf16_bits(x: f32) -> u32 {
     let u = x.to_bits();
     let rounded = u.wrapping_add(0x7fff + ((u >> 16) & 1)) >> 16;
     if (u & 0x7fff_ffff) > 0x7f80_0000 {
         (u >> 16) | 0x40
+    } else if u & 0x7f80_0000 == 0 {
+        (u >> 16) & 0x8000
     } else {
         rounded
     }
@@ -118,44 +124,50 @@ pub fn matmul(c: &mut [f32], a: &[f32], ta: Op, b: &[f32], tb: Op, m: usize, n: 
         });
     } else {
         let dst = SendU32(pa.as_mut_ptr());
-        (0..kp.div_ceil(64)).into_par_iter().for_each(|blk| {
+        (0..kp.div_ceil(64)).into_par_iter().for_each_init(Vec::new, |row, blk| {
             for p in blk * 64..kp.min(blk * 64 + 64) {
                 // SAFETY: each pair row p writes only elements [ip·kp·MR + p·MR, +MR) of every
                 // panel, disjoint across p, inside pa.
                 let pa = unsafe { std::slice::from_raw_parts_mut(dst.get(), ipan_all * MR * kp) };
-                pack_a_t_row(pa, a, m, k, kp, p);
+                pack_a_t_row(pa, row, a, m, k, kp, p);
             }
         });
     }
-    // 3. chunks of MC·MR rows in parallel.
-    c.par_chunks_mut(MC * MR * n).enumerate().for_each(|(chunk, c)| {
+    // 3. tiles of MC·MR rows × a group of b panels in parallel: row chunks alone when there are
+    //    enough of them, else the columns are split too (a weight gradient has few rows).
+    let chunks = m.div_ceil(MC * MR);
+    let groups = npan.min((4 * rayon::current_num_threads()).div_ceil(chunks)).max(1);
+    let cptr = SendF32(c.as_mut_ptr());
+    (0..chunks * groups).into_par_iter().for_each(|task| {
+        let (chunk, g) = (task / groups, task % groups);
+        let (j0, j1) = (g * npan / groups, (g + 1) * npan / groups);
         let i0 = chunk * MC * MR;
-        let rows = c.len() / n;
+        let rows = (MC * MR).min(m - i0);
         let ipan = rows.div_ceil(MR);
         for p0 in (0..kp).step_by(KC) {
             let kb = KC.min(kp - p0);
             let load_c = accumulate || p0 > 0;
-            for j in 0..npan {
+            for j in j0..j1 {
                 let cols = NR.min(n - j * NR);
                 let bp = &pb[(j * kp + p0) * NR..];
                 for ip in 0..ipan {
                     let r = MR.min(rows - ip * MR);
-                    let cp = &mut c[ip * MR * n + j * NR..];
                     // SAFETY: native() checked the CPU; the panels hold kb pairs from p0 (and
-                    // MR rows, zero-padded), and the kernel writes only r rows of `cols` columns
-                    // of cp (row stride n).
+                    // MR rows, zero-padded); the kernel writes only rows i0 + ip·MR + (0..r) and
+                    // columns j·NR + (0..cols) of c (row stride n), which no other task writes.
                     #[cfg(target_arch = "x86_64")]
                     unsafe {
+                        let cp = cptr.get().add((i0 + ip * MR) * n + j * NR);
                         if rowmajor {
                             let ap = &pa[(i0 + ip * MR) * kp + p0..];
-                            kernel::<true>(kb, ap.as_ptr(), kp, bp.as_ptr(), cp.as_mut_ptr(), n, r, cols, load_c)
+                            kernel::<true>(kb, ap.as_ptr(), kp, bp.as_ptr(), cp, n, r, cols, load_c)
                         } else {
                             let ap = &pa[((i0 / MR + ip) * kp + p0) * MR..];
-                            kernel::<false>(kb, ap.as_ptr(), 0, bp.as_ptr(), cp.as_mut_ptr(), n, r, cols, load_c)
+                            kernel::<false>(kb, ap.as_ptr(), 0, bp.as_ptr(), cp, n, r, cols, load_c)
                         }
                     };
                     #[cfg(not(target_arch = "x86_64"))]
-                    let _ = (bp, cp, r, cols, load_c);
+                    let _ = (bp, r, cols, load_c, cptr);
                 }
             }
         }
@@ -172,14 +184,30 @@ fn emulated(c: &mut [f32], a: &[f32], ta: Op, b: &[f32], tb: Op, m: usize, n: us
 }
 
 /// One row of floats as bf16 pairs: `dst[p] = pair(row[2p], row[2p+1])`, an odd tail padded.
-#[multiversion::multiversion(targets = "simd")]
 fn pack_row(dst: &mut [u32], row: &[f32]) {
-    let k = row.len();
-    for (d, x) in dst.iter_mut().zip(row.chunks_exact(2)) {
-        *d = pair(x[0], x[1]);
+    assert!(dst.len() >= row.len().div_ceil(2));
+    // SAFETY: only reached when native() holds; writes ceil(len/2) elements of dst.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        simd::row_pairs(dst.as_mut_ptr(), row.as_ptr(), row.len())
     }
-    if k % 2 == 1 {
-        dst[k / 2] = bf16_bits(row[k - 1]);
+    #[cfg(not(target_arch = "x86_64"))]
+    for (p, d) in dst[..row.len().div_ceil(2)].iter_mut().enumerate() {
+        *d = pair(row[2 * p], row.get(2 * p + 1).copied().unwrap_or(0.0));
+    }
+}
+
+/// `dst[i] = pair(lo[i], hi[i])` (hi = 0 where absent) for i < lo.len().
+fn interleave(dst: &mut [u32], lo: &[f32], hi: Option<&[f32]>) {
+    assert!(dst.len() >= lo.len() && hi.is_none_or(|h| h.len() == lo.len()));
+    // SAFETY: only reached when native() holds; reads lo.len() of lo and hi, writes as many of dst.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        simd::interleave(dst.as_mut_ptr(), lo.as_ptr(), hi.map_or(std::ptr::null(), |h| h.as_ptr()), lo.len())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    for (i, d) in dst[..lo.len()].iter_mut().enumerate() {
+        *d = pair(lo[i], hi.map_or(0.0, |h| h[i]));
     }
 }
 
@@ -206,7 +234,7 @@ fn pack_b(dst: &mut [u32], b: &[f32], tb: Op, k: usize, n: usize, j0: usize) {
                 d[cols..].fill(0);
             }
         }
-        // op(b)[p, j] = b[j·k + p]: a row of b is one column of pairs.
+        // op(b)[p, j] = b[j·k + p]: a row of b is one column of pairs (a weight: small).
         Op::T => {
             for jj in 0..NR {
                 if jj >= cols {
@@ -228,27 +256,81 @@ fn pack_b(dst: &mut [u32], b: &[f32], tb: Op, k: usize, n: usize, j0: usize) {
 }
 
 /// Pair row p of every `[kp][MR]` panel of op(a) = aᵀ: `pa[(ip·kp + p)·MR + r] =
-/// pair(a[2p, ip·MR + r], a[2p+1, ip·MR + r])`, rows past m zero.
-#[multiversion::multiversion(targets = "simd")]
-fn pack_a_t_row(pa: &mut [u32], a: &[f32], m: usize, k: usize, kp: usize, p: usize) {
+/// pair(a[2p, ip·MR + r], a[2p+1, ip·MR + r])`, rows past m zero. `row` is scratch.
+fn pack_a_t_row(pa: &mut [u32], row: &mut Vec<u32>, a: &[f32], m: usize, k: usize, kp: usize, p: usize) {
     let lo = &a[2 * p * m..(2 * p + 1) * m];
-    let hi = if 2 * p + 1 < k { Some(&a[(2 * p + 1) * m..(2 * p + 2) * m]) } else { None };
-    for ip in 0..m.div_ceil(MR) {
-        let d = &mut pa[(ip * kp + p) * MR..(ip * kp + p + 1) * MR];
-        let (i0, rows) = (ip * MR, MR.min(m - ip * MR));
-        match hi {
-            Some(hi) => {
-                for ((d, &l), &h) in d.iter_mut().zip(&lo[i0..i0 + rows]).zip(&hi[i0..i0 + rows]) {
-                    *d = pair(l, h);
-                }
-            }
-            None => {
-                for (d, &l) in d.iter_mut().zip(&lo[i0..i0 + rows]) {
-                    *d = bf16_bits(l);
-                }
-            }
+    let hi = (2 * p + 1 < k).then(|| &a[(2 * p + 1) * m..(2 * p + 2) * m]);
+    row.resize(m.div_ceil(MR) * MR, 0);
+    interleave(row, lo, hi);
+    row[m..].fill(0);
+    for (ip, src) in row.chunks_exact(MR).enumerate() {
+        pa[(ip * kp + p) * MR..(ip * kp + p + 1) * MR].copy_from_slice(src);
+    }
+}
+
+/// The packers' conversions with the CPU's own instructions (`vcvtne2ps2bf16` rounds exactly as
+/// [`bf16_bits`]: nearest-even, denormals to zero, NaN quieted).
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    /// Lanes 2i ← i and 2i+1 ← 16+i: interleaves the two halves of a `vcvtne2ps2bf16` result.
+    const IDX: [u16; 32] = {
+        let mut a = [0u16; 32];
+        let mut j = 0;
+        while j < 32 {
+            a[j] = if j % 2 == 0 { (j / 2) as u16 } else { 16 + (j / 2) as u16 };
+            j += 1;
         }
-        d[rows..].fill(0);
+        a
+    };
+
+    fn mask(w: usize) -> u16 {
+        if w >= 16 {
+            0xffff
+        } else {
+            ((1u32 << w) - 1) as u16
+        }
+    }
+
+    /// `dst[i] = bf16(lo[i]) | bf16(hi[i]) << 16` for i < len (hi null: 0).
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn interleave(dst: *mut u32, lo: *const f32, hi: *const f32, len: usize) {
+        let idx = _mm512_loadu_si512(IDX.as_ptr() as *const _);
+        let mut i = 0;
+        while i < len {
+            let m = mask(len - i);
+            let l = _mm512_maskz_loadu_ps(m, lo.add(i));
+            let h = if hi.is_null() { _mm512_setzero_ps() } else { _mm512_maskz_loadu_ps(m, hi.add(i)) };
+            let both: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(h, l));
+            _mm512_mask_storeu_epi32(dst.add(i) as *mut _, m, _mm512_permutexvar_epi16(idx, both));
+            i += 16;
+        }
+    }
+
+    /// `dst[p] = bf16(row[2p]) | bf16(row[2p+1]) << 16` for p < ceil(len/2) (an odd tail: 0 above).
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn row_pairs(dst: *mut u32, row: *const f32, len: usize) {
+        let mut i = 0;
+        while i < len {
+            let (w0, w1) = ((len - i).min(16), (len - i).saturating_sub(16).min(16));
+            let a = _mm512_maskz_loadu_ps(mask(w0), row.add(i));
+            let b = _mm512_maskz_loadu_ps(mask(w1), row.add(i + 16));
+            // Consecutive bf16 in memory are the pairs: [a as 16 bf16 | b as 16 bf16].
+            let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(b, a));
+            _mm512_mask_storeu_epi32(dst.add(i / 2) as *mut _, mask((w0 + w1).div_ceil(2)), v);
+            i += 32;
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendF32(*mut f32);
+unsafe impl Send for SendF32 {}
+unsafe impl Sync for SendF32 {}
+impl SendF32 {
+    fn get(self) -> *mut f32 {
+        self.0
     }
 }
 
@@ -391,6 +473,29 @@ mod tests {
         super::super::matmul(&mut c32, &a, Op::N, &b, Op::N, m, n, k, false);
         let rel = c16.iter().zip(&c32).map(|(x, y)| ((x - y) / y).abs()).fold(0.0f32, f32::max);
         assert!(rel > 1e-4 && rel < 2e-2, "max relative difference {rel}");
+    }
+
+    /// The CPU's conversion and ours agree on every class of input: random bit patterns (NaNs,
+    /// infinities, denormals, ties) through the packers.
+    #[test]
+    fn hardware_rounding_is_ours() {
+        if !native() {
+            return;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut xs: Vec<f32> = (0..20_000).map(|_| f32::from_bits(rng.random::<u32>())).collect();
+        xs.extend([0.0, -0.0, 1e-40, -1e-40, f32::MIN_POSITIVE, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1.0 + 1.0 / 256.0]);
+        xs.extend((0..1000).map(|i| f32::from_bits(0x3f80_8000 + (i << 16)))); // exact ties
+        let mut got = vec![0u32; xs.len().div_ceil(2)];
+        pack_row(&mut got, &xs);
+        for (p, &g) in got.iter().enumerate() {
+            let want = pair(xs[2 * p], xs.get(2 * p + 1).copied().unwrap_or(0.0));
+            assert_eq!(g, want, "{:#x} {:#x}", xs[2 * p].to_bits(), xs.get(2 * p + 1).map_or(0, |x| x.to_bits()));
+        }
+        let (lo, hi) = xs.split_at(xs.len() / 2);
+        let mut got = vec![0u32; lo.len()];
+        interleave(&mut got, lo, Some(&hi[..lo.len()]));
+        assert!(got.iter().enumerate().all(|(i, &g)| g == pair(lo[i], hi[i])));
     }
 
     #[test]
