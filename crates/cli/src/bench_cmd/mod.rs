@@ -76,15 +76,20 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     }
 }
 
-fn train(a: TrainArgs) -> anyhow::Result<()> {
-    let precisions = match &a.precision {
+/// `--precision a,b`, or every precision this CPU runs natively: fp32 always, bf16 where it has
+/// AVX512-BF16.
+fn precisions(list: Option<&str>) -> anyhow::Result<Vec<Precision>> {
+    match list {
         Some(list) => list
             .split(',')
             .map(|p| Precision::parse(p.trim()).with_context(|| format!("--precision {p:?}: expected fp32 or bf16")))
-            .collect::<anyhow::Result<Vec<_>>>()?,
-        // Every mode this CPU runs natively: fp32 always, bf16 where it has AVX512-BF16.
-        None => std::iter::once(Precision::Fp32).chain(bf16::native().then_some(Precision::Bf16)).collect(),
-    };
+            .collect(),
+        None => Ok(std::iter::once(Precision::Fp32).chain(bf16::native().then_some(Precision::Bf16)).collect()),
+    }
+}
+
+fn train(a: TrainArgs) -> anyhow::Result<()> {
+    let precisions = precisions(a.precision.as_deref())?;
     let base = BenchConfig {
         layers: a.layers,
         hidden: a.hidden,

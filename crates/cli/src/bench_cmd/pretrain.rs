@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
+use chatforge_core::backend::Precision;
 use chatforge_stages::{pretrain, tokenizer, Run};
 use chatforge_train::pretrain::{Budget, PretrainConfig, TokenizerSpec};
 use clap::Args;
@@ -52,6 +53,11 @@ pub struct PretrainBenchArgs {
     /// PyTorch's AdamW: `fused` (`torch.optim.AdamW(fused=True)`, the faster one on CPU) or `default`.
     #[arg(long, default_value = "fused", value_parser = ["fused", "default"])]
     torch_adamw: String,
+    /// Comma-separated matmul precisions to train in, one run each on the same data and seed
+    /// (fp32, bf16); default: every one this CPU runs natively. With two, prints how far bf16's
+    /// final val loss is from fp32's.
+    #[arg(long)]
+    precision: Option<String>,
     /// A Python with torch + transformers + tokenizers (e.g. /tmp/venv/bin/python): runs
     /// tools/pretrain_torch.py on the same run folder and threads. Also read from CHATFORGE_PYTHON.
     #[arg(long, env = "CHATFORGE_PYTHON")]
@@ -104,7 +110,7 @@ pub fn bench_pretrain(a: PretrainBenchArgs) -> anyhow::Result<()> {
 }
 
 fn bench_pretrain_in(a: &PretrainBenchArgs, run: &Path) -> anyhow::Result<()> {
-    reset_bench_run(run)?;
+    let precisions = super::precisions(a.precision.as_deref())?;
     let threads = rayon::current_num_threads();
     let checkpoint_every = a.checkpoint_every.unwrap_or(a.steps).max(1);
     println!(
@@ -120,6 +126,7 @@ fn bench_pretrain_in(a: &PretrainBenchArgs, run: &Path) -> anyhow::Result<()> {
         threads,
         run.display()
     );
+    println!("cpu: {}", super::decode::cpu_line());
     let corpus = tokenizer::Config { data: a.data.clone(), spec: TokenizerSpec::Bpe { vocab_size: a.vocab_size } };
     let mut cfg = PretrainConfig {
         depth: a.depth,
@@ -136,13 +143,40 @@ fn bench_pretrain_in(a: &PretrainBenchArgs, run: &Path) -> anyhow::Result<()> {
     cfg.optim.lr = a.lr;
     cfg.optim.warmup_steps = a.warmup;
     let (lr, min_lr_frac, weight_decay) = (cfg.optim.lr, cfg.optim.min_lr_frac, cfg.optim.weight_decay);
-    let ours =
-        pretrain::run(&Run::open(run), &pretrain::Config { train: cfg, budget: Some(Budget::Steps(a.steps)), resume_from: None, corpus })?;
+    // One run per precision, the same data, seed and batches; the fastest is compared with PyTorch.
+    let mut runs = Vec::new();
+    for &precision in &precisions {
+        reset_bench_run(run)?;
+        let train = PretrainConfig { precision, ..cfg.clone() };
+        let out = pretrain::run(
+            &Run::open(run),
+            &pretrain::Config { train, budget: Some(Budget::Steps(a.steps)), resume_from: None, corpus: corpus.clone() },
+        )?;
+        println!(
+            "chatforge {precision} final: val loss {:.4} nats/token, {:.4} bits/byte, {} tokens in {:.1}s, {:.1} tokens/s",
+            out.val_loss, out.val_bpb, out.tokens, out.wall_s, out.train_tokens_per_s
+        );
+        runs.push((precision, out));
+    }
+    if let (Some((_, f)), Some((_, b))) =
+        (runs.iter().find(|(p, _)| *p == Precision::Fp32), runs.iter().find(|(p, _)| *p == Precision::Bf16))
+    {
+        println!(
+            "bf16 vs fp32: val loss {:.4} vs {:.4} ({:+.2} %), tokens/s {:.1} vs {:.1} ({:.2}x)",
+            b.val_loss,
+            f.val_loss,
+            100.0 * (b.val_loss / f.val_loss - 1.0),
+            b.train_tokens_per_s,
+            f.train_tokens_per_s,
+            b.train_tokens_per_s / f.train_tokens_per_s
+        );
+    }
+    let (best_p, ours) =
+        runs.iter().max_by(|x, y| x.1.train_tokens_per_s.total_cmp(&y.1.train_tokens_per_s)).context("no precision ran")?;
     let ours_line = format!(
-        "chatforge final: val loss {:.4} nats/token, {:.4} bits/byte, {} tokens in {:.1}s",
+        "chatforge final ({best_p}): val loss {:.4} nats/token, {:.4} bits/byte, {} tokens in {:.1}s",
         ours.val_loss, ours.val_bpb, ours.tokens, ours.wall_s
     );
-    println!("{ours_line}");
     println!("chatforge pretrain tokens/s: {:.1}", ours.train_tokens_per_s);
     let Some(python) = &a.python else {
         println!(
