@@ -26,15 +26,13 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
     eprintln!("{what}: max relative error {worst:.2e}");
 }
 
-fn check(name: &str) {
-    let dir = fixture(name);
-    let golden = TensorFile::open(&dir.join("golden.safetensors")).unwrap();
-    let mut model = load_model(Cpu, &dir).unwrap();
+/// A golden file's batch: ids, next-token targets, rows and length. HF shifts inside the loss:
+/// position i predicts labels[i + 1]; -100 is ignored.
+fn batch(golden: &TensorFile) -> (Vec<u32>, Vec<u32>, usize, usize) {
     let (shape, ids) = golden.get_i64("input_ids").unwrap();
     let (_, labels) = golden.get_i64("labels").unwrap();
     let (b, t) = (shape[0], shape[1]);
     let ids: Vec<u32> = ids.iter().map(|&x| x as u32).collect();
-    // HF shifts inside the loss: position i predicts labels[i + 1]; -100 is ignored.
     let mut targets = vec![IGNORE; b * t];
     for bi in 0..b {
         for i in 0..t - 1 {
@@ -42,6 +40,14 @@ fn check(name: &str) {
             targets[bi * t + i] = if l < 0 { IGNORE } else { l as u32 };
         }
     }
+    (ids, targets, b, t)
+}
+
+fn check(name: &str) {
+    let dir = fixture(name);
+    let golden = TensorFile::open(&dir.join("golden.safetensors")).unwrap();
+    let mut model = load_model(Cpu, &dir).unwrap();
+    let (ids, targets, b, t) = batch(&golden);
 
     let logits = model.forward(&ids, b, t);
     assert_close(&logits, &golden.get("logits").unwrap().1, &format!("{name} logits"));
@@ -119,17 +125,7 @@ fn bf16_matches_torch_autocast_within_its_own_error() {
     let fp32 = TensorFile::open(&dir.join("golden.safetensors")).unwrap();
     let auto = TensorFile::open(&dir.join("golden_bf16.safetensors")).unwrap();
     let mut model = load_model(Cpu::with_precision(Precision::Bf16), &dir).unwrap();
-    let (shape, ids) = fp32.get_i64("input_ids").unwrap();
-    let (_, labels) = fp32.get_i64("labels").unwrap();
-    let (b, t) = (shape[0], shape[1]);
-    let ids: Vec<u32> = ids.iter().map(|&x| x as u32).collect();
-    let mut targets = vec![IGNORE; b * t];
-    for bi in 0..b {
-        for i in 0..t - 1 {
-            let l = labels[bi * t + i + 1];
-            targets[bi * t + i] = if l < 0 { IGNORE } else { l as u32 };
-        }
-    }
+    let (ids, targets, b, t) = batch(&fp32);
     let check = |what: &str, ours: &[f32], f: &[f32], a: &[f32]| {
         let (ours_fp32, auto_fp32, ours_auto) = (rel_rms(ours, f), rel_rms(a, f), rel_rms(ours, a));
         eprintln!("{what}: ours-fp32 {ours_fp32:.2e}, autocast-fp32 {auto_fp32:.2e}, ours-autocast {ours_auto:.2e}");

@@ -23,6 +23,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+use super::SendPtr;
 use crate::backend::Op;
 
 const MR: usize = 12;
@@ -123,12 +124,13 @@ pub fn matmul(c: &mut [f32], a: &[f32], ta: Op, b: &[f32], tb: Op, m: usize, n: 
             }
         });
     } else {
-        let dst = SendU32(pa.as_mut_ptr());
+        // The packed pairs travel as the backend's shared pointer (u32 and f32 have one size).
+        let dst = SendPtr(pa.as_mut_ptr() as *mut f32);
         (0..kp.div_ceil(64)).into_par_iter().for_each_init(Vec::new, |row, blk| {
             for p in blk * 64..kp.min(blk * 64 + 64) {
                 // SAFETY: each pair row p writes only elements [ip·kp·MR + p·MR, +MR) of every
                 // panel, disjoint across p, inside pa.
-                let pa = unsafe { std::slice::from_raw_parts_mut(dst.get(), ipan_all * MR * kp) };
+                let pa = unsafe { std::slice::from_raw_parts_mut(dst.get() as *mut u32, ipan_all * MR * kp) };
                 pack_a_t_row(pa, row, a, m, k, kp, p);
             }
         });
@@ -137,7 +139,7 @@ pub fn matmul(c: &mut [f32], a: &[f32], ta: Op, b: &[f32], tb: Op, m: usize, n: 
     //    enough of them, else the columns are split too (a weight gradient has few rows).
     let chunks = m.div_ceil(MC * MR);
     let groups = npan.min((4 * rayon::current_num_threads()).div_ceil(chunks)).max(1);
-    let cptr = SendF32(c.as_mut_ptr());
+    let cptr = SendPtr(c.as_mut_ptr());
     (0..chunks * groups).into_par_iter().for_each(|task| {
         let (chunk, g) = (task / groups, task % groups);
         let (j0, j1) = (g * npan / groups, (g + 1) * npan / groups);
@@ -321,26 +323,6 @@ mod simd {
             _mm512_mask_storeu_epi32(dst.add(i / 2) as *mut _, mask((w0 + w1).div_ceil(2)), v);
             i += 32;
         }
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SendF32(*mut f32);
-unsafe impl Send for SendF32 {}
-unsafe impl Sync for SendF32 {}
-impl SendF32 {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SendU32(*mut u32);
-unsafe impl Send for SendU32 {}
-unsafe impl Sync for SendU32 {}
-impl SendU32 {
-    fn get(self) -> *mut u32 {
-        self.0
     }
 }
 
