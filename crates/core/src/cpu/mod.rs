@@ -1,4 +1,5 @@
-//! The CPU backend: matmul from the `gemm` crate (AVX-512 kernels, runtime-dispatched), threads
+//! The CPU backend: fp32 matmul from the `gemm` crate (AVX-512 kernels, runtime-dispatched), bf16
+//! matmul from our AVX512-BF16 kernel (`bf16.rs`) when the backend's precision says so, threads
 //! from `rayon`, and fused elementwise kernels written as plain loops that LLVM vectorises.
 //!
 //! Every hot loop is compiled several times by `multiversion` (AVX-512, AVX2+FMA, baseline) and
