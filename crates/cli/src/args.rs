@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use chatforge_core::backend::Precision;
+use chatforge_core::cpu::auto_precision;
 use chatforge_stages::{ppo, tokenizer};
 use chatforge_train::pretrain::TokenizerSpec;
 use clap::Args;
@@ -34,8 +35,17 @@ impl CorpusArgs {
     }
 }
 
-/// `--precision fp32|bf16` for the training stages.
-pub fn parse_precision(s: &str) -> Result<Precision, String> {
+/// `--precision fp32|bf16` of the training stages and the speedrun.
+#[derive(Args, Clone)]
+pub struct PrecisionArg {
+    /// Matmul arithmetic: bf16 (bf16 operands, fp32 accumulation; fp32 weights, optimizer,
+    /// norms and loss) or fp32. Default (every stage's recipe): bf16 where this CPU has
+    /// AVX512-BF16, else fp32. A resumed run keeps the precision it was started with.
+    #[arg(long = "precision", default_value_t = auto_precision(), value_parser = parse_precision)]
+    pub value: Precision,
+}
+
+fn parse_precision(s: &str) -> Result<Precision, String> {
     Precision::parse(s).ok_or_else(|| format!("{s:?}: expected fp32 or bf16"))
 }
 
@@ -91,10 +101,8 @@ pub struct PpoFlags {
     /// Iterations between checkpoints (a killed run resumes from the last one, exactly).
     #[arg(long, default_value_t = p().checkpoint_every)]
     pub checkpoint_every: usize,
-    /// Matmul arithmetic: bf16 (bf16 operands, fp32 accumulation; fp32 weights, optimizer,
-    /// norms and loss) or fp32. Default: bf16 where this CPU has AVX512-BF16, else fp32.
-    #[arg(long, default_value_t = p().precision, value_parser = parse_precision)]
-    pub precision: Precision,
+    #[command(flatten)]
+    pub precision: PrecisionArg,
 }
 
 impl PpoFlags {
@@ -108,7 +116,7 @@ impl PpoFlags {
             kl_target: (self.kl_target > 0.0).then_some(self.kl_target),
             ptx_coef: self.ptx_coef,
             checkpoint_every: self.checkpoint_every,
-            precision: self.precision,
+            precision: self.precision.value,
             ..Default::default()
         };
         c.optim.lr = self.lr;

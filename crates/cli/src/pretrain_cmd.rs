@@ -4,16 +4,13 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
-use chatforge_core::backend::Precision;
 use chatforge_core::config::ShapeOverrides;
 use chatforge_stages::{pretrain, Run};
 use chatforge_train::optim::Schedule;
 use chatforge_train::pretrain::{lr_for_depth, Budget, PretrainConfig, BASE_LR};
 use clap::Args;
 
-use crate::args::parse_precision;
-
-use crate::args::{parse_duration, CorpusArgs};
+use crate::args::{parse_duration, CorpusArgs, PrecisionArg};
 
 fn d() -> PretrainConfig {
     PretrainConfig::default()
@@ -78,10 +75,8 @@ pub struct PretrainArgs {
     /// Resume from this checkpoint folder (e.g. RUN/base.prev) instead of RUN/base.
     #[arg(long)]
     pub resume_from: Option<PathBuf>,
-    /// Matmul arithmetic: bf16 (bf16 operands, fp32 accumulation; fp32 weights, optimizer,
-    /// norms and loss) or fp32. Default: bf16 where this CPU has AVX512-BF16, else fp32.
-    #[arg(long, default_value_t = d().precision, value_parser = parse_precision)]
-    pub precision: Precision,
+    #[command(flatten)]
+    pub precision: PrecisionArg,
 }
 
 impl PretrainArgs {
@@ -113,7 +108,7 @@ impl PretrainArgs {
             sample_tokens: self.sample_tokens,
             checkpoint_every: self.checkpoint_every,
             seed: self.seed,
-            precision: self.precision,
+            precision: self.precision.value,
             ..Default::default()
         };
         train.optim.lr = self.lr.unwrap_or_else(|| lr_for_depth(BASE_LR, self.depth));

@@ -2,13 +2,10 @@
 
 use std::path::PathBuf;
 
-use chatforge_core::backend::Precision;
 use chatforge_stages::{dpo, ppo, Run};
 use clap::Args;
 
-use crate::args::parse_precision;
-
-use crate::args::PpoFlags;
+use crate::args::{PpoFlags, PrecisionArg};
 
 fn d() -> dpo::Config {
     dpo::Config::default()
@@ -42,10 +39,8 @@ pub struct DpoArgs {
     /// JSON-only adherence at SFT's level in the speedrun (0.5 did not).
     #[arg(long, default_value_t = d().train.ptx_coef)]
     pub ptx_coef: f64,
-    /// Matmul arithmetic: bf16 (bf16 operands, fp32 accumulation; fp32 weights, optimizer,
-    /// norms and loss) or fp32. Default: bf16 where this CPU has AVX512-BF16, else fp32.
-    #[arg(long, default_value_t = d().train.precision, value_parser = parse_precision)]
-    pub precision: Precision,
+    #[command(flatten)]
+    pub precision: PrecisionArg,
 }
 
 impl DpoArgs {
@@ -56,7 +51,7 @@ impl DpoArgs {
         c.train.optim.lr = self.lr;
         c.train.ptx_coef = self.ptx_coef;
         c.train.checkpoint_every = self.checkpoint_every;
-        c.train.precision = self.precision;
+        c.train.precision = self.precision.value;
         c
     }
 }

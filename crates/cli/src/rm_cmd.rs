@@ -2,13 +2,12 @@
 
 use std::path::PathBuf;
 
-use chatforge_core::backend::Precision;
 use chatforge_rundir::Key;
 use chatforge_stages::rm::{self, Raters};
 use chatforge_stages::{label, Run};
 use clap::Args;
 
-use crate::args::parse_precision;
+use crate::args::PrecisionArg;
 
 fn d() -> rm::Config {
     rm::Config::default()
@@ -38,10 +37,8 @@ pub struct RmArgs {
     /// Only human (`human`) or only simulated (`simulated`) labels.
     #[arg(long)]
     pub only: Option<Raters>,
-    /// Matmul arithmetic: bf16 (bf16 operands, fp32 accumulation; fp32 weights, optimizer,
-    /// norms and loss) or fp32. Default: bf16 where this CPU has AVX512-BF16, else fp32.
-    #[arg(long, default_value_t = d().train.precision, value_parser = parse_precision)]
-    pub precision: Precision,
+    #[command(flatten)]
+    pub precision: PrecisionArg,
 }
 
 impl RmArgs {
@@ -51,7 +48,7 @@ impl RmArgs {
         c.train.optim.lr = self.lr;
         c.train.batch_prompts = self.batch_prompts;
         c.train.checkpoint_every = self.checkpoint_every;
-        c.train.precision = self.precision;
+        c.train.precision = self.precision.value;
         c
     }
 }

@@ -3,13 +3,10 @@
 
 use std::path::PathBuf;
 
-use chatforge_core::backend::Precision;
 use chatforge_stages::{sft, Run};
 use clap::Args;
 
-use crate::args::parse_precision;
-
-use crate::args::parse_duration;
+use crate::args::{parse_duration, PrecisionArg};
 
 fn d() -> sft::Config {
     sft::Config::default()
@@ -53,10 +50,8 @@ pub struct SftArgs {
     /// Samples per eval with --eval-every.
     #[arg(long, default_value_t = d().eval_limit)]
     pub eval_limit: usize,
-    /// Matmul arithmetic: bf16 (bf16 operands, fp32 accumulation; fp32 weights, optimizer,
-    /// norms and loss) or fp32. Default: bf16 where this CPU has AVX512-BF16, else fp32.
-    #[arg(long, default_value_t = d().train.precision, value_parser = parse_precision)]
-    pub precision: Precision,
+    #[command(flatten)]
+    pub precision: PrecisionArg,
 }
 
 impl SftArgs {
@@ -76,7 +71,7 @@ impl SftArgs {
         c.train.batch = self.batch;
         c.train.seed = self.seed;
         c.train.checkpoint_every = self.checkpoint_every;
-        c.train.precision = self.precision;
+        c.train.precision = self.precision.value;
         Ok(c)
     }
 }

@@ -2,12 +2,10 @@
 
 use std::path::PathBuf;
 
-use chatforge_core::backend::Precision;
-use chatforge_core::cpu::auto_precision;
 use chatforge_stages::{speedrun, Run};
 use clap::Args;
 
-use crate::args::parse_precision;
+use crate::args::PrecisionArg;
 
 #[derive(Args)]
 pub struct SpeedrunArgs {
@@ -18,13 +16,12 @@ pub struct SpeedrunArgs {
     /// The 2-minute version (for tests and a first look).
     #[arg(long)]
     quick: bool,
-    /// Matmul arithmetic of every training stage: bf16 (bf16 operands, fp32 accumulation) or
-    /// fp32. Default: bf16 where this CPU has AVX512-BF16, else fp32.
-    #[arg(long, default_value_t = auto_precision(), value_parser = parse_precision)]
-    precision: Precision,
+    /// Of every training stage.
+    #[command(flatten)]
+    precision: PrecisionArg,
 }
 
 pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
     let dir = a.run.unwrap_or_else(|| PathBuf::from(if a.quick { "runs/speedrun-quick" } else { "runs/speedrun" }));
-    Ok(speedrun::run(&Run::open(dir), a.quick, a.precision)?)
+    Ok(speedrun::run(&Run::open(dir), a.quick, a.precision.value)?)
 }

@@ -48,8 +48,10 @@ pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
         pairs.truncate(n);
     }
     let mut reference = run.model("sft")?;
-    // The reference's log-probs in the policy's precision: their gap is exactly 0 at step 0.
-    reference.be = chatforge_core::cpu::Cpu::with_precision(cfg.train.precision);
+    // The reference's log-probs in the policy's precision (a resumed run's own): their gap is
+    // exactly 0 at step 0.
+    let precision = chatforge_train::trainer::stage_precision(&run.dir, "dpo", cfg.train.precision)?;
+    reference.be = chatforge_core::cpu::Cpu::with_precision(precision);
     let data = DpoData::new(tok, &pairs, &mut reference)?;
     let suite = run.suite()?;
     let ptx = crate::ppo::ptx_rows(run, cfg.train.ptx_coef)?;

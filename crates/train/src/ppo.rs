@@ -307,9 +307,7 @@ pub fn ppo(run: &RunDir, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet:
         }));
     }
     let dir = run.stage(name);
-    // The reference scores in the policy's precision, so KL is exactly 0 before the first update.
-    let mut reference = load_model(Cpu::with_precision(cfg.precision), &run.stage("sft"))
-        .map_err(|e| Error::Input(format!("PPO's reference is the SFT model: {e}")))?;
+    let mut reference = load_model(Cpu, &run.stage("sft")).map_err(|e| Error::Input(format!("PPO's reference is the SFT model: {e}")))?;
     let mut rm = match cfg.reward {
         Reward::Graders => None,
         _ => Some(RewardModel::load(&run.stage("rm")).map_err(|e| Error::Input(format!("PPO needs a reward model (chatforge rm): {e}")))?),
@@ -332,8 +330,10 @@ pub fn ppo(run: &RunDir, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet:
             (policy, opt, state, cfg, beta)
         }
     };
-    // bf16 or fp32 matmuls, as the recipe says (a resumed run keeps its saved precision).
+    // bf16 or fp32 matmuls, as the recipe says (a resumed run keeps its saved precision); the
+    // reference scores in the policy's precision, so KL is exactly 0 before the first update.
     policy.be = Cpu::with_precision(cfg.precision);
+    reference.be = policy.be;
     report::truncate_metrics(run, name, state.step)?;
     let ctx = policy.cfg.max_position_embeddings;
     let stop = tok.chat_stop_ids();

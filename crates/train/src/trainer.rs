@@ -212,6 +212,18 @@ pub fn resume_dir(run: &RunDir, stage: &str, resume_from: Option<&Path>) -> Resu
     Ok(resume_from.map(Path::to_path_buf).or_else(|| dir.join(STATE).exists().then_some(dir)))
 }
 
+/// The precision stage `stage` will train in: its checkpoint's (a resumed run keeps the one it
+/// started with; fp32 for checkpoints older than the setting), else `fresh`. For what a stage
+/// computes before its loop must match it (DPO's reference log-probs).
+pub fn stage_precision(run: &RunDir, stage: &str, fresh: Precision) -> Result<Precision> {
+    Ok(match resume_dir(run, stage, None)? {
+        Some(from) => {
+            ckpt::read_state(&from)?.config.get("precision").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default()
+        }
+        None => fresh,
+    })
+}
+
 /// A fresh `TrainState` for a stage.
 pub fn fresh_state(
     stage: &str,
