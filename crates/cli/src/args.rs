@@ -65,61 +65,81 @@ pub fn parse_duration(s: &str) -> anyhow::Result<f64> {
     Ok(v * mult)
 }
 
-fn p() -> ppo::Config {
-    ppo::Config::default()
-}
-
 /// PPO's flags (also the PPO of every `pairs-curve` point).
 #[derive(Args, Clone)]
 pub struct PpoFlags {
     /// What scores the answers: rm (the reward model: RLHF, into R/ppo), graders (the suite's
     /// programmatic graders with the honesty ternary: RLVR, into R/rlvr), both (into R/ppo_both).
+    /// Each has its own recipe (`PpoConfig::for_reward`); the flags below override it.
     #[arg(long, default_value = "rm", value_parser = ["rm", "graders", "both"])]
     pub reward: String,
-    /// Rollout iterations (each samples --rollouts answers, then updates the policy).
-    #[arg(long, default_value_t = p().iterations)]
-    pub iterations: usize,
-    /// Answers sampled per iteration.
-    #[arg(long, default_value_t = p().rollouts)]
-    pub rollouts: usize,
-    /// Answers per prompt; each scored relative to its siblings (1: InstructGPT's one answer per prompt).
-    #[arg(long, default_value_t = p().group)]
-    pub group: usize,
-    /// Initial KL coefficient β.
-    #[arg(long, default_value_t = p().kl_coef)]
-    pub kl_coef: f64,
-    /// Target KL per answer (nats) for the adaptive controller; 0 keeps β fixed.
-    #[arg(long, default_value_t = p().kl_target.unwrap_or(0.0))]
-    pub kl_target: f64,
-    /// Learning rate (constant).
-    #[arg(long, default_value_t = p().optim.lr)]
-    pub lr: f32,
-    /// PPO-ptx: weight of the SFT next-token loss mixed into every update (0: off). InstructGPT's
-    /// remedy for regressions; here it keeps JSON-only adherence at SFT's level.
-    #[arg(long, default_value_t = p().ptx_coef)]
-    pub ptx_coef: f64,
-    /// Iterations between checkpoints (a killed run resumes from the last one, exactly).
-    #[arg(long, default_value_t = p().checkpoint_every)]
-    pub checkpoint_every: usize,
+    /// Rollout iterations (each samples --rollouts answers, then updates the policy) [default: 20].
+    #[arg(long)]
+    pub iterations: Option<usize>,
+    /// Answers sampled per iteration [default: 32; graders 128].
+    #[arg(long)]
+    pub rollouts: Option<usize>,
+    /// Answers per prompt; each scored relative to its siblings (1: InstructGPT's one answer per
+    /// prompt) [default: 4].
+    #[arg(long)]
+    pub group: Option<usize>,
+    /// Advantage estimator: gae (the value head, InstructGPT's PPO) or rloo (no critic: the
+    /// group's leave-one-out mean is the baseline) [default: gae; graders rloo].
+    #[arg(long, value_parser = ["gae", "rloo"])]
+    pub advantage: Option<String>,
+    /// Answers per gradient step [default: 16; graders 32].
+    #[arg(long)]
+    pub minibatch: Option<usize>,
+    /// Passes of minibatch updates over each iteration's answers [default: 4; graders 2].
+    #[arg(long)]
+    pub ppo_epochs: Option<usize>,
+    /// Sampling temperature of the rollouts [default: 1].
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Initial KL coefficient β [default: 0.02].
+    #[arg(long)]
+    pub kl_coef: Option<f64>,
+    /// Target KL per answer (nats) for the adaptive controller; 0 keeps β fixed [default: 3;
+    /// graders 8].
+    #[arg(long)]
+    pub kl_target: Option<f64>,
+    /// Learning rate (constant) [default: 5e-5; graders 2e-4].
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// PPO-ptx: weight of the SFT next-token loss mixed into every update (0: off).
+    /// InstructGPT's remedy for regressions [default: 0.5; graders 0.15].
+    #[arg(long)]
+    pub ptx_coef: Option<f64>,
+    /// Iterations between checkpoints (a killed run resumes from the last one, exactly)
+    /// [default: 5].
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
     #[command(flatten)]
     pub precision: PrecisionArg,
 }
 
 impl PpoFlags {
+    /// The reward's recipe with the flags given on top.
     pub fn config(&self) -> ppo::Config {
-        let mut c = ppo::Config {
-            reward: self.reward.parse().expect("clap checked the reward"),
-            iterations: self.iterations,
-            rollouts: self.rollouts,
-            group: self.group,
-            kl_coef: self.kl_coef,
-            kl_target: (self.kl_target > 0.0).then_some(self.kl_target),
-            ptx_coef: self.ptx_coef,
-            checkpoint_every: self.checkpoint_every,
-            precision: self.precision.value,
-            ..Default::default()
-        };
-        c.optim.lr = self.lr;
+        let mut c = ppo::Config::for_reward(self.reward.parse().expect("clap checked the reward"));
+        let set = |slot: &mut usize, v: Option<usize>| *slot = v.unwrap_or(*slot);
+        set(&mut c.iterations, self.iterations);
+        set(&mut c.rollouts, self.rollouts);
+        set(&mut c.group, self.group);
+        set(&mut c.minibatch, self.minibatch);
+        set(&mut c.ppo_epochs, self.ppo_epochs);
+        set(&mut c.checkpoint_every, self.checkpoint_every);
+        if let Some(a) = &self.advantage {
+            c.advantage = a.parse().expect("clap checked the estimator");
+        }
+        c.temperature = self.temperature.unwrap_or(c.temperature);
+        c.kl_coef = self.kl_coef.unwrap_or(c.kl_coef);
+        if let Some(t) = self.kl_target {
+            c.kl_target = (t > 0.0).then_some(t);
+        }
+        c.optim.lr = self.lr.unwrap_or(c.optim.lr);
+        c.ptx_coef = self.ptx_coef.unwrap_or(c.ptx_coef);
+        c.precision = self.precision.value;
         c
     }
 }

@@ -67,6 +67,8 @@ pub fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
         compare::describe(&f.win),
         a.split
     );
+    let families: Vec<String> = f.win.by_family.iter().map(|(k, [w, t, l])| format!("{k} {w}/{t}/{l}")).collect();
+    println!("wins/ties/losses by family: {}", families.join(", "));
     println!("{}", chatforge_stages::ppo::side_by_side((&cfg.b, &f.safety_b), &[(&cfg.a, &f.win, &f.safety_a)]));
     Ok(())
 }

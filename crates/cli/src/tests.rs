@@ -56,6 +56,13 @@ fn rm() {
 fn ppo() {
     let Cmd::Ppo(a) = parse(&["ppo", "--run", "r"]) else { unreachable!() };
     same(a.ppo.config(), ppo::Config::default());
+    // The graders' reward has its own recipe (RLVR's), overridden the same way.
+    let Cmd::Ppo(a) = parse(&["ppo", "--run", "r", "--reward", "graders"]) else { unreachable!() };
+    same(a.ppo.config(), ppo::Config::rlvr());
+    let Cmd::Ppo(a) = parse(&["ppo", "--run", "r", "--reward", "graders", "--lr", "0.001"]) else { unreachable!() };
+    let mut want = ppo::Config::rlvr();
+    want.optim.lr = 0.001;
+    same(a.ppo.config(), want);
 }
 
 #[test]

@@ -282,6 +282,9 @@ impl Default for SuiteConfig {
     /// Refusals are 600, 70 % of them benign look-alikes (`refusal::generate`): with 300, half
     /// harmful, and the copy drills, the SFT model refused 76 % of val's look-alikes (seed 1; 38 %
     /// with seed 2); with 600, 29 % and 5 %.
+    /// The RL pool has 1,500 refusal prompts, under any opening (`refusal::generate`): with 300
+    /// in their fixed wording it got one, as SFT and the preferences had used the rest up, and
+    /// RLVR with a light PTX term learned to answer harmful requests "I'm not sure" (val).
     fn default() -> SuiteConfig {
         let twice =
             Counts { shakespeare: 2800, spelling: 3600, arithmetic: 3000, system: 5000, refusal: 300, multi_turn: 1800, identity: 20 };
@@ -297,7 +300,9 @@ impl Default for SuiteConfig {
                 identity: 90,
             },
             prefs: twice,
-            rl: twice,
+            // RL meets harmful requests and look-alikes often enough (9 % of its prompts) to keep
+            // refusing what it should while it learns to abstain on fact questions.
+            rl: Counts { refusal: 1500, ..twice },
             val: Counts { shakespeare: 40, spelling: 40, arithmetic: 40, system: 60, refusal: 40, multi_turn: 40, identity: 20 },
             test: Counts { shakespeare: 80, spelling: 80, arithmetic: 80, system: 100, refusal: 180, multi_turn: 80, identity: 30 },
         }
@@ -447,6 +452,7 @@ pub fn generate_suite(cfg: &SuiteConfig, corpus: &Corpus) -> Suite {
         for pool in Pool::ALL.into_iter().filter(|p| p.split() == split) {
             pools.injections = if pool == Pool::Sft { vec![] } else { injection::templates(&holdout, split) };
             pools.sft = pool == Pool::Sft;
+            pools.vary_openings = pool == Pool::Rl;
             for family in Family::ALL {
                 let want = cfg.counts(pool).get(family);
                 let mut rng = ChaCha8Rng::seed_from_u64(xxh3_64_with_seed(format!("{family}/{}", pool.name()).as_bytes(), cfg.seed));

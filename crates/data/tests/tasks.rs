@@ -218,6 +218,10 @@ fn pools_are_disjoint_and_hold_no_test_prompt() {
     let (rl, test) = (templates(Pool::Rl), templates(Pool::Test));
     assert!(!rl.is_empty() && !test.is_empty() && rl.is_disjoint(&test) && !templates(Pool::Val).is_empty());
     assert!(SUITE.test.iter().filter(|t| t.is_injection()).count() >= 20);
+    // RL meets harmful requests and look-alikes of its own (the SFT and preference pools used
+    // the fixed wordings up, and RL once had one refusal prompt of 16,000).
+    let kinds = |kind: &str| SUITE.rl.iter().filter(|t| t.meta.family == Family::Refusal && t.meta.kind == kind).count();
+    assert!(kinds("harmful") >= 500 && kinds("benign") >= 500, "{} harmful, {} look-alikes", kinds("harmful"), kinds("benign"));
 }
 
 #[test]

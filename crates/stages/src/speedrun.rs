@@ -12,7 +12,6 @@ use chatforge_core::backend::Precision;
 use chatforge_rundir::report::hardware;
 use chatforge_rundir::Key;
 use chatforge_train::labels::LabelConfig;
-use chatforge_train::ppo::Reward;
 use chatforge_train::pretrain::{Budget, PretrainConfig};
 use chatforge_train::scaling::{self, Rung};
 use chatforge_train::sft::SftConfig;
@@ -150,10 +149,7 @@ pub fn run(run: &Run, quick: bool, precision: Precision) -> Result<()> {
 
     // RLVR: the same loop with the graders' reward, beside RLHF on the same held-out prompts.
     let t = Instant::now();
-    let v = ppo::run(
-        run,
-        &ppo::Config { reward: Reward::Graders, iterations: pick(2, 20), rollouts: pick(8, 32), precision, ..Default::default() },
-    )?;
+    let v = ppo::run(run, &ppo::Config { iterations: pick(2, 20), rollouts: pick(8, 128), precision, ..ppo::Config::rlvr() })?;
     println!("{}", v.summary());
     lap("rlvr", t);
 

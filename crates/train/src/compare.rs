@@ -27,6 +27,9 @@ pub struct WinRate {
     pub ties: usize,
     pub losses: usize,
     pub n: usize,
+    /// Wins, ties and losses by task family (where the win rate comes from).
+    #[serde(default)]
+    pub by_family: BTreeMap<String, [usize; 3]>,
 }
 
 /// The gold judge's verdicts of `a` against `b`, answer by answer.
@@ -34,17 +37,21 @@ pub fn judge(panel: &Panel, tasks: &[Task], a: &[String], b: &[String]) -> WinRa
     let mut w = WinRate { n: tasks.len(), ..Default::default() };
     let mut scores = Vec::with_capacity(tasks.len());
     for ((t, x), y) in tasks.iter().zip(a).zip(b) {
+        let family = w.by_family.entry(t.meta.family.name().to_string()).or_default();
         let s = match panel.gold_verdict(&features(t, x), &features(t, y)) {
             Choice::A => {
                 w.wins += 1;
+                family[0] += 1;
                 1.0
             }
             Choice::B => {
                 w.losses += 1;
+                family[2] += 1;
                 0.0
             }
             Choice::Tie | Choice::BothBad => {
                 w.ties += 1;
+                family[1] += 1;
                 0.5
             }
         };

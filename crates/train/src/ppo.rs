@@ -85,6 +85,31 @@ impl std::str::FromStr for Reward {
     }
 }
 
+/// How each answer token's advantage is estimated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Advantage {
+    /// GAE(γ, λ) over the value head's estimates (InstructGPT's PPO).
+    #[default]
+    Gae,
+    /// No critic: every token's advantage is the answer's reward-to-go (its group-relative
+    /// score minus the KL penalty still to come), the group's leave-one-out mean the only
+    /// baseline: RLOO (Ahmadian et al., 2024), which for RLHF of small models matches or beats
+    /// PPO's learned critic, here a value head that starts from noise.
+    Rloo,
+}
+
+impl std::str::FromStr for Advantage {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Advantage, String> {
+        match s {
+            "gae" => Ok(Advantage::Gae),
+            "rloo" => Ok(Advantage::Rloo),
+            _ => Err(format!("unknown advantage estimator {s:?}: gae or rloo")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PpoConfig {
     /// What scores the answers.
@@ -100,6 +125,9 @@ pub struct PpoConfig {
     /// offset from prompt to prompt is noise the value head would first have to learn.
     #[serde(default = "one")]
     pub group: usize,
+    /// GAE with the value head, or critic-free RLOO.
+    #[serde(default)]
+    pub advantage: Advantage,
     pub minibatch: usize,
     pub ppo_epochs: usize,
     pub max_new: usize,
@@ -136,6 +164,7 @@ impl Default for PpoConfig {
             iterations: 20,
             rollouts: 32,
             group: 4,
+            advantage: Advantage::Gae,
             minibatch: 16,
             ppo_epochs: 4,
             max_new: 96,
@@ -162,6 +191,40 @@ impl Default for PpoConfig {
             seed: 13,
             precision: auto_precision(),
         }
+    }
+}
+
+impl PpoConfig {
+    /// The recipe for `reward`: [`PpoConfig::default`] for the reward model (and both rewards),
+    /// [`PpoConfig::rlvr`] for the graders.
+    pub fn for_reward(reward: Reward) -> PpoConfig {
+        match reward {
+            Reward::Graders => PpoConfig::rlvr(),
+            r => PpoConfig { reward: r, ..Default::default() },
+        }
+    }
+
+    /// RLVR's recipe, chosen on val (`chatforge compare --split val`, from one speedrun's SFT;
+    /// every figure on 280 val prompts, so about ±5 points): 128 answers an iteration (32
+    /// prompts in groups of 4; 32 answers gave 53.4 %), critic-free RLOO advantages, two epochs
+    /// of minibatches of 32 at lr 2e-4 (lr 4e-4 gave 55.2 %, 1e-3 47.1 %), KL target 8, and a
+    /// light PTX weight of 0.15: with 0.5 the SFT loss pulls the policy back towards SFT's
+    /// answers and held it at 55.7 %; with 0 it reached 61.8 % but lost 4.6 points of accuracy
+    /// and 17 of JSON adherence, abstaining on nearly everything; 0.15 gave 57.5 %, accuracy
+    /// +5.1 points and hallucination 0.61× SFT's.
+    pub fn rlvr() -> PpoConfig {
+        let mut c = PpoConfig {
+            reward: Reward::Graders,
+            rollouts: 128,
+            advantage: Advantage::Rloo,
+            minibatch: 32,
+            ppo_epochs: 2,
+            kl_target: Some(8.0),
+            ptx_coef: 0.15,
+            ..Default::default()
+        };
+        c.optim.lr = 2e-4;
+        c
     }
 }
 
@@ -427,7 +490,11 @@ pub fn ppo(run: &RunDir, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet:
                 ent_n += ent.len();
                 let k = rollouts.len();
                 let rewards = kl_rewards(&lp, &rl, relative[k], beta);
-                let (adv, ret) = gae(&rewards, &vals, cfg.gamma, cfg.lambda);
+                let (adv, ret) = match cfg.advantage {
+                    Advantage::Gae => gae(&rewards, &vals, cfg.gamma, cfg.lambda),
+                    // λ = 1 over zero values: the reward-to-go, for the advantage and the value target.
+                    Advantage::Rloo => gae(&rewards, &vec![0.0; vals.len()], cfg.gamma, 1.0),
+                };
                 rollouts.push(Rollout { seq: seq.clone(), answer: answer.clone(), old_logp: lp, old_values: vals, adv, ret });
             }
         }

@@ -176,6 +176,10 @@ pub(super) struct Pools<'a> {
     pub injections: Vec<&'static str>,
     /// Whether this is the SFT pool, the only one with client-declared function calls.
     pub sft: bool,
+    /// Whether a refusal-family prompt takes any of the openings ("Hi! ", "Quick question: ",
+    /// ...) rather than its one fixed by hash: the RL pool's, whose refusal items the SFT and
+    /// preference pools would otherwise use up (see `refusal::generate`).
+    pub vary_openings: bool,
 }
 
 /// English words beyond the plays, so the counting tasks cover today's words too.
@@ -291,6 +295,7 @@ impl<'a> Pools<'a> {
             cast,
             injections: vec![],
             sft: false,
+            vary_openings: false,
         }
     }
 

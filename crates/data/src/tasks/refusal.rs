@@ -108,10 +108,14 @@ impl Benign {
         format!("benign:{}", self.name)
     }
 
-    fn fill(&self, fill: &Fill) -> Lookalike {
+    /// The filled-in look-alike, with its fixed opening, or the opening `any` picks.
+    fn fill(&self, fill: &Fill, any: Option<&mut ChaCha8Rng>) -> Lookalike {
         let (x, a, own) = fill;
         let bare = self.question.replace("{x}", x);
-        let opening = PREFIXES[(xxh3_64(bare.as_bytes()) % PREFIXES.len() as u64) as usize];
+        let opening = match any {
+            Some(rng) => pick(rng, PREFIXES).copied().unwrap_or_default(),
+            None => PREFIXES[(xxh3_64(bare.as_bytes()) % PREFIXES.len() as u64) as usize],
+        };
         let terms: Vec<&str> = self.terms.iter().chain(own.iter()).copied().collect();
         Lookalike {
             question: format!("{opening}{bare}"),
@@ -121,7 +125,8 @@ impl Benign {
     }
 }
 
-/// Openings that vary how a benign question is asked (one per question, by its hash).
+/// Openings that vary how a question is asked: one per look-alike, by its hash, except in the
+/// RL pool, where a look-alike or a harmful request takes any of them.
 const PREFIXES: &[&str] = &["", "Quick question: ", "I'm curious. ", "Hi! "];
 
 /// Shakespeare's characters and how they die.
@@ -711,20 +716,24 @@ pub(super) fn benign_pool(holdout: &Holdout, split: Split) -> Vec<&'static Benig
 /// Harmful requests with a brief refusal (half of them; 30 % in the SFT pool) and look-alikes
 /// (a template of the split, then one of its fillers) with their answer. SFT sees more
 /// look-alikes because the refusal is one short string, the easiest answer to fall back on
-/// (see `SuiteConfig::default`).
+/// (see `SuiteConfig::default`). In the RL pool any opening goes before the request: the SFT
+/// and preference pools use up the train split's few hundred requests in their fixed wording,
+/// and RL needs refusal prompts of its own to keep refusing while it learns to abstain.
 pub(super) fn generate(pools: &Pools, rng: &mut ChaCha8Rng) -> Option<Draft> {
     if rng.random_bool(if pools.sft { 0.3 } else { 0.5 }) {
         let h = pick(rng, &pools.harmful)?;
         let reply = pick(rng, REFUSALS)?;
+        let opening = if pools.vary_openings { pick(rng, PREFIXES).copied().unwrap_or_default() } else { "" };
         Some(Draft {
             kind: "harmful".into(),
             keys: vec![format!("harm:{}", h.prompt)],
-            messages: exchange(None, &h.prompt, reply),
+            messages: exchange(None, &format!("{opening}{}", h.prompt), reply),
             check: Check::Refusal,
         })
     } else {
         let b = pick(rng, &pools.benign)?;
-        let l = b.fill(pick(rng, b.fills)?);
+        let fill = pick(rng, b.fills)?;
+        let l = b.fill(fill, pools.vary_openings.then_some(&mut *rng));
         Some(Draft { kind: "benign".into(), keys: vec![b.key()], messages: exchange(None, &l.question, &l.answer), check: l.check })
     }
 }
@@ -745,7 +754,7 @@ mod tests {
             assert!(b.fills.len() >= 10, "{}: {} fillers", b.name, b.fills.len());
             assert!(b.question.contains("{x}"), "{}", b.name);
             for f in b.fills {
-                let l = b.fill(f);
+                let l = b.fill(f, None);
                 assert!(!l.question.contains('{') && !l.answer.contains('{'), "{}: {:?}", b.name, l.question);
                 assert!(l.check.grade(&l.answer).score == 1.0, "{}: {:?} -> {:?}", b.name, l.question, l.answer);
                 assert_eq!(l.check.grade("I can't help with that.").score, 0.0, "{}", b.name);
