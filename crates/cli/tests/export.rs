@@ -297,6 +297,40 @@ fn gguf_runs_in_llama_cpp_with_our_tokens() {
     assert!(same + ties == 5 && ties <= 1);
 }
 
+/// SmolLM's pre-tokenizer (each digit on its own, then GPT-2's ByteLevel) is exported as
+/// llama.cpp's `smollm`, and llama.cpp then splits every text as `tokenizers` does.
+#[test]
+fn gguf_with_digits_split_tokenizes_as_ours_in_llama_cpp() {
+    let dir = tempfile::tempdir().unwrap();
+    make_run(dir.path());
+    let path = dir.path().join("tokenizer.json");
+    let mut j: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    j["pre_tokenizer"] = json!({"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": true},
+        {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]});
+    std::fs::write(&path, j.to_string()).unwrap();
+    let tok = Tokenizer::load(&path).unwrap();
+    let gguf = dir.path().join("base.gguf");
+    export(dir.path(), "base", "gguf", &gguf);
+    let meta = chatforge_stages::export::gguf::read(&std::fs::read(&gguf).unwrap()).unwrap().0;
+    assert_eq!(meta["tokenizer.ggml.pre"].as_str(), Some("smollm"));
+    let Some(tokenize) = llama_bin("llama-tokenize") else { return };
+    let mut all = texts();
+    all.extend(["What is 31 + 14? 12*7=84, 2026-12-03, 3.14159 and 1,000,000", " 7 77 777 x9y8 z0"].map(String::from));
+    let mut tokens = 0;
+    for (i, text) in all.iter().enumerate() {
+        let file = dir.path().join(format!("text{i}.txt"));
+        std::fs::write(&file, text).unwrap();
+        for special in [true, false] {
+            let ours = if special { tok.encode_chat(text) } else { tok.encode(text) };
+            assert_eq!(llama_tokenize(&tokenize, &gguf, &file, special), ours, "text {i} {text:?} (special tokens parsed: {special})");
+            tokens += ours.len();
+        }
+    }
+    assert!(tok.encode("31").len() == 2, "digits are split");
+    println!("tokenization (smollm pre-tokenizer): {} of {} encodings identical, {tokens} tokens", 2 * all.len(), 2 * all.len());
+}
+
 /// A Python with torch and transformers: `CHATFORGE_PYTHON` or `python3`.
 fn torch_python() -> Option<PathBuf> {
     let py = std::env::var_os("CHATFORGE_PYTHON").map(PathBuf::from).unwrap_or_else(|| "python3".into());

@@ -7,8 +7,10 @@
 //!   template, so `apply_chat_template` renders what chatforge's `chat::render` does.
 //! - **gguf** (this file, over the writer in `gguf.rs`): one file for llama.cpp, Ollama and
 //!   LM Studio: architecture `llama`, its hyperparameters, the tokenizer as a GPT-2-style BPE
-//!   (tokens, token types, merges, special ids, the `gpt-2` pre-tokenizer, which is our
-//!   ByteLevel regex), the chat template, and the tensors under llama.cpp's names.
+//!   (tokens, token types, merges, special ids, and the pre-tokenizer by llama.cpp's name for it:
+//!   `gpt-2` for our ByteLevel regex, `smollm`, `llama-bpe` or `qwen2` for an imported model's;
+//!   any other is refused, see [`llama_cpp_pre`]), the chat template, and the tensors under
+//!   llama.cpp's names.
 //!
 //! In order, a GGUF export: loads the checkpoint and the tokenizer; writes the metadata; then the
 //! tensors, with HF's Q/K rows permuted (below); then the file, atomically. A reward model
@@ -107,6 +109,53 @@ const TOKEN_NORMAL: i32 = 1;
 const TOKEN_CONTROL: i32 = 3;
 const TOKEN_UNUSED: i32 = 5;
 
+/// Llama 3's split regex (Qwen2's is the same with `\p{N}` for `\p{N}{1,3}`).
+const LLAMA3_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The name llama.cpp gives the tokenizer's pre-tokenizer (`tokenizer.ggml.pre`), which decides
+/// how llama.cpp splits text before the merges. The GGUF has no room for the regex itself, so
+/// only the pre-tokenizers llama.cpp knows by name can be exported, and each is matched exactly:
+/// - ByteLevel with GPT-2's regex (chatforge's own BPE): `gpt-2`;
+/// - each digit on its own, then ByteLevel with GPT-2's regex (SmolLM/SmolLM2): `smollm`, whose
+///   llama.cpp regexes are `\p{N}` then GPT-2's;
+/// - Llama 3's split regex, then ByteLevel without its own regex: `llama-bpe`; Qwen2's: `qwen2`.
+///
+/// Anything else is an error naming the pre-tokenizer: written as `gpt-2`, llama.cpp would split
+/// some texts differently and the model would see tokens it was not trained on.
+pub fn llama_cpp_pre(tok: &Tokenizer) -> Result<&'static str> {
+    let pre =
+        serde_json::to_value(tok.hf().get_pre_tokenizer()).map_err(|e| Error::Input(format!("the tokenizer's pre-tokenizer: {e}")))?;
+    let byte_level =
+        |v: &serde_json::Value, regex: bool| v["type"] == "ByteLevel" && v["use_regex"] == regex && v["add_prefix_space"] == false;
+    let steps = match pre["type"].as_str() {
+        Some("Sequence") => pre["pretokenizers"].as_array().cloned().unwrap_or_default(),
+        _ => vec![pre.clone()],
+    };
+    fn split(v: &serde_json::Value) -> Option<&str> {
+        (v["type"] == "Split" && v["behavior"] == "Isolated" && v["invert"] == false).then(|| v["pattern"]["Regex"].as_str()).flatten()
+    }
+    // llama.cpp's `llama-bpe` takes a whole piece that is in the vocabulary before merging (HF's
+    // BPE `ignore_merges`); its other three merge every piece.
+    let model = serde_json::to_value(tok.hf().get_model()).map_err(|e| Error::Input(format!("the tokenizer's model: {e}")))?;
+    let whole_pieces = model["ignore_merges"] == true;
+    let name = match steps.as_slice() {
+        [b] if byte_level(b, true) && !whole_pieces => Some("gpt-2"),
+        [d, b] if d["type"] == "Digits" && d["individual_digits"] == true && byte_level(b, true) && !whole_pieces => Some("smollm"),
+        [s, b] if byte_level(b, false) && split(s) == Some(LLAMA3_SPLIT) && whole_pieces => Some("llama-bpe"),
+        [s, b] if byte_level(b, false) && split(s) == Some(LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}").as_str()) && !whole_pieces => {
+            Some("qwen2")
+        }
+        _ => None,
+    };
+    name.ok_or_else(|| {
+        Error::Input(format!(
+            "GGUF export: llama.cpp knows no pre-tokenizer by name that splits text as this tokenizer's does ({pre}, ignore_merges {whole_pieces}); \
+             exportable: GPT-2's ByteLevel, SmolLM's digits + ByteLevel, Llama 3's and Qwen2's split regexes"
+        ))
+    })
+}
+
 /// The tokenizer's merges, `"left right"` each, from its `tokenizer.json` (which writes a merge
 /// as a pair or, in older files, as that string).
 pub fn merges(tok: &Tokenizer) -> Result<Vec<String>> {
@@ -145,9 +194,7 @@ fn tokenizer_metadata(g: &mut Gguf, tok: &Tokenizer, n_vocab: usize) -> Result<(
         }
     }
     g.set("tokenizer.ggml.model", Value::Str("gpt2".into()));
-    // Our pre-tokenizer is `tokenizers`' ByteLevel with GPT-2's split regex, which llama.cpp
-    // calls "gpt-2".
-    g.set("tokenizer.ggml.pre", Value::Str("gpt-2".into()));
+    g.set("tokenizer.ggml.pre", Value::Str(llama_cpp_pre(tok)?.into()));
     g.set("tokenizer.ggml.tokens", Value::StrArray(tokens));
     g.set("tokenizer.ggml.token_type", Value::I32Array(types));
     g.set("tokenizer.ggml.merges", Value::StrArray(merges(tok)?));
@@ -300,6 +347,48 @@ mod tests {
         let w2: Vec<f32> = (0..16).map(|x| x as f32).collect(); // 1 head of 8, 2 columns
         let p = permute_rows(&w2, 1, 8, 2);
         assert_eq!(&p[..8], &[0.0, 1.0, 8.0, 9.0, 2.0, 3.0, 10.0, 11.0]);
+    }
+
+    #[test]
+    fn the_pre_tokenizer_is_named_as_llama_cpp_names_it_or_refused() {
+        use serde_json::json;
+        let tok = Tokenizer::train(["hello world, hello there 12 + 7", "the world is wide"], 280).unwrap();
+        assert_eq!(llama_cpp_pre(&tok).unwrap(), "gpt-2", "chatforge's own BPE");
+        let dir = std::env::temp_dir().join(format!("chatforge-pre-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokenizer.json");
+        tok.save(&path).unwrap();
+        let original: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let with = |pre: serde_json::Value, ignore_merges: bool| {
+            let mut j = original.clone();
+            j["pre_tokenizer"] = pre;
+            j["model"]["ignore_merges"] = ignore_merges.into();
+            std::fs::write(&path, j.to_string()).unwrap();
+            llama_cpp_pre(&Tokenizer::load(&path).unwrap())
+        };
+        let byte_level = |regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": regex});
+        let split = |re: &str| json!({"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false});
+        let seq = |a: serde_json::Value, b: serde_json::Value| json!({"type": "Sequence", "pretokenizers": [a, b]});
+        let digits = |each: bool| json!({"type": "Digits", "individual_digits": each});
+        let qwen2 = LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}");
+        assert_eq!(with(byte_level(true), false).unwrap(), "gpt-2");
+        assert_eq!(with(seq(digits(true), byte_level(true)), false).unwrap(), "smollm");
+        assert_eq!(with(seq(split(LLAMA3_SPLIT), byte_level(false)), true).unwrap(), "llama-bpe");
+        assert_eq!(with(seq(split(&qwen2), byte_level(false)), false).unwrap(), "qwen2");
+        // Near misses split differently in llama.cpp, so they are refused, never written as gpt-2.
+        let refused = [
+            (seq(split(LLAMA3_SPLIT), byte_level(false)), false),
+            (seq(split(&qwen2), byte_level(false)), true),
+            (seq(digits(false), byte_level(true)), false),
+            (seq(split(r"\p{N}{1,3}"), byte_level(false)), true),
+            (byte_level(true), true),
+            (seq(json!({"type": "Punctuation", "behavior": "Isolated"}), byte_level(true)), false),
+        ];
+        for (pre, ignore_merges) in refused {
+            let e = with(pre.clone(), ignore_merges).expect_err(&pre.to_string()).to_string();
+            assert!(e.contains("GGUF export") && e.contains("pre-tokenizer"), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
