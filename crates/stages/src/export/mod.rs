@@ -151,7 +151,8 @@ pub fn llama_cpp_pre(tok: &Tokenizer) -> Result<&'static str> {
     name.ok_or_else(|| {
         Error::Input(format!(
             "GGUF export: llama.cpp knows no pre-tokenizer by name that splits text as this tokenizer's does ({pre}, ignore_merges {whole_pieces}); \
-             exportable: GPT-2's ByteLevel, SmolLM's digits + ByteLevel, Llama 3's and Qwen2's split regexes"
+             exportable: GPT-2's ByteLevel, SmolLM's digits + ByteLevel, Llama 3's and Qwen2's split regexes; \
+             export it with --format hf instead"
         ))
     })
 }
