@@ -97,10 +97,28 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
+    // `bench decode` gives both engines its --bench-threads unless --threads is given.
+    let threads = cli.threads.or(match &cli.cmd {
+        Cmd::Bench(bench_cmd::BenchCmd::Decode(a)) => Some(a.bench_threads),
+        _ => None,
+    });
+    if let Some(n) = threads {
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
     }
-    match cli.cmd {
+    // The work runs on a pool worker (`chatforge_core::pool`), except where a server's runtime
+    // would hold that worker for its lifetime: the servers' engine threads go to the pool for
+    // each step instead.
+    let serves = matches!(&cli.cmd, Cmd::Serve(_) | Cmd::Bench(bench_cmd::BenchCmd::Serve(_) | bench_cmd::BenchCmd::Decode(_)))
+        || matches!(&cli.cmd, Cmd::Label(a) if !a.simulated);
+    if serves {
+        dispatch(cli.cmd)
+    } else {
+        chatforge_core::pool::on_pool(move || dispatch(cli.cmd))
+    }
+}
+
+fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
         Cmd::Speedrun(a) => speedrun_cmd::run(a),
         Cmd::Pretrain(a) => pretrain_cmd::run(a),
         Cmd::Sample(a) => sample_cmd::run(a),

@@ -6,6 +6,7 @@ pub mod config;
 pub mod cpu;
 mod error;
 pub mod model;
+pub mod pool;
 pub mod sample;
 
 pub use config::LlamaConfig;

@@ -235,24 +235,34 @@ struct Runner<'t> {
 impl<'t> Runner<'t> {
     fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         loop {
-            if self.seqs.is_empty() {
-                match rx.blocking_recv() {
-                    Some(job) => self.admit(job),
+            let first = match self.seqs.is_empty() {
+                true => match rx.blocking_recv() {
+                    Some(job) => Some(job),
                     None => return,
-                }
-            }
-            while self.seqs.len() < self.cfg.max_batch {
-                match rx.try_recv() {
-                    Ok(job) => self.admit(job),
-                    Err(_) => break,
-                }
-            }
-            self.metrics.queued.store(rx.len() as u64, Ordering::Relaxed);
-            self.accept();
-            self.metrics.running.store(self.seqs.len() as u64, Ordering::Relaxed);
-            self.step();
-            self.metrics.running.store(self.seqs.len() as u64, Ordering::Relaxed);
+                },
+                false => None,
+            };
+            // Each iteration runs on a pool worker (`chatforge_core::pool`); waiting does not.
+            chatforge_core::pool::on_pool(|| self.iteration(first, &mut rx));
         }
+    }
+
+    /// Admits what is queued (up to the batch size), then one decoding step.
+    fn iteration(&mut self, first: Option<Job>, rx: &mut mpsc::Receiver<Job>) {
+        if let Some(job) = first {
+            self.admit(job);
+        }
+        while self.seqs.len() < self.cfg.max_batch {
+            match rx.try_recv() {
+                Ok(job) => self.admit(job),
+                Err(_) => break,
+            }
+        }
+        self.metrics.queued.store(rx.len() as u64, Ordering::Relaxed);
+        self.accept();
+        self.metrics.running.store(self.seqs.len() as u64, Ordering::Relaxed);
+        self.step();
+        self.metrics.running.store(self.seqs.len() as u64, Ordering::Relaxed);
     }
 
     /// Prefills a new sequence and samples its first token.

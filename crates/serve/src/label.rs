@@ -197,7 +197,8 @@ impl Labeler {
                     q = self.changed.wait(q).unwrap_or_else(|p| p.into_inner());
                 }
             };
-            let result = self.make_item(k, &mut rng);
+            // On a pool worker, so that sampling's kernels split work with this thread.
+            let result = chatforge_core::pool::on_pool(|| self.make_item(k, &mut rng));
             let mut q = self.lock();
             match result {
                 Ok(item) => {

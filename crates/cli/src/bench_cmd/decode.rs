@@ -44,7 +44,7 @@ pub struct BenchDecodeArgs {
     stage: String,
     /// Threads for both engines (the global --threads, if given, wins).
     #[arg(long, default_value_t = 2)]
-    bench_threads: usize,
+    pub bench_threads: usize,
     /// The llama.cpp build (its bin/ holds llama-bench, llama-batched-bench, llama-server).
     #[arg(long, env = "LLAMA_CPP_DIR")]
     llama_cpp: Option<PathBuf>,
@@ -328,8 +328,8 @@ fn ratio(ours: f64, theirs: Option<f64>) -> String {
 }
 
 pub fn bench_decode(a: BenchDecodeArgs) -> anyhow::Result<()> {
-    // Both engines get the same threads: the global pool is built here unless --threads built it.
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(a.bench_threads).build_global();
+    // Both engines get the same threads: `main` built the global pool with --bench-threads
+    // unless --threads was given.
     let threads = rayon::current_num_threads();
     let run = Run::open(&a.run);
     if !run.dir.has_model(&a.stage) {
@@ -382,7 +382,7 @@ pub fn bench_decode(a: BenchDecodeArgs) -> anyhow::Result<()> {
     }
 
     eprintln!("measuring chatforge (engine) ...");
-    let ours = measure_ours(&model, tok, &a);
+    let ours = chatforge_core::pool::on_pool(|| measure_ours(&model, tok, &a));
     let mut theirs = Theirs::default();
     let mut notes = vec![];
     if have_llama {
