@@ -65,7 +65,7 @@ fn stream(model: &Llama<Cpu>, tok: &Tokenizer, prompt: Vec<u32>, opts: &GenOptio
         turn_start: usize,
         shown: usize,
     }
-    let session = RefCell::new(Session::new(tok, Toolbox::builtins(), 1));
+    let session = RefCell::new(Session::new(tok, Toolbox::builtins(), 1).ground(std::slice::from_ref(&prompt)));
     let state = RefCell::new(Shown { ids: Vec::new(), turn_start: 0, shown: 0 });
     let show = |st: &mut Shown, end: bool| {
         let text = tok.decode(&st.ids[st.turn_start.min(st.ids.len())..], true);
@@ -105,6 +105,7 @@ fn stream(model: &Llama<Cpu>, tok: &Tokenizer, prompt: Vec<u32>, opts: &GenOptio
             }
             put
         },
+        |i, out, logits| session.borrow().mask(i, out, logits),
     );
     show(&mut state.borrow_mut(), true);
     println!();

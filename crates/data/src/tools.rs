@@ -26,8 +26,10 @@ use crate::chat::{Conversation, Message, Role, ToolCall};
 use crate::tokenizer::Tokenizer;
 
 mod calc;
+mod ground;
 
 pub use calc::{eval as calculate, format as format_number};
+pub use ground::{slot, Ground, Slot};
 
 /// The longest text a string tool takes or a result holds, in characters.
 pub const MAX_TEXT: usize = 200;
@@ -308,12 +310,16 @@ pub struct Toolbox {
     /// Calls run per answer; a turn past the cap gets an error asking for an answer, and the
     /// turn after that ends the answer.
     pub max_calls: usize,
+    /// Ground the built-in tools' arguments in the conversation (`ground.rs`): a session given
+    /// the prompts masks, while the model writes a call, every token that would put a number or
+    /// a word into an argument that the conversation does not hold.
+    pub grounded: bool,
 }
 
 impl Toolbox {
     /// The built-in tools, up to 4 calls per answer.
     pub fn builtins() -> Toolbox {
-        Toolbox { builtins: true, client: vec![], max_calls: 4 }
+        Toolbox { builtins: true, client: vec![], max_calls: 4, grounded: true }
     }
 
     /// No tools: calls are answered with [`TOOLS_OFF`] (the model then answers by itself).
@@ -369,11 +375,66 @@ pub struct Session<'a> {
     tok: &'a Tokenizer,
     toolbox: Toolbox,
     seqs: Vec<SeqState>,
+    /// Per sequence, what its conversation grounds (empty until [`Session::ground`]).
+    grounds: Vec<Ground>,
+    /// Each token's bytes, and whether it is special (for [`Session::mask`]).
+    table: Vec<(Vec<u8>, bool)>,
 }
 
 impl<'a> Session<'a> {
     pub fn new(tok: &'a Tokenizer, toolbox: Toolbox, n: usize) -> Session<'a> {
-        Session { tok, toolbox, seqs: vec![SeqState::default(); n] }
+        Session { tok, toolbox, seqs: vec![SeqState::default(); n], grounds: vec![Ground::default(); n], table: vec![] }
+    }
+
+    /// Reads what each prompt (token ids, one per sequence) grounds: the contents of its user
+    /// and tool messages (all of its text when it is not in ChatML). A no-op unless the built-in
+    /// tools are on and grounded.
+    pub fn ground(mut self, prompts: &[Vec<u32>]) -> Session<'a> {
+        if !(self.toolbox.builtins && self.toolbox.grounded) {
+            return self;
+        }
+        let (start, tok) = (self.tok.im_start_id(), self.tok);
+        self.grounds = prompts
+            .iter()
+            .map(|p| {
+                let texts: Vec<String> = p
+                    .split(|&t| t == start)
+                    .map(|seg| tok.decode(seg, true))
+                    .filter_map(|seg| seg.strip_prefix("user\n").or(seg.strip_prefix("tool\n")).map(str::to_string))
+                    .collect();
+                if texts.is_empty() && !p.contains(&start) {
+                    Ground::new(&[tok.decode(p, true)])
+                } else {
+                    Ground::new(&texts)
+                }
+            })
+            .collect();
+        self.table = (0..tok.vocab_size() as u32).map(|t| (tok.token_bytes(t).unwrap_or_default(), tok.is_special(t))).collect();
+        self
+    }
+
+    /// The mask while sequence `i` (output so far `out`) writes a grounded argument: the logits
+    /// of tokens that would break it become −∞ (`ground.rs`). Returns whether it masked; it
+    /// leaves the logits alone outside a grounded value, and when nothing would be allowed.
+    pub fn mask(&self, i: usize, out: &[u32], logits: &mut [f32]) -> bool {
+        let g = &self.grounds[i];
+        if self.table.is_empty() || g.is_empty() {
+            return false;
+        }
+        let turn = &out[self.seqs[i].turn_start.min(out.len())..];
+        let text = self.tok.decode(turn, false);
+        let Some((slot, value)) = slot(text.trim_end_matches('\u{FFFD}')) else { return false };
+        let allowed: Vec<bool> =
+            self.table.iter().map(|(bytes, special)| !special && !bytes.is_empty() && g.allows(slot, &value, bytes)).collect();
+        if !allowed.contains(&true) {
+            return false;
+        }
+        for (l, ok) in logits.iter_mut().zip(&allowed) {
+            if !ok {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        true
     }
 
     /// The hook for `generate_batch_with`: sequence `i` ended a turn after `out` (its output so
@@ -410,6 +471,10 @@ impl<'a> Session<'a> {
             };
             let ok = result.is_ok();
             let result = result.unwrap_or_else(|e| e);
+            if ok && !self.table.is_empty() {
+                // A result is part of the conversation: later calls may use its number.
+                self.grounds[i].add(&result);
+            }
             s.calls.push(CallRecord {
                 id: id.clone(),
                 name: call.function.name.clone(),
@@ -516,6 +581,31 @@ mod tests {
         let a = client.answer(0, &tok.encode(weather));
         assert_eq!(a.client_calls[0].function.name, "get_weather");
         assert_eq!(a.text, "");
+    }
+
+    #[test]
+    fn a_grounded_session_masks_what_the_conversation_does_not_hold() {
+        let tok = Tokenizer::bytes();
+        let conv = Conversation::new(vec![Message::user("What is 31 - 19?")]);
+        let prompt = crate::chat::encode_prompt(&tok, &conv);
+        let v = tok.vocab_size();
+        let allowed = |toolbox: Toolbox, written: &str| {
+            let session = Session::new(&tok, toolbox, 1).ground(std::slice::from_ref(&prompt));
+            let mut logits = vec![0.0f32; v];
+            let masked = session.mask(0, &tok.encode(written), &mut logits);
+            let ok: Vec<u32> = (0..v as u32).filter(|&t| logits[t as usize].is_finite()).collect();
+            (masked, ok)
+        };
+        let call = "<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"3";
+        let (masked, ok) = allowed(Toolbox::builtins(), call);
+        assert!(masked);
+        assert_eq!(tok.decode(&ok, false), "1", "only 31 begins with 3");
+        let (_, ok) = allowed(Toolbox::builtins(), &format!("{call}1 - 19"));
+        assert!(ok.contains(&tok.encode("\"")[0]) && !ok.contains(&tok.encode("7")[0]));
+        // Outside an argument, with grounding off, or with the tools off: nothing is masked.
+        assert_eq!(allowed(Toolbox::builtins(), "31 - 1").1.len(), v);
+        assert!(!allowed(Toolbox { grounded: false, ..Toolbox::builtins() }, call).0);
+        assert!(!allowed(Toolbox::off(), call).0);
     }
 
     #[test]

@@ -118,6 +118,9 @@ pub struct Args {
     /// turned off" and the model answers by itself.
     #[serde(default)]
     pub tools: bool,
+    /// With `tools`: ground the tools' arguments in the conversation (default true;
+    /// `chatforge_data::tools::Ground`). False measures the model writing them freely.
+    pub grounded: Option<bool>,
 }
 
 /// One eval of the registry.

@@ -211,7 +211,8 @@ fn answers(spec: &EvalSpec, policy: &mut dyn Policy, opts: &EvalOptions, samples
     let (max, temp) = (spec.args.max_tokens.unwrap_or(64), spec.args.temperature.unwrap_or(0.0));
     let mut progress = |k: usize| bar.inc(k as u64);
     let out = if spec.args.tools && !opts.plain {
-        policy.generate_with_tools(&prompts, max, temp, &seeds, &Toolbox::builtins(), &mut progress)
+        let toolbox = Toolbox { grounded: spec.args.grounded.unwrap_or(true), ..Toolbox::builtins() };
+        policy.generate_with_tools(&prompts, max, temp, &seeds, &toolbox, &mut progress)
     } else {
         policy.generate(&prompts, max, temp, &seeds, &mut progress).into_iter().map(|text| Reply { text, calls: vec![] }).collect()
     };

@@ -153,10 +153,14 @@ pub fn table(report: &Value) -> (Vec<String>, Vec<Vec<String>>) {
             families.sort();
             families.dedup();
             for fam in families {
-                for (sub, what, f) in [("family_scores", "with tools", Fmt::Pct), ("calls_per_answer", "tool calls per answer", Fmt::F3)] {
+                for (group, sub, what, f) in [
+                    ("tools", "family_scores", "with tools", Fmt::Pct),
+                    ("tools_free", "family_scores", "with tools, arguments not grounded", Fmt::Pct),
+                    ("tools", "calls_per_answer", "tool calls per answer", Fmt::F3),
+                ] {
                     let mut row = vec![format!("{label}{fam}, {what}")];
                     for c in &cols {
-                        row.push(stage(c)["tools"][sub].get(&fam).map_or_else(|| "—".into(), |v| fmt(v, f)));
+                        row.push(stage(c)[group][sub].get(&fam).map_or_else(|| "—".into(), |v| fmt(v, f)));
                     }
                     rows.push(row);
                 }
@@ -211,13 +215,19 @@ pub fn system_card(report: &Value) -> Vec<String> {
     let mut out = vec![format!("Model described: the {} stage.", stage.to_uppercase())];
     out.push(
         "Tools: the engine gives it a calculator and three string tools (count_letter, spell, length), run in a sandbox \
-         (no files, no network, capped inputs and outputs, at most 4 calls per answer); through the API it may also call \
-         functions the caller declares."
+         (no files, no network, capped inputs and outputs, at most 4 calls per answer). Their arguments are grounded: while \
+         it writes a call, decoding allows only numbers and words the conversation holds. Through the API it may also call \
+         functions the caller declares (not grounded)."
             .into(),
     );
     if let Some(with) = s["tools"]["family_scores"].as_object() {
-        let cells: Vec<String> =
-            with.iter().map(|(f, v)| format!("{f} {} with tools, {} without", pct(v), pct(&s["family_scores"][f.as_str()]))).collect();
+        let cells: Vec<String> = with
+            .iter()
+            .map(|(f, v)| {
+                let free = pct(&s["tools_free"]["family_scores"][f.as_str()]);
+                format!("{f} {} with tools ({free} with arguments not grounded), {} without", pct(v), pct(&s["family_scores"][f.as_str()]))
+            })
+            .collect();
         out.push(format!("With and without tools (held-out test questions): {}.", cells.join("; ")));
     }
     out.push(

@@ -296,7 +296,7 @@ impl<'t> Runner<'t> {
         self.metrics.prompt_tokens.fetch_add(job.prompt.len() as u64, Ordering::Relaxed);
         self.metrics.prefill_seconds.add(t0.elapsed().as_secs_f64());
         let rng = ChaCha8Rng::seed_from_u64(job.seed);
-        let session = job.tools.as_ref().map(|t| Session::new(self.tok, t.toolbox.clone(), 1));
+        let session = job.tools.as_ref().map(|t| Session::new(self.tok, t.toolbox.clone(), 1).ground(std::slice::from_ref(&job.prompt)));
         let call = job.tools.as_ref().and_then(|t| t.force.clone()).map(CallConstraint::forced);
         let mut seq = Seq {
             job,
@@ -338,6 +338,14 @@ impl<'t> Runner<'t> {
                 if let Some(l) = logits.get_mut(id as usize) {
                     *l = f32::NEG_INFINITY;
                 }
+            }
+        }
+        // Grounded arguments of the built-in tools (`chatforge_data::tools::Ground`), on top of
+        // the call's grammar; never so that nothing is left.
+        if let Some(session) = &seq.session {
+            let mut grounded = logits.clone();
+            if session.mask(0, &seq.out, &mut grounded) && grounded.iter().any(|l| l.is_finite()) {
+                logits = grounded;
             }
         }
         seq.next = sample(&logits, &seq.job.params, &mut seq.rng);

@@ -132,18 +132,21 @@ pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
     Ok(Figures { outcomes, skipped, summary })
 }
 
-/// Family scores without and with the built-in tools, and tool calls per answer, for each of
-/// `stages` (name, its eval summary's `figures`): the speedrun's tools table.
+/// Family scores without the built-in tools, with them writing arguments freely, and with
+/// grounded arguments, and tool calls per answer, for each of `stages` (name, its eval
+/// summary's `figures`): the speedrun's tools table.
 pub fn tools_table(stages: &[(&str, &Value)]) -> String {
-    let mut out = String::from("tools: family accuracy without → with the built-in tools (calls per answer), test split\n");
+    let mut out =
+        String::from("tools: family accuracy without tools → with them, arguments free → grounded (calls per answer), test split\n");
+    let pct = |v: &Value| v.as_f64().map_or("–".into(), |x| format!("{:.1} %", 100.0 * x));
     for (stage, figures) in stages {
         let Some(with) = figures["tools.family_scores"].as_object() else { continue };
         let cells: Vec<String> = with
             .iter()
             .map(|(family, w)| {
-                let wo = figures["family_scores"][family].as_f64().map_or("–".into(), |x| format!("{:.1} %", 100.0 * x));
+                let (wo, free) = (pct(&figures["family_scores"][family]), pct(&figures["tools_free.family_scores"][family]));
                 let calls = figures["tools.calls_per_answer"][family].as_f64().unwrap_or(0.0);
-                format!("{family} {wo} → {:.1} % ({calls:.2})", 100.0 * w.as_f64().unwrap_or(0.0))
+                format!("{family} {wo} → {free} → {} ({calls:.2})", pct(w))
             })
             .collect();
         out += &format!("  {stage:<5} {}\n", cells.join(", "));

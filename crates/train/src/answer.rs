@@ -4,6 +4,8 @@
 //! model answers (evals, the SFT figures, labels, PPO rollouts, win rates) goes through here,
 //! so tools behave the same wherever the model speaks.
 
+use std::cell::RefCell;
+
 use chatforge_core::backend::Backend;
 use chatforge_core::model::Llama;
 use chatforge_core::sample::{generate_batch_with, GenOptions, Generated};
@@ -35,7 +37,16 @@ pub fn answer_batch<B: Backend>(
     toolbox: &Toolbox,
     on_token: impl FnMut(usize, u32) -> bool,
 ) -> Vec<Answered> {
-    let mut session = Session::new(tok, toolbox.clone(), prompts.len());
-    let gens = generate_batch_with(model, prompts, opts, seeds, on_token, |i, out| session.on_stop(i, out));
+    let session = RefCell::new(Session::new(tok, toolbox.clone(), prompts.len()).ground(prompts));
+    let gens = generate_batch_with(
+        model,
+        prompts,
+        opts,
+        seeds,
+        on_token,
+        |i, out| session.borrow_mut().on_stop(i, out),
+        |i, out, logits| session.borrow().mask(i, out, logits),
+    );
+    let session = session.into_inner();
     gens.into_iter().enumerate().map(|(i, gen)| Answered { answer: session.answer(i, &gen.tokens), gen }).collect()
 }

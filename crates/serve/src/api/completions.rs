@@ -26,7 +26,7 @@ pub(super) async fn completions(State(st): S, headers: HeaderMap, body: Body) ->
         Some(_) => return Err(type_err("prompt", "a string (or a list of one string)")),
     };
     let p = common(&st, &o)?;
-    for k in ["tools", "tool_choice", "builtin_tools"] {
+    for k in ["tools", "tool_choice", "builtin_tools", "grounded_tools"] {
         if super::request::field(&o, k).is_some() {
             return Err(ApiError::invalid(k, format!("`{k}` is for /v1/chat/completions; a text completion calls no tools."))
                 .code("unsupported_parameter"));

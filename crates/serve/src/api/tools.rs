@@ -155,13 +155,18 @@ fn parse_choice(o: &Map<String, Value>) -> Result<Choice, ApiError> {
     })
 }
 
-/// Reads `tools`, `tool_choice`, `parallel_tool_calls` and `builtin_tools` (see the README's
+/// Reads `tools`, `tool_choice`, `parallel_tool_calls`, `builtin_tools` and `grounded_tools` (see the README's
 /// server section for what each choice means).
 pub(super) fn parse_tools(o: &Map<String, Value>) -> Result<ToolRequest, ApiError> {
     let builtins = match field(o, "builtin_tools") {
         None => true,
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(type_err("builtin_tools", "a boolean")),
+    };
+    let grounded = match field(o, "grounded_tools") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(type_err("grounded_tools", "a boolean")),
     };
     if field(o, "parallel_tool_calls").is_some_and(|v| !v.is_boolean()) {
         return Err(type_err("parallel_tool_calls", "a boolean"));
@@ -219,7 +224,8 @@ pub(super) fn parse_tools(o: &Map<String, Value>) -> Result<ToolRequest, ApiErro
     };
     let calls = if client { all } else { grammar(builtin.clone()) };
     let declared: Vec<Function> = if client { functions.iter().map(|(f, _)| f.clone()).collect() } else { vec![] };
-    let toolbox = Toolbox { builtins, client: declared.iter().map(|f| f.name.clone()).collect(), max_calls: Toolbox::builtins().max_calls };
+    let client_names = declared.iter().map(|f| f.name.clone()).collect();
+    let toolbox = Toolbox { builtins, client: client_names, max_calls: Toolbox::builtins().max_calls, grounded };
     Ok(ToolRequest { declared, tools: ToolUse { toolbox, calls, force } })
 }
 

@@ -1,0 +1,311 @@
+//! Grounded arguments: a built-in tool reads what the conversation says, so the values of its
+//! arguments are masked at decoding time to spans of the conversation.
+//!
+//! Why: a 5M-parameter model trained for minutes cannot copy (`tools/copy_probe.py`: it predicts
+//! the second copy of a repeated span no better than the first). It picks the right tool and
+//! the right operator most of the time, then writes `313 - 19` for "31 - 19", or spells "brawn"
+//! when asked to spell "liberty". The field's answer to "the output must have this shape" is
+//! constrained decoding (`response_format` here, llama.cpp's grammars); this is the same for one
+//! fact about tool calls: an argument is copied, not invented. The model still chooses whether
+//! to call, which tool, which of the conversation's numbers and words, in what order, with what
+//! operator, and what to answer. It only cannot write a number or a word the conversation does
+//! not hold.
+//!
+//! In order:
+//! 1. [`Ground`]: what a conversation grounds: the numbers in its user and tool messages, and
+//!    their texts (words and runs of words, as written or in lower case).
+//! 2. [`slot`]: where decoding is in the current turn: inside the string value of an argument of
+//!    a built-in tool (a calculator `expression`; a `word`, `text` or `letter`), and the value so
+//!    far. The `unit` of `length` and client functions' arguments are not grounded.
+//! 3. [`Ground::allows`]: whether a token's bytes may come next there. An expression's digit runs
+//!    must each be one of the numbers (a run still open must begin one); the rest of it (spaces,
+//!    operators, parentheses) is free. A word or text must begin where a word of the conversation
+//!    begins and continue it, and may end (its closing quote) only where a word ends. Whatever
+//!    follows the closing quote in the same token is not checked. A backslash (an escape) is
+//!    never allowed inside a grounded value.
+
+use super::Builtin;
+
+/// The longest run of a text's words a grounded value may be, in bytes (a tool's cap).
+const MAX_SPAN: usize = super::MAX_TEXT;
+
+/// The numbers and texts a conversation grounds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Ground {
+    /// Distinct numbers as written (`12`, `3.5`), sorted.
+    numbers: Vec<String>,
+    /// The texts, one per message, in which spans are found: as written, and lowercased.
+    texts: Vec<String>,
+    lower: Vec<String>,
+}
+
+/// Which kind of grounded value decoding is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// The calculator's expression: its numbers are the conversation's.
+    Expression,
+    /// A word, text or letter: a span of the conversation's words.
+    Span,
+}
+
+/// A byte of a word: letters, digits and any non-ASCII byte (an apostrophe ends one, so the
+/// letter of "how many r's" is a word of its own).
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b >= 0x80
+}
+
+fn is_digit(b: u8) -> bool {
+    b.is_ascii_digit()
+}
+
+impl Ground {
+    /// What `texts` (the contents of the user and tool messages) ground.
+    pub fn new<S: AsRef<str>>(texts: &[S]) -> Ground {
+        let mut g = Ground::default();
+        for t in texts {
+            g.add(t.as_ref());
+        }
+        g
+    }
+
+    /// Adds a message's text (say, a tool's result later in the answer).
+    pub fn add(&mut self, text: &str) {
+        let b = text.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if !is_digit(b[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < b.len() && is_digit(b[i]) {
+                i += 1;
+            }
+            if i + 1 < b.len() && b[i] == b'.' && is_digit(b[i + 1]) {
+                i += 1;
+                while i < b.len() && is_digit(b[i]) {
+                    i += 1;
+                }
+            }
+            let n = &text[start..i];
+            if let Err(at) = self.numbers.binary_search_by(|x| x.as_str().cmp(n)) {
+                self.numbers.insert(at, n.to_string());
+            }
+        }
+        self.texts.push(text.to_string());
+        self.lower.push(text.to_lowercase());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.numbers.is_empty() && self.texts.iter().all(|t| t.is_empty())
+    }
+
+    /// Whether `run` (digits and dots) is one of the numbers, or (`open`) begins one.
+    fn number(&self, run: &[u8], open: bool) -> bool {
+        let at = self.numbers.partition_point(|x| x.as_bytes() < run);
+        self.numbers.get(at).is_some_and(|x| if open { x.as_bytes().starts_with(run) } else { x.as_bytes() == run })
+    }
+
+    /// Whether `v` begins at the start of a word of one of the texts and, when `closed`, ends
+    /// where a word ends there: as written, or all in lower case ("liberty" for "Liberty", not
+    /// "spelL" for "Spell").
+    fn span(&self, v: &[u8], closed: bool) -> bool {
+        if v.is_empty() {
+            return !closed;
+        }
+        if v.len() > MAX_SPAN || !is_word(v[0]) || (closed && !is_word(v[v.len() - 1])) {
+            return false;
+        }
+        let lower = !v.iter().any(u8::is_ascii_uppercase);
+        self.texts.iter().chain(self.lower.iter().filter(|_| lower)).any(|t| {
+            let t = t.as_bytes();
+            (0..t.len().saturating_sub(v.len() - 1)).any(|p| {
+                (p == 0 || !is_word(t[p - 1])) && t[p..].starts_with(v) && (!closed || t.get(p + v.len()).is_none_or(|&c| !is_word(c)))
+            })
+        })
+    }
+
+    /// Whether `piece` (a token's bytes) may follow `value` (the value so far) in a slot.
+    pub fn allows(&self, slot: Slot, value: &str, piece: &[u8]) -> bool {
+        match slot {
+            Slot::Expression => self.allows_expression(value.as_bytes(), piece),
+            Slot::Span => {
+                let mut v = value.as_bytes().to_vec();
+                for &b in piece {
+                    match b {
+                        b'\\' => return false,
+                        b'"' => return self.span(&v, true),
+                        _ => v.push(b),
+                    }
+                }
+                self.span(&v, false)
+            }
+        }
+    }
+
+    fn allows_expression(&self, value: &[u8], piece: &[u8]) -> bool {
+        // The digit run the value ends with (dots inside a number count as part of it).
+        let mut run: Vec<u8> = {
+            let start = value.iter().rposition(|&b| !(is_digit(b) || b == b'.')).map_or(0, |p| p + 1);
+            let tail = &value[start..];
+            let lead = tail.iter().position(|&b| is_digit(b)).unwrap_or(tail.len());
+            tail[lead..].to_vec()
+        };
+        for &b in piece {
+            if is_digit(b) || (b == b'.' && !run.is_empty() && self.number(&[&run[..], b"."].concat(), true)) {
+                run.push(b);
+                if !self.number(&run, true) {
+                    return false;
+                }
+                continue;
+            }
+            if b == b'\\' {
+                return false;
+            }
+            if !run.is_empty() && !self.number(&run, false) {
+                return false;
+            }
+            run.clear();
+            if b == b'"' {
+                return true;
+            }
+        }
+        true
+    }
+}
+
+/// The grounded slot decoding is in at the end of `turn` (the current turn's text), with the
+/// value written so far; `None` outside one. The turn's last `<tool_call>` must be open, its
+/// `"name"` a built-in tool, and the text after it must end inside the string value of one of
+/// that tool's grounded arguments.
+pub fn slot(turn: &str) -> Option<(Slot, String)> {
+    let open = turn.rfind(super::CALL_OPEN)?;
+    let body = &turn[open + super::CALL_OPEN.len()..];
+    if body.contains(super::CALL_CLOSE) {
+        return None;
+    }
+    // A small JSON scanner: object depth, the key each level is at, the string being read.
+    let (mut depth, mut in_str, mut esc, mut is_key, mut expect_key) = (0usize, false, false, false, false);
+    let mut keys: Vec<String> = vec![String::new(); 4];
+    let (mut buf, mut name) = (String::new(), None::<String>);
+    for c in body.chars() {
+        if in_str {
+            match (esc, c) {
+                (true, _) => {
+                    buf.push(c);
+                    esc = false;
+                }
+                (false, '\\') => esc = true,
+                (false, '"') => {
+                    in_str = false;
+                    if is_key {
+                        if depth < keys.len() {
+                            keys[depth] = std::mem::take(&mut buf);
+                        }
+                    } else if depth == 1 && keys[1] == "name" {
+                        name = Some(std::mem::take(&mut buf));
+                    }
+                }
+                (false, _) => buf.push(c),
+            }
+            continue;
+        }
+        match c {
+            '{' => {
+                depth += 1;
+                expect_key = true;
+                if depth < keys.len() {
+                    keys[depth].clear();
+                }
+            }
+            '}' => {
+                depth = depth.saturating_sub(1);
+                expect_key = false;
+            }
+            '[' | ']' => expect_key = false,
+            ':' => expect_key = false,
+            ',' => expect_key = true,
+            '"' => {
+                in_str = true;
+                buf.clear();
+                is_key = expect_key;
+            }
+            _ => {}
+        }
+    }
+    if !in_str || is_key || esc || depth != 2 || keys[1] != "arguments" {
+        return None;
+    }
+    let tool = Builtin::from_name(name.as_deref()?)?;
+    let slot = match (tool, keys[2].as_str()) {
+        (Builtin::Calculator, "expression") => Slot::Expression,
+        (Builtin::CountLetter, "word" | "letter") | (Builtin::Spell, "word") | (Builtin::Length, "text") => Slot::Span,
+        _ => return None,
+    };
+    Some((slot, buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CALC: &str = "<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"";
+
+    #[test]
+    fn finds_the_slot_and_the_value_so_far() {
+        assert_eq!(slot(&format!("{CALC}31 - 1")), Some((Slot::Expression, "31 - 1".into())));
+        assert_eq!(slot(CALC), Some((Slot::Expression, String::new())));
+        let spell = "Sure.\n<tool_call>\n{\"name\": \"spell\", \"arguments\": {\"word\": \"lib";
+        assert_eq!(slot(spell), Some((Slot::Span, "lib".into())));
+        let count = "<tool_call>\n{\"name\": \"count_letter\", \"arguments\": {\"word\": \"purg\", \"letter\": \"";
+        assert_eq!(slot(count), Some((Slot::Span, String::new())));
+        // Not in a grounded value: a key, the unit, a client function, a closed call, no call.
+        assert_eq!(slot("<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"expre"), None);
+        assert_eq!(slot("<tool_call>\n{\"name\": \"length\", \"arguments\": {\"text\": \"a b\", \"unit\": \"wo"), None);
+        assert_eq!(slot("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Ver"), None);
+        assert_eq!(slot(&format!("{CALC}1 + 2\"}}}}\n</tool_call>")), None);
+        assert_eq!(slot(&format!("{CALC}1 + 2\"}}")), None);
+        assert_eq!(slot("12 + 7 = \"19"), None);
+        // An escape inside the value.
+        assert_eq!(slot(&format!("{CALC}1 \\")), None);
+    }
+
+    #[test]
+    fn expressions_use_the_conversations_numbers() {
+        let g = Ground::new(&["Ben has 52 books and gives away 47. What is 3.5 times 2?"]);
+        let ok = |v: &str, p: &str| g.allows(Slot::Expression, v, p.as_bytes());
+        assert!(ok("", "5") && ok("5", "2") && ok("52", " -") && ok("52 - ", "47") && ok("52 - 47", "\"}"));
+        assert!(!ok("52", "7"), "527 is not in the conversation");
+        assert!(!ok("5", " +"), "5 alone is not one of its numbers");
+        assert!(!ok("52 - 4", "\""), "the value cannot end inside 47");
+        assert!(ok("3", ".") && ok("3.", "5") && ok("3.5 * ", "2") && !ok("3.5 * ", "9"));
+        assert!(ok("(52 - 47) ", "* 2") && ok("", "(") && !ok("", "\\"));
+        // After the closing quote nothing is checked.
+        assert!(ok("52", "\"}}\n7"));
+    }
+
+    #[test]
+    fn words_and_texts_are_spans_of_the_conversation() {
+        let g = Ground::new(&["Please help. How many words are in \"If not, our swords shall plead it\"?", "Spell Liberty."]);
+        let ok = |v: &str, p: &str| g.allows(Slot::Span, v, p.as_bytes());
+        assert!(ok("", "lib") && ok("lib", "erty") && ok("liberty", "\"}") && ok("", "Lib"), "as written or in lower case");
+        assert!(!ok("", "LIB") && !ok("spel", "L") && ok("", "Spell") && ok("", "spell"));
+        assert!(!ok("lib", "\""), "ends inside a word");
+        assert!(!ok("", "erty"), "begins inside a word");
+        assert!(!ok("", "brawn") && !ok("b", "r"));
+        assert!(ok("if not, our swords shall plead", " it") && ok("if not, our swords shall plead it", "\""));
+        assert!(!ok("if not", "\\"));
+        assert!(ok("", "s") && !ok("s", "\""), "'swords' begins with s, but s is no word of its own here");
+        let letters = Ground::new(&["How many r's are in \"strawberry\"?", "Count the letter \"p\" in purg."]);
+        assert!(letters.allows(Slot::Span, "r", b"\"") && letters.allows(Slot::Span, "", b"p\""));
+        assert!(!letters.allows(Slot::Span, "", b"q\""));
+    }
+
+    #[test]
+    fn tool_results_add_numbers() {
+        let mut g = Ground::new(&["What is 12 plus 7, times 3?"]);
+        assert!(!g.allows(Slot::Expression, "", b"19"));
+        g.add("19");
+        assert!(g.allows(Slot::Expression, "", b"19") && g.allows(Slot::Expression, "19 * ", b"3\""));
+    }
+}
