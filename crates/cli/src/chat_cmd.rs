@@ -105,7 +105,9 @@ fn stream(model: &Llama<Cpu>, tok: &Tokenizer, prompt: Vec<u32>, opts: &GenOptio
             }
             put
         },
-        |i, out, logits| session.borrow().mask(i, out, logits),
+        |i, out, logits| {
+            session.borrow().mask(i, out, logits);
+        },
     );
     show(&mut state.borrow_mut(), true);
     println!();

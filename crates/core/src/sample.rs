@@ -160,7 +160,7 @@ pub fn generate_batch<B: Backend>(
     seeds: &[u64],
     on_token: impl FnMut(usize, u32) -> bool,
 ) -> Vec<Vec<u32>> {
-    generate_batch_with(model, prompts, opts, seeds, on_token, |_, _| None, |_, _, _| false).into_iter().map(|g| g.tokens).collect()
+    generate_batch_with(model, prompts, opts, seeds, on_token, |_, _| None, |_, _, _| {}).into_iter().map(|g| g.tokens).collect()
 }
 
 /// One sequence's output from [`generate_batch_with`].
@@ -170,8 +170,6 @@ pub struct Generated {
     pub tokens: Vec<u32>,
     /// `generated[k]`: whether `tokens[k]` was sampled from the model (true) or put in (false).
     pub generated: Vec<bool>,
-    /// `masked[k]`: whether `tokens[k]` was sampled from logits the `mask` hook changed.
-    pub masked: Vec<bool>,
 }
 
 /// Prefills each non-empty prompt into its cache and returns its last position's logits (all
@@ -223,7 +221,7 @@ fn prefill<B: Backend>(
 /// prefilled into the sequence's cache, and decoding goes on; `None` ends the sequence as usual.
 /// The `max_new` cap counts every output token. A sequence whose cache cannot hold what is put
 /// in ends there. Before each sample: `mask(i, tokens so far, logits)` may set logits to −∞
-/// (constrained decoding, such as grounded tool arguments) and says whether it did.
+/// (constrained decoding, such as grounded tool arguments).
 #[allow(clippy::too_many_arguments)]
 pub fn generate_batch_with<B: Backend>(
     model: &Llama<B>,
@@ -232,7 +230,7 @@ pub fn generate_batch_with<B: Backend>(
     seeds: &[u64],
     mut on_token: impl FnMut(usize, u32) -> bool,
     mut on_stop: impl FnMut(usize, &[u32]) -> Option<Vec<u32>>,
-    mut mask: impl FnMut(usize, &[u32], &mut [f32]) -> bool,
+    mut mask: impl FnMut(usize, &[u32], &mut [f32]),
 ) -> Vec<Generated> {
     let cap = model.cfg.max_position_embeddings;
     let n = prompts.len();
@@ -243,15 +241,13 @@ pub fn generate_batch_with<B: Backend>(
     let mut live = vec![true; n];
     // Sequences whose next token was sampled after tokens were put in: they skip one decode.
     let mut fresh = vec![false; n];
-    // Whether sequence i's next token was sampled from masked logits.
-    let mut masked = vec![false; n];
     let mut ws = model.decode_ws();
     let prompts: Vec<&[u32]> = prompts.iter().map(|p| if p.len() >= cap { &p[p.len() - cap + 1..] } else { &p[..] }).collect();
     let mut logits = prefill(model, &prompts, &mut caches, &mut ws, opts.max_new > 0);
     for i in 0..n {
         match &mut logits[i] {
             Some(l) => {
-                masked[i] = mask(i, &[], l);
+                mask(i, &[], l);
                 next[i] = sample(l, &opts.params, &mut rngs[i]);
             }
             None => live[i] = false,
@@ -272,17 +268,15 @@ pub fn generate_batch_with<B: Backend>(
                         on_token(i, tok);
                         out[i].tokens.push(tok);
                         out[i].generated.push(true);
-                        out[i].masked.push(masked[i]);
                         for &t in &put {
                             on_token(i, t);
                         }
                         out[i].tokens.extend_from_slice(&put);
                         out[i].generated.extend(std::iter::repeat_n(false, put.len()));
-                        out[i].masked.extend(std::iter::repeat_n(false, put.len()));
                         let mut piece = vec![tok];
                         piece.extend_from_slice(&put);
                         model.decode_into(&mut caches[i], &piece, &mut ws);
-                        masked[i] = mask(i, &out[i].tokens, &mut ws.host);
+                        mask(i, &out[i].tokens, &mut ws.host);
                         next[i] = sample(&ws.host, &opts.params, &mut rngs[i]);
                         fresh[i] = true;
                     }
@@ -292,7 +286,6 @@ pub fn generate_batch_with<B: Backend>(
             }
             out[i].tokens.push(tok);
             out[i].generated.push(true);
-            out[i].masked.push(masked[i]);
             if !on_token(i, tok) || out[i].tokens.len() >= opts.max_new || caches[i].len >= caches[i].capacity {
                 live[i] = false;
             }
@@ -312,7 +305,7 @@ pub fn generate_batch_with<B: Backend>(
         let v = model.cfg.vocab_size;
         for (k, &i) in idx.iter().enumerate() {
             let l = &mut ws.host[k * v..(k + 1) * v];
-            masked[i] = mask(i, &out[i].tokens, l);
+            mask(i, &out[i].tokens, l);
             next[i] = sample(l, &opts.params, &mut rngs[i]);
         }
     }

@@ -45,7 +45,9 @@ pub fn answer_batch<B: Backend>(
         seeds,
         on_token,
         |i, out| session.borrow_mut().on_stop(i, out),
-        |i, out, logits| session.borrow().mask(i, out, logits),
+        |i, out, logits| {
+            session.borrow().mask(i, out, logits);
+        },
     );
     let session = session.into_inner();
     gens.into_iter().enumerate().map(|(i, gen)| Answered { answer: session.answer(i, &gen.tokens), gen }).collect()

