@@ -342,6 +342,11 @@ async fn the_server_runs_built_in_calls_and_goes_on() {
         assert_eq!(trace[0]["ok"], want.is_ok(), "{args}");
         assert_eq!(trace[0]["result"].as_str().unwrap(), want.unwrap_or_else(|e| e), "{args}");
         seen_ok.insert(trace[0]["ok"].as_bool().unwrap());
+        // Grounded: every number a random model writes into the expression is one of the user's.
+        let expr = serde_json::from_str::<Value>(args).ok().and_then(|a| a["expression"].as_str().map(str::to_string));
+        if let Some(expr) = expr {
+            assert!(numbers(&expr).iter().all(|n| n == "12" || n == "7"), "{expr:?} is not grounded in \"What is 12 + 7?\"");
+        }
         assert!(v["usage"]["completion_tokens"].as_u64().unwrap() <= 120);
         // Streamed: the trace comes in a chunk of its own, and the text is the same.
         let mut sb = body.clone();
@@ -354,8 +359,28 @@ async fn the_server_runs_built_in_calls_and_goes_on() {
         assert_eq!(text, c["message"]["content"].as_str().unwrap());
     }
     assert!(seen_ok.contains(&false), "a random model's expressions get the calculator's error text");
+    // With "grounded_tools": false the same random model writes numbers of its own.
+    let mut free = vec![];
+    for seed in 0..6 {
+        let body = json!({"messages": [{"role": "user", "content": "What is 12 + 7?"}], "tool_choice": calc, "max_tokens": 120,
+            "temperature": 1.0, "seed": seed, "grounded_tools": false});
+        let (s, v) = post(&st, "/v1/chat/completions", &body).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let args = v["choices"][0]["message"]["tool_trace"][0]["arguments"].as_str().unwrap_or("{}").to_string();
+        let expr = serde_json::from_str::<Value>(&args).ok().and_then(|a| a["expression"].as_str().map(str::to_string));
+        free.extend(numbers(&expr.unwrap_or_default()));
+    }
+    assert!(free.iter().any(|n| n != "12" && n != "7"), "ungrounded, a random model invents numbers: {free:?}");
+    let (s, v) = post(&st, "/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}], "grounded_tools": 1})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["param"], "grounded_tools");
     let (_, m) = post(&st, "/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})).await;
     assert!(m["choices"][0]["message"].get("tool_trace").is_none(), "no calls, no trace");
+}
+
+/// The maximal digit runs of `text`.
+fn numbers(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_ascii_digit()).filter(|r| !r.is_empty()).map(str::to_string).collect()
 }
 
 /// What the engine's sessions answer to bad calls: the error text as the tool's result, and the
