@@ -413,19 +413,35 @@ impl<'a> Session<'a> {
         self
     }
 
-    /// The mask while sequence `i` (output so far `out`) writes a grounded argument: the logits
-    /// of tokens that would break it become −∞ (`ground.rs`). Returns whether it masked; it
+    /// The mask while sequence `i` (output so far `out`) writes a grounded argument, or the
+    /// reply after tool results: the logits of tokens that would break it become −∞
+    /// (`ground.rs`). Returns whether it masked; it
     /// leaves the logits alone outside a grounded value, and when nothing would be allowed.
     pub fn mask(&self, i: usize, out: &[u32], logits: &mut [f32]) -> bool {
         let g = &self.grounds[i];
         if self.table.is_empty() || g.is_empty() {
             return false;
         }
-        let turn = &out[self.seqs[i].turn_start.min(out.len())..];
+        let s = &self.seqs[i];
+        let turn = &out[s.turn_start.min(out.len())..];
         let text = self.tok.decode(turn, false);
-        let Some((slot, value)) = slot(text.trim_end_matches('\u{FFFD}')) else { return false };
-        let allowed: Vec<bool> =
-            self.table.iter().map(|(bytes, special)| !special && !bytes.is_empty() && g.allows(slot, &value, bytes)).collect();
+        let text = text.trim_end_matches('\u{FFFD}');
+        let (slot, value) = match slot(text) {
+            Some(sv) => sv,
+            // The reply after tool results, when one of them is a result, not an error.
+            None if !text.contains(CALL_OPEN)
+                && s.turns.last().is_some_and(|(_, r)| s.calls[s.calls.len() - r.len()..].iter().any(|c| c.ok)) =>
+            {
+                (Slot::Reply, text.to_string())
+            }
+            None => return false,
+        };
+        let end = g.may_end(slot, &value);
+        let allowed: Vec<bool> = self
+            .table
+            .iter()
+            .map(|(bytes, special)| if *special { end } else { !bytes.is_empty() && g.allows(slot, &value, bytes) })
+            .collect();
         if !allowed.contains(&true) {
             return false;
         }
@@ -602,6 +618,17 @@ mod tests {
         assert_eq!(tok.decode(&ok, false), "1", "only 31 begins with 3");
         let (_, ok) = allowed(Toolbox::builtins(), &format!("{call}1 - 19"));
         assert!(ok.contains(&tok.encode("\"")[0]) && !ok.contains(&tok.encode("7")[0]));
+        // The reply after the result quotes its numbers: 12 and 19 are there, 13 is not.
+        let mut session = Session::new(&tok, Toolbox::builtins(), 1).ground(std::slice::from_ref(&prompt));
+        let mut out = tok.encode(&format!("{call}1 - 19\"}}}}\n</tool_call>"));
+        let put = session.on_stop(0, &out).expect("the call runs");
+        out.push(tok.im_end_id());
+        out.extend(put);
+        out.extend(tok.encode("31 - 19 = 1"));
+        let mut logits = vec![0.0f32; v];
+        assert!(session.mask(0, &out, &mut logits));
+        let ok: Vec<u32> = (0..v as u32).filter(|&t| logits[t as usize].is_finite()).collect();
+        assert!(ok.contains(&tok.encode("2")[0]) && !ok.contains(&tok.encode("3")[0]) && !ok.contains(&tok.im_end_id()));
         // Outside an argument, with grounding off, or with the tools off: nothing is masked.
         assert_eq!(allowed(Toolbox::builtins(), "31 - 1").1.len(), v);
         assert!(!allowed(Toolbox { grounded: false, ..Toolbox::builtins() }, call).0);

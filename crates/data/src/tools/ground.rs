@@ -23,6 +23,10 @@
 //!    begins and continue it, and may end (its closing quote) only where a word ends. Whatever
 //!    follows the closing quote in the same token is not checked. A backslash (an escape) is
 //!    never allowed inside a grounded value.
+//! 4. The reply after a tool's result ([`Slot::Reply`], chosen by the session: a turn that
+//!    follows tool turns and opens no call) grounds its numbers the same way, results included:
+//!    the model reported `20006202` for the calculator's `200026302`. Its words stay free, and
+//!    it may end once its last number is whole.
 
 use super::Builtin;
 
@@ -46,6 +50,9 @@ pub enum Slot {
     Expression,
     /// A word, text or letter: a span of the conversation's words.
     Span,
+    /// The reply after a tool's result (no call in it): its numbers are the conversation's,
+    /// results included, so it reports the result instead of miswriting it.
+    Reply,
 }
 
 /// A byte of a word: letters, digits and any non-ASCII byte (an apostrophe ends one, so the
@@ -128,7 +135,8 @@ impl Ground {
     /// Whether `piece` (a token's bytes) may follow `value` (the value so far) in a slot.
     pub fn allows(&self, slot: Slot, value: &str, piece: &[u8]) -> bool {
         match slot {
-            Slot::Expression => self.allows_expression(value.as_bytes(), piece),
+            Slot::Expression => self.allows_numbers(value.as_bytes(), piece, true),
+            Slot::Reply => self.allows_numbers(value.as_bytes(), piece, false),
             Slot::Span => {
                 let mut v = value.as_bytes().to_vec();
                 for &b in piece {
@@ -143,14 +151,17 @@ impl Ground {
         }
     }
 
-    fn allows_expression(&self, value: &[u8], piece: &[u8]) -> bool {
-        // The digit run the value ends with (dots inside a number count as part of it).
-        let mut run: Vec<u8> = {
-            let start = value.iter().rposition(|&b| !(is_digit(b) || b == b'.')).map_or(0, |p| p + 1);
-            let tail = &value[start..];
-            let lead = tail.iter().position(|&b| is_digit(b)).unwrap_or(tail.len());
-            tail[lead..].to_vec()
-        };
+    /// Whether a special token (the end of the turn) may come next in a slot: in a reply, once
+    /// its last number is whole.
+    pub fn may_end(&self, slot: Slot, value: &str) -> bool {
+        let run = open_run(value.as_bytes());
+        slot == Slot::Reply && (run.is_empty() || self.number(&run, false))
+    }
+
+    /// Digit runs grounded; in a `quoted` value (an expression) a backslash is refused and a
+    /// quote closes the value, in a reply both are plain text.
+    fn allows_numbers(&self, value: &[u8], piece: &[u8], quoted: bool) -> bool {
+        let mut run = open_run(value);
         for &b in piece {
             if is_digit(b) || (b == b'.' && !run.is_empty() && self.number(&[&run[..], b"."].concat(), true)) {
                 run.push(b);
@@ -159,19 +170,27 @@ impl Ground {
                 }
                 continue;
             }
-            if b == b'\\' {
+            if quoted && b == b'\\' {
                 return false;
             }
             if !run.is_empty() && !self.number(&run, false) {
                 return false;
             }
             run.clear();
-            if b == b'"' {
+            if quoted && b == b'"' {
                 return true;
             }
         }
         true
     }
+}
+
+/// The digit run `value` ends with (dots inside a number count as part of it).
+fn open_run(value: &[u8]) -> Vec<u8> {
+    let start = value.iter().rposition(|&b| !(is_digit(b) || b == b'.')).map_or(0, |p| p + 1);
+    let tail = &value[start..];
+    let lead = tail.iter().position(|&b| is_digit(b)).unwrap_or(tail.len());
+    tail[lead..].to_vec()
 }
 
 /// The grounded slot decoding is in at the end of `turn` (the current turn's text), with the
@@ -299,6 +318,17 @@ mod tests {
         let letters = Ground::new(&["How many r's are in \"strawberry\"?", "Count the letter \"p\" in purg."]);
         assert!(letters.allows(Slot::Span, "r", b"\"") && letters.allows(Slot::Span, "", b"p\""));
         assert!(!letters.allows(Slot::Span, "", b"q\""));
+    }
+
+    #[test]
+    fn a_reply_after_a_result_quotes_its_numbers() {
+        let mut g = Ground::new(&["Multiply 69526 by 2877."]);
+        g.add("200026302");
+        let ok = |v: &str, p: &str| g.allows(Slot::Reply, v, p.as_bytes());
+        assert!(ok("69526 * 2877 = ", "200") && ok("69526 * 2877 = 200026302", ".") && ok("\"quoted\" ", "2877"));
+        assert!(!ok("69526 * 2877 = 200", "06") && !ok("69526 * 2877 = 2000", " apples"));
+        assert!(g.may_end(Slot::Reply, "So 200026302") && g.may_end(Slot::Reply, "Done.") && !g.may_end(Slot::Reply, "So 2000"));
+        assert!(!g.may_end(Slot::Expression, ""));
     }
 
     #[test]
