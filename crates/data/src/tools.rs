@@ -437,11 +437,10 @@ impl<'a> Session<'a> {
             None => return false,
         };
         let end = g.may_end(slot, &value);
-        let allowed: Vec<bool> = self
-            .table
-            .iter()
-            .map(|(bytes, special)| if *special { end } else { !bytes.is_empty() && g.allows(slot, &value, bytes) })
-            .collect();
+        let mut allowed = g.allowed(slot, &value, self.table.iter().map(|(bytes, _)| bytes.as_slice()));
+        for (ok, (bytes, special)) in allowed.iter_mut().zip(&self.table) {
+            *ok = if *special { end } else { *ok && !bytes.is_empty() };
+        }
         if !allowed.contains(&true) {
             return false;
         }

@@ -113,40 +113,68 @@ impl Ground {
         self.numbers.get(at).is_some_and(|x| if open { x.as_bytes().starts_with(run) } else { x.as_bytes() == run })
     }
 
-    /// Whether `v` begins at the start of a word of one of the texts and, when `closed`, ends
-    /// where a word ends there: as written, or all in lower case ("liberty" for "Liberty", not
-    /// "spelL" for "Spell").
-    fn span(&self, v: &[u8], closed: bool) -> bool {
-        if v.is_empty() {
-            return !closed;
-        }
-        if v.len() > MAX_SPAN || !is_word(v[0]) || (closed && !is_word(v[v.len() - 1])) {
+    /// Where `v` occurs at the start of a word: (text, position) in the texts as written and,
+    /// when `v` has no capital, in the lowercased texts ("liberty" for "Liberty", not "spelL"
+    /// for "Spell").
+    fn starts(&self, v: &[u8]) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
+        let find = |texts: &[String]| -> Vec<(usize, usize)> {
+            let mut at = vec![];
+            for (i, t) in texts.iter().enumerate() {
+                let t = t.as_bytes();
+                for p in 0..t.len() {
+                    if is_word(t[p]) && (p == 0 || !is_word(t[p - 1])) && t[p..].starts_with(v) {
+                        at.push((i, p));
+                    }
+                }
+            }
+            at
+        };
+        let lower = if v.iter().any(u8::is_ascii_uppercase) { vec![] } else { find(&self.lower) };
+        (find(&self.texts), lower)
+    }
+
+    /// Whether `v` + `piece` still is a span (ends one, when `piece` closes the value), given
+    /// where `v` starts (`starts(v)`).
+    fn span_after(&self, v: &[u8], at: &(Vec<(usize, usize)>, Vec<(usize, usize)>), piece: &[u8]) -> bool {
+        let (part, closed) = match piece.iter().position(|&b| b == b'"') {
+            Some(q) => (&piece[..q], true),
+            None => (piece, false),
+        };
+        if part.contains(&b'\\') || v.len() + part.len() > MAX_SPAN {
             return false;
         }
-        let lower = !v.iter().any(u8::is_ascii_uppercase);
-        self.texts.iter().chain(self.lower.iter().filter(|_| lower)).any(|t| {
-            let t = t.as_bytes();
-            (0..t.len().saturating_sub(v.len() - 1)).any(|p| {
-                (p == 0 || !is_word(t[p - 1])) && t[p..].starts_with(v) && (!closed || t.get(p + v.len()).is_none_or(|&c| !is_word(c)))
+        let last = part.last().or(v.last());
+        if closed && !last.is_some_and(|&b| is_word(b)) {
+            return false;
+        }
+        let upper = part.iter().any(u8::is_ascii_uppercase);
+        let fits = |texts: &[String], at: &[(usize, usize)]| {
+            at.iter().any(|&(i, p)| {
+                let t = texts[i].as_bytes();
+                let end = p + v.len() + part.len();
+                t.get(p + v.len()..end).is_some_and(|s| s == part) && (!closed || t.get(end).is_none_or(|&c| !is_word(c)))
             })
-        })
+        };
+        fits(&self.texts, &at.0) || (!upper && fits(&self.lower, &at.1))
     }
 
     /// Whether `piece` (a token's bytes) may follow `value` (the value so far) in a slot.
     pub fn allows(&self, slot: Slot, value: &str, piece: &[u8]) -> bool {
+        self.allowed(slot, value, [piece])[0]
+    }
+
+    /// [`Ground::allows`] for many pieces (a vocabulary) after one value: what depends on the
+    /// value alone (its open number, where it occurs) is found once.
+    pub fn allowed<'p>(&self, slot: Slot, value: &str, pieces: impl IntoIterator<Item = &'p [u8]>) -> Vec<bool> {
+        let v = value.as_bytes();
         match slot {
-            Slot::Expression => self.allows_numbers(value.as_bytes(), piece, true),
-            Slot::Reply => self.allows_numbers(value.as_bytes(), piece, false),
+            Slot::Expression | Slot::Reply => {
+                let run = open_run(v);
+                pieces.into_iter().map(|p| self.numbers_after(&run, p, slot == Slot::Expression)).collect()
+            }
             Slot::Span => {
-                let mut v = value.as_bytes().to_vec();
-                for &b in piece {
-                    match b {
-                        b'\\' => return false,
-                        b'"' => return self.span(&v, true),
-                        _ => v.push(b),
-                    }
-                }
-                self.span(&v, false)
+                let at = self.starts(v);
+                pieces.into_iter().map(|p| self.span_after(v, &at, p)).collect()
             }
         }
     }
@@ -158,10 +186,15 @@ impl Ground {
         slot == Slot::Reply && (run.is_empty() || self.number(&run, false))
     }
 
-    /// Digit runs grounded; in a `quoted` value (an expression) a backslash is refused and a
-    /// quote closes the value, in a reply both are plain text.
-    fn allows_numbers(&self, value: &[u8], piece: &[u8], quoted: bool) -> bool {
-        let mut run = open_run(value);
+    /// Whether `piece` may follow a value whose open digit run is `open`: digit runs grounded;
+    /// in a `quoted` value (an expression) a backslash is refused and a quote closes the value,
+    /// in a reply both are plain text.
+    fn numbers_after(&self, open: &[u8], piece: &[u8], quoted: bool) -> bool {
+        // Most tokens hold no digit: nothing to check after a whole number.
+        if open.is_empty() && !piece.iter().any(|&b| is_digit(b) || (quoted && (b == b'"' || b == b'\\'))) {
+            return true;
+        }
+        let mut run = open.to_vec();
         for &b in piece {
             if is_digit(b) || (b == b'.' && !run.is_empty() && self.number(&[&run[..], b"."].concat(), true)) {
                 run.push(b);
