@@ -43,6 +43,10 @@ pub struct Ground {
     lower: Vec<String>,
 }
 
+/// Where a value occurs at word starts: (text, byte) in the texts as written, and in the
+/// lowercased texts.
+type Starts = (Vec<(usize, usize)>, Vec<(usize, usize)>);
+
 /// Which kind of grounded value decoding is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Slot {
@@ -116,7 +120,7 @@ impl Ground {
     /// Where `v` occurs at the start of a word: (text, position) in the texts as written and,
     /// when `v` has no capital, in the lowercased texts ("liberty" for "Liberty", not "spelL"
     /// for "Spell").
-    fn starts(&self, v: &[u8]) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
+    fn starts(&self, v: &[u8]) -> Starts {
         let find = |texts: &[String]| -> Vec<(usize, usize)> {
             let mut at = vec![];
             for (i, t) in texts.iter().enumerate() {
@@ -135,7 +139,7 @@ impl Ground {
 
     /// Whether `v` + `piece` still is a span (ends one, when `piece` closes the value), given
     /// where `v` starts (`starts(v)`).
-    fn span_after(&self, v: &[u8], at: &(Vec<(usize, usize)>, Vec<(usize, usize)>), piece: &[u8]) -> bool {
+    fn span_after(&self, v: &[u8], at: &Starts, piece: &[u8]) -> bool {
         let (part, closed) = match piece.iter().position(|&b| b == b'"') {
             Some(q) => (&piece[..q], true),
             None => (piece, false),
