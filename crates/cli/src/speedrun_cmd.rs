@@ -19,9 +19,14 @@ pub struct SpeedrunArgs {
     /// Of every training stage.
     #[command(flatten)]
     precision: PrecisionArg,
+    /// The share of the recipe to run, in (0, 1] (default: measured, this machine's training
+    /// speed over the recipe's reference, at most 1; 1 gives the same models on every machine).
+    /// A resumed speedrun keeps the pace it started with.
+    #[arg(long)]
+    pace: Option<f64>,
 }
 
 pub fn run(a: SpeedrunArgs) -> anyhow::Result<()> {
     let dir = a.run.unwrap_or_else(|| PathBuf::from(if a.quick { "runs/speedrun-quick" } else { "runs/speedrun" }));
-    Ok(speedrun::run(&Run::open(dir), a.quick, a.precision.value)?)
+    Ok(speedrun::run(&Run::open(dir), a.quick, a.precision.value, a.pace)?)
 }

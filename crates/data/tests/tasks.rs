@@ -295,7 +295,9 @@ fn wrong_answers(check: &Check, reference: &str) -> Vec<String> {
         Check::Continuation { .. } => vec!["Now is the winter of our discontent".into(), "I do not remember.".into()],
         Check::Spelling { word } => {
             let reversed: String = word.chars().rev().collect();
-            let mut wrong = vec![word.clone(), format!("{}-x", reference)];
+            // One letter too many, wherever the reference spells the word.
+            let spelled = word.chars().map(String::from).collect::<Vec<_>>().join("-");
+            let mut wrong = vec![word.clone(), reference.replace(&spelled, &format!("{spelled}-x"))];
             if reversed != *word {
                 wrong.push(reversed.chars().map(String::from).collect::<Vec<_>>().join("-"));
             }

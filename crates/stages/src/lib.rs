@@ -37,6 +37,7 @@ pub mod headroom;
 pub mod import;
 pub mod label;
 pub mod moderation;
+pub mod pace;
 pub mod pairs_curve;
 pub mod ppo;
 pub mod pretrain;

@@ -2,9 +2,11 @@
 //! one run folder: data, tokenizer, scaling (the base run's loss predicted before it trains),
 //! pretraining, SFT, simulated labels, the reward model, PPO (RLHF), RLVR, DPO, headroom, moderation, and the
 //! evals of every model; then the run's configuration, hardware and stage times in the report.
-//! Step budgets, not time budgets: it gives the same models on every machine (about 18 minutes
-//! on 2 idle cores; `quick` is the ~2-minute version for tests). Every stage resumes, so an
-//! interrupted speedrun picks up where it stopped.
+//! Step budgets, not time budgets, at the machine's pace (`pace.rs`): on a machine as fast as the
+//! one the recipe was sized on, or faster, it gives the same models everywhere (about 18 minutes
+//! on 2 idle cores); on a slower one every training budget shrinks by the same factor, so it
+//! still ends within 20 minutes (`quick` is the ~2-minute version for tests). Every stage
+//! resumes, so an interrupted speedrun picks up where it stopped (and keeps its pace).
 
 use std::time::Instant;
 
@@ -18,18 +20,19 @@ use chatforge_train::sft::SftConfig;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use crate::pace::Pace;
 use crate::{data, dpo, eval, headroom, label, moderation, ppo, pretrain, rm, scale, sft, tokenizer, Result, Run};
 
 /// The ladder the speedrun predicts its base run from: `scale`'s default (depths 1–3 at 3–8 % of
 /// the base run's compute; depth 1 at 2.4M tokens sees some text twice, as the base run does).
 /// The quick ladder takes seconds and its rungs barely leave the unigram plateau: its prediction
 /// is a smoke test.
-fn ladder(quick: bool) -> Vec<Rung> {
+fn ladder(quick: bool, pace: &Pace) -> Vec<Rung> {
     if quick {
         let r = |depth, tokens| Rung { depth, tokens };
         vec![r(1, 60_000), r(1, 100_000), r(1, 160_000), r(2, 60_000), r(2, 100_000), r(3, 40_000)]
     } else {
-        scale::Config::default().ladder
+        scale::Config::default().ladder.into_iter().map(|r| Rung { tokens: pace.of(r.tokens), ..r }).collect()
     }
 }
 
@@ -50,8 +53,9 @@ struct RunFigures {
     config: Value,
 }
 
-/// Runs every stage into `run` and records the run's figures; prints each stage's time.
-pub fn run(run: &Run, quick: bool, precision: Precision) -> Result<()> {
+/// Runs every stage into `run` and records the run's figures; prints each stage's time. `pace`:
+/// the share of the recipe to run (`None`: measured, see `pace.rs`; the quick version is fixed).
+pub fn run(run: &Run, quick: bool, precision: Precision, pace: Option<f64>) -> Result<()> {
     run.create()?;
     let started = Instant::now();
     let mut times = Map::new();
@@ -63,6 +67,8 @@ pub fn run(run: &Run, quick: bool, precision: Precision) -> Result<()> {
     let pick = |q, full| if quick { q } else { full };
     println!("chatforge speedrun{} -> {}", if quick { " (quick)" } else { "" }, run.dir.root().display());
     println!("{}", chatforge_train::trainer::precision_line("training stages", precision));
+    let pace = if quick { Pace::full() } else { Pace::load_or_measure(run, pace, precision)? };
+    println!("{}", pace.line());
 
     let t = Instant::now();
     data::run(run, &data::Config::default())?;
@@ -86,8 +92,8 @@ pub fn run(run: &Run, quick: bool, precision: Precision) -> Result<()> {
         ..Default::default()
     };
     let full_steps = if precision == Precision::Bf16 { 2500 } else { 2200 };
-    let cap = pick(200, full_steps) * base.tokens_per_step();
-    let plan = match scale::plan(run, &base, ladder(quick), cap) {
+    let cap = pick(200, pace.of(full_steps)) * base.tokens_per_step();
+    let plan = match scale::plan(run, &base, ladder(quick, &pace), cap) {
         Ok((scfg, s)) => {
             println!("{}", scale::summary(&s));
             Some((scfg, s))
@@ -120,7 +126,7 @@ pub fn run(run: &Run, quick: bool, precision: Precision) -> Result<()> {
 
     let t = Instant::now();
     let sft_cfg = sft::Config {
-        train: SftConfig { steps: pick(150, 1000), precision, ..Default::default() },
+        train: SftConfig { steps: pick(150, pace.of(1000)), precision, ..Default::default() },
         small_suite: quick,
         ..Default::default()
     };
@@ -128,9 +134,10 @@ pub fn run(run: &Run, quick: bool, precision: Precision) -> Result<()> {
     println!("{}", sft_out.summary());
     lap("sft", t);
 
-    // Human feedback, simulated: 2,000 prompts x 4 answers (12,000 comparisons).
+    // Human feedback, simulated: 2,000 prompts x 4 answers (12,000 comparisons), at the pace;
+    // the reward model and DPO train on what it labels.
     let t = Instant::now();
-    let labels = LabelConfig { prompts: pick(34, 2000), ..Default::default() };
+    let labels = LabelConfig { prompts: pick(34, pace.of(2000)), ..Default::default() };
     let l = label::run(run, &label::Config { labels, ..Default::default() })?;
     println!("{}", l.summary(4));
     lap("labels", t);
@@ -143,13 +150,13 @@ pub fn run(run: &Run, quick: bool, precision: Precision) -> Result<()> {
     lap("rm", t);
 
     let t = Instant::now();
-    let p = ppo::run(run, &ppo::Config { iterations: pick(2, 20), rollouts: pick(8, 32), precision, ..Default::default() })?;
+    let p = ppo::run(run, &ppo::Config { iterations: pick(2, pace.of(20)), rollouts: pick(8, 32), precision, ..Default::default() })?;
     println!("{}", p.summary());
     lap("ppo", t);
 
     // RLVR: the same loop with the graders' reward, beside RLHF on the same held-out prompts.
     let t = Instant::now();
-    let v = ppo::run(run, &ppo::Config { iterations: pick(2, 20), rollouts: pick(8, 128), precision, ..ppo::Config::rlvr() })?;
+    let v = ppo::run(run, &ppo::Config { iterations: pick(2, pace.of(20)), rollouts: pick(8, 128), precision, ..ppo::Config::rlvr() })?;
     println!("{}", v.summary());
     lap("rlvr", t);
 
@@ -200,7 +207,7 @@ pub fn run(run: &Run, quick: bool, precision: Precision) -> Result<()> {
     times.insert("total".into(), json!(total));
     let config = json!({"precision": precision, "depth": base.depth, "params": out.params, "vocab_size": tok.vocab_size(), "context": base.context,
                         "pretrain_steps": out.steps, "sft_steps": sft_out.steps, "sft_lr": decimal(sft_cfg.train.optim.lr),
-                        "ppo_iterations": pick(2, 20), "ppo_kl_coef": ppo::Config::default().kl_coef, "dpo_beta": decimal(dpo_cfg.train.beta)});
+                        "ppo_iterations": pick(2, pace.of(20)), "pace": pace, "ppo_kl_coef": ppo::Config::default().kl_coef, "dpo_beta": decimal(dpo_cfg.train.beta)});
     let figures = RunFigures {
         quick,
         stage_seconds: times,

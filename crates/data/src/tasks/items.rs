@@ -759,7 +759,8 @@ fn spell(pools: &Pools, rng: &mut ChaCha8Rng, word: &str) -> Option<Item> {
         wrong: None,
         tool: None,
     };
-    Some(item.with_tool(Builtin::Spell, &[("word", word)], |r| r.to_string()))
+    // The reply quotes the tool's spelling (a quote in a reply is grounded: `tools/ground.rs`).
+    Some(item.with_tool(Builtin::Spell, &[("word", word)], |r| format!("\"{word}\" is spelled \"{r}\".")))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -25,8 +25,10 @@
 //!    never allowed inside a grounded value.
 //! 4. The reply after a tool's result ([`Slot::Reply`], chosen by the session: a turn that
 //!    follows tool turns and opens no call) grounds its numbers the same way, results included:
-//!    the model reported `20006202` for the calculator's `200026302`. Its words stay free, and
-//!    it may end once its last number is whole.
+//!    the model reported `20006202` for the calculator's `200026302`. What it quotes (between
+//!    double quotes) is a span of the conversation, as a word is: it wrote `"stawberry"` for
+//!    the word it had just counted, and the spelling the tool gave it back miscopied. Its other
+//!    words stay free, and it may end outside a quote once its last number is whole.
 
 use super::Builtin;
 
@@ -55,7 +57,8 @@ pub enum Slot {
     /// A word, text or letter: a span of the conversation's words.
     Span,
     /// The reply after a tool's result (no call in it): its numbers are the conversation's,
-    /// results included, so it reports the result instead of miswriting it.
+    /// results included, so it reports the result instead of miswriting it, and what it quotes
+    /// is a span of the conversation.
     Reply,
 }
 
@@ -172,10 +175,21 @@ impl Ground {
     pub fn allowed<'p>(&self, slot: Slot, value: &str, pieces: impl IntoIterator<Item = &'p [u8]>) -> Vec<bool> {
         let v = value.as_bytes();
         match slot {
-            Slot::Expression | Slot::Reply => {
+            Slot::Expression => {
                 let run = open_run(v);
-                pieces.into_iter().map(|p| self.numbers_after(&run, p, slot == Slot::Expression)).collect()
+                pieces.into_iter().map(|p| self.numbers_after(&run, p, true)).collect()
             }
+            Slot::Reply => match open_quote(v) {
+                Some(inner) => {
+                    let at = self.starts(inner);
+                    pieces.into_iter().map(|p| self.span_after(inner, &at, p)).collect()
+                }
+                None => {
+                    let run = open_run(v);
+                    let mut fresh = None;
+                    pieces.into_iter().map(|p| self.reply_after(&run, p, &mut fresh)).collect()
+                }
+            },
             Slot::Span => {
                 let at = self.starts(v);
                 pieces.into_iter().map(|p| self.span_after(v, &at, p)).collect()
@@ -187,7 +201,21 @@ impl Ground {
     /// its last number is whole.
     pub fn may_end(&self, slot: Slot, value: &str) -> bool {
         let run = open_run(value.as_bytes());
-        slot == Slot::Reply && (run.is_empty() || self.number(&run, false))
+        slot == Slot::Reply && open_quote(value.as_bytes()).is_none() && (run.is_empty() || self.number(&run, false))
+    }
+
+    /// Whether `piece` may follow a reply outside quotes whose open digit run is `open`: its
+    /// numbers grounded and, where it opens a quote, the quote's start a span's (`fresh` caches
+    /// where spans may start).
+    fn reply_after(&self, open: &[u8], piece: &[u8], fresh: &mut Option<Starts>) -> bool {
+        let Some(q) = piece.iter().position(|&b| b == b'"') else {
+            return self.numbers_after(open, piece, false);
+        };
+        if !self.numbers_after(open, &piece[..=q], false) {
+            return false;
+        }
+        let at = fresh.get_or_insert_with(|| self.starts(b""));
+        self.span_after(b"", at, &piece[q + 1..])
     }
 
     /// Whether `piece` may follow a value whose open digit run is `open`: digit runs grounded;
@@ -220,6 +248,12 @@ impl Ground {
         }
         true
     }
+}
+
+/// The text of the quote `reply` ends inside (after its last `"`, when it has an odd number).
+fn open_quote(reply: &[u8]) -> Option<&[u8]> {
+    let quotes = reply.iter().filter(|&&b| b == b'"').count();
+    (quotes % 2 == 1).then(|| &reply[reply.iter().rposition(|&b| b == b'"').map_or(0, |q| q + 1)..])
 }
 
 /// The digit run `value` ends with (dots inside a number count as part of it).
@@ -366,6 +400,19 @@ mod tests {
         assert!(!ok("69526 * 2877 = 200", "06") && !ok("69526 * 2877 = 2000", " apples"));
         assert!(g.may_end(Slot::Reply, "So 200026302") && g.may_end(Slot::Reply, "Done.") && !g.may_end(Slot::Reply, "So 2000"));
         assert!(!g.may_end(Slot::Expression, ""));
+    }
+
+    #[test]
+    fn a_reply_after_a_result_quotes_the_conversation() {
+        let mut g = Ground::new(&["Spell \"castle\", please."]);
+        g.add("c-a-s-t-l-e");
+        let ok = |v: &str, p: &str| g.allows(Slot::Reply, v, p.as_bytes());
+        assert!(ok("", "\"") && ok("\"", "c") && ok("\"c", "-a") && ok("\"c-a", "-s") && ok("\"c", "astle\""));
+        assert!(ok("It is \"c-a-s-t-l-e", "\".") && ok("\"castle\" is ", "\"c"));
+        assert!(!ok("\"c-a", "-t") && !ok("\"c", "-s") && !ok("", "\"cast\"") && !ok("\"", "q"), "a miscopy");
+        assert!(!ok("\"cas", "\"") && !ok("", "\"\""), "a quote ends where a word ends, and holds one");
+        assert!(ok("", "\"Spell") && !ok("", "\"spelL"));
+        assert!(!g.may_end(Slot::Reply, "It is \"c-a-s") && g.may_end(Slot::Reply, "It is \"c-a-s\""));
     }
 
     #[test]
