@@ -324,7 +324,7 @@ pub enum HeadLoss<'a> {
 
 /// [`Backend::head_backward`] as its three calls, for backends that do not fuse it.
 #[allow(clippy::too_many_arguments)]
-pub fn head_backward_unfused<B: Backend + ?Sized>(
+pub fn head_backward_unfused<B: Backend>(
     be: &B,
     logits: &mut B::Buf,
     targets: &[u32],

@@ -794,7 +794,9 @@ impl<B: Backend> Llama<B> {
                 linear_backward(&be, &mut g.dh, &ws.logits, &ws.hf, w, n, false);
                 (0.0, 0)
             }
-            HeadGrad::Loss { targets, loss } => be.head_backward(&mut ws.logits, targets, v, loss, &ws.hf, &w.w, &mut w.g, &mut g.dh, d, false),
+            HeadGrad::Loss { targets, loss } => {
+                be.head_backward(&mut ws.logits, targets, v, loss, &ws.hf, &w.w, &mut w.g, &mut g.dh, d, false)
+            }
         };
         if let Some(dv) = dvalues {
             let score = self.score.as_mut().expect("dvalues without a scalar head");

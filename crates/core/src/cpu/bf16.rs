@@ -163,7 +163,10 @@ pub fn grad_linear_backward(
     accumulate: bool,
 ) -> Vec<f32> {
     assert!(native(), "grad_linear_backward needs AVX512-BF16");
-    assert!(logits.len() == n * v && x.len() == n * d && w.len() == v * d && dw.len() == v * d && dx.len() == n * d, "grad_linear_backward shapes");
+    assert!(
+        logits.len() == n * v && x.len() == n * d && w.len() == v * d && dw.len() == v * d && dx.len() == n * d,
+        "grad_linear_backward shapes"
+    );
     if n == 0 || v == 0 {
         return vec![0.0; n];
     }
@@ -215,7 +218,18 @@ pub fn grad_linear_backward(
 /// `c (+)= A · op(b)` for an op(a) the caller has packed (`pa`: row-major `[m up to MR][kp]`
 /// when `rowmajor`, else panels `[m/MR][kp][MR]`); `pb` is scratch for op(b)'s panels.
 #[allow(clippy::too_many_arguments)]
-fn packed_a_times_b(c: &mut [f32], pa: &[u32], rowmajor: bool, pb: &mut Vec<u32>, b: &[f32], tb: Op, m: usize, n: usize, k: usize, accumulate: bool) {
+fn packed_a_times_b(
+    c: &mut [f32],
+    pa: &[u32],
+    rowmajor: bool,
+    pb: &mut Vec<u32>,
+    b: &[f32],
+    tb: Op,
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+) {
     let kp = k.div_ceil(2);
     // 2. op(b) packed once, panel by panel in parallel.
     let npan = n.div_ceil(NR);
@@ -585,7 +599,8 @@ mod tests {
         let be = Cpu::with_precision(Precision::Bf16);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
         for &(n, v, d) in &[(1, 5, 3), (7, 29, 16), (37, 301, 24), (64, 1000, 40)] {
-            let r = |len: usize, rng: &mut rand_chacha::ChaCha8Rng| -> Vec<f32> { (0..len).map(|_| rng.random::<f32>() * 4.0 - 2.0).collect() };
+            let r =
+                |len: usize, rng: &mut rand_chacha::ChaCha8Rng| -> Vec<f32> { (0..len).map(|_| rng.random::<f32>() * 4.0 - 2.0).collect() };
             let logits = r(n * v, &mut rng);
             let (x, w, dw0, dx0) = (r(n * d, &mut rng), r(v * d, &mut rng), r(v * d, &mut rng), r(n * d, &mut rng));
             let targets: Vec<u32> = (0..n).map(|i| if i % 5 == 3 { IGNORE } else { rng.random_range(0..v as u32) }).collect();

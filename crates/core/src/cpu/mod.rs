@@ -10,7 +10,7 @@
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use crate::backend::{head_backward_unfused, AdamWStep, HeadLoss, AttnShape, Backend, Op, Precision, Rope, IGNORE};
+use crate::backend::{head_backward_unfused, AdamWStep, AttnShape, Backend, HeadLoss, Op, Precision, Rope, IGNORE};
 
 mod attention;
 pub mod bf16;

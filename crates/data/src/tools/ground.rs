@@ -15,8 +15,8 @@
 //! 1. [`Ground`]: what a conversation grounds: the numbers in its user and tool messages, and
 //!    their texts (words and runs of words, as written or in lower case).
 //! 2. [`slot`]: where decoding is in the current turn: inside the string value of an argument of
-//!    a built-in tool (a calculator `expression`; a `word`, `text` or `letter`), and the value so
-//!    far. The `unit` of `length` and client functions' arguments are not grounded.
+//!    a built-in tool (a calculator `expression`; a `word`, `text` or `letter`, the last one
+//!    character long), and the value so far. The `unit` of `length` and client functions' arguments are not grounded.
 //! 3. [`Ground::allows`]: whether a token's bytes may come next there. An expression's digit runs
 //!    must each be one of the numbers (a run still open must begin one); the rest of it (spaces,
 //!    operators, parentheses) is free. A word or text must begin where a word of the conversation
@@ -54,8 +54,11 @@ type Starts = (Vec<(usize, usize)>, Vec<(usize, usize)>);
 pub enum Slot {
     /// The calculator's expression: its numbers are the conversation's.
     Expression,
-    /// A word, text or letter: a span of the conversation's words.
+    /// A word or text: a span of the conversation's words.
     Span,
+    /// `count_letter`'s letter: a one-character word of the conversation ("r" of "how many
+    /// r's"), as its description ("one letter") says; the tool refuses anything longer.
+    Letter,
     /// The reply after a tool's result (no call in it): its numbers are the conversation's,
     /// results included, so it reports the result instead of miswriting it, and what it quotes
     /// is a span of the conversation.
@@ -140,14 +143,14 @@ impl Ground {
         (find(&self.texts), lower)
     }
 
-    /// Whether `v` + `piece` still is a span (ends one, when `piece` closes the value), given
-    /// where `v` starts (`starts(v)`).
-    fn span_after(&self, v: &[u8], at: &Starts, piece: &[u8]) -> bool {
+    /// Whether `v` + `piece` still is a span of at most `most` bytes (ends one, when `piece`
+    /// closes the value), given where `v` starts (`starts(v)`).
+    fn span_after(&self, v: &[u8], at: &Starts, piece: &[u8], most: usize) -> bool {
         let (part, closed) = match piece.iter().position(|&b| b == b'"') {
             Some(q) => (&piece[..q], true),
             None => (piece, false),
         };
-        if part.contains(&b'\\') || v.len() + part.len() > MAX_SPAN {
+        if part.contains(&b'\\') || v.len() + part.len() > most {
             return false;
         }
         let last = part.last().or(v.last());
@@ -182,7 +185,7 @@ impl Ground {
             Slot::Reply => match open_quote(v) {
                 Some(inner) => {
                     let at = self.starts(inner);
-                    pieces.into_iter().map(|p| self.span_after(inner, &at, p)).collect()
+                    pieces.into_iter().map(|p| self.span_after(inner, &at, p, MAX_SPAN)).collect()
                 }
                 None => {
                     let run = open_run(v);
@@ -190,9 +193,10 @@ impl Ground {
                     pieces.into_iter().map(|p| self.reply_after(&run, p, &mut fresh)).collect()
                 }
             },
-            Slot::Span => {
+            Slot::Span | Slot::Letter => {
                 let at = self.starts(v);
-                pieces.into_iter().map(|p| self.span_after(v, &at, p)).collect()
+                let most = if slot == Slot::Letter { 1 } else { MAX_SPAN };
+                pieces.into_iter().map(|p| self.span_after(v, &at, p, most)).collect()
             }
         }
     }
@@ -215,7 +219,7 @@ impl Ground {
             return false;
         }
         let at = fresh.get_or_insert_with(|| self.starts(b""));
-        self.span_after(b"", at, &piece[q + 1..])
+        self.span_after(b"", at, &piece[q + 1..], MAX_SPAN)
     }
 
     /// Whether `piece` may follow a value whose open digit run is `open`: digit runs grounded;
@@ -329,7 +333,8 @@ pub fn slot(turn: &str) -> Option<(Slot, String)> {
     let tool = Builtin::from_name(name.as_deref()?)?;
     let slot = match (tool, keys[2].as_str()) {
         (Builtin::Calculator, "expression") => Slot::Expression,
-        (Builtin::CountLetter, "word" | "letter") | (Builtin::Spell, "word") | (Builtin::Length, "text") => Slot::Span,
+        (Builtin::CountLetter, "letter") => Slot::Letter,
+        (Builtin::CountLetter, "word") | (Builtin::Spell, "word") | (Builtin::Length, "text") => Slot::Span,
         _ => return None,
     };
     Some((slot, buf))
@@ -348,7 +353,7 @@ mod tests {
         let spell = "Sure.\n<tool_call>\n{\"name\": \"spell\", \"arguments\": {\"word\": \"lib";
         assert_eq!(slot(spell), Some((Slot::Span, "lib".into())));
         let count = "<tool_call>\n{\"name\": \"count_letter\", \"arguments\": {\"word\": \"purg\", \"letter\": \"";
-        assert_eq!(slot(count), Some((Slot::Span, String::new())));
+        assert_eq!(slot(count), Some((Slot::Letter, String::new())));
         // Not in a grounded value: a key, the unit, a client function, a closed call, no call.
         assert_eq!(slot("<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"expre"), None);
         assert_eq!(slot("<tool_call>\n{\"name\": \"length\", \"arguments\": {\"text\": \"a b\", \"unit\": \"wo"), None);
@@ -387,8 +392,13 @@ mod tests {
         assert!(!ok("if not", "\\"));
         assert!(ok("", "s") && !ok("s", "\""), "'swords' begins with s, but s is no word of its own here");
         let letters = Ground::new(&["How many r's are in \"strawberry\"?", "Count the letter \"p\" in purg."]);
-        assert!(letters.allows(Slot::Span, "r", b"\"") && letters.allows(Slot::Span, "", b"p\""));
-        assert!(!letters.allows(Slot::Span, "", b"q\""));
+        assert!(letters.allows(Slot::Letter, "r", b"\"") && letters.allows(Slot::Letter, "", b"p\""));
+        assert!(
+            !letters.allows(Slot::Letter, "", b"q\"")
+                && !letters.allows(Slot::Letter, "", b"st")
+                && !letters.allows(Slot::Letter, "s", b"t")
+        );
+        assert!(letters.allows(Slot::Span, "", b"st"), "a word may be longer");
     }
 
     #[test]
