@@ -230,28 +230,6 @@ pub trait Backend: Send + Sync + Clone {
     /// (rows with target IGNORE get zeros). `scale` is usually 1/(number of counted targets).
     fn cross_entropy(&self, logits: &mut Self::Buf, targets: &[u32], v: usize, scale: f32) -> (f64, usize);
 
-    /// The gradient of `loss` at `logits [n, v]` and its backward through the linear head that
-    /// made them (`logits = x · wᵀ`, x `[n, d]`, w `[v, d]`): `dw += dlogitsᵀ · x` and
-    /// `dx (+)= dlogits · w`. Returns the cross-entropy's (sum, count) for
-    /// [`HeadLoss::CrossEntropy`], zeros for [`HeadLoss::LogProb`]; `logits` holds anything
-    /// afterwards. A backend may fuse it (the CPU's bf16 kernels do).
-    #[allow(clippy::too_many_arguments)]
-    fn head_backward(
-        &self,
-        logits: &mut Self::Buf,
-        targets: &[u32],
-        v: usize,
-        loss: HeadLoss,
-        x: &Self::Buf,
-        w: &Self::Buf,
-        dw: &mut Self::Buf,
-        dx: &mut Self::Buf,
-        d: usize,
-        accumulate: bool,
-    ) -> (f64, usize) {
-        head_backward_unfused(self, logits, targets, v, loss, x, w, dw, dx, d, accumulate)
-    }
-
     /// Per-row log-softmax values of the targets, without touching the logits (for RL and evals).
     fn target_logprobs(&self, logits: &Self::Buf, targets: &[u32], v: usize) -> Vec<f32>;
 
@@ -311,41 +289,4 @@ pub trait Backend: Send + Sync + Clone {
 
     /// One fused AdamW update of a parameter tensor and its moments.
     fn adamw(&self, p: &mut Self::Buf, g: &Self::Buf, m: &mut Self::Buf, v: &mut Self::Buf, h: AdamWStep);
-}
-
-/// What the LM head's backward differentiates, per row of logits against its target.
-#[derive(Clone, Copy, Debug)]
-pub enum HeadLoss<'a> {
-    /// [`Backend::cross_entropy`] with its `scale` (the gradient per counted target).
-    CrossEntropy(f32),
-    /// The targets' log-probs with `dL/dlogp` per row ([`Backend::logprob_backward`]).
-    LogProb(&'a [f32]),
-}
-
-/// [`Backend::head_backward`] as its three calls, for backends that do not fuse it.
-#[allow(clippy::too_many_arguments)]
-pub fn head_backward_unfused<B: Backend>(
-    be: &B,
-    logits: &mut B::Buf,
-    targets: &[u32],
-    v: usize,
-    loss: HeadLoss,
-    x: &B::Buf,
-    w: &B::Buf,
-    dw: &mut B::Buf,
-    dx: &mut B::Buf,
-    d: usize,
-    accumulate: bool,
-) -> (f64, usize) {
-    let n = targets.len();
-    let out = match loss {
-        HeadLoss::CrossEntropy(scale) => be.cross_entropy(logits, targets, v, scale),
-        HeadLoss::LogProb(dlogp) => {
-            be.logprob_backward(logits, targets, dlogp, v);
-            (0.0, 0)
-        }
-    };
-    be.matmul(dw, logits, Op::T, x, Op::N, v, d, n, true);
-    be.matmul(dx, logits, Op::N, w, Op::N, n, d, v, accumulate);
-    out
 }

@@ -10,7 +10,7 @@
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::backend::{AttnShape, Backend, HeadLoss, Op, Rope, IGNORE};
+use crate::backend::{AttnShape, Backend, Op, Rope, IGNORE};
 use crate::config::LlamaConfig;
 
 mod decode;
@@ -446,20 +446,9 @@ pub struct Workspace<B: Backend> {
     blocks: Vec<BlockActs<B>>,
     hf: B::Buf,     // [N,d] final norm
     rstdf: B::Buf,  // [N]
-    logits: B::Buf, // [N,V]; a backward may leave dL/dlogits in it (empty for a classifier)
+    logits: B::Buf, // [N,V]; after the loss it holds dL/dlogits (empty for a classifier)
     values: B::Buf, // [N] the scalar head's outputs (empty without one)
     grads: Option<Scratch<B>>,
-}
-
-/// Where the LM head's backward starts.
-enum HeadGrad<'a> {
-    /// No gradient through the LM head (a scalar head's only).
-    None,
-    /// `dL/dlogits` is in the workspace's logits.
-    Logits,
-    /// A loss of the logits against `targets`, whose gradient is made and consumed in one
-    /// backend call ([`Backend::head_backward`]).
-    Loss { targets: &'a [u32], loss: HeadLoss<'a> },
 }
 
 /// What [`Llama::policy_forward`] returns, per position `[B·T]`.
@@ -696,7 +685,8 @@ impl<B: Backend> Llama<B> {
         self.forward_ws(&mut ws, ids);
         let count = targets.iter().filter(|&&x| x != IGNORE).count();
         let scale = scale.unwrap_or(1.0 / count.max(1) as f32);
-        let (sum, count) = self.backward_ws(&mut ws, HeadGrad::Loss { targets, loss: HeadLoss::CrossEntropy(scale) }, None);
+        let (sum, count) = self.be.cross_entropy(&mut ws.logits, targets, self.cfg.vocab_size, scale);
+        self.backward_ws(&mut ws, true, None);
         self.ws = Some(ws);
         ((sum / count.max(1) as f64) as f32, count)
     }
@@ -749,9 +739,9 @@ impl<B: Backend> Llama<B> {
     pub fn policy_backward(&mut self, targets: &[u32], dlogp: &[f32], dvalues: Option<&[f32]>) {
         let mut ws = self.ws.take().expect("policy_backward after policy_forward");
         assert!(ws.grads.is_some(), "policy_forward was run without grads");
-        assert_eq!(dlogp.len(), targets.len());
+        self.be.logprob_backward(&mut ws.logits, targets, dlogp, self.cfg.vocab_size);
         let dv = dvalues.map(|d| self.be.upload(d));
-        self.backward_ws(&mut ws, HeadGrad::Loss { targets, loss: HeadLoss::LogProb(dlogp) }, dv.as_ref());
+        self.backward_ws(&mut ws, true, dv.as_ref());
         self.ws = Some(ws);
     }
 
@@ -769,35 +759,26 @@ impl<B: Backend> Llama<B> {
             assert_eq!(d.len(), n, "dvalues shape");
             self.be.upload(d)
         });
-        self.backward_ws(&mut ws, if dlogits.is_some() { HeadGrad::Logits } else { HeadGrad::None }, dv.as_ref());
+        self.backward_ws(&mut ws, dlogits.is_some(), dv.as_ref());
         self.ws = Some(ws);
     }
 
-    /// Backward to every parameter from the LM head's gradient (`head`) and from the scalar
-    /// head's `dvalues`. Returns the loss's (sum, count) for [`HeadGrad::Loss`], else zeros.
-    fn backward_ws(&mut self, ws: &mut Workspace<B>, head: HeadGrad, dvalues: Option<&B::Buf>) -> (f64, usize) {
+    /// Backward to every parameter from `dL/dlogits` (in `ws.logits`, when `dlogits`) and from
+    /// the scalar head's `dvalues`.
+    fn backward_ws(&mut self, ws: &mut Workspace<B>, dlogits: bool, dvalues: Option<&B::Buf>) {
         let (b, t) = (ws.b, ws.t);
         let n = b * t;
-        let (v, d) = (self.cfg.vocab_size, self.cfg.hidden_size);
         let be = self.be.clone();
         let mut g = ws.grads.take().expect("workspace has gradient buffers");
         let nl = self.blocks.len();
         // LM head (tied: into the embedding's gradient) and scalar head, then the final norm.
-        let dlogits = !matches!(head, HeadGrad::None);
-        let w = match &mut self.lm_head {
-            Some(h) => h,
-            None => &mut self.embed,
-        };
-        let loss = match head {
-            HeadGrad::None => (0.0, 0),
-            HeadGrad::Logits => {
-                linear_backward(&be, &mut g.dh, &ws.logits, &ws.hf, w, n, false);
-                (0.0, 0)
-            }
-            HeadGrad::Loss { targets, loss } => {
-                be.head_backward(&mut ws.logits, targets, v, loss, &ws.hf, &w.w, &mut w.g, &mut g.dh, d, false)
-            }
-        };
+        if dlogits {
+            let head = match &mut self.lm_head {
+                Some(h) => h,
+                None => &mut self.embed,
+            };
+            linear_backward(&be, &mut g.dh, &ws.logits, &ws.hf, head, n, false);
+        }
         if let Some(dv) = dvalues {
             let score = self.score.as_mut().expect("dvalues without a scalar head");
             linear_backward(&be, &mut g.dh, dv, &ws.hf, score, n, dlogits);
@@ -809,6 +790,5 @@ impl<B: Backend> Llama<B> {
         }
         be.embedding_backward(&mut self.embed.g, &g.dx, &ws.ids, self.cfg.hidden_size);
         ws.grads = Some(g);
-        loss
     }
 }

@@ -13,10 +13,7 @@
 //!    16 columns per k-pair (AVX512-BF16, chosen at run time);
 //! 3. the driver: k in blocks of KC pairs (so a b panel stays in L1), tasks of MC·MR rows (and,
 //!    when rows are few, of a share of the b panels) in parallel. Every element of c sums its
-//!    k-blocks in the same fixed order whatever the thread count: bit-identical results;
-//! 4. [`grad_linear_backward`]: the loss's gradient through the LM head, where the logits'
-//!    gradient (the step's largest tensor, `[B·T, V]`) is packed for both matmuls as each pair of
-//!    rows is computed, instead of written in fp32 and read back twice.
+//!    k-blocks in the same fixed order whatever the thread count: bit-identical results.
 //!
 //! Why our own: the `gemm` crate (0.19) has f32/f64/f16 kernels but no bf16 dot-product kernel,
 //! and its f16 path widens to f32, so it cannot be faster than f32 (`examples/mm_bench.rs`
@@ -42,8 +39,6 @@ thread_local! {
     /// The caller's packed op(a) and op(b), kept between calls (no allocation or page faults per
     /// matmul).
     static PACKED: std::cell::RefCell<(Vec<u32>, Vec<u32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
-    /// [`grad_linear_backward`]'s two packings of the logits' gradient.
-    static FUSED: std::cell::RefCell<(Vec<u32>, Vec<u32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Whether this CPU runs the native kernel (AVX-512F with AVX512-BF16), detected once.
@@ -109,9 +104,13 @@ pub fn matmul(c: &mut [f32], a: &[f32], ta: Op, b: &[f32], tb: Op, m: usize, n: 
         }
         return;
     }
+    // 1. op(b) packed once, panel by panel in parallel.
     // The packed buffers are reused from call to call (every element is written below).
     let (mut pa, mut pb) = PACKED.with(|b| std::mem::take(&mut *b.borrow_mut()));
-    // 1. op(a) converted once, in parallel: for op(a) = a (the common case) row-major
+    let npan = n.div_ceil(NR);
+    pb.resize(npan * kp * NR, 0);
+    pb.par_chunks_mut(kp * NR).enumerate().for_each(|(j, dst)| pack_b(dst, b, tb, k, n, j * NR));
+    // 2. op(a) converted once, in parallel: for op(a) = a (the common case) row-major
     //    `[m up to MR][kp]`, where a row of pairs is just the row in bf16 and the kernel
     //    broadcasts from MR rows at once; for op(a) = aᵀ panels `[m/MR][kp][MR]`, read in a's
     //    row order (two rows of a give a row of pairs of every panel).
@@ -131,111 +130,13 @@ pub fn matmul(c: &mut [f32], a: &[f32], ta: Op, b: &[f32], tb: Op, m: usize, n: 
         let dst = SendPtr(pa.as_mut_ptr() as *mut f32);
         (0..kp.div_ceil(64)).into_par_iter().for_each_init(Vec::new, |row, blk| {
             for p in blk * 64..kp.min(blk * 64 + 64) {
-                let hi = (2 * p + 1 < k).then(|| &a[(2 * p + 1) * m..(2 * p + 2) * m]);
                 // SAFETY: each pair row p writes only elements [ip·kp·MR + p·MR, +MR) of every
                 // panel, disjoint across p, inside pa.
-                unsafe { pack_a_t_row(dst, ipan_all * MR * kp, row, &a[2 * p * m..(2 * p + 1) * m], hi, kp, p) };
+                let pa = unsafe { std::slice::from_raw_parts_mut(dst.get() as *mut u32, ipan_all * MR * kp) };
+                pack_a_t_row(pa, row, a, m, k, kp, p);
             }
         });
     }
-    // 2. and 3.: op(b) and the tiles.
-    packed_a_times_b(c, &pa, rowmajor, &mut pb, b, tb, m, n, k, accumulate);
-    PACKED.with(|b| *b.borrow_mut() = (pa, pb));
-}
-
-/// The loss's gradient through a linear head, fused: bit for bit what the gradient of the logits
-/// and then the head's two backward matmuls compute, without the fp32 gradient `[n, v]` ever
-/// going to memory. Each pair of rows of `logits [n, v]` becomes its gradient in scratch
-/// (`row_grad(row, i)`, which returns row i's loss) and is packed at once into both layouts the
-/// matmuls read: `dw [v, d] += dlogitsᵀ · x [n, d]` and `dx [n, d] (+)= dlogits · w [v, d]`.
-/// Returns the rows' losses. Only where [`native`] holds.
-#[allow(clippy::too_many_arguments)]
-pub fn grad_linear_backward(
-    logits: &[f32],
-    v: usize,
-    row_grad: impl Fn(&mut [f32], usize) -> f32 + Sync,
-    x: &[f32],
-    w: &[f32],
-    dw: &mut [f32],
-    dx: &mut [f32],
-    n: usize,
-    d: usize,
-    accumulate: bool,
-) -> Vec<f32> {
-    assert!(native(), "grad_linear_backward needs AVX512-BF16");
-    assert!(
-        logits.len() == n * v && x.len() == n * d && w.len() == v * d && dw.len() == v * d && dx.len() == n * d,
-        "grad_linear_backward shapes"
-    );
-    if n == 0 || v == 0 {
-        return vec![0.0; n];
-    }
-    let (kv, kn) = (v.div_ceil(2), n.div_ceil(2));
-    // rm: dlogits row-major `[n up to MR][kv]` (op(a) of dx); pt: panels `[v/MR][kn][MR]` of
-    // dlogitsᵀ (op(a) of dw).
-    let (mut rm, mut pt) = FUSED.with(|b| std::mem::take(&mut *b.borrow_mut()));
-    rm.resize(n.div_ceil(MR) * MR * kv, 0);
-    rm[n * kv..].fill(0);
-    pt.resize(v.div_ceil(MR) * MR * kn, 0);
-    let (rmp, ptp, ptl) = (SendPtr(rm.as_mut_ptr() as *mut f32), SendPtr(pt.as_mut_ptr() as *mut f32), pt.len());
-    let losses: Vec<[f32; 2]> = (0..kn)
-        .into_par_iter()
-        .map_init(
-            || (vec![0.0f32; v], vec![0.0f32; v], Vec::new()),
-            |(r0, r1, row), p| {
-                let i = 2 * p;
-                r0.copy_from_slice(&logits[i * v..(i + 1) * v]);
-                let l0 = row_grad(r0, i);
-                let has_hi = i + 1 < n;
-                let l1 = if has_hi {
-                    r1.copy_from_slice(&logits[(i + 1) * v..(i + 2) * v]);
-                    row_grad(r1, i + 1)
-                } else {
-                    0.0
-                };
-                // SAFETY: pair p writes rows i and i+1 of rm and pair row p of every panel of
-                // pt, which no other pair writes; both lie inside the buffers sized above.
-                unsafe {
-                    let rows = rmp.get() as *mut u32;
-                    pack_row(std::slice::from_raw_parts_mut(rows.add(i * kv), kv), r0);
-                    if has_hi {
-                        pack_row(std::slice::from_raw_parts_mut(rows.add((i + 1) * kv), kv), r1);
-                    }
-                    pack_a_t_row(ptp, ptl, row, r0, has_hi.then_some(&r1[..]), kn, p);
-                }
-                [l0, l1]
-            },
-        )
-        .collect();
-    let mut pb = PACKED.with(|b| std::mem::take(&mut b.borrow_mut().1));
-    packed_a_times_b(dw, &pt, false, &mut pb, x, Op::N, v, d, n, true);
-    packed_a_times_b(dx, &rm, true, &mut pb, w, Op::N, n, d, v, accumulate);
-    PACKED.with(|b| b.borrow_mut().1 = pb);
-    FUSED.with(|b| *b.borrow_mut() = (rm, pt));
-    losses.into_iter().flatten().take(n).collect()
-}
-
-/// `c (+)= A · op(b)` for an op(a) the caller has packed (`pa`: row-major `[m up to MR][kp]`
-/// when `rowmajor`, else panels `[m/MR][kp][MR]`); `pb` is scratch for op(b)'s panels.
-#[allow(clippy::too_many_arguments)]
-fn packed_a_times_b(
-    c: &mut [f32],
-    pa: &[u32],
-    rowmajor: bool,
-    pb: &mut Vec<u32>,
-    b: &[f32],
-    tb: Op,
-    m: usize,
-    n: usize,
-    k: usize,
-    accumulate: bool,
-) {
-    let kp = k.div_ceil(2);
-    // 2. op(b) packed once, panel by panel in parallel.
-    let npan = n.div_ceil(NR);
-    pb.resize(npan * kp * NR, 0);
-    pb.par_chunks_mut(kp * NR).enumerate().for_each(|(j, dst)| pack_b(dst, b, tb, k, n, j * NR));
-    let pb = &pb[..];
     // 3. tiles of MC·MR rows × a group of b panels in parallel: row chunks alone when there are
     //    enough of them, else the columns are split too (a weight gradient has few rows).
     let chunks = m.div_ceil(MC * MR);
@@ -275,6 +176,7 @@ fn packed_a_times_b(
             }
         }
     });
+    PACKED.with(|b| *b.borrow_mut() = (pa, pb));
 }
 
 /// The same numerics without AVX512-BF16: operands rounded to bf16, then the fp32 `gemm`.
@@ -357,22 +259,16 @@ fn pack_b(dst: &mut [u32], b: &[f32], tb: Op, k: usize, n: usize, j0: usize) {
     }
 }
 
-/// Pair row p of every `[kp][MR]` panel of op(a) = aᵀ from rows 2p (`lo`) and 2p+1 (`hi`, absent
-/// past k) of a: `pa[(ip·kp + p)·MR + r] = pair(lo[ip·MR + r], hi[ip·MR + r])`, columns past
-/// lo.len() zero. `row` is scratch.
-///
-/// # Safety
-/// `pa` points to `len` elements, and no other thread writes pair row p of any panel.
-unsafe fn pack_a_t_row(pa: SendPtr, len: usize, row: &mut Vec<u32>, lo: &[f32], hi: Option<&[f32]>, kp: usize, p: usize) {
-    let m = lo.len();
+/// Pair row p of every `[kp][MR]` panel of op(a) = aᵀ: `pa[(ip·kp + p)·MR + r] =
+/// pair(a[2p, ip·MR + r], a[2p+1, ip·MR + r])`, rows past m zero. `row` is scratch.
+fn pack_a_t_row(pa: &mut [u32], row: &mut Vec<u32>, a: &[f32], m: usize, k: usize, kp: usize, p: usize) {
+    let lo = &a[2 * p * m..(2 * p + 1) * m];
+    let hi = (2 * p + 1 < k).then(|| &a[(2 * p + 1) * m..(2 * p + 2) * m]);
     row.resize(m.div_ceil(MR) * MR, 0);
     interleave(row, lo, hi);
     row[m..].fill(0);
-    let pa = pa.get() as *mut u32;
     for (ip, src) in row.chunks_exact(MR).enumerate() {
-        let at = (ip * kp + p) * MR;
-        assert!(at + MR <= len);
-        std::ptr::copy_nonoverlapping(src.as_ptr(), pa.add(at), MR);
+        pa[(ip * kp + p) * MR..(ip * kp + p + 1) * MR].copy_from_slice(src);
     }
 }
 
@@ -584,41 +480,6 @@ mod tests {
         let mut got = vec![0u32; lo.len()];
         interleave(&mut got, lo, Some(&hi[..lo.len()]));
         assert!(got.iter().enumerate().all(|(i, &g)| g == pair(lo[i], hi[i])));
-    }
-
-    /// The fused head backward gives bit for bit what its three unfused calls give (the
-    /// cross-entropy's and the log-probs' gradients; odd rows, a vocabulary not a multiple of
-    /// the panels, IGNORE targets, with and without accumulation into dx).
-    #[test]
-    fn fused_head_backward_is_the_unfused_one() {
-        use crate::backend::{head_backward_unfused, Backend, HeadLoss, IGNORE};
-        use crate::{backend::Precision, cpu::Cpu};
-        if !native() {
-            return;
-        }
-        let be = Cpu::with_precision(Precision::Bf16);
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
-        for &(n, v, d) in &[(1, 5, 3), (7, 29, 16), (37, 301, 24), (64, 1000, 40)] {
-            let r =
-                |len: usize, rng: &mut rand_chacha::ChaCha8Rng| -> Vec<f32> { (0..len).map(|_| rng.random::<f32>() * 4.0 - 2.0).collect() };
-            let logits = r(n * v, &mut rng);
-            let (x, w, dw0, dx0) = (r(n * d, &mut rng), r(v * d, &mut rng), r(v * d, &mut rng), r(n * d, &mut rng));
-            let targets: Vec<u32> = (0..n).map(|i| if i % 5 == 3 { IGNORE } else { rng.random_range(0..v as u32) }).collect();
-            let dlogp = r(n, &mut rng);
-            for loss in [HeadLoss::CrossEntropy(0.37), HeadLoss::LogProb(&dlogp)] {
-                for acc in [false, true] {
-                    let (mut l1, mut dw1, mut dx1) = (logits.clone(), dw0.clone(), dx0.clone());
-                    let (mut l2, mut dw2, mut dx2) = (logits.clone(), dw0.clone(), dx0.clone());
-                    let a = be.head_backward(&mut l1, &targets, v, loss, &x, &w, &mut dw1, &mut dx1, d, acc);
-                    let b = head_backward_unfused(&be, &mut l2, &targets, v, loss, &x, &w, &mut dw2, &mut dx2, d, acc);
-                    let same = |p: &[f32], q: &[f32]| p.iter().zip(q).all(|(p, q)| p.to_bits() == q.to_bits());
-                    assert_eq!(a.1, b.1, "{n}x{v}x{d}");
-                    assert_eq!(a.0.to_bits(), b.0.to_bits(), "loss {n}x{v}x{d}");
-                    assert!(same(&dw1, &dw2) && same(&dx1, &dx2), "{loss:?} {n}x{v}x{d} acc={acc}");
-                    assert!(dx1.iter().zip(&dx0).any(|(p, q)| p != q), "dx moved");
-                }
-            }
-        }
     }
 
     #[test]

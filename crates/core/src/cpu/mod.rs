@@ -10,7 +10,7 @@
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use crate::backend::{head_backward_unfused, AdamWStep, AttnShape, Backend, HeadLoss, Op, Precision, Rope, IGNORE};
+use crate::backend::{AdamWStep, AttnShape, Backend, Op, Precision, Rope, IGNORE};
 
 mod attention;
 pub mod bf16;
@@ -532,38 +532,6 @@ impl Backend for Cpu {
         let losses: Vec<f32> = logits.par_chunks_mut(v).zip(targets.par_iter()).map(|(row, &t)| cross_entropy_row(row, t, scale)).collect();
         let count = targets.iter().filter(|&&t| t != IGNORE).count();
         (losses.iter().map(|&l| l as f64).sum(), count)
-    }
-
-    fn head_backward(
-        &self,
-        logits: &mut Vec<f32>,
-        targets: &[u32],
-        v: usize,
-        loss: HeadLoss,
-        x: &Vec<f32>,
-        w: &Vec<f32>,
-        dw: &mut Vec<f32>,
-        dx: &mut Vec<f32>,
-        d: usize,
-        accumulate: bool,
-    ) -> (f64, usize) {
-        if self.precision == Precision::Fp32 || !bf16::native() {
-            return head_backward_unfused(self, logits, targets, v, loss, x, w, dw, dx, d, accumulate);
-        }
-        assert_eq!(logits.len(), targets.len() * v);
-        if let Some(&bad) = targets.iter().find(|&&t| t != IGNORE && t as usize >= v) {
-            panic!("target id {bad} out of range for vocab {v}");
-        }
-        // The rows' gradients exactly as `cross_entropy` and `logprob_backward` make them.
-        let grad = |row: &mut [f32], i: usize| match loss {
-            HeadLoss::CrossEntropy(scale) => cross_entropy_row(row, targets[i], scale),
-            HeadLoss::LogProb(dlogp) => cross_entropy_row(row, targets[i], -dlogp[i]),
-        };
-        let losses = bf16::grad_linear_backward(logits, v, grad, x, w, dw, dx, targets.len(), d, accumulate);
-        match loss {
-            HeadLoss::CrossEntropy(_) => (losses.iter().map(|&l| l as f64).sum(), targets.iter().filter(|&&t| t != IGNORE).count()),
-            HeadLoss::LogProb(_) => (0.0, 0),
-        }
     }
 
     fn target_logprobs(&self, logits: &Vec<f32>, targets: &[u32], v: usize) -> Vec<f32> {
