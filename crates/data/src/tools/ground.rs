@@ -18,8 +18,11 @@
 //!    a built-in tool (a calculator `expression`; a `word`, `text` or `letter`, the last one
 //!    character long), and the value so far. The `unit` of `length` and client functions' arguments are not grounded.
 //! 3. [`Ground::allows`]: whether a token's bytes may come next there. An expression's digit runs
-//!    must each be one of the numbers (a run still open must begin one); the rest of it (spaces,
-//!    operators, parentheses) is free. A word or text must begin where a word of the conversation
+//!    must each be one of the numbers (a run still open must begin one), each copied at most as
+//!    often as the conversation writes it: the model wrote `13 - 13` for "Compute 13 - 4" (11 of
+//!    the 17 arithmetic misses on val, speedrun SFT model); the rest of it (spaces, operators,
+//!    parentheses) is the calculator's alphabet, which its description states (it wrote
+//!    `67 * qec`), and its closing quote comes where the expression is whole (`70 * `). A word or text must begin where a word of the conversation
 //!    begins and continue it, and may end (its closing quote) only where a word ends. Whatever
 //!    follows the closing quote in the same token is not checked. A backslash (an escape) is
 //!    never allowed inside a grounded value.
@@ -38,8 +41,8 @@ const MAX_SPAN: usize = super::MAX_TEXT;
 /// The numbers and texts a conversation grounds.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Ground {
-    /// Distinct numbers as written (`12`, `3.5`), sorted.
-    numbers: Vec<String>,
+    /// Distinct numbers as written (`12`, `3.5`), sorted, each with how often it is written.
+    numbers: Vec<(String, usize)>,
     /// The texts, one per message, in which spans are found: as written, and lowercased.
     texts: Vec<String>,
     lower: Vec<String>,
@@ -105,8 +108,9 @@ impl Ground {
                 }
             }
             let n = &text[start..i];
-            if let Err(at) = self.numbers.binary_search_by(|x| x.as_str().cmp(n)) {
-                self.numbers.insert(at, n.to_string());
+            match self.numbers.binary_search_by(|(x, _)| x.as_str().cmp(n)) {
+                Ok(at) => self.numbers[at].1 += 1,
+                Err(at) => self.numbers.insert(at, (n.to_string(), 1)),
             }
         }
         self.texts.push(text.to_string());
@@ -119,8 +123,16 @@ impl Ground {
 
     /// Whether `run` (digits and dots) is one of the numbers, or (`open`) begins one.
     fn number(&self, run: &[u8], open: bool) -> bool {
-        let at = self.numbers.partition_point(|x| x.as_bytes() < run);
-        self.numbers.get(at).is_some_and(|x| if open { x.as_bytes().starts_with(run) } else { x.as_bytes() == run })
+        self.number_left(run, open, None)
+    }
+
+    /// [`Ground::number`] for a number not yet `used` up: with `used` (the numbers an expression
+    /// already copied), a number may be copied as often as the conversation writes it.
+    fn number_left(&self, run: &[u8], open: bool, used: Option<&[Vec<u8>]>) -> bool {
+        let at = self.numbers.partition_point(|(x, _)| x.as_bytes() < run);
+        self.numbers[at..].iter().take_while(|(x, _)| x.as_bytes().starts_with(run)).any(|(x, n)| {
+            (open || x.as_bytes() == run) && used.is_none_or(|u| u.iter().filter(|y| y.as_slice() == x.as_bytes()).count() < *n)
+        })
     }
 
     /// Where `v` occurs at the start of a word: (text, position) in the texts as written and,
@@ -180,7 +192,8 @@ impl Ground {
         match slot {
             Slot::Expression => {
                 let run = open_run(v);
-                pieces.into_iter().map(|p| self.numbers_after(&run, p, true)).collect()
+                let used = closed_runs(v);
+                pieces.into_iter().map(|p| self.numbers_after(&run, p, Some(&used)) && closes_whole(v, p)).collect()
             }
             Slot::Reply => match open_quote(v) {
                 Some(inner) => {
@@ -213,28 +226,39 @@ impl Ground {
     /// where spans may start).
     fn reply_after(&self, open: &[u8], piece: &[u8], fresh: &mut Option<Starts>) -> bool {
         let Some(q) = piece.iter().position(|&b| b == b'"') else {
-            return self.numbers_after(open, piece, false);
+            return self.numbers_after(open, piece, None);
         };
-        if !self.numbers_after(open, &piece[..=q], false) {
+        if !self.numbers_after(open, &piece[..=q], None) {
             return false;
         }
         let at = fresh.get_or_insert_with(|| self.starts(b""));
         self.span_after(b"", at, &piece[q + 1..], MAX_SPAN)
     }
 
-    /// Whether `piece` may follow a value whose open digit run is `open`: digit runs grounded;
-    /// in a `quoted` value (an expression) a backslash is refused and a quote closes the value,
-    /// in a reply both are plain text.
-    fn numbers_after(&self, open: &[u8], piece: &[u8], quoted: bool) -> bool {
+    /// Whether `piece` may follow a value whose open digit run is `open`: digit runs grounded.
+    /// In an expression (`used`: the numbers it copied before `open`) each number is copied at
+    /// most as often as the conversation writes it, the other bytes are the calculator's (spaces,
+    /// `.`, `+ - * / ^` and parentheses) and a quote closes the value; in a reply numbers may
+    /// repeat, and the rest is free.
+    fn numbers_after(&self, open: &[u8], piece: &[u8], used: Option<&[Vec<u8>]>) -> bool {
+        let quoted = used.is_some();
+        if quoted {
+            // The calculator's alphabet, up to the closing quote.
+            let body = piece.split(|&b| b == b'"').next().unwrap_or_default();
+            if !body.iter().all(|&b| is_digit(b) || b" .+-*/^()".contains(&b)) {
+                return false;
+            }
+        }
         // Most tokens hold no digit: nothing to check after a whole number.
-        if open.is_empty() && !piece.iter().any(|&b| is_digit(b) || (quoted && (b == b'"' || b == b'\\'))) {
+        if open.is_empty() && !piece.iter().any(|&b| is_digit(b) || (quoted && b == b'"')) {
             return true;
         }
+        let mut used = used.map(<[Vec<u8>]>::to_vec);
         let mut run = open.to_vec();
         for &b in piece {
-            if is_digit(b) || (b == b'.' && !run.is_empty() && self.number(&[&run[..], b"."].concat(), true)) {
+            if is_digit(b) || (b == b'.' && !run.is_empty() && self.number_left(&[&run[..], b"."].concat(), true, used.as_deref())) {
                 run.push(b);
-                if !self.number(&run, true) {
+                if !self.number_left(&run, true, used.as_deref()) {
                     return false;
                 }
                 continue;
@@ -242,8 +266,13 @@ impl Ground {
             if quoted && b == b'\\' {
                 return false;
             }
-            if !run.is_empty() && !self.number(&run, false) {
-                return false;
+            if !run.is_empty() {
+                if !self.number_left(&run, false, used.as_deref()) {
+                    return false;
+                }
+                if let Some(u) = used.as_mut() {
+                    u.push(std::mem::take(&mut run));
+                }
             }
             run.clear();
             if quoted && b == b'"' {
@@ -258,6 +287,32 @@ impl Ground {
 fn open_quote(reply: &[u8]) -> Option<&[u8]> {
     let quotes = reply.iter().filter(|&&b| b == b'"').count();
     (quotes % 2 == 1).then(|| &reply[reply.iter().rposition(|&b| b == b'"').map_or(0, |q| q + 1)..])
+}
+
+/// Whether `piece` after the expression `value` closes it (its quote) only where the expression
+/// is whole: it ends with a number or `)`, and its parentheses balance.
+fn closes_whole(value: &[u8], piece: &[u8]) -> bool {
+    let Some(q) = piece.iter().position(|&b| b == b'"') else { return true };
+    let e: Vec<u8> = value.iter().chain(&piece[..q]).copied().filter(|&b| b != b' ').collect();
+    let mut depth = 0i32;
+    for &b in &e {
+        depth += i32::from(b == b'(') - i32::from(b == b')');
+        if depth < 0 {
+            return false;
+        }
+    }
+    depth == 0 && e.last().is_some_and(|&b| is_digit(b) || b == b')')
+}
+
+/// The whole numbers `value` holds, without the digit run it ends with (`open_run`).
+fn closed_runs(value: &[u8]) -> Vec<Vec<u8>> {
+    let open = open_run(value).len();
+    let body = &value[..value.len() - open];
+    body.split(|&b| !(is_digit(b) || b == b'.'))
+        .map(|r| &r[r.iter().position(|&b| is_digit(b)).unwrap_or(r.len())..])
+        .filter(|r| !r.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 /// The digit run `value` ends with (dots inside a number count as part of it).
@@ -375,6 +430,8 @@ mod tests {
         assert!(!ok("52 - 4", "\""), "the value cannot end inside 47");
         assert!(ok("3", ".") && ok("3.", "5") && ok("3.5 * ", "2") && !ok("3.5 * ", "9"));
         assert!(ok("(52 - 47) ", "* 2") && ok("", "(") && !ok("", "\\"));
+        assert!(!ok("52 * ", "q") && !ok("52", "x") && !ok("52 ", "=") && ok("52 - 47 ", "^ ("), "the calculator's alphabet");
+        assert!(!ok("52 * ", "\"") && !ok("(52 - 47", "\"}") && !ok("", "\"") && ok("(52 - 47)", "\"}"), "closed where whole");
         // After the closing quote nothing is checked.
         assert!(ok("52", "\"}}\n7"));
     }
@@ -423,6 +480,21 @@ mod tests {
         assert!(!ok("\"cas", "\"") && !ok("", "\"\""), "a quote ends where a word ends, and holds one");
         assert!(ok("", "\"Spell") && !ok("", "\"spelL"));
         assert!(!g.may_end(Slot::Reply, "It is \"c-a-s") && g.may_end(Slot::Reply, "It is \"c-a-s\""));
+    }
+
+    #[test]
+    fn an_expression_copies_each_number_as_often_as_it_is_written() {
+        let g = Ground::new(&["Compute 13 - 4, then add 13 and 130."]);
+        let ok = |v: &str, p: &str| g.allows(Slot::Expression, v, p.as_bytes());
+        assert!(ok("13 - ", "4") && ok("13 - 4 + ", "13") && ok("13 + 13 + ", "130\""));
+        assert!(!ok("13 + 13 + ", "13\"") && !ok("13 + 13 + 130 + ", "13"), "13 is written twice, and 130 is not 13");
+        assert!(!ok("4 * ", "4") && !ok("4 * ", "4\"}") && ok("(4) + ", "1"), "4 is written once");
+        let mut h = Ground::new(&["What is 7 times 7?"]);
+        assert!(h.allows(Slot::Expression, "7 * ", b"7"));
+        h.add("49");
+        assert!(h.allows(Slot::Expression, "", b"49") && !h.allows(Slot::Expression, "49 - 49 + ", b"49"));
+        // A reply may restate the numbers.
+        assert!(g.allows(Slot::Reply, "4 * 4 = 16, and ", b"4"));
     }
 
     #[test]
