@@ -113,9 +113,12 @@ pub fn plan(run: &Run, base: &PretrainConfig, ladder: Vec<Rung>, cap: usize) -> 
         }
         _ => println!("scaling: no Chinchilla fit, so no compute-optimal budget; this machine's cap is {cap} tokens"),
     }
+    // No shorter than every rung's compute allows (MAX_RUNG_FRACTION of the target's).
+    let largest = s.ladder.iter().map(|p| p.compute).fold(0.0, f64::max);
+    let floor = largest / scaling::MAX_RUNG_FRACTION / (s.target.compute / s.target.tokens as f64);
     let s = match optimal {
-        Some(d) if d.is_finite() && d < cap as f64 => {
-            scfg.target.tokens = (d as usize).max(base.tokens_per_step());
+        Some(d) if d.is_finite() && d < cap as f64 && floor < cap as f64 => {
+            scfg.target.tokens = (d.max(floor).ceil() as usize).max(base.tokens_per_step());
             println!("  training {} tokens: past them a bigger model would use the compute better", scfg.target.tokens);
             scaling::ladder_and_predict(&run.dir, &scfg, &tok, &corpus, true)?
         }
@@ -201,7 +204,34 @@ pub fn summary(s: &ScalingReport) -> String {
         s.prediction_interval[1],
         s.prediction_law
     );
+    if let Some(c) = &s.capability {
+        o += &format!(
+            "\npredicted {}: {:.4}, {:.0}% interval [{:.4}, {:.4}] ({}, fitted to {} ladder runs, at the predicted loss)",
+            c.metric,
+            c.prediction.value,
+            100.0 * s.fit.interval_level,
+            c.prediction.interval[0],
+            c.prediction.interval[1],
+            c.form,
+            c.points
+        );
+    }
     o
+}
+
+/// The capability's actual against its prediction, once the target trained.
+pub fn capability_summary(s: &ScalingReport) -> Option<String> {
+    let c = s.capability.as_ref()?;
+    let (actual, err) = (c.actual?, c.relative_error?);
+    Some(format!(
+        "capability: predicted {} {:.4} [{:.4}, {:.4}] before training, actual {actual:.4}: relative error {:+.2}% ({} the interval)",
+        c.metric,
+        c.prediction.value,
+        c.prediction.interval[0],
+        c.prediction.interval[1],
+        100.0 * err,
+        if c.within_interval == Some(true) { "inside" } else { "outside" }
+    ))
 }
 
 /// The target's actual loss against the prediction, once it trained.
@@ -218,6 +248,9 @@ pub fn actual_summary(s: &ScalingReport) -> Option<String> {
         o += &format!("\n  compute law alone: {:.4} ({:+.2}%)", cl.prediction.value, 100.0 * (cl.prediction.value / actual - 1.0));
         if let Some(ch) = &s.fit.chinchilla {
             o += &format!("\n  Chinchilla law alone: {:.4} ({:+.2}%)", ch.prediction.value, 100.0 * (ch.prediction.value / actual - 1.0));
+        }
+        if let Some(c) = capability_summary(s) {
+            o += &format!("\n{c}");
         }
     }
     Some(o)

@@ -107,6 +107,9 @@ pub fn run(run: &Run, quick: bool, precision: Precision, pace: Option<f64>) -> R
 
     let t = Instant::now();
     let tokens = plan.as_ref().map_or(cap, |(_, s)| s.target.tokens as usize);
+    if let Some((scfg, _)) = &plan {
+        scaling::check_predicted(&run.dir, scfg, tok.vocab_size())?;
+    }
     let out = pretrain::run(run, &pretrain::Config { train: base.clone(), budget: Some(Budget::Tokens(tokens)), ..Default::default() })?;
     println!("{}", pretrain::summary(run, &out));
     if let Some((scfg, mut s)) = plan {
@@ -121,6 +124,9 @@ pub fn run(run: &Run, quick: bool, precision: Precision, pace: Option<f64>) -> R
             100.0 * s.relative_error.unwrap_or(f64::NAN),
             if s.within_interval == Some(true) { "inside" } else { "outside" }
         );
+        if let Some(c) = scale::capability_summary(&s) {
+            println!("{c}");
+        }
     }
     lap("pretrain", t);
 
@@ -220,4 +226,29 @@ pub fn run(run: &Run, quick: bool, precision: Precision, pace: Option<f64>) -> R
     run.record(Key::Run, &figures)?;
     println!("speedrun finished in {total:.1}s; report: {}", run.dir.report_html().display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatforge_train::scaling::{check_target, ScaleConfig, MAX_RUNG_FRACTION};
+
+    /// The speedrun's ladder, quick and at every pace, spends at most MAX_RUNG_FRACTION of the
+    /// base run's compute per rung (the target the plan predicts before pretraining).
+    #[test]
+    fn every_ladder_run_is_at_most_a_tenth_of_the_base_runs_compute() {
+        let base = PretrainConfig { depth: 4, ..Default::default() };
+        for (quick, factor) in [(true, 1.0), (false, 1.0), (false, 0.64), (false, 0.3), (false, 0.05)] {
+            let pace = Pace::given(factor).unwrap();
+            let steps = if quick { 200 } else { pace.of(2200) };
+            let cfg = ScaleConfig {
+                base: base.clone(),
+                ladder: ladder(quick, &pace),
+                target: Rung { depth: 4, tokens: steps * base.tokens_per_step() },
+                bootstrap: 1,
+            };
+            let factor_x = check_target(&cfg, 4096).unwrap_or_else(|e| panic!("quick {quick}, pace {factor}: {e}"));
+            assert!(factor_x >= 1.0 / MAX_RUNG_FRACTION);
+        }
+    }
 }

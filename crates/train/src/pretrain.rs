@@ -122,6 +122,9 @@ pub struct PretrainOutcome {
     pub params: usize,
     pub val_loss: f64,
     pub val_bpb: f64,
+    /// [`next_token_accuracy`] at the end (NaN in a report written before it was measured).
+    #[serde(default = "nan")]
+    pub val_accuracy: f64,
     pub unigram_val_bpb: f64,
     pub train_tokens_per_s: f64,
     pub mfu: f64,
@@ -312,6 +315,43 @@ pub fn evaluate(model: &mut Llama<Cpu>, corpus: &TokenShards, cfg: &PretrainConf
     (loss, bpb)
 }
 
+/// Next-token accuracy: the share of the val tokens [`evaluate`] scores whose target is the
+/// model's most likely token (ties to the lowest id). A capability figure the scaling stage
+/// predicts from the ladder, measured on the same 32,768 tokens as the loss.
+pub fn next_token_accuracy(model: &mut Llama<Cpu>, corpus: &TokenShards, cfg: &PretrainConfig) -> f64 {
+    let (b, t, v) = (cfg.batch, cfg.context, model.cfg.vocab_size);
+    let windows = ((corpus.val.len() - 1) / t).min(cfg.eval_tokens.div_ceil(t)).max(1);
+    let (mut hits, mut count) = (0usize, 0usize);
+    for chunk in (0..windows).collect::<Vec<_>>().chunks(b) {
+        let mut ids = vec![corpus.eot; b * t];
+        for (row, &w) in chunk.iter().enumerate() {
+            let s = w * t;
+            let n = (s + t + 1).min(corpus.val.len()) - s - 1;
+            ids[row * t..row * t + n].copy_from_slice(&corpus.val[s..s + n]);
+        }
+        let logits = model.forward(&ids, b, t); // [b·t, V]
+        for (row, &w) in chunk.iter().enumerate() {
+            let s = w * t;
+            let n = (s + t + 1).min(corpus.val.len()) - s - 1;
+            for i in 0..n {
+                let y = corpus.val[s + i + 1];
+                if corpus.token_bytes[y as usize] == 0 {
+                    continue;
+                }
+                let l = &logits[(row * t + i) * v..(row * t + i + 1) * v];
+                let best = l.iter().enumerate().fold(0, |m, (j, &x)| if x > l[m] { j } else { m });
+                hits += usize::from(best == y as usize);
+                count += 1;
+            }
+        }
+    }
+    hits as f64 / count.max(1) as f64
+}
+
+fn nan() -> f64 {
+    f64::NAN
+}
+
 /// Bits per byte of the val stream under the train stream's unigram distribution (add-one
 /// smoothing): the baseline a model that ignores context would reach.
 pub fn unigram_bpb(corpus: &TokenShards) -> f64 {
@@ -393,10 +433,16 @@ pub fn pretrain(
             }
             if state.step >= saved.steps {
                 // Already trained: report what the finished run measured.
-                if let Ok(done) =
+                if let Ok(mut done) =
                     serde_json::from_value::<PretrainOutcome>(report::Report::load(run).section(report::Key::Stage("base")).clone())
                 {
                     say(format!("{}: the base model is already trained ({} steps)", run.root().display(), state.step));
+                    if done.val_accuracy.is_nan() {
+                        let mut model = model;
+                        model.be = Cpu::with_precision(saved.precision);
+                        done.val_accuracy = next_token_accuracy(&mut model, corpus, &saved);
+                        report::record(run, report::Key::Stage("base"), &done)?;
+                    }
                     return Ok(done);
                 }
             }
@@ -503,6 +549,7 @@ pub fn pretrain(
         params: model.cfg.num_params(),
         val_loss: last.0,
         val_bpb: last.1,
+        val_accuracy: next_token_accuracy(&mut model, corpus, &cfg),
         unigram_val_bpb: unigram_bpb(corpus),
         train_tokens_per_s: stats.tokens_per_s,
         mfu: stats.mfu,

@@ -1,9 +1,11 @@
 //! Scaling-law fits: known parameters come back from noisy synthetic ladders of each law, the
 //! bootstrap interval holds the truth, and bad ladders are refused with a clear message.
 
+use chatforge_rundir::RunDir;
+use chatforge_train::pretrain::PretrainConfig;
 use chatforge_train::scaling::{
-    bootstrap_chinchilla, bootstrap_compute_law, fit_chinchilla, fit_compute_law, grid, parse_ladder, percentile_interval, predict,
-    ChinchillaLaw, ComputeLaw, LadderPoint, Rung,
+    bootstrap_chinchilla, bootstrap_compute_law, check_predicted, check_target, fit_chinchilla, fit_compute_law, grid, parse_ladder,
+    percentile_interval, predict, write, ChinchillaLaw, ComputeLaw, LadderPoint, Rung, ScaleConfig, MAX_RUNG_FRACTION,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -133,6 +135,7 @@ fn point(depth: usize, n: f64, tokens: u64, loss: f64) -> LadderPoint {
         tokens,
         compute: 6.0 * n * tokens as f64,
         val_loss: loss,
+        val_accuracy: f64::NAN,
         unigram_loss: 100.0,
         fitted: loss < 100.0,
         wall_s: 0.0,
@@ -186,4 +189,50 @@ fn ladders_parse_and_bad_specs_are_named() {
     assert!(parse_ladder("1-5000").unwrap_err().to_string().contains("depth:tokens"));
     let iv = percentile_interval(&[1.0, 2.0, 3.0, 4.0, 5.0, f64::NAN], 0.5);
     assert_eq!(iv, [2.0, 4.0]);
+}
+
+#[test]
+fn no_rung_exceeds_a_tenth_of_the_target_and_the_target_waits_for_its_prediction() {
+    let vocab = 4096;
+    let base = PretrainConfig { grad_accum: 1, ..Default::default() };
+    let ladder = parse_ladder("1:600000,1:1200000,1:2400000,2:500000,2:1200000,3:400000").unwrap();
+    let mut cfg = ScaleConfig { base, ladder, target: Rung { depth: 4, tokens: 4_505_600 }, bootstrap: 20 };
+    // Every rung at most MAX_RUNG_FRACTION of the target's compute (the speedrun's own ladders are
+    // checked in `chatforge_stages::speedrun`).
+    let factor = check_target(&cfg, vocab).unwrap();
+    let target_c = cfg.size_of(cfg.target, vocab).3;
+    for &r in &cfg.ladder {
+        assert!(cfg.size_of(r, vocab).3 <= MAX_RUNG_FRACTION * target_c, "{r:?}");
+    }
+    assert!(factor >= 1.0 / MAX_RUNG_FRACTION, "{factor}");
+    // A rung over the fraction is refused, and says why.
+    let mut near = cfg.clone();
+    near.ladder.push(Rung { depth: 4, tokens: 500_000 });
+    let e = check_target(&near, vocab).unwrap_err().to_string();
+    assert!(e.contains("at least 10x") && e.contains("depth 4, 500000 tokens"), "{e}");
+
+    // The target may not train before R/scaling.json holds its prediction.
+    let dir = std::env::temp_dir().join(format!("chatforge-scaling-order-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = RunDir::new(&dir);
+    let e = check_predicted(&run, &cfg, vocab).unwrap_err().to_string();
+    assert!(e.contains("trains only after its prediction is written"), "{e}");
+    let truth = ChinchillaLaw { e: 2.5, a: 400.0, alpha: 0.34, b: 900.0, beta: 0.5 };
+    let points: Vec<LadderPoint> = cfg
+        .ladder
+        .iter()
+        .map(|&r| {
+            let (_, n, d, _) = cfg.size_of(r, vocab);
+            point(r.depth, n, d, truth.predict(n, d as f64))
+        })
+        .collect();
+    let (params, n, d, c) = cfg.size_of(cfg.target, vocab);
+    let target = LadderPoint { params, compute: c, ..point(4, n, d, f64::NAN) };
+    write(&run, &predict(&points, &target, 10, 1).unwrap()).unwrap();
+    check_predicted(&run, &cfg, vocab).unwrap();
+    // A prediction for another target does not count.
+    cfg.target.tokens *= 2;
+    assert!(check_predicted(&run, &cfg, vocab).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -334,7 +334,7 @@ pub fn percentile_interval(values: &[f64], level: f64) -> [f64; 2] {
 }
 
 /// Resample indices with replacement until `ok` accepts the resample (at most 100 draws).
-fn resample<T: Clone>(points: &[T], rng: &mut ChaCha8Rng, ok: impl Fn(&[T]) -> bool) -> Option<Vec<T>> {
+pub(super) fn resample<T: Clone>(points: &[T], rng: &mut ChaCha8Rng, ok: impl Fn(&[T]) -> bool) -> Option<Vec<T>> {
     (0..100).find_map(|_| {
         let s: Vec<T> = (0..points.len()).map(|_| points[rng.random_range(0..points.len())].clone()).collect();
         ok(&s).then_some(s)

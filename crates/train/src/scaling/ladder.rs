@@ -67,6 +67,10 @@ pub struct LadderPoint {
     /// C = FLOPs per token × tokens.
     pub compute: f64,
     pub val_loss: f64,
+    /// Next-token accuracy on the same val tokens (`pretrain::next_token_accuracy`; NaN for a
+    /// point written before it was measured, and for the target until it trains).
+    #[serde(default = "nan")]
+    pub val_accuracy: f64,
     /// The val loss of the train split's unigram distribution (the same nats per token a model
     /// that ignores context reaches).
     pub unigram_loss: f64,
@@ -75,6 +79,10 @@ pub struct LadderPoint {
     /// laws describe what comes after.
     pub fitted: bool,
     pub wall_s: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 /// The ladder's shared settings: context, batch, optimiser, seed and the val tokens scored.
@@ -164,13 +172,19 @@ pub fn point_of(cfg: &ScaleConfig, r: Rung, vocab: usize, o: &PretrainOutcome) -
         tokens: o.tokens,
         compute: 6.0 * compute_params * o.tokens as f64,
         val_loss: o.val_loss,
+        val_accuracy: o.val_accuracy,
         unigram_loss,
         fitted: o.val_loss < unigram_loss || unigram_loss.is_nan(),
         wall_s: o.wall_s,
     }
 }
 
-/// Refuses a target that is not bigger than the ladder's largest run.
+/// The most compute one ladder run may spend, as a share of the target's: every prediction
+/// extrapolates at least 10×, and no run near the target's size informs it.
+pub const MAX_RUNG_FRACTION: f64 = 0.1;
+
+/// Refuses a target that is not at least 1/[`MAX_RUNG_FRACTION`] times the ladder's largest
+/// run; returns the extrapolation factor.
 pub fn check_target(cfg: &ScaleConfig, vocab: usize) -> Result<f64> {
     let (_, _, _, target_c) = cfg.size_of(cfg.target, vocab);
     let (big, big_c) = cfg
@@ -179,10 +193,10 @@ pub fn check_target(cfg: &ScaleConfig, vocab: usize) -> Result<f64> {
         .map(|&r| (r, cfg.size_of(r, vocab).3))
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .ok_or_else(|| Error::Input("the ladder is empty".into()))?;
-    if target_c <= big_c {
+    if big_c > MAX_RUNG_FRACTION * target_c {
         return Err(Error::Input(format!(
-            "the target (depth {}, {} tokens: {target_c:.3e} FLOPs) is not bigger than the ladder's largest run (depth {}, {} tokens: {big_c:.3e} FLOPs); a scaling law predicts bigger runs from smaller ones: raise --target-depth / --target-tokens or shrink the ladder",
-            cfg.target.depth, cfg.target.tokens, big.depth, big.tokens
+            "the target (depth {}, {} tokens: {target_c:.3e} FLOPs) is only {:.1}x the ladder's largest run (depth {}, {} tokens: {big_c:.3e} FLOPs); a scaling law predicts a run at least {:.0}x bigger than every rung, so that no run near the target's size informs it: raise --target-depth / --target-tokens or shrink the ladder",
+            cfg.target.depth, cfg.target.tokens, target_c / big_c, big.depth, big.tokens, 1.0 / MAX_RUNG_FRACTION
         )));
     }
     Ok(target_c / big_c)
@@ -219,8 +233,33 @@ pub fn run_ladder(run: &RunDir, cfg: &ScaleConfig, tok: &Tokenizer, corpus: &Tok
     Ok(points)
 }
 
-/// Trains the target in `R/scale/target` (progress shown unless `quiet`).
+/// Refuses to train the target before its prediction is written: `R/scaling.json` must hold a
+/// prediction for this target (its depth and trained tokens). Whoever trains the target (here,
+/// or the speedrun's pretraining) calls it first.
+pub fn check_predicted(run: &RunDir, cfg: &ScaleConfig, vocab: usize) -> Result<()> {
+    let path = run.scaling_json();
+    let (_, _, tokens, _) = cfg.size_of(cfg.target, vocab);
+    // Read as plain JSON: the unknown figures of the target (its loss) are written as null.
+    let saved = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let target = saved.as_ref().map(|s| (&s["target"]["depth"], &s["target"]["tokens"], &s["predicted_loss"]));
+    match target {
+        Some((d, t, p))
+            if d.as_u64() == Some(cfg.target.depth as u64) && t.as_u64() == Some(tokens) && p.as_f64().is_some_and(f64::is_finite) =>
+        {
+            Ok(())
+        }
+        _ => Err(Error::Input(format!(
+            "{} holds no prediction for the target (depth {}, {tokens} tokens): the target trains only after its prediction is written",
+            path.display(),
+            cfg.target.depth
+        ))),
+    }
+}
+
+/// Trains the target in `R/scale/target` (progress shown unless `quiet`), once its prediction is
+/// written ([`check_predicted`]).
 pub fn run_target(run: &RunDir, cfg: &ScaleConfig, tok: &Tokenizer, corpus: &TokenShards, quiet: bool) -> Result<LadderPoint> {
+    check_predicted(run, cfg, tok.vocab_size())?;
     let o = train_rung(&target_dir(run), cfg.run_config(cfg.target.depth), cfg.target.tokens, tok, corpus, quiet)?;
     Ok(point_of(cfg, cfg.target, tok.vocab_size(), &o))
 }

@@ -29,9 +29,11 @@
 //! This file holds the two constants every fit shares and [`ladder_and_predict`], the stage
 //! without the target. The pieces, in the order the stage uses them: `laws` (the two laws and
 //! what they predict), `fit` (the robust fit, its input checks and starts, and the bootstrap),
-//! `ladder` (the runs and their points), `prediction` (the fits turned into [`ScalingReport`] and
+//! `ladder` (the runs and their points), `capability` (the next-token accuracy predicted from
+//! the predicted loss), `prediction` (the fits turned into [`ScalingReport`] and
 //! written) and `plot` (`plots/scaling.svg`).
 
+mod capability;
 mod fit;
 mod ladder;
 mod laws;
@@ -48,9 +50,11 @@ use serde_json::json;
 use crate::pretrain::TokenShards;
 use crate::Result;
 
+pub use capability::CapabilityFit;
 pub use fit::{bootstrap_chinchilla, bootstrap_compute_law, fit_chinchilla, fit_compute_law, percentile_interval, Bootstrapped, Estimate};
 pub use ladder::{
-    check_target, grid, parse_ladder, point_of, run_ladder, run_target, rung_dir, target_dir, LadderPoint, Rung, ScaleConfig,
+    check_predicted, check_target, grid, parse_ladder, point_of, run_ladder, run_target, rung_dir, target_dir, LadderPoint, Rung,
+    ScaleConfig, MAX_RUNG_FRACTION,
 };
 pub use laws::{ChinchillaLaw, ComputeLaw};
 pub use plot::plot;
@@ -75,6 +79,7 @@ pub fn ladder_and_predict(run: &RunDir, cfg: &ScaleConfig, tok: &Tokenizer, corp
         tokens,
         compute,
         val_loss: f64::NAN,
+        val_accuracy: f64::NAN,
         unigram_loss: f64::NAN,
         fitted: false,
         wall_s: 0.0,

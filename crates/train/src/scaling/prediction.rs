@@ -8,7 +8,10 @@ use chatforge_rundir::RunDir;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{bootstrap_chinchilla, bootstrap_compute_law, plot, ChinchillaLaw, Estimate, LadderPoint, HUBER_DELTA, INTERVAL_LEVEL};
+use super::{
+    bootstrap_chinchilla, bootstrap_compute_law, capability, plot, CapabilityFit, ChinchillaLaw, Estimate, LadderPoint, HUBER_DELTA,
+    INTERVAL_LEVEL,
+};
 use crate::{Error, Result};
 
 /// Parameters of the compute law with intervals.
@@ -75,6 +78,10 @@ pub struct ScalingReport {
     pub extrapolation_factor: f64,
     pub recommended_tokens_per_param: Option<f64>,
     pub recommended_tokens_per_param_interval: Option<[f64; 2]>,
+    /// The target's next-token accuracy predicted from the ladder (`capability.rs`), when the
+    /// ladder measured it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<CapabilityFit>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actual_loss: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -121,6 +128,7 @@ pub fn predict(ladder: &[LadderPoint], target: &LadderPoint, resamples: usize, s
         prediction: cl.estimate(|l| l.predict(target.compute)),
     };
     let chin_points: Vec<(f64, f64, f64)> = used.iter().map(|p| (p.compute_params, p.tokens as f64, p.val_loss)).collect();
+    let mut chin_boot = None;
     let (chinchilla, skipped) = match bootstrap_chinchilla(&chin_points, resamples, seed ^ 0xC41).map_err(left_out) {
         Ok(ch) => {
             let (n_opt, d_opt) = ch.fit.optimal_split(target.compute);
@@ -136,6 +144,7 @@ pub fn predict(ladder: &[LadderPoint], target: &LadderPoint, resamples: usize, s
                 optimal_params: n_opt,
                 optimal_tokens: d_opt,
             };
+            chin_boot = Some(ch);
             (Some(fit), None)
         }
         Err(Error::Input(why)) => (None, Some(format!("Chinchilla law not fitted: {why}"))),
@@ -145,6 +154,11 @@ pub fn predict(ladder: &[LadderPoint], target: &LadderPoint, resamples: usize, s
         Some(ch) => ("chinchilla", ch.prediction),
         None => ("compute_law", compute_law.prediction),
     };
+    let loss_draws: Vec<f64> = match &chin_boot {
+        Some(ch) => ch.resamples.iter().map(|l| l.predict(target.compute_params, target.tokens as f64)).collect(),
+        None => cl.resamples.iter().map(|l| l.predict(target.compute)).collect(),
+    };
+    let capability = capability::predict(ladder, pred.value, &loss_draws, resamples, seed ^ 0xACC);
     Ok(ScalingReport {
         ladder: ladder.to_vec(),
         target: target.clone(),
@@ -154,6 +168,7 @@ pub fn predict(ladder: &[LadderPoint], target: &LadderPoint, resamples: usize, s
         extrapolation_factor: target.compute / largest,
         recommended_tokens_per_param: chinchilla.as_ref().map(|c| c.tokens_per_param.value),
         recommended_tokens_per_param_interval: chinchilla.as_ref().map(|c| c.tokens_per_param.interval),
+        capability,
         fit: Fits {
             compute_law,
             chinchilla,
@@ -175,6 +190,9 @@ impl ScalingReport {
         self.actual_loss = Some(target.val_loss);
         self.relative_error = Some((self.predicted_loss - target.val_loss) / target.val_loss);
         self.within_interval = Some(self.prediction_interval[0] <= target.val_loss && target.val_loss <= self.prediction_interval[1]);
+        if let Some(c) = self.capability.as_mut() {
+            c.set_actual(target.val_accuracy);
+        }
     }
 }
 
@@ -206,6 +224,12 @@ pub fn write(run: &RunDir, s: &ScalingReport) -> Result<()> {
     }
     if let Some(why) = &s.fit.chinchilla_skipped {
         fig["chinchilla_law"] = json!(why);
+    }
+    if let Some(c) = &s.capability {
+        fig["capability"] = json!({
+            "metric": c.metric, "predicted": c.prediction.value, "interval": c.prediction.interval,
+            "actual": c.actual, "relative_error": c.relative_error, "within_interval": c.within_interval,
+        });
     }
     if let (Some(a), Some(e)) = (s.actual_loss, s.relative_error) {
         fig["actual_loss"] = json!(a);
