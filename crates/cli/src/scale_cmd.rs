@@ -45,9 +45,17 @@ pub struct ScaleArgs {
     pub context: usize,
     #[arg(long, default_value_t = d().base.batch)]
     pub batch: usize,
-    /// Peak learning rate up to depth 2; deeper runs get it ∝ 1/width (the target included).
+    /// Peak learning rate up to depth 2 (the sweep's centre); deeper runs get it ∝ 1/width (the
+    /// target included).
     #[arg(long, default_value_t = d().base.optim.lr)]
     pub lr: f32,
+    /// Base learning rates to sweep at the ladder's cheapest rung before the ladder; the best one
+    /// is the recipe's (default: half, equal and double --lr).
+    #[arg(long, value_delimiter = ',', conflicts_with = "no_lr_sweep")]
+    pub lr_sweep: Option<Vec<f32>>,
+    /// Train with --lr as it is, without the sweep.
+    #[arg(long)]
+    pub no_lr_sweep: bool,
     #[arg(long, default_value_t = d().base.seed)]
     pub seed: u64,
     /// Val tokens scored at the end of every run (the same ones for all; capped by the val split).
@@ -78,6 +86,11 @@ impl ScaleArgs {
         c.base.context = self.context;
         c.base.batch = self.batch;
         c.base.optim.lr = self.lr;
+        c.lr_sweep = match (&self.lr_sweep, self.no_lr_sweep) {
+            (_, true) => vec![],
+            (Some(l), _) => l.clone(),
+            (None, _) => scaling::grid_around(self.lr),
+        };
         c.base.seed = self.seed;
         c.base.eval_tokens = self.eval_tokens;
         Ok(c)

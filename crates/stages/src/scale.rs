@@ -1,10 +1,12 @@
-//! Predictable scaling: a ladder of small pretraining runs (one recipe for every size: the peak
-//! learning rate is the base rate up to depth 2, then ∝ 1/width), fits of `L(C) = a·C^b + c` and
+//! Predictable scaling: a learning-rate sweep at the ladder's cheapest rung (the base rate),
+//! a ladder of small pretraining runs (one recipe for every size: the peak learning rate is the
+//! base rate up to depth 2, then ∝ 1/width), fits of `L(C) = a·C^b + c` and
 //! Chinchilla's `L(N, D)` (Huber on log loss, bootstrap intervals), and the target's final loss
 //! predicted and written (`R/scaling.json`) before the target trains; then, optionally, the
 //! target trained and predicted vs actual (`chatforge_train::scaling` does the numerics).
 
 use chatforge_train::pretrain::{PretrainConfig, BASE_LR};
+use chatforge_train::scaling::grid_around;
 use chatforge_train::scaling::{self, parse_ladder, Estimate, Rung, ScaleConfig, ScalingReport};
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +28,9 @@ pub struct Config {
     /// rate (3e-3, scaled per depth), seed 1337, 32,768 val tokens (pretraining's, so a
     /// speedrun's ladder is reused).
     pub base: PretrainConfig,
+    /// Base learning rates swept at the ladder's cheapest rung before the ladder; the best one
+    /// is the recipe's (half, equal and double the base rate; empty: no sweep).
+    pub lr_sweep: Vec<f32>,
     /// Bootstrap resamples for the intervals.
     pub bootstrap: usize,
     /// After writing the prediction, train the target and report actual vs predicted.
@@ -41,6 +46,7 @@ impl Default for Config {
             ladder: parse_ladder(DEFAULT_LADDER).expect("the default ladder parses"),
             target: Rung { depth: 4, tokens: 4_505_600 },
             base,
+            lr_sweep: grid_around(BASE_LR),
             bootstrap: 200,
             run_target: false,
             corpus: Default::default(),
@@ -50,7 +56,13 @@ impl Default for Config {
 
 impl Config {
     fn scale_config(&self) -> ScaleConfig {
-        ScaleConfig { base: self.base.clone(), ladder: self.ladder.clone(), target: self.target, bootstrap: self.bootstrap }
+        ScaleConfig {
+            base: self.base.clone(),
+            ladder: self.ladder.clone(),
+            target: self.target,
+            bootstrap: self.bootstrap,
+            lr_sweep: self.lr_sweep.clone(),
+        }
     }
 }
 
@@ -77,6 +89,8 @@ pub fn run(run: &Run, cfg: &Config) -> Result<ScalingReport> {
         );
     }
     let mut s = scaling::ladder_and_predict(&run.dir, &scfg, &tok, &corpus, run.quiet)?;
+    let mut scfg = scfg;
+    scfg.base.optim.lr = s.base_lr.unwrap_or(scfg.base.optim.lr);
     if !run.quiet {
         println!("{}", summary(&s));
         println!("prediction written to {} before training the target", run.dir.scaling_json().display());
@@ -97,9 +111,13 @@ pub fn plan(run: &Run, base: &PretrainConfig, ladder: Vec<Rung>, cap: usize) -> 
     // The ladder trains with the base recipe; its learning rate scales down from BASE_LR with width.
     let mut b = base.clone();
     b.optim.lr = BASE_LR;
-    let mut scfg = ScaleConfig { base: b, ladder, target: Rung { depth: base.depth, tokens: cap }, bootstrap: 200 };
+    let mut scfg =
+        ScaleConfig { base: b, ladder, target: Rung { depth: base.depth, tokens: cap }, bootstrap: 200, lr_sweep: grid_around(BASE_LR) };
     let (tok, corpus) = crate::tokenizer::run(run, &Default::default())?;
     let s = scaling::ladder_and_predict(&run.dir, &scfg, &tok, &corpus, run.quiet)?;
+    // The sweep's rate is the recipe from here on (the target's included).
+    scfg.base.optim.lr = s.base_lr.unwrap_or(BASE_LR);
+    scfg.lr_sweep.clear();
     let optimal = s.fit.chinchilla.as_ref().map(|c| c.law().optimal_tokens(s.target.compute_params));
     match (&s.fit.chinchilla, optimal) {
         (Some(c), Some(d)) => {
@@ -120,7 +138,10 @@ pub fn plan(run: &Run, base: &PretrainConfig, ladder: Vec<Rung>, cap: usize) -> 
         Some(d) if d.is_finite() && d < cap as f64 && floor < cap as f64 => {
             scfg.target.tokens = (d.max(floor).ceil() as usize).max(base.tokens_per_step());
             println!("  training {} tokens: past them a bigger model would use the compute better", scfg.target.tokens);
-            scaling::ladder_and_predict(&run.dir, &scfg, &tok, &corpus, true)?
+            let mut again = scaling::ladder_and_predict(&run.dir, &scfg, &tok, &corpus, true)?;
+            again.lr_sweep = s.lr_sweep.clone();
+            scaling::write(&run.dir, &again)?;
+            again
         }
         _ => s,
     };
@@ -153,6 +174,16 @@ pub fn summary(s: &ScalingReport) -> String {
             p.val_loss,
             p.wall_s,
             if p.fitted { "" } else { "  not fitted: not below the unigram loss yet" }
+        );
+    }
+    if let Some(w) = &s.lr_sweep {
+        let tried: Vec<String> = w.lrs.iter().zip(&w.val_losses).map(|(l, v)| format!("{l}: {v:.4}")).collect();
+        o += &format!(
+            "\nlearning-rate sweep at depth {}, {} tokens (val loss by base lr): {}; chosen {}",
+            w.rung.depth,
+            w.rung.tokens,
+            tried.join(", "),
+            w.chosen
         );
     }
     let cl = &s.fit.compute_law;

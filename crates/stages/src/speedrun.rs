@@ -107,6 +107,11 @@ pub fn run(run: &Run, quick: bool, precision: Precision, pace: Option<f64>) -> R
 
     let t = Instant::now();
     let tokens = plan.as_ref().map_or(cap, |(_, s)| s.target.tokens as usize);
+    // The base run's peak learning rate is the sweep's base rate at its depth.
+    let base = match &plan {
+        Some((scfg, _)) => PretrainConfig { optim: scfg.run_config(base.depth).optim, ..base },
+        None => base,
+    };
     if let Some((scfg, _)) = &plan {
         scaling::check_predicted(&run.dir, scfg, tok.vocab_size())?;
     }
@@ -246,6 +251,7 @@ mod tests {
                 ladder: ladder(quick, &pace),
                 target: Rung { depth: 4, tokens: steps * base.tokens_per_step() },
                 bootstrap: 1,
+                lr_sweep: vec![],
             };
             let factor_x = check_target(&cfg, 4096).unwrap_or_else(|e| panic!("quick {quick}, pace {factor}: {e}"));
             assert!(factor_x >= 1.0 / MAX_RUNG_FRACTION);

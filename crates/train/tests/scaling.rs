@@ -196,7 +196,7 @@ fn no_rung_exceeds_a_tenth_of_the_target_and_the_target_waits_for_its_prediction
     let vocab = 4096;
     let base = PretrainConfig { grad_accum: 1, ..Default::default() };
     let ladder = parse_ladder("1:600000,1:1200000,1:2400000,2:500000,2:1200000,3:400000").unwrap();
-    let mut cfg = ScaleConfig { base, ladder, target: Rung { depth: 4, tokens: 4_505_600 }, bootstrap: 20 };
+    let mut cfg = ScaleConfig { base, ladder, target: Rung { depth: 4, tokens: 4_505_600 }, bootstrap: 20, lr_sweep: vec![] };
     // Every rung at most MAX_RUNG_FRACTION of the target's compute (the speedrun's own ladders are
     // checked in `chatforge_stages::speedrun`).
     let factor = check_target(&cfg, vocab).unwrap();

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::ckpt;
-use crate::pretrain::{lr_for_depth, pretrain, Budget, PretrainConfig, PretrainOptions, PretrainOutcome, TokenShards};
+use crate::pretrain::{lr_for_depth, pretrain, Budget, PretrainConfig, PretrainOptions, PretrainOutcome, TokenShards, BASE_LR};
 use crate::{Error, Result};
 
 /// One run of the ladder (or the target): a depth and a token budget.
@@ -92,6 +92,9 @@ pub struct ScaleConfig {
     pub ladder: Vec<Rung>,
     pub target: Rung,
     pub bootstrap: usize,
+    /// Base learning rates to sweep at the cheapest rung before the ladder (`sweep.rs`); empty:
+    /// train with `base.optim.lr` as it is.
+    pub lr_sweep: Vec<f32>,
 }
 
 impl ScaleConfig {
@@ -119,9 +122,13 @@ impl ScaleConfig {
     }
 }
 
-/// `R/scale/d{depth}-t{tokens}`.
-pub fn rung_dir(run: &RunDir, r: Rung) -> RunDir {
-    run.scale_run(&format!("d{}-t{}", r.depth, r.tokens))
+/// `R/scale/d{depth}-t{tokens}` at the base learning rate [`BASE_LR`], with `-lr{lr}` at another.
+pub fn rung_dir(run: &RunDir, r: Rung, lr: f32) -> RunDir {
+    if lr == BASE_LR {
+        run.scale_run(&format!("d{}-t{}", r.depth, r.tokens))
+    } else {
+        run.scale_run(&format!("d{}-t{}-lr{lr}", r.depth, r.tokens))
+    }
 }
 
 /// `R/scale/target`.
@@ -148,7 +155,7 @@ fn check_reusable(dir: &RunDir, wanted: &PretrainConfig, budget_tokens: usize) -
     Ok(())
 }
 
-fn train_rung(
+pub(super) fn train_rung(
     run_dir: &RunDir,
     cfg: PretrainConfig,
     tokens: usize,
@@ -216,13 +223,13 @@ pub fn run_ladder(run: &RunDir, cfg: &ScaleConfig, tok: &Tokenizer, corpus: &Tok
     let mut points = Vec::with_capacity(cfg.ladder.len());
     for (i, (&r, &c)) in cfg.ladder.iter().zip(&sizes).enumerate() {
         bar.set_message(format!("run {}/{}: depth {}, {} tokens", i + 1, cfg.ladder.len(), r.depth, r.tokens));
-        let o = train_rung(&rung_dir(run, r), cfg.run_config(r.depth), r.tokens, tok, corpus, true)?;
+        let o = train_rung(&rung_dir(run, r, cfg.base.optim.lr), cfg.run_config(r.depth), r.tokens, tok, corpus, true)?;
         let p = point_of(cfg, r, vocab, &o);
         if !p.val_loss.is_finite() {
             bar.abandon();
             return Err(Error::Input(format!(
                 "ladder run {}: the final val loss is {} (the run diverged); lower --lr or drop the rung",
-                rung_dir(run, r).root().display(),
+                rung_dir(run, r, cfg.base.optim.lr).root().display(),
                 p.val_loss
             )));
         }

@@ -30,7 +30,7 @@
 //! without the target. The pieces, in the order the stage uses them: `laws` (the two laws and
 //! what they predict), `fit` (the robust fit, its input checks and starts, and the bootstrap),
 //! `ladder` (the runs and their points), `capability` (the next-token accuracy predicted from
-//! the predicted loss), `prediction` (the fits turned into [`ScalingReport`] and
+//! the predicted loss), `sweep` (the base learning rate chosen at the cheapest rung), `prediction` (the fits turned into [`ScalingReport`] and
 //! written) and `plot` (`plots/scaling.svg`).
 
 mod capability;
@@ -39,6 +39,7 @@ mod ladder;
 mod laws;
 mod plot;
 mod prediction;
+mod sweep;
 
 use chatforge_rundir::report::{self, Key};
 use chatforge_rundir::RunDir;
@@ -59,6 +60,7 @@ pub use ladder::{
 pub use laws::{ChinchillaLaw, ComputeLaw};
 pub use plot::plot;
 pub use prediction::{predict, write, ChinchillaFit, ComputeLawFit, Fits, ScalingReport};
+pub use sweep::{grid_around, sweep_lr, LrSweep};
 
 /// Huber threshold on the residual of log loss (Chinchilla's δ).
 pub const HUBER_DELTA: f64 = 1e-3;
@@ -70,6 +72,14 @@ pub const INTERVAL_LEVEL: f64 = 0.9;
 pub fn ladder_and_predict(run: &RunDir, cfg: &ScaleConfig, tok: &Tokenizer, corpus: &TokenShards, quiet: bool) -> Result<ScalingReport> {
     check_target(cfg, tok.vocab_size())?;
     let t0 = Instant::now();
+    let (lr_sweep, cfg) = match cfg.lr_sweep.is_empty() {
+        true => (None, cfg.clone()),
+        false => {
+            let (s, c) = sweep_lr(run, cfg, &cfg.lr_sweep, tok, corpus, quiet)?;
+            (Some(s), c)
+        }
+    };
+    let cfg = &cfg;
     let ladder = run_ladder(run, cfg, tok, corpus, quiet)?;
     let (params, compute_params, tokens, compute) = cfg.size_of(cfg.target, tok.vocab_size());
     let target = LadderPoint {
@@ -84,7 +94,9 @@ pub fn ladder_and_predict(run: &RunDir, cfg: &ScaleConfig, tok: &Tokenizer, corp
         fitted: false,
         wall_s: 0.0,
     };
-    let s = predict(&ladder, &target, cfg.bootstrap, cfg.base.seed)?;
+    let mut s = predict(&ladder, &target, cfg.bootstrap, cfg.base.seed)?;
+    s.base_lr = Some(cfg.base.optim.lr);
+    s.lr_sweep = lr_sweep;
     write(run, &s)?;
     report::record(run, Key::Stage("scaling"), &json!({"ladder_wall_s": t0.elapsed().as_secs_f64()}))?;
     Ok(s)

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{
-    bootstrap_chinchilla, bootstrap_compute_law, capability, plot, CapabilityFit, ChinchillaLaw, Estimate, LadderPoint, HUBER_DELTA,
-    INTERVAL_LEVEL,
+    bootstrap_chinchilla, bootstrap_compute_law, capability, plot, CapabilityFit, ChinchillaLaw, Estimate, LadderPoint, LrSweep,
+    HUBER_DELTA, INTERVAL_LEVEL,
 };
 use crate::{Error, Result};
 
@@ -82,6 +82,12 @@ pub struct ScalingReport {
     /// ladder measured it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capability: Option<CapabilityFit>,
+    /// The base learning rate the ladder and the target train with (before `lr_for_depth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_lr: Option<f32>,
+    /// The sweep that chose it, when one ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_sweep: Option<LrSweep>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actual_loss: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -169,6 +175,8 @@ pub fn predict(ladder: &[LadderPoint], target: &LadderPoint, resamples: usize, s
         recommended_tokens_per_param: chinchilla.as_ref().map(|c| c.tokens_per_param.value),
         recommended_tokens_per_param_interval: chinchilla.as_ref().map(|c| c.tokens_per_param.interval),
         capability,
+        base_lr: None,
+        lr_sweep: None,
         fit: Fits {
             compute_law,
             chinchilla,
@@ -224,6 +232,10 @@ pub fn write(run: &RunDir, s: &ScalingReport) -> Result<()> {
     }
     if let Some(why) = &s.fit.chinchilla_skipped {
         fig["chinchilla_law"] = json!(why);
+    }
+    if let Some(w) = &s.lr_sweep {
+        fig["lr_sweep"] =
+            json!({"depth": w.rung.depth, "tokens": w.rung.tokens, "lrs": w.lrs, "val_losses": w.val_losses, "chosen": w.chosen});
     }
     if let Some(c) = &s.capability {
         fig["capability"] = json!({
