@@ -10,8 +10,9 @@
 //!    the reference it is 1 and the speedrun gives the same models everywhere; on a slower one
 //!    every budget that scales the stage's work (pretraining tokens, prompts to label, RL
 //!    iterations) is multiplied by it. SFT keeps its steps, and pretraining pays for them
-//!    ([`Pace::pretrain_steps`]). The scaling ladder keeps its full rungs while
-//!    the base run stays 10× the largest (`speedrun::ladder`), and eval sample sizes never shrink.
+//!    ([`Pace::pretrain_steps`]). The scaling ladder keeps its full rungs, each cut
+//!    only where it exceeds a tenth of the base run's compute (`speedrun::ladder`), and eval
+//!    sample sizes never shrink.
 //! 3. [`Pace::load_or_measure`]: kept in `R/pace.json`, so a resumed speedrun keeps the budgets it
 //!    started with; `--pace` sets it (1: the full recipe whatever the machine).
 
