@@ -48,7 +48,7 @@ fn make_run(dir: &Path) -> Tokenizer {
         let be = m.be;
         for p in m.params_mut() {
             let w: Vec<f32> = chatforge_core::backend::Backend::download(&be, &p.w).iter().map(|x| x * 4.0).collect();
-            p.w = chatforge_core::backend::Backend::upload(&be, &w);
+            *p.w = chatforge_core::backend::Backend::upload(&be, &w);
         }
         std::fs::create_dir_all(dir.join(stage)).unwrap();
         save_model(&m, &dir.join(stage)).unwrap();

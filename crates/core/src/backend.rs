@@ -132,6 +132,48 @@ impl Rope {
     }
 }
 
+/// A weight tensor's values, and a slot where a backend keeps them in its matmul's layout (the
+/// CPU's bf16 panels), packed on first use and reused by every matmul after it. Any mutable
+/// access (an optimizer step, a load) marks the slot stale, so a packed copy is never used
+/// after the values change; the next matmul repacks into the same memory.
+pub struct Weight<T> {
+    data: T,
+    packed: std::sync::Mutex<Vec<u32>>,
+    fresh: std::sync::atomic::AtomicBool,
+}
+
+impl<T> Weight<T> {
+    pub fn new(data: T) -> Self {
+        Weight { data, packed: std::sync::Mutex::new(Vec::new()), fresh: std::sync::atomic::AtomicBool::new(false) }
+    }
+
+    /// The packed copy, made by `pack` (into the slot's memory) unless it is fresh: the values
+    /// have not been borrowed mutably since it was made.
+    pub fn packed<R>(&self, pack: impl FnOnce(&T, &mut Vec<u32>), with: impl FnOnce(&[u32]) -> R) -> R {
+        use std::sync::atomic::Ordering;
+        let mut slot = self.packed.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.fresh.load(Ordering::Acquire) {
+            pack(&self.data, &mut slot);
+            self.fresh.store(true, Ordering::Release);
+        }
+        with(&slot)
+    }
+}
+
+impl<T> std::ops::Deref for Weight<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.data
+    }
+}
+
+impl<T> std::ops::DerefMut for Weight<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        *self.fresh.get_mut() = false;
+        &mut self.data
+    }
+}
+
 /// Backends are small cloneable handles (the CPU one is a unit struct).
 pub trait Backend: Send + Sync + Clone {
     type Buf: Send + Sync;
@@ -161,6 +203,13 @@ pub trait Backend: Send + Sync + Clone {
     /// `c[m,n] = op(a) · op(b)` (or `+=` when `accumulate`), where `op(a)` is `[m,k]` and `op(b)` is `[k,n]`.
     #[allow(clippy::too_many_arguments)]
     fn matmul(&self, c: &mut Self::Buf, a: &Self::Buf, ta: Op, b: &Self::Buf, tb: Op, m: usize, n: usize, k: usize, accumulate: bool);
+
+    /// `c[m,n] (+)= a[m,k] · w[n,k]ᵀ`, a linear layer's forward: `matmul` with the weight, which
+    /// a backend may keep packed between calls (`Weight::packed`). The same bits as `matmul`.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_weight(&self, c: &mut Self::Buf, a: &Self::Buf, w: &Weight<Self::Buf>, m: usize, n: usize, k: usize, accumulate: bool) {
+        self.matmul(c, a, Op::N, w, Op::T, m, n, k, accumulate)
+    }
 
     /// `y[m,out] (+)= x[m,inp] · w[out,inp]ᵀ` for the few rows of a decoding step (one per live
     /// sequence). Unlike `matmul`, row i's result must not depend on the other rows, so that a

@@ -173,7 +173,7 @@ pub fn load_model<B: Backend>(be: B, dir: &Path) -> Result<Llama<B>> {
                 msg: format!("shape {shape:?} in {} but the config implies {:?}", file.path.display(), p.shape),
             });
         }
-        p.w = be.upload(&data);
+        *p.w = be.upload(&data);
     }
     if !tied && !files.iter().any(|f| f.contains("lm_head.weight")) {
         return Err(Error::Tensor { name: "lm_head.weight".into(), msg: "missing and tie_word_embeddings is false".into() });

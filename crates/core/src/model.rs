@@ -10,7 +10,7 @@
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::backend::{AttnShape, Backend, Op, Rope, IGNORE};
+use crate::backend::{AttnShape, Backend, Op, Rope, Weight, IGNORE};
 use crate::config::LlamaConfig;
 
 mod decode;
@@ -19,18 +19,19 @@ pub use decode::{DecodeWs, KvCache};
 // ---------------------------------------------------------------------------------------------
 // Parameters
 
-/// A named weight tensor and its gradient (allocated on the first backward).
+/// A named weight tensor and its gradient (allocated on the first backward). The values are a
+/// `Weight`: read them through it, and any write marks its packed copy stale.
 pub struct Param<B: Backend> {
     pub name: String,
     pub shape: Vec<usize>,
-    pub w: B::Buf,
+    pub w: Weight<B::Buf>,
     pub g: B::Buf,
 }
 
 impl<B: Backend> Param<B> {
     fn new(be: &B, name: String, shape: Vec<usize>) -> Self {
         let n = shape.iter().product();
-        Param { name, shape, w: be.zeros(n), g: be.zeros(0) }
+        Param { name, shape, w: Weight::new(be.zeros(n)), g: be.zeros(0) }
     }
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
@@ -44,7 +45,7 @@ impl<B: Backend> Param<B> {
 /// `y[N,out] = x[N,in] · W^T` with W `[out,in]` (HF's nn.Linear layout).
 fn linear<B: Backend>(be: &B, y: &mut B::Buf, x: &B::Buf, w: &Param<B>, n: usize, acc: bool) {
     let (out, inp) = (w.shape[0], w.shape[1]);
-    be.matmul(y, x, Op::N, &w.w, Op::T, n, out, inp, acc);
+    be.matmul_weight(y, x, &w.w, n, out, inp, acc);
 }
 
 /// Backward of `linear`: `gW += dy^T · x`, and `dx (+)= dy · W`.
@@ -505,7 +506,7 @@ impl<B: Backend> Llama<B> {
         let mut rng = ChaCha8Rng::seed_from_u64(0x5c0e);
         let w: Vec<f32> = (0..d).map(|_| normal(&mut rng, 1.0 / (d as f32).sqrt())).collect();
         let mut score = Param::new(&self.be, "score.weight".into(), vec![1, d]);
-        score.w = self.be.upload(&w);
+        *score.w = self.be.upload(&w);
         self.score = Some(score);
         self
     }
@@ -524,7 +525,7 @@ impl<B: Backend> Llama<B> {
         let be = &m.be;
         let mut init = |p: &mut Param<B>, std: f32| {
             let data: Vec<f32> = (0..p.numel()).map(|_| normal(&mut rng, std)).collect();
-            p.w = be.upload(&data);
+            *p.w = be.upload(&data);
         };
         init(&mut m.embed, 0.02);
         for blk in &mut m.blocks {

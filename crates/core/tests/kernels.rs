@@ -318,3 +318,32 @@ fn embedding_forward_backward() {
     assert_eq!(&dt[0..3], &[1.0, 1.0, 1.0]);
     assert_eq!(&dt[3..12], &[0.0; 9]);
 }
+
+/// A linear layer keeps its weight packed between forwards (`backend::Weight`); a weight written
+/// in between (as an optimizer step writes it) must be repacked, never used stale: the second
+/// forward equals a fresh model's with the new weights, bit for bit.
+#[test]
+fn a_weight_written_after_a_forward_is_repacked() {
+    use chatforge_core::backend::Precision;
+    use chatforge_core::config::LlamaConfig;
+    use chatforge_core::cpu::Cpu;
+    use chatforge_core::model::Llama;
+    let be = Cpu::with_precision(Precision::Bf16);
+    let cfg = LlamaConfig::from_depth(1, 50, 16);
+    let ids: Vec<u32> = (0..32).map(|i| (i * 7 % 50) as u32).collect();
+    let mut m = Llama::new(be, cfg.clone(), 3);
+    let before = m.forward(&ids, 2, 16);
+    for p in m.params_mut() {
+        if p.shape.len() == 2 {
+            p.w.iter_mut().for_each(|x| *x *= 3.0);
+        }
+    }
+    let after = m.forward(&ids, 2, 16);
+    let mut fresh = Llama::new(be, cfg, 3);
+    for (p, q) in fresh.params_mut().into_iter().zip(m.params()) {
+        p.w.copy_from_slice(&q.w);
+    }
+    let want = fresh.forward(&ids, 2, 16);
+    assert!(before.iter().zip(&after).any(|(x, y)| x != y), "the write changed nothing");
+    assert!(after.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits()), "a stale packed weight was used");
+}

@@ -384,7 +384,7 @@ fn eager_to_stop(dir: &Path) -> Arc<AppState> {
     let mut m = Llama::new(Cpu, LlamaConfig::from_depth(1, tok.vocab_size(), CONTEXT), 1);
     let be = m.be;
     for p in m.params_mut().into_iter().filter(|p| p.name == "model.norm.weight") {
-        p.w = chatforge_core::backend::Backend::upload(&be, &vec![0.0; p.numel()]);
+        *p.w = chatforge_core::backend::Backend::upload(&be, &vec![0.0; p.numel()]);
     }
     save_model(&m, &dir.join("sft")).unwrap();
     Arc::new(AppState::load(&ServeConfig::new(dir)).unwrap())

@@ -564,9 +564,11 @@ pub fn pretrain(
 fn check_memory(mc: &LlamaConfig, cfg: &PretrainConfig) -> Result<()> {
     let (n, d, f, l) = ((cfg.batch * cfg.context) as f64, mc.hidden_size as f64, mc.intermediate_size as f64, mc.num_hidden_layers as f64);
     let heads = mc.num_attention_heads as f64;
-    // weights + grads + 2 moments; per-layer activations; attention probabilities; logits.
+    // weights + grads + 2 moments (+ the bf16 packed weights, half a copy); per-layer
+    // activations; attention probabilities; logits.
+    let packed = if cfg.precision == Precision::Bf16 { 0.5 } else { 0.0 };
     let bytes = 4.0
-        * (4.0 * mc.num_params() as f64
+        * ((4.0 + packed) * mc.num_params() as f64
             + l * (8.0 * n * d + 3.0 * n * f + heads * n * cfg.context as f64)
             + 12.0 * n * d
             + 2.0 * n * mc.vocab_size as f64);

@@ -8,7 +8,9 @@
 //!    multiplies bf16 pairs and adds both products into one fp32 lane. op(b) becomes panels of
 //!    NR = 32 columns `[k/2][32]`; op(a) = a stays row-major (a row of pairs is the row in bf16),
 //!    op(a) = aᵀ becomes panels of MR = 12 rows `[k/2][12]`; ragged edges and an odd k are
-//!    zero-padded. The buffers are reused from call to call;
+//!    zero-padded. The buffers are reused from call to call. A linear layer's weight may come
+//!    packed already ([`pack_weight`], kept by `backend::Weight` until the weight changes), so
+//!    a model that is not training packs each weight once, not at every forward;
 //! 2. the microkernel: a 12×32 block of c in 24 zmm accumulators, one `vdpbf16ps` per row and
 //!    16 columns per k-pair (AVX512-BF16, chosen at run time);
 //! 3. the driver: k in blocks of KC pairs (so a b panel stays in L1), tasks of MC·MR rows (and,
@@ -106,10 +108,49 @@ pub fn matmul(c: &mut [f32], a: &[f32], ta: Op, b: &[f32], tb: Op, m: usize, n: 
     }
     // 1. op(b) packed once, panel by panel in parallel.
     // The packed buffers are reused from call to call (every element is written below).
-    let (mut pa, mut pb) = PACKED.with(|b| std::mem::take(&mut *b.borrow_mut()));
-    let npan = n.div_ceil(NR);
-    pb.resize(npan * kp * NR, 0);
+    let (pa, mut pb) = PACKED.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    pack_panels(&mut pb, b, tb, k, n);
+    let pa = multiply(c, a, ta, &pb, pa, m, n, k, accumulate);
+    PACKED.with(|b| *b.borrow_mut() = (pa, pb));
+}
+
+/// op(b) as the kernel's panels `[n/NR][k/2][NR]`, into `pb` (resized; every element written).
+fn pack_panels(pb: &mut Vec<u32>, b: &[f32], tb: Op, k: usize, n: usize) {
+    let kp = k.div_ceil(2);
+    pb.resize(n.div_ceil(NR) * kp * NR, 0);
     pb.par_chunks_mut(kp * NR).enumerate().for_each(|(j, dst)| pack_b(dst, b, tb, k, n, j * NR));
+}
+
+/// A linear layer's weight `w[n,k]` packed as op(b) = wᵀ, for [`matmul_packed`] (`Weight::packed`
+/// keeps it between calls: for a frozen model the packing is paid once, not per matmul).
+pub fn pack_weight(pb: &mut Vec<u32>, w: &[f32], n: usize, k: usize) {
+    assert_eq!(w.len(), n * k, "pack_weight: w has {} elements, expected {n}x{k}", w.len());
+    if native() && k > 0 {
+        pack_panels(pb, w, Op::T, k, n);
+    }
+}
+
+/// `c[m,n] (+)= a[m,k] · w[n,k]ᵀ` from the packed weight: the same bits as `matmul` with
+/// `(a, Op::N, w, Op::T)`. Without AVX512-BF16 (nothing packed) it is that `matmul`.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_packed(c: &mut [f32], a: &[f32], w: &[f32], pb: &[u32], m: usize, n: usize, k: usize, accumulate: bool) {
+    assert_eq!(c.len(), m * n, "matmul_bf16: c has {} elements, expected {m}x{n}", c.len());
+    assert_eq!(a.len(), m * k, "matmul_bf16: a has {} elements, expected {m}x{k}", a.len());
+    if !native() || k == 0 || m == 0 || n == 0 {
+        return matmul(c, a, Op::N, w, Op::T, m, n, k, accumulate);
+    }
+    assert_eq!(pb.len(), n.div_ceil(NR) * k.div_ceil(2) * NR, "matmul_packed: the weight is packed for another shape");
+    let (pa, pb0) = PACKED.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    let pa = multiply(c, a, Op::N, pb, pa, m, n, k, accumulate);
+    PACKED.with(|b| *b.borrow_mut() = (pa, pb0));
+}
+
+/// Steps 2 and 3 of `matmul` on packed op(b) panels: convert op(a) into `pa` (returned for
+/// reuse), then the tiles in parallel.
+#[allow(clippy::too_many_arguments)]
+fn multiply(c: &mut [f32], a: &[f32], ta: Op, pb: &[u32], mut pa: Vec<u32>, m: usize, n: usize, k: usize, accumulate: bool) -> Vec<u32> {
+    let kp = k.div_ceil(2);
+    let npan = n.div_ceil(NR);
     // 2. op(a) converted once, in parallel: for op(a) = a (the common case) row-major
     //    `[m up to MR][kp]`, where a row of pairs is just the row in bf16 and the kernel
     //    broadcasts from MR rows at once; for op(a) = aᵀ panels `[m/MR][kp][MR]`, read in a's
@@ -176,7 +217,7 @@ pub fn matmul(c: &mut [f32], a: &[f32], ta: Op, b: &[f32], tb: Op, m: usize, n: 
             }
         }
     });
-    PACKED.with(|b| *b.borrow_mut() = (pa, pb));
+    pa
 }
 
 /// The same numerics without AVX512-BF16: operands rounded to bf16, then the fp32 `gemm`.
@@ -496,5 +537,20 @@ mod tests {
         };
         let one = run(1);
         assert!(one.iter().zip(run(3)).all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+    #[test]
+    fn a_packed_weight_gives_the_bits_of_matmul() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+        for &(m, n, k) in &[(1, 1, 1), (7, 33, 9), (30, 70, 513), (64, 32, 64)] {
+            let a: Vec<f32> = (0..m * k).map(|_| rng.random::<f32>() - 0.5).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| rng.random::<f32>() - 0.5).collect();
+            let mut want = vec![0.25; m * n];
+            matmul(&mut want, &a, Op::N, &w, Op::T, m, n, k, true);
+            let mut pb = vec![7; 3];
+            pack_weight(&mut pb, &w, n, k);
+            let mut got = vec![0.25; m * n];
+            matmul_packed(&mut got, &a, &w, &pb, m, n, k, true);
+            assert!(want.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits()), "{m}x{n}x{k}");
+        }
     }
 }

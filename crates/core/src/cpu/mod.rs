@@ -10,7 +10,7 @@
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use crate::backend::{AdamWStep, AttnShape, Backend, Op, Precision, Rope, IGNORE};
+use crate::backend::{AdamWStep, AttnShape, Backend, Op, Precision, Rope, Weight, IGNORE};
 
 mod attention;
 pub mod bf16;
@@ -400,6 +400,13 @@ impl Backend for Cpu {
         match self.precision {
             Precision::Fp32 => matmul(c, a, ta, b, tb, m, n, k, acc),
             Precision::Bf16 => bf16::matmul(c, a, ta, b, tb, m, n, k, acc),
+        }
+    }
+
+    fn matmul_weight(&self, c: &mut Vec<f32>, a: &Vec<f32>, w: &Weight<Vec<f32>>, m: usize, n: usize, k: usize, acc: bool) {
+        match self.precision {
+            Precision::Fp32 => matmul(c, a, Op::N, w, Op::T, m, n, k, acc),
+            Precision::Bf16 => w.packed(|w, pb| bf16::pack_weight(pb, w, n, k), |pb| bf16::matmul_packed(c, a, w, pb, m, n, k, acc)),
         }
     }
 
