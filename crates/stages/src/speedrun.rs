@@ -25,14 +25,19 @@ use crate::{data, dpo, eval, headroom, label, moderation, ppo, pretrain, rm, sca
 
 /// The scaling ladder for a base run of `cap` tokens: the full recipe's rungs (`scale`'s
 /// default ladder), each cut only as far as needed to keep it at most `MAX_RUNG_FRACTION` of
-/// the base run's compute (rungs that fit keep their tokens; two cut to the same size are one).
+/// the base run's compute (rungs that fit keep their tokens; a rung cut to the size of another
+/// is halved instead, so the ladder keeps its six points: with five, the Chinchilla law's five
+/// parameters pass through all of them and its bootstrap interval has no width).
 /// They are not paced: paced rungs sit nearer the unigram plateau, where the laws extrapolate
 /// badly (pace 0.64, seed 1337: the paced ladder predicted −7.7 %, outside its interval; the full
 /// one +1.5 % for the same base run). Nor are they shrunk alike: at pace 0.56 (a base run of
 /// 1.93M tokens) every rung shrunk by 0.69 predicted −7.9 %, outside its interval; this ladder
 /// (only the two too large rungs cut) predicted −2.1 % for the same base run, inside, and a whole
-/// speedrun at pace 0.51 (1.64M tokens) −4.1 %, inside. The smaller the base run, the larger
-/// the error: the recipe's own 4.5M-token target lands within +1.6 to +2.6 % (3 seeds).
+/// speedrun at pace 0.51 (1.64M tokens) −4.1 %, inside. At pace 0.45 (1.14M tokens) both d2
+/// rungs were cut to one size: five points, the Chinchilla law through all five, a zero-width
+/// interval and −13.1 %; with the second halved, six points, −6.9 % outside [4.79, 5.39]. The
+/// smaller the base run, the larger the error: the recipe's own 4.5M-token target lands within
+/// +1.6 to +2.6 % (3 seeds).
 /// The quick ladder takes seconds and its rungs barely leave the unigram plateau: its prediction
 /// is a smoke test.
 fn ladder(quick: bool, base: &PretrainConfig, cap: usize, vocab: usize) -> Vec<Rung> {
@@ -56,7 +61,11 @@ fn ladder(quick: bool, base: &PretrainConfig, cap: usize, vocab: usize) -> Vec<R
     for r in full {
         let per_token = cfg.size_of(r, vocab).3 / cfg.trained_tokens(r) as f64;
         let fits = ((most / per_token) as usize / step * step).max(step);
-        let cut = Rung { tokens: r.tokens.min(fits), ..r };
+        let mut cut = Rung { tokens: r.tokens.min(fits), ..r };
+        // A rung cut to the size of another is halved until it is a point of its own.
+        while rungs.contains(&cut) && cut.tokens >= 2 * step {
+            cut.tokens = cut.tokens / 2 / step * step;
+        }
         if !rungs.contains(&cut) {
             rungs.push(cut);
         }
@@ -275,7 +284,9 @@ mod tests {
     #[test]
     fn every_ladder_run_is_at_most_a_tenth_of_the_base_runs_compute() {
         let base = PretrainConfig { depth: 4, ..Default::default() };
-        for (quick, factor, steps) in [(true, 1.0, 200), (false, 1.0, 2500), (false, 0.58, 2500), (false, 0.3, 2200), (false, 0.05, 2500)] {
+        for (quick, factor, steps) in
+            [(true, 1.0, 200), (false, 1.0, 2500), (false, 0.58, 2500), (false, 0.45, 2500), (false, 0.3, 2200), (false, 0.05, 2500)]
+        {
             let pace = Pace::given(factor).unwrap();
             let steps = if quick { steps } else { pace.pretrain_steps(steps, SFT_STEPS) };
             let target = Rung { depth: 4, tokens: steps * base.tokens_per_step() };
@@ -291,8 +302,11 @@ mod tests {
             if !quick && factor == 1.0 {
                 assert_eq!(cfg.ladder, scale::Config::default().ladder, "pace {factor}: the full rungs");
             }
-            // A full rung that fits the fraction is kept whole, whatever the others need.
+            // A full rung that fits the fraction is kept whole, whatever the others need; the
+            // ladder keeps the recipe's number of distinct rungs.
             if !quick {
+                let full = scale::Config::default().ladder;
+                assert_eq!(cfg.ladder.len(), full.len(), "pace {factor}: {:?}", cfg.ladder);
                 let most = MAX_RUNG_FRACTION * cfg.size_of(target, 4096).3;
                 for r in scale::Config::default().ladder {
                     if cfg.size_of(r, 4096).3 <= 0.97 * most {

@@ -163,11 +163,21 @@ fn predict_fits_both_laws_and_refuses_bad_ladders() {
     }
     assert!(json["fit"]["compute_law"]["b"]["interval"].is_array() && json["fit"]["chinchilla"]["alpha"]["value"].is_number());
 
-    // Four points: the compute law only, with the reason Chinchilla was skipped.
-    let s = predict(&ladder[..4], &target, 10, 1).unwrap();
+    // Five points, two sizes: the compute law only, with the reason Chinchilla was skipped.
+    let s = predict(&ladder[..5], &target, 10, 1).unwrap();
     assert_eq!(s.prediction_law, "compute_law");
-    assert!(s.fit.chinchilla.is_none() && s.fit.chinchilla_skipped.as_deref().unwrap().contains("at least 5"));
+    assert!(s.fit.chinchilla.is_none() && s.fit.chinchilla_skipped.as_deref().unwrap().contains("3 model sizes"));
     assert!(s.recommended_tokens_per_param.is_none());
+    // Five points, three sizes and three budgets: Chinchilla's five parameters would pass
+    // through all of them, and every bootstrap resample would be the same five, so no interval.
+    let five: Vec<_> = [0, 1, 2, 3, 6].iter().map(|&i| ladder[i].clone()).collect();
+    let s = predict(&five, &target, 10, 1).unwrap();
+    assert_eq!(s.prediction_law, "compute_law");
+    assert!(s.fit.chinchilla_skipped.as_deref().unwrap().contains("one more for its bootstrap interval"), "{:?}", s.fit.chinchilla_skipped);
+    assert!(s.prediction_interval[1] > s.prediction_interval[0], "{:?}", s.prediction_interval);
+    // Four points of distinct compute: not even the compute law's interval.
+    let e = predict(&ladder[..4], &target, 10, 1).unwrap_err().to_string();
+    assert!(e.contains("compute law") && e.contains("one more"), "{e}");
 
     // A target no bigger than the ladder, and a diverged run, are refused.
     let small = point(1, 3e5, 100_000, f64::NAN);
