@@ -10,6 +10,7 @@ Plus golden.safetensors: input_ids [1, 16] and the logits `transformers` compute
 bf16 weights in float32 (what chatforge's import, which converts bf16 to f32, must give).
 
     /tmp/venv/bin/python tools/make_import_fixture.py
+    /tmp/venv/bin/python tools/make_import_fixture.py --llama2-sp   (llama2_sp_tiny/, below)
 """
 
 import json
@@ -58,5 +59,39 @@ def main():
         print(f.relative_to(REPO_ROOT), f.stat().st_size)
 
 
+def llama2_sentencepiece():
+    """crates/cli/tests/fixtures/llama2_sp_tiny/: a tiny random Llama-2-shaped model (f32, one
+    file) with the data crate's SentencePiece-style tokenizer (byte fallback, `▁` for spaces)
+    and its Llama-2-form template (crates/data/tests/fixtures/sentencepiece/, made by
+    tools/make_sentencepiece_fixture.py), and golden.safetensors as above."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = REPO_ROOT / "crates" / "cli" / "tests" / "fixtures" / "llama2_sp_tiny"
+    sp = DATA / "sentencepiece"
+    torch.manual_seed(2025)
+    vocab = len(json.loads((sp / "tokenizer.json").read_text())["model"]["vocab"])
+    config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                         rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
+                         attn_implementation="eager")
+    model = LlamaForCausalLM(config)
+    if out.exists():
+        shutil.rmtree(out)
+    model.save_pretrained(out)
+    for f in ["tokenizer.json", "tokenizer_config.json"]:
+        shutil.copy(sp / f, out / f)
+    ids = torch.randint(0, vocab, (1, 16), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    save_file({"input_ids": ids.contiguous(), "logits": logits.contiguous()}, str(out / "golden.safetensors"))
+    for f in sorted(out.iterdir()):
+        print(f.relative_to(REPO_ROOT), f.stat().st_size)
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:] == ["--llama2-sp"]:
+        llama2_sentencepiece()
+    else:
+        main()

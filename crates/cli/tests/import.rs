@@ -27,6 +27,19 @@ fn ok(args: &[&str], run: &Path) -> String {
     text
 }
 
+/// The checkpoint imported into `stage` computes the logits `transformers` wrote into the
+/// fixture's golden.safetensors.
+fn assert_golden_logits(fixture: &Path, stage: &Path) {
+    let golden = TensorFile::open(&fixture.join("golden.safetensors")).unwrap();
+    let (_, ids) = golden.get_i64("input_ids").unwrap();
+    let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+    let mut model = load_model(Cpu, stage).unwrap();
+    let got = model.forward(&ids, 1, ids.len());
+    let want = golden.get("logits").unwrap().1;
+    let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
+    assert!(worst < 1e-4, "logits differ from transformers by up to {worst}");
+}
+
 struct Guard(std::process::Child);
 
 impl Drop for Guard {
@@ -54,14 +67,7 @@ fn import_sft_dpo_serve_with_the_models_own_template() {
     assert!(text.contains("qwen2") && text.contains("BF16 from 2 file(s)"), "{text}");
 
     // 1. The imported checkpoint computes transformers' logits (bf16 weights read as f32).
-    let golden = TensorFile::open(&fixture().join("golden.safetensors")).unwrap();
-    let (_, ids) = golden.get_i64("input_ids").unwrap();
-    let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
-    let mut model = load_model(Cpu, &run.join("base")).unwrap();
-    let got = model.forward(&ids, 1, ids.len());
-    let want = golden.get("logits").unwrap().1;
-    let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
-    assert!(worst < 1e-4, "logits differ from transformers by up to {worst}");
+    assert_golden_logits(&fixture(), &run.join("base"));
 
     // 2. The run's tokenizer follows the model's template: its default system message is in
     // every prompt, and a user's "<|im_end|>" is text, not the stop token.
@@ -213,4 +219,44 @@ fn a_model_id_is_read_from_the_hf_cache() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("not in the HF cache"), "{err}");
+}
+
+/// A Llama-2-shaped model with a SentencePiece tokenizer (byte fallback, `▁` for spaces; the
+/// data crate's fixture, tools/make_import_fixture.py --llama2-sp) imports: transformers'
+/// logits, the template's prompt as transformers tokenizes it, and a chat turn from the CLI.
+#[test]
+fn a_sentencepiece_llama_2_model_imports_and_chats() {
+    use chatforge_data::tokenizer::Pieces;
+    use std::io::Write;
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama2_sp_tiny");
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("r");
+    let out = Command::new(env!("CARGO_BIN_EXE_chatforge")).arg("import").arg(&src).arg("--run").arg(&run).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("stops at </s>"), "{text}");
+
+    assert_golden_logits(&src, &run.join("sft"));
+
+    let tok = Tokenizer::load(&run.join("tokenizer.json")).unwrap();
+    assert_eq!(tok.pieces(), Pieces::ByteFallback);
+    let prompt = chat::encode_prompt(&tok, &Conversation::new(vec![Message::user("Hi")]));
+    let chats: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/tests/fixtures/sentencepiece/chat.json")).unwrap(),
+    )
+    .unwrap();
+    let want: Vec<u32> = serde_json::from_value(chats[0]["ids"].clone()).unwrap();
+    assert_eq!(prompt, want, "the prompt is not transformers' tokenization of the template");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chatforge"))
+        .args(["chat", "--run"])
+        .arg(&run)
+        .args(["--temperature", "0", "--max-tokens", "8"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"Hello there\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success() && !out.stdout.is_empty(), "{out:?}");
 }

@@ -33,7 +33,7 @@ use minijinja::value::{Kwargs, Serde, Value, ValueKind};
 use minijinja::{Environment, ErrorKind};
 
 use crate::chat::{Conversation, Message, Role};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{Pieces, Tokenizer};
 use crate::{Error, Result};
 
 /// Marks a message's content in the placeholder render: private-use characters, no whitespace.
@@ -229,6 +229,9 @@ impl ChatTemplate {
             }
             at += text.len();
         }
+        if tok.pieces() == Pieces::ByteFallback {
+            return Ok(encode_runs(tok, &segs));
+        }
         let mut ids = Vec::new();
         let mut mask = Vec::new();
         for s in segs.iter().filter(|s| !s.text.is_empty()) {
@@ -247,12 +250,75 @@ impl ChatTemplate {
     /// [`ChatTemplate::encode_prompt`] with the functions the model may call (OpenAI's `tools`
     /// list), which the template writes where the model was trained to read them.
     pub fn encode_prompt_with_tools(&self, tok: &Tokenizer, conv: &Conversation, tools: Option<&serde_json::Value>) -> Result<Vec<u32>> {
+        let pieces = self.segments(&conv.messages, true, tools)?;
+        if tok.pieces() == Pieces::ByteFallback {
+            let segs: Vec<Segment> = pieces.into_iter().map(|(text, c)| Segment { text, content: c.is_some(), learned: false }).collect();
+            return Ok(encode_runs(tok, &segs).0);
+        }
         let mut ids = Vec::new();
-        for (text, content) in self.segments(&conv.messages, true, tools)? {
+        for (text, content) in pieces {
             ids.extend(if content.is_some() { tok.encode(&text) } else { tok.encode_chat(&text) });
         }
         Ok(ids)
     }
+}
+
+/// Segments encoded as `transformers` encodes the whole rendered text, for SentencePiece
+/// tokenizers: the template's special tokens (found in its markup only, never in a message's
+/// content) split the text into runs, and each run is encoded in one piece, content and markup
+/// together, with special-token strings in it as plain text. Segment by segment would differ:
+/// a SentencePiece normalizer writes a `▁` before every text it encodes (Llama 2's
+/// `[INST] Hi` would gain one before `Hi`), and a merge may span markup and content (`▁Hi`).
+/// A token is learned where its first byte is (a `▁` the normalizer added: where its run starts).
+fn encode_runs(tok: &Tokenizer, segs: &[Segment]) -> (Vec<u32>, Vec<bool>) {
+    let hf = tok.hf();
+    let mut specials: Vec<(String, u32)> = hf
+        .get_added_tokens_decoder()
+        .into_iter()
+        .filter(|(_, t)| t.special && !t.content.is_empty())
+        .map(|(id, t)| (t.content, id))
+        .collect();
+    // Longest first, so that a special token that contains another is matched whole.
+    specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+    // The full text, its learned byte ranges, and the template's special tokens (start, end, id).
+    let (mut full, mut learned, mut cuts) = (String::new(), Vec::new(), Vec::new());
+    for s in segs {
+        let at = full.len();
+        if s.learned {
+            learned.push((at, at + s.text.len()));
+        }
+        let mut i = 0;
+        while !s.content && i < s.text.len() {
+            match specials.iter().find(|(t, _)| s.text[i..].starts_with(t.as_str())) {
+                Some((t, id)) => {
+                    cuts.push((at + i, at + i + t.len(), *id));
+                    i += t.len();
+                }
+                None => i += s.text[i..].chars().next().map_or(1, char::len_utf8),
+            }
+        }
+        full.push_str(&s.text);
+    }
+    let is_learned = |b: usize| learned.iter().any(|&(s, e)| b >= s && b < e);
+    let (mut ids, mut mask) = (Vec::new(), Vec::new());
+    let run = |from: usize, to: usize, ids: &mut Vec<u32>, mask: &mut Vec<bool>| {
+        if from < to {
+            let enc = hf.encode(&full[from..to], false).expect("a byte-fallback BPE encodes any string");
+            for (&id, &(s, _)) in enc.get_ids().iter().zip(enc.get_offsets()) {
+                ids.push(id);
+                mask.push(is_learned(from + s.min(to - from - 1)));
+            }
+        }
+    };
+    let mut at = 0;
+    for (s, e, id) in cuts {
+        run(at, s, &mut ids, &mut mask);
+        ids.push(id);
+        mask.push(is_learned(s));
+        at = e;
+    }
+    run(at, full.len(), &mut ids, &mut mask);
+    (ids, mask)
 }
 
 /// Python's `datetime.now().strftime(fmt)` (UTC) for the codes templates use: %d %m %y %Y %b %B

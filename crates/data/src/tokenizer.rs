@@ -20,12 +20,16 @@
 //!
 //! The file format is HF's `tokenizer.json`: Python `tokenizers` and `transformers` load it.
 //!
-//! An imported model (`chatforge import`) brings its own byte-level tokenizer, special tokens
+//! An imported model (`chatforge import`) brings its own tokenizer, special tokens
 //! and chat template: `tokenizer_config.json` beside `tokenizer.json` holds its `chat_template`,
 //! `bos_token`, `eos_token` and `chatforge_stop_tokens` (the tokens that end a turn). Then
 //! [`Tokenizer::template`] is the model's [`ChatTemplate`], and `chat::encode_prompt` and
 //! `chat::encode_for_training` follow it instead of ChatML; [`Tokenizer::eot_id`] is its EOS and
-//! [`Tokenizer::im_end_id`] its end of turn.
+//! [`Tokenizer::im_end_id`] its end of turn. Its tokenizer may be byte-level (GPT-2's, as ours:
+//! Llama 3, Qwen, SmolLM2) or SentencePiece's BPE with byte fallback (Llama 2, Mistral,
+//! TinyLlama): tokens are UTF-8 text with `▁` for a space, and a character the vocabulary lacks
+//! is written as its UTF-8 bytes, tokens `<0x00>` .. `<0xFF>` ([`Pieces`]). `tokenizers` encodes
+//! and decodes both; what differs here is only [`Tokenizer::token_bytes`].
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -68,6 +72,17 @@ pub struct Tokenizer {
     /// An imported model's own chat template (`None`: our ChatML) and the ids that end a turn.
     template: Option<ChatTemplate>,
     stops: Vec<u32>,
+    pieces: Pieces,
+}
+
+/// How a vocabulary's tokens stand for bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pieces {
+    /// GPT-2's byte-level BPE: each character of a token is one byte (`BYTE_CHARS`).
+    ByteLevel,
+    /// SentencePiece's BPE with byte fallback: a token is UTF-8 text with `▁` (U+2581) for a
+    /// space, or one byte written `<0xHH>`.
+    ByteFallback,
 }
 
 impl Tokenizer {
@@ -134,7 +149,7 @@ impl Tokenizer {
     /// An imported model's tokenizer: its `tokenizer.json` and its `tokenizer_config.json`
     /// (`chat_template`, `bos_token`, `eos_token`, and our `chatforge_stop_tokens`).
     pub fn imported(mut plain: tokenizers::Tokenizer, cfg: &serde_json::Value) -> Result<Tokenizer> {
-        check_byte_level(&plain)?;
+        let pieces = pieces_of(&plain)?;
         // A token may be written as a string or as an AddedToken object {"content": ...}.
         let token = |key: &str| -> Option<String> {
             let v = cfg.get(key)?;
@@ -172,7 +187,7 @@ impl Tokenizer {
         let mut chat = plain.clone();
         chat.set_encode_special_tokens(false);
         plain.set_encode_special_tokens(true);
-        Ok(Tokenizer { plain, chat, eot, im_start, im_end, template: Some(template), stops })
+        Ok(Tokenizer { plain, chat, eot, im_start, im_end, template: Some(template), stops, pieces })
     }
 
     /// The imported model's chat template (`None`: ChatML).
@@ -216,6 +231,12 @@ impl Tokenizer {
     /// The raw bytes a token stands for; a token may hold part of a UTF-8 character.
     pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
         let token = self.id_to_token(id)?;
+        if self.pieces == Pieces::ByteFallback {
+            return Some(match fallback_byte(&token) {
+                Some(b) => vec![b],
+                None => token.replace('\u{2581}', " ").into_bytes(),
+            });
+        }
         // Map each character back to its byte, as the ByteLevel decoder does; a token that is
         // not made of byte characters (a special token written with other symbols) stays UTF-8.
         let bytes: Option<Vec<u8>> = token.chars().map(|c| CHAR_TO_BYTE.get(&c).copied()).collect();
@@ -288,6 +309,11 @@ impl Tokenizer {
         id == self.eot || id == self.im_start || id == self.im_end
     }
 
+    /// How the vocabulary's tokens stand for bytes (byte-level, or SentencePiece's byte fallback).
+    pub fn pieces(&self) -> Pieces {
+        self.pieces
+    }
+
     /// The underlying HF tokenizer (special-token strings in input are plain text).
     pub fn hf(&self) -> &tokenizers::Tokenizer {
         &self.plain
@@ -336,7 +362,7 @@ impl Tokenizer {
         let mut chat = plain.clone();
         chat.set_encode_special_tokens(false);
         plain.set_encode_special_tokens(true);
-        Ok(Tokenizer { plain, chat, eot, im_start, im_end, template: None, stops: vec![] })
+        Ok(Tokenizer { plain, chat, eot, im_start, im_end, template: None, stops: vec![], pieces: Pieces::ByteLevel })
     }
 }
 
@@ -377,6 +403,27 @@ fn special_token_id(tok: &tokenizers::Tokenizer, name: &str) -> Option<u32> {
     decoder.get(&id).filter(|t| t.special).map(|_| id)
 }
 
+/// The byte a SentencePiece byte-fallback token stands for: `<0x0A>` is 0x0A.
+fn fallback_byte(token: &str) -> Option<u8> {
+    let hex = token.strip_prefix("<0x")?.strip_suffix('>')?;
+    (hex.len() == 2).then(|| u8::from_str_radix(hex, 16).ok()).flatten()
+}
+
+/// Which kind of tokenizer an imported `tok` is, after checking that `encode` and `decode`
+/// cannot fail and round-trip any string: byte-level, or SentencePiece with byte fallback
+/// (all 256 `<0xHH>` tokens in the vocabulary). Anything else is refused, naming what is missing.
+fn pieces_of(tok: &tokenizers::Tokenizer) -> Result<Pieces> {
+    let Err(byte_level) = check_byte_level(tok) else { return Ok(Pieces::ByteLevel) };
+    let missing = (0..=255u8).filter(|b| tok.token_to_id(&format!("<0x{b:02X}>")).is_none()).count();
+    if missing > 0 {
+        return Err(Error::Tokenizer(format!(
+            "{byte_level}; nor is it SentencePiece with byte fallback: {missing} of the 256 tokens <0x00>..<0xFF> are missing"
+        )));
+    }
+    check_round_trip(tok)?;
+    Ok(Pieces::ByteFallback)
+}
+
 /// Checks that `tok` is byte-level with contiguous ids, so that `encode` and `decode` cannot fail
 /// and round-trip any string.
 fn check_byte_level(tok: &tokenizers::Tokenizer) -> Result<()> {
@@ -384,6 +431,12 @@ fn check_byte_level(tok: &tokenizers::Tokenizer) -> Result<()> {
     if missing > 0 {
         return Err(Error::Tokenizer(format!("not a byte-level tokenizer: {missing} of the 256 byte tokens are missing")));
     }
+    check_round_trip(tok)
+}
+
+/// Checks that `tok`'s ids are contiguous and that a string of every kind of character decodes
+/// back as itself.
+fn check_round_trip(tok: &tokenizers::Tokenizer) -> Result<()> {
     let n = tok.get_vocab_size(true) as u32;
     if let Some(hole) = (0..n).find(|&id| tok.id_to_token(id).is_none()) {
         return Err(Error::Tokenizer(format!("ids are not contiguous: no token has id {hole}")));
@@ -394,7 +447,7 @@ fn check_byte_level(tok: &tokenizers::Tokenizer) -> Result<()> {
         .and_then(|e| tok.decode(e.get_ids(), false))
         .map_err(|e| Error::Tokenizer(format!("cannot encode a test string: {e}")))?;
     if round_trip != probe {
-        return Err(Error::Tokenizer(format!("not byte-level: {probe:?} decodes back as {round_trip:?}")));
+        return Err(Error::Tokenizer(format!("encode and decode do not round-trip: {probe:?} decodes back as {round_trip:?}")));
     }
     Ok(())
 }

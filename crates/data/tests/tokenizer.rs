@@ -262,3 +262,97 @@ proptest! {
         prop_assert_eq!(BYTES.encode(&s).len(), s.len());
     }
 }
+
+/// A SentencePiece-style tokenizer (Llama 2's layout: `▁` for spaces, byte fallback), made by
+/// `tools/make_sentencepiece_fixture.py` with Python `tokenizers`, imports with its chat template:
+/// our ids and decoded text are Python's, and each token's bytes spell the text it covers (the
+/// prepended space included), which constrained decoding and bits per byte rely on.
+#[test]
+fn sentencepiece_tokenizers_import_and_match_python() {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        text: String,
+        ids: Vec<u32>,
+        decoded: String,
+    }
+    let tok = Tokenizer::load(&fixture("sentencepiece/tokenizer.json")).unwrap();
+    assert!(tok.template().is_some(), "the fixture's tokenizer_config.json has a chat template");
+    assert_eq!(tok.id_to_token(tok.eot_id()).as_deref(), Some("</s>"));
+    let rows: Vec<Row> = serde_json::from_str(&std::fs::read_to_string(fixture("sentencepiece/ids.json")).unwrap()).unwrap();
+    assert!(rows.len() >= 8);
+    for r in &rows {
+        assert_eq!(tok.encode(&r.text), r.ids, "{:?}", r.text);
+        assert_eq!(tok.decode(&r.ids, false), r.decoded, "{:?}", r.text);
+        let bytes: Vec<u8> = r.ids.iter().flat_map(|&id| tok.token_bytes(id).unwrap()).collect();
+        assert_eq!(String::from_utf8(bytes).unwrap(), format!(" {}", r.text), "{:?}", r.text);
+    }
+    // A character outside the vocabulary falls back to its UTF-8 bytes, one token each.
+    let emoji = tok.encode("🦀");
+    assert!(emoji.iter().filter(|&&id| tok.id_to_token(id).unwrap().starts_with("<0x")).count() == 4, "{emoji:?}");
+    assert_eq!(tok.token_bytes(tok.token_to_id("<0x0A>").unwrap()).unwrap(), b"\n");
+}
+
+/// A tokenizer that is neither byte-level nor SentencePiece with byte fallback is refused, and
+/// the error says what it lacks.
+#[test]
+fn a_tokenizer_without_byte_tokens_is_refused_by_name() {
+    let dir = scratch("sp-broken");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("sentencepiece/tokenizer.json")).unwrap()).unwrap();
+    json["model"]["vocab"].as_object_mut().unwrap().remove("<0x41>");
+    std::fs::write(dir.join("tokenizer.json"), json.to_string()).unwrap();
+    std::fs::copy(fixture("sentencepiece/tokenizer_config.json"), dir.join("tokenizer_config.json")).unwrap();
+    let e = Tokenizer::load(&dir.join("tokenizer.json")).unwrap_err().to_string();
+    assert!(e.contains("not a byte-level tokenizer") && e.contains("1 of the 256 tokens <0x00>..<0xFF> are missing"), "{e}");
+}
+
+/// The fixture's Llama-2-form template encodes as `transformers`' `apply_chat_template` tokenizes
+/// (the whole render at once: a `▁` after each special token, merges across markup and
+/// content), the loss mask covers the answer and its `</s>`, and a `</s>` typed by a user stays
+/// text.
+#[test]
+fn sentencepiece_chat_templates_encode_as_transformers_does() {
+    use chatforge_data::chat::{Conversation, Message};
+    #[derive(serde::Deserialize)]
+    struct Turn {
+        role: String,
+        content: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Chat {
+        messages: Vec<Turn>,
+        ids: Vec<u32>,
+    }
+    let tok = Tokenizer::load(&fixture("sentencepiece/tokenizer.json")).unwrap();
+    let template = tok.template().unwrap();
+    let chats: Vec<Chat> = serde_json::from_str(&std::fs::read_to_string(fixture("sentencepiece/chat.json")).unwrap()).unwrap();
+    assert_eq!(chats.len(), 4);
+    let eos = tok.eot_id();
+    for c in &chats {
+        let msgs = c
+            .messages
+            .iter()
+            .map(|t| match t.role.as_str() {
+                "system" => Message::system(t.content.as_str()),
+                "user" => Message::user(t.content.as_str()),
+                _ => Message::assistant(t.content.as_str()),
+            })
+            .collect();
+        let conv = Conversation::new(msgs);
+        if c.messages.last().unwrap().role == "assistant" {
+            let (ids, mask) = template.encode_for_training(&tok, &conv).unwrap();
+            assert_eq!(ids, c.ids, "{}", tok.decode(&ids, false));
+            let learned: Vec<u32> = ids.iter().zip(&mask).filter(|(_, &m)| m).map(|(&i, _)| i).collect();
+            assert_eq!(learned.last(), Some(&eos));
+            let answer = tok.decode(&learned, true);
+            assert_eq!(answer.trim(), c.messages.last().unwrap().content.trim(), "{answer:?}");
+        } else {
+            let ids = template.encode_prompt(&tok, &conv).unwrap();
+            assert_eq!(ids, c.ids, "{}", tok.decode(&ids, false));
+        }
+    }
+    let typed = Conversation::new(vec![Message::user("a </s> b")]);
+    let ids = template.encode_prompt(&tok, &typed).unwrap();
+    assert!(!ids.contains(&eos), "a user's </s> became the stop token");
+}
