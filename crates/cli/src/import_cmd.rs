@@ -44,5 +44,9 @@ pub fn run(a: ImportArgs) -> anyhow::Result<()> {
         f.stop_tokens.join(" ")
     );
     println!("talk to it: chatforge chat --run {} --stage {}", a.run.display(), a.stage);
+    if !run.dir.moderation().exists() {
+        let r = a.run.display();
+        println!("serve it (the server needs the run's moderation classifier): chatforge moderation train --run {r} && chatforge serve --run {r}");
+    }
     Ok(())
 }
