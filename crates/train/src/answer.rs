@@ -17,6 +17,10 @@ use chatforge_data::tools::{Answer, Session, Toolbox};
 pub struct Answered {
     pub gen: Generated,
     pub answer: Answer,
+    /// `masked[k]`: whether `gen.tokens[k]` was sampled under a grounding mask (a built-in
+    /// tool's argument or the reply after its result: `Session::mask` left only the
+    /// conversation's numbers and words), so not from the model's own distribution.
+    pub masked: Vec<bool>,
 }
 
 impl Answered {
@@ -38,6 +42,7 @@ pub fn answer_batch<B: Backend>(
     on_token: impl FnMut(usize, u32) -> bool,
 ) -> Vec<Answered> {
     let session = RefCell::new(Session::new(tok, toolbox.clone(), prompts.len()).ground(prompts));
+    let masked = RefCell::new(vec![Vec::new(); prompts.len()]);
     let gens = generate_batch_with(
         model,
         prompts,
@@ -46,9 +51,20 @@ pub fn answer_batch<B: Backend>(
         on_token,
         |i, out| session.borrow_mut().on_stop(i, out),
         |i, out, logits| {
-            session.borrow().mask(i, out, logits);
+            let m = session.borrow().mask(i, out, logits);
+            // The token sampled next sits at position out.len().
+            let v = &mut masked.borrow_mut()[i];
+            v.resize(out.len() + 1, false);
+            v[out.len()] = m;
         },
     );
-    let session = session.into_inner();
-    gens.into_iter().enumerate().map(|(i, gen)| Answered { answer: session.answer(i, &gen.tokens), gen }).collect()
+    let (session, mut masked) = (session.into_inner(), masked.into_inner());
+    gens.into_iter()
+        .enumerate()
+        .map(|(i, gen)| {
+            let mut m = std::mem::take(&mut masked[i]);
+            m.resize(gen.tokens.len(), false);
+            Answered { answer: session.answer(i, &gen.tokens), gen, masked: m }
+        })
+        .collect()
 }
