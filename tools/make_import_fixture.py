@@ -61,9 +61,10 @@ def main():
 
 def llama2_sentencepiece():
     """crates/cli/tests/fixtures/llama2_sp_tiny/: a tiny random Llama-2-shaped model (f32, one
-    file) with the data crate's SentencePiece-style tokenizer (byte fallback, `▁` for spaces)
+    file) for the data crate's SentencePiece-style tokenizer (byte fallback, `▁` for spaces)
     and its Llama-2-form template (crates/data/tests/fixtures/sentencepiece/, made by
-    tools/make_sentencepiece_fixture.py), and golden.safetensors as above."""
+    tools/make_sentencepiece_fixture.py), and golden.safetensors as above. The tokenizer files
+    are not copied: the test puts them beside the weights, so they are committed once."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out = REPO_ROOT / "crates" / "cli" / "tests" / "fixtures" / "llama2_sp_tiny"
@@ -78,8 +79,6 @@ def llama2_sentencepiece():
     if out.exists():
         shutil.rmtree(out)
     model.save_pretrained(out)
-    for f in ["tokenizer.json", "tokenizer_config.json"]:
-        shutil.copy(sp / f, out / f)
     ids = torch.randint(0, vocab, (1, 16), generator=torch.Generator().manual_seed(8))
     with torch.no_grad():
         logits = model(input_ids=ids).logits

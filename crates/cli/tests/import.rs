@@ -228,8 +228,17 @@ fn a_model_id_is_read_from_the_hf_cache() {
 fn a_sentencepiece_llama_2_model_imports_and_chats() {
     use chatforge_data::tokenizer::Pieces;
     use std::io::Write;
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama2_sp_tiny");
+    // The model folder as `save_pretrained` lays it out: the weights, and the data crate's
+    // tokenizer files beside them (committed there once).
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("m");
+    std::fs::create_dir_all(&src).unwrap();
+    for folder in [root.join("tests/fixtures/llama2_sp_tiny"), root.join("../data/tests/fixtures/sentencepiece")] {
+        for f in std::fs::read_dir(folder).unwrap().flatten() {
+            std::fs::copy(f.path(), src.join(f.file_name())).unwrap();
+        }
+    }
     let run = dir.path().join("r");
     let out = Command::new(env!("CARGO_BIN_EXE_chatforge")).arg("import").arg(&src).arg("--run").arg(&run).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -240,10 +249,7 @@ fn a_sentencepiece_llama_2_model_imports_and_chats() {
     let tok = Tokenizer::load(&run.join("tokenizer.json")).unwrap();
     assert_eq!(tok.pieces(), Pieces::ByteFallback);
     let prompt = chat::encode_prompt(&tok, &Conversation::new(vec![Message::user("Hi")]));
-    let chats: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/tests/fixtures/sentencepiece/chat.json")).unwrap(),
-    )
-    .unwrap();
+    let chats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("chat.json")).unwrap()).unwrap();
     let want: Vec<u32> = serde_json::from_value(chats[0]["ids"].clone()).unwrap();
     assert_eq!(prompt, want, "the prompt is not transformers' tokenization of the template");
 

@@ -230,7 +230,7 @@ impl ChatTemplate {
             at += text.len();
         }
         if tok.pieces() == Pieces::ByteFallback {
-            return Ok(encode_runs(tok, &segs));
+            return encode_runs(tok, &segs);
         }
         let mut ids = Vec::new();
         let mut mask = Vec::new();
@@ -253,7 +253,7 @@ impl ChatTemplate {
         let pieces = self.segments(&conv.messages, true, tools)?;
         if tok.pieces() == Pieces::ByteFallback {
             let segs: Vec<Segment> = pieces.into_iter().map(|(text, c)| Segment { text, content: c.is_some(), learned: false }).collect();
-            return Ok(encode_runs(tok, &segs).0);
+            return Ok(encode_runs(tok, &segs)?.0);
         }
         let mut ids = Vec::new();
         for (text, content) in pieces {
@@ -270,7 +270,7 @@ impl ChatTemplate {
 /// a SentencePiece normalizer writes a `▁` before every text it encodes (Llama 2's
 /// `[INST] Hi` would gain one before `Hi`), and a merge may span markup and content (`▁Hi`).
 /// A token is learned where its first byte is (a `▁` the normalizer added: where its run starts).
-fn encode_runs(tok: &Tokenizer, segs: &[Segment]) -> (Vec<u32>, Vec<bool>) {
+fn encode_runs(tok: &Tokenizer, segs: &[Segment]) -> Result<(Vec<u32>, Vec<bool>)> {
     let hf = tok.hf();
     let mut specials: Vec<(String, u32)> = hf
         .get_added_tokens_decoder()
@@ -301,24 +301,25 @@ fn encode_runs(tok: &Tokenizer, segs: &[Segment]) -> (Vec<u32>, Vec<bool>) {
     }
     let is_learned = |b: usize| learned.iter().any(|&(s, e)| b >= s && b < e);
     let (mut ids, mut mask) = (Vec::new(), Vec::new());
-    let run = |from: usize, to: usize, ids: &mut Vec<u32>, mask: &mut Vec<bool>| {
+    let run = |from: usize, to: usize, ids: &mut Vec<u32>, mask: &mut Vec<bool>| -> Result<()> {
         if from < to {
-            let enc = hf.encode(&full[from..to], false).expect("a byte-fallback BPE encodes any string");
+            let enc = hf.encode(&full[from..to], false).map_err(|e| Error::Tokenizer(format!("encoding a chat turn: {e}")))?;
             for (&id, &(s, _)) in enc.get_ids().iter().zip(enc.get_offsets()) {
                 ids.push(id);
                 mask.push(is_learned(from + s.min(to - from - 1)));
             }
         }
+        Ok(())
     };
     let mut at = 0;
     for (s, e, id) in cuts {
-        run(at, s, &mut ids, &mut mask);
+        run(at, s, &mut ids, &mut mask)?;
         ids.push(id);
         mask.push(is_learned(s));
         at = e;
     }
-    run(at, full.len(), &mut ids, &mut mask);
-    (ids, mask)
+    run(at, full.len(), &mut ids, &mut mask)?;
+    Ok((ids, mask))
 }
 
 /// Python's `datetime.now().strftime(fmt)` (UTC) for the codes templates use: %d %m %y %Y %b %B

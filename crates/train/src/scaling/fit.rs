@@ -157,6 +157,14 @@ fn distinct(values: impl Iterator<Item = f64>) -> usize {
     v.len()
 }
 
+/// How many distinct (model size, token count) pairs `points` hold.
+fn distinct_pairs(points: &[(f64, f64, f64)]) -> usize {
+    let mut pairs: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.1)).collect();
+    pairs.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    pairs.dedup();
+    pairs.len()
+}
+
 fn check_finite(what: &str, values: &[f64]) -> Result<()> {
     if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v > 0.0)) {
         return Err(Error::Input(format!(
@@ -183,10 +191,7 @@ fn check_chinchilla_points(points: &[(f64, f64, f64)]) -> Result<()> {
     check_finite("the model size", &points.iter().map(|p| p.0).collect::<Vec<_>>())?;
     check_finite("the token count", &points.iter().map(|p| p.1).collect::<Vec<_>>())?;
     check_finite("the val loss", &points.iter().map(|p| p.2).collect::<Vec<_>>())?;
-    let mut pairs: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.1)).collect();
-    pairs.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
-    pairs.dedup();
-    let k = pairs.len();
+    let k = distinct_pairs(points);
     let kn = distinct(points.iter().map(|p| p.0));
     let kd = distinct(points.iter().map(|p| p.1));
     if k < 5 {
@@ -383,10 +388,7 @@ pub fn bootstrap_compute_law(points: &[(f64, f64)], resamples: usize, seed: u64)
 /// The Chinchilla law with `resamples` pairs-bootstrap refits (seeded).
 pub fn bootstrap_chinchilla(points: &[(f64, f64, f64)], resamples: usize, seed: u64) -> Result<Bootstrapped<ChinchillaLaw>> {
     check_chinchilla_points(points)?;
-    let mut pairs: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.1)).collect();
-    pairs.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
-    pairs.dedup();
-    check_resamplable(pairs.len(), 5, "the Chinchilla law", "(distinct size and token pairs)", resamples)?;
+    check_resamplable(distinct_pairs(points), 5, "the Chinchilla law", "(distinct size and token pairs)", resamples)?;
     let d = chinchilla_data(points);
     let full = fit_from::<ChinchillaForm>(&d.xs, &d.log_y, &chinchilla_starts(points));
     let fit = chinchilla_law_of(&full[0].0, d.n0, d.d0);
