@@ -95,9 +95,10 @@ impl TensorFile {
 }
 
 /// Saves `model.safetensors` and `config.json` into `dir` (HF layout; a tied head is not stored).
+/// A layer with a LoRA adapter is saved merged, `W + s·B·A`: the folder is a plain model.
 pub fn save_model<B: Backend>(model: &Llama<B>, dir: &Path) -> Result<()> {
     let tensors: Vec<(String, Vec<usize>, Vec<f32>)> =
-        model.params().iter().map(|p| (p.name.clone(), p.shape.clone(), model.be.download(&p.w))).collect();
+        model.params().iter().map(|p| (p.name.clone(), p.shape.clone(), model.effective_weight(p))).collect();
     write_atomic(&dir.join(MODEL), &tensors_to_bytes(&tensors)?)?;
     // Keep the two spellings of the rotary base in step (transformers ≥ 5 reads rope_parameters).
     let mut cfg = model.cfg.clone();

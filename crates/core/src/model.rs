@@ -1,6 +1,7 @@
 //! The Llama-architecture GPT, small to large: parameters, RMSNorm, attention (RoPE, GQA, causal),
-//! SwiGLU MLP, the block, and the whole model with its training step; cached decoding over the
-//! same blocks is in `model/decode.rs`.
+//! SwiGLU MLP, the block, and the whole model with its training step. Beside it: cached decoding
+//! over the same blocks (`model/decode.rs`), the heads' own forward and backward for reward
+//! models and RL (`model/heads.rs`), and LoRA adapters on the linear layers (`model/lora.rs`).
 //!
 //! Every layer has an explicit forward and backward over buffers allocated once per (batch, time)
 //! shape. Shapes in comments: B batch, T time, N = B·T rows, d hidden, F intermediate,
@@ -14,24 +15,30 @@ use crate::backend::{AttnShape, Backend, Op, Rope, Weight, IGNORE};
 use crate::config::LlamaConfig;
 
 mod decode;
+mod heads;
+pub mod lora;
 pub use decode::{DecodeWs, KvCache};
+pub use heads::PolicyOut;
 
 // ---------------------------------------------------------------------------------------------
 // Parameters
 
 /// A named weight tensor and its gradient (allocated on the first backward). The values are a
-/// `Weight`: read them through it, and any write marks its packed copy stale.
+/// `Weight`: read them through it, and any write marks its packed copy stale. A frozen matrix
+/// gets no gradient; a linear layer's may carry a LoRA adapter (`model/lora.rs`).
 pub struct Param<B: Backend> {
     pub name: String,
     pub shape: Vec<usize>,
     pub w: Weight<B::Buf>,
     pub g: B::Buf,
+    pub frozen: bool,
+    pub lora: Option<Box<lora::Lora<B>>>,
 }
 
 impl<B: Backend> Param<B> {
     fn new(be: &B, name: String, shape: Vec<usize>) -> Self {
         let n = shape.iter().product();
-        Param { name, shape, w: Weight::new(be.zeros(n)), g: be.zeros(0) }
+        Param { name, shape, w: Weight::new(be.zeros(n)), g: be.zeros(0), frozen: false, lora: None }
     }
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
@@ -42,17 +49,26 @@ impl<B: Backend> Param<B> {
     }
 }
 
-/// `y[N,out] = x[N,in] · W^T` with W `[out,in]` (HF's nn.Linear layout).
+/// `y[N,out] = x[N,in] · W^T` with W `[out,in]` (HF's nn.Linear layout), plus its adapter's
+/// low-rank term when it has one.
 fn linear<B: Backend>(be: &B, y: &mut B::Buf, x: &B::Buf, w: &Param<B>, n: usize, acc: bool) {
     let (out, inp) = (w.shape[0], w.shape[1]);
     be.matmul_weight(y, x, &w.w, n, out, inp, acc);
+    if let Some(l) = &w.lora {
+        l.forward(be, y, x, n, false);
+    }
 }
 
-/// Backward of `linear`: `gW += dy^T · x`, and `dx (+)= dy · W`.
+/// Backward of `linear`: `gW += dy^T · x` (unless frozen), `dx (+)= dy · W`, and the adapter's.
 fn linear_backward<B: Backend>(be: &B, dx: &mut B::Buf, dy: &B::Buf, x: &B::Buf, w: &mut Param<B>, n: usize, acc: bool) {
     let (out, inp) = (w.shape[0], w.shape[1]);
-    be.matmul(&mut w.g, dy, Op::T, x, Op::N, out, inp, n, true);
+    if !w.frozen {
+        be.matmul(&mut w.g, dy, Op::T, x, Op::N, out, inp, n, true);
+    }
     be.matmul(dx, dy, Op::N, &w.w, Op::N, n, inp, out, acc);
+    if let Some(l) = w.lora.as_deref_mut() {
+        l.backward(be, dx, dy, x, n);
+    }
 }
 
 /// `linear` and then its bias, if the layer has one: `y (+)= x · W^T + b`.
@@ -452,13 +468,6 @@ pub struct Workspace<B: Backend> {
     grads: Option<Scratch<B>>,
 }
 
-/// What [`Llama::policy_forward`] returns, per position `[B·T]`.
-pub struct PolicyOut {
-    pub logp: Vec<f32>,
-    pub entropy: Vec<f32>,
-    pub values: Option<Vec<f32>>,
-}
-
 pub struct Llama<B: Backend> {
     pub cfg: LlamaConfig,
     pub be: B,
@@ -564,16 +573,33 @@ impl<B: Backend> Llama<B> {
         v
     }
 
-    /// Zeroes every gradient (allocating them on first use).
+    /// Zeroes every gradient (allocating them on first use). A frozen matrix has none; frozen
+    /// norms and biases keep theirs (their backward writes it, and nothing reads it).
     pub fn zero_grad(&mut self) {
         let be = self.be.clone();
-        for p in self.params_mut() {
+        let zero = |p: &mut Param<B>| {
             if be.len(&p.g) != p.numel() {
                 p.g = be.zeros(p.numel());
             } else {
                 be.fill(&mut p.g, 0.0);
             }
+        };
+        for p in self.params_mut() {
+            if p.frozen && p.shape.len() == 2 {
+                p.g = be.zeros(0);
+            } else {
+                zero(p);
+            }
+            if let Some(l) = p.lora.as_deref_mut() {
+                zero(&mut l.a);
+                zero(&mut l.b);
+            }
         }
+    }
+
+    /// Whether gradient buffers exist (the final norm always has one after `zero_grad`).
+    fn grads_ready(&self) -> bool {
+        self.be.len(&self.norm.w.g) != 0
     }
 
     fn workspace(&mut self, b: usize, t: usize, grads: bool) -> Workspace<B> {
@@ -679,7 +705,7 @@ impl<B: Backend> Llama<B> {
     pub fn forward_backward(&mut self, ids: &[u32], targets: &[u32], b: usize, t: usize, scale: Option<f32>) -> (f32, usize) {
         self.check_ids(ids, b, t);
         assert_eq!(targets.len(), b * t);
-        if self.be.len(&self.embed.g) == 0 {
+        if !self.grads_ready() {
             self.zero_grad();
         }
         let mut ws = self.workspace(b, t, true);
@@ -690,78 +716,6 @@ impl<B: Backend> Llama<B> {
         self.backward_ws(&mut ws, true, None);
         self.ws = Some(ws);
         ((sum / count.max(1) as f64) as f32, count)
-    }
-
-    /// The heads' outputs for token ids `[B, T]`: logits `[B·T, V]` when `logits` is set (and
-    /// the model has an LM head), and the scalar head's values `[B·T]` when it has one. With
-    /// `grads`, keeps what [`Llama::backward_heads`] needs.
-    pub fn forward_heads(&mut self, ids: &[u32], b: usize, t: usize, logits: bool, grads: bool) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-        self.check_ids(ids, b, t);
-        if grads && self.be.len(&self.embed.g) == 0 {
-            self.zero_grad();
-        }
-        let mut ws = self.workspace(b, t, grads);
-        self.forward_trunk(&mut ws, ids);
-        let n = b * t;
-        let lg = (logits && !self.cfg.is_classifier()).then(|| {
-            linear(&self.be, &mut ws.logits, &ws.hf, self.head(), n, false);
-            self.be.download(&ws.logits)
-        });
-        let values = self.score.as_ref().map(|score| {
-            linear(&self.be, &mut ws.values, &ws.hf, score, n, false);
-            self.be.download(&ws.values)
-        });
-        self.ws = Some(ws);
-        (lg, values)
-    }
-
-    /// A policy's forward for RL: per position, the log-prob of `targets` and the softmax's
-    /// entropy (0 where IGNORE), and the value head's outputs when the model has one. With
-    /// `grads`, keeps what [`Llama::policy_backward`] needs.
-    pub fn policy_forward(&mut self, ids: &[u32], targets: &[u32], b: usize, t: usize, grads: bool) -> PolicyOut {
-        assert_eq!(targets.len(), b * t);
-        self.check_ids(ids, b, t);
-        if grads && self.be.len(&self.embed.g) == 0 {
-            self.zero_grad();
-        }
-        let mut ws = self.workspace(b, t, grads);
-        self.forward_ws(&mut ws, ids);
-        let (logp, entropy) = self.be.logprobs_entropy(&ws.logits, targets, self.cfg.vocab_size);
-        let values = self.score.as_ref().map(|score| {
-            linear(&self.be, &mut ws.values, &ws.hf, score, b * t, false);
-            self.be.download(&ws.values)
-        });
-        self.ws = Some(ws);
-        PolicyOut { logp, entropy, values }
-    }
-
-    /// Backward of the last [`Llama::policy_forward`] (with `grads`, same `targets`) from
-    /// `dL/dlogp` per position and, for a value head, `dL/dvalue`. Accumulates into every `g`.
-    pub fn policy_backward(&mut self, targets: &[u32], dlogp: &[f32], dvalues: Option<&[f32]>) {
-        let mut ws = self.ws.take().expect("policy_backward after policy_forward");
-        assert!(ws.grads.is_some(), "policy_forward was run without grads");
-        self.be.logprob_backward(&mut ws.logits, targets, dlogp, self.cfg.vocab_size);
-        let dv = dvalues.map(|d| self.be.upload(d));
-        self.backward_ws(&mut ws, true, dv.as_ref());
-        self.ws = Some(ws);
-    }
-
-    /// Backward from gradients of the heads' outputs of the last [`Llama::forward_heads`] (with
-    /// `grads`): `dlogits [B·T, V]` and/or `dvalues [B·T]`. Accumulates into every `g`.
-    pub fn backward_heads(&mut self, dlogits: Option<&[f32]>, dvalues: Option<&[f32]>) {
-        let mut ws = self.ws.take().expect("backward_heads after forward_heads");
-        assert!(ws.grads.is_some(), "forward_heads was run without grads");
-        let n = ws.b * ws.t;
-        if let Some(d) = dlogits {
-            assert_eq!(d.len(), n * self.cfg.vocab_size, "dlogits shape");
-            ws.logits = self.be.upload(d);
-        }
-        let dv = dvalues.map(|d| {
-            assert_eq!(d.len(), n, "dvalues shape");
-            self.be.upload(d)
-        });
-        self.backward_ws(&mut ws, dlogits.is_some(), dv.as_ref());
-        self.ws = Some(ws);
     }
 
     /// Backward to every parameter from `dL/dlogits` (in `ws.logits`, when `dlogits`) and from
@@ -789,7 +743,9 @@ impl<B: Backend> Llama<B> {
         for l in (0..nl).rev() {
             self.blocks[l].backward(&be, &mut g.dx, &mut g.dh, &mut g.rest, &ws.blocks[l], &ws.xs[l], b, t);
         }
-        be.embedding_backward(&mut self.embed.g, &g.dx, &ws.ids, self.cfg.hidden_size);
+        if !self.embed.frozen {
+            be.embedding_backward(&mut self.embed.g, &g.dx, &ws.ids, self.cfg.hidden_size);
+        }
         ws.grads = Some(g);
     }
 }

@@ -2,6 +2,10 @@
 //! `config.json`, `generation_config.json`, `trainer.safetensors` (AdamW moments) and `state.json`
 //! (step, data cursor, resolved config, sha256 of every file).
 //!
+//! A LoRA fine-tune's checkpoint holds the merged model (so every later stage reads a plain
+//! model) and the adapters in PEFT's format (`adapter_config.json`, `adapter_model.safetensors`);
+//! its moments are the adapters', and it resumes from the frozen base it names plus the adapters.
+//!
 //! Commit protocol: everything is written into `R/<stage>.tmp/` and fsynced, `state.json` last;
 //! then `R/<stage>` becomes `R/<stage>.prev` and the temp folder becomes `R/<stage>`. A kill at any
 //! moment leaves either the old checkpoint or the new one complete; the last two are kept.
@@ -12,6 +16,7 @@ use std::path::{Path, PathBuf};
 use chatforge_core::backend::Backend;
 use chatforge_core::checkpoint::{load_model, save_model, tensors_to_bytes, TensorFile};
 use chatforge_core::cpu::Cpu;
+use chatforge_core::model::lora::{load_adapter, save_adapter, ADAPTER_CONFIG, ADAPTER_MODEL};
 use chatforge_core::model::Llama;
 use chatforge_rundir::fs::{sha256_file, verify_sha256, write_atomic};
 use chatforge_rundir::layout::{GENERATION_CONFIG, STATE, TRAINER};
@@ -41,6 +46,30 @@ pub struct TrainState {
     /// sha256 of every file of this checkpoint but state.json itself.
     pub files: BTreeMap<String, String>,
     pub elapsed_s: f64,
+    /// A LoRA fine-tune's frozen base: a stage of the same run and its weights' sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_base: Option<LoraBase>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoraBase {
+    pub stage: String,
+    pub sha256: String,
+}
+
+impl LoraBase {
+    /// A stage folder `R/<stage>` as the frozen base of a LoRA fine-tune in the same run.
+    pub fn of(stage_dir: &Path) -> Result<LoraBase> {
+        let stage = stage_dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok(LoraBase { stage, sha256: weights_sha256(stage_dir)? })
+    }
+}
+
+/// sha256 of a model folder's weights: `model.safetensors`, or the shard index of a sharded one.
+fn weights_sha256(dir: &Path) -> Result<String> {
+    let single = dir.join("model.safetensors");
+    let path = if single.exists() { single } else { dir.join("model.safetensors.index.json") };
+    Ok(sha256_file(&path)?)
 }
 
 impl TrainState {
@@ -87,8 +116,16 @@ pub fn save<B: Backend>(dir: &Path, model: &Llama<B>, opt: &AdamW<B>, state: &Tr
         "do_sample": true, "temperature": 0.8, "top_p": 0.95,
     });
     write_atomic(&tmp.join(GENERATION_CONFIG), serde_json::to_string_pretty(&gen).unwrap().as_bytes())?;
+    let mut files = vec!["model.safetensors", "config.json", "generation_config.json", "trainer.safetensors"];
+    if model.has_lora() {
+        let base = state.lora_base.as_ref().ok_or_else(|| Error::Input("a LoRA checkpoint needs its base stage".into()))?;
+        let base_dir = dir.parent().unwrap_or(Path::new(".")).join(&base.stage);
+        let base_path = std::fs::canonicalize(&base_dir).unwrap_or(base_dir);
+        save_adapter(model, &tmp, &base_path.to_string_lossy())?;
+        files.extend([ADAPTER_CONFIG, ADAPTER_MODEL]);
+    }
     let mut moments = Vec::new();
-    for (i, p) in model.params().iter().enumerate() {
+    for (i, p) in model.trainable().iter().enumerate() {
         moments.push((format!("m.{}", p.name), p.shape.clone(), model.be.download(&opt.m[i])));
         moments.push((format!("v.{}", p.name), p.shape.clone(), model.be.download(&opt.v[i])));
     }
@@ -97,7 +134,7 @@ pub fn save<B: Backend>(dir: &Path, model: &Llama<B>, opt: &AdamW<B>, state: &Tr
     write_atomic(&tmp.join(TRAINER), &tensors_to_bytes(&moments)?)?;
     let mut state = state.clone();
     state.files.clear();
-    for name in ["model.safetensors", "config.json", "generation_config.json", "trainer.safetensors"] {
+    for name in files {
         state.files.insert(name.into(), sha256_file(&tmp.join(name))?);
     }
     write_atomic(&tmp.join(STATE), serde_json::to_string_pretty(&state).unwrap().as_bytes())?;
@@ -145,14 +182,28 @@ fn verify(dir: &Path, state: &TrainState) -> Result<()> {
 }
 
 /// Loads a checkpoint folder: verifies every file's sha256 (a mismatch names the file), then the
-/// model and the optimizer moments.
+/// model (a LoRA fine-tune: its base, checked unchanged, and the adapters) and the moments.
 pub fn load(dir: &Path, optim: OptimConfig) -> Result<(Llama<Cpu>, AdamW<Cpu>, TrainState)> {
     let state = read_state(dir)?;
     verify(dir, &state)?;
-    let model = load_model(Cpu, dir)?;
+    let model = match &state.lora_base {
+        None => load_model(Cpu, dir)?,
+        Some(base) => {
+            let base_dir = dir.parent().unwrap_or(Path::new(".")).join(&base.stage);
+            if weights_sha256(&base_dir)? != base.sha256 {
+                return Err(Error::Checkpoint {
+                    path: base_dir,
+                    msg: format!("the LoRA checkpoint {} was trained on other base weights; delete it to start over", dir.display()),
+                });
+            }
+            let mut model = load_model(Cpu, &base_dir)?;
+            load_adapter(&mut model, dir)?;
+            model
+        }
+    };
     let mut opt = AdamW::new(&model, optim);
     let file = TensorFile::open(&dir.join(TRAINER))?;
-    for (i, p) in model.params().iter().enumerate() {
+    for (i, p) in model.trainable().iter().enumerate() {
         opt.m[i] = file.get(&format!("m.{}", p.name))?.1;
         opt.v[i] = file.get(&format!("v.{}", p.name))?.1;
     }

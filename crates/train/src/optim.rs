@@ -61,7 +61,8 @@ impl OptimConfig {
     }
 }
 
-/// AdamW state: first and second moments per parameter, in the model's parameter order.
+/// AdamW state: first and second moments per trainable parameter (`Llama::trainable`: every
+/// parameter, or only the LoRA adapters of a frozen model), in that order.
 pub struct AdamW<B: Backend> {
     pub cfg: OptimConfig,
     pub m: Vec<B::Buf>,
@@ -73,14 +74,14 @@ pub struct AdamW<B: Backend> {
 impl<B: Backend> AdamW<B> {
     pub fn new(model: &Llama<B>, cfg: OptimConfig) -> Self {
         let be = &model.be;
-        let m = model.params().iter().map(|p| be.zeros(p.numel())).collect();
-        let v = model.params().iter().map(|p| be.zeros(p.numel())).collect();
+        let m = model.trainable().iter().map(|p| be.zeros(p.numel())).collect();
+        let v = model.trainable().iter().map(|p| be.zeros(p.numel())).collect();
         AdamW { cfg, m, v, step: 0 }
     }
 
-    /// Global L2 norm of all gradients.
+    /// Global L2 norm of all trainable parameters' gradients.
     pub fn grad_norm(model: &Llama<B>) -> f32 {
-        model.params().iter().map(|p| model.be.sum_sq(&p.g)).sum::<f64>().sqrt() as f32
+        model.trainable().iter().map(|p| model.be.sum_sq(&p.g)).sum::<f64>().sqrt() as f32
     }
 
     /// Clips the gradients to `grad_clip` global norm, then takes one AdamW step at `lr`.
@@ -90,12 +91,12 @@ impl<B: Backend> AdamW<B> {
         let be = model.be.clone();
         if self.cfg.grad_clip > 0.0 && norm > self.cfg.grad_clip {
             let s = self.cfg.grad_clip / (norm + 1e-6);
-            for p in model.params_mut() {
+            for p in model.trainable_mut() {
                 be.scale(&mut p.g, s);
             }
         }
         self.step += 1;
-        for (i, p) in model.params_mut().into_iter().enumerate() {
+        for (i, p) in model.trainable_mut().into_iter().enumerate() {
             let h = AdamWStep {
                 lr,
                 beta1: self.cfg.beta1,

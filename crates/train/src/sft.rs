@@ -9,6 +9,7 @@ use chatforge_rundir::RunDir;
 use chatforge_core::backend::IGNORE;
 use chatforge_core::checkpoint::load_model;
 use chatforge_core::cpu::Cpu;
+use chatforge_core::model::lora::LoraConfig;
 use chatforge_core::model::Llama;
 use chatforge_core::sample::{generate_batch, GenOptions, SamplingParams};
 use chatforge_data::chat::{encode_for_training, encode_prompt_capped, keep_last, Conversation};
@@ -40,6 +41,10 @@ pub struct SftConfig {
     /// the field existed were fp32.
     #[serde(default)]
     pub precision: Precision,
+    /// Train LoRA adapters on the frozen base instead of every weight (`--lora`); the stage
+    /// folder then holds the merged model and the adapters in PEFT's format.
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
 }
 
 impl Default for SftConfig {
@@ -53,6 +58,7 @@ impl Default for SftConfig {
             checkpoint_every: 100,
             seed: 1,
             precision: auto_precision(),
+            lora: None,
         }
     }
 }
@@ -220,6 +226,9 @@ pub fn sft_with_hook(
             let mut model = load_model(Cpu::with_precision(cfg.precision), &base)
                 .map_err(|e| Error::Input(format!("SFT starts from the base model: {e}")))?;
             let mut cfg = cfg;
+            if let Some(l) = &cfg.lora {
+                model.add_lora(l, cfg.seed)?;
+            }
             let t = model.cfg.max_position_embeddings;
             cfg.steps = match budget {
                 Budget::Steps(s) => s,
@@ -238,7 +247,10 @@ pub fn sft_with_hook(
             .max(1);
             cfg.optim.warmup_steps = cfg.optim.warmup_steps.min(cfg.steps / 5);
             let opt = AdamW::new(&model, cfg.optim.clone());
-            let state = trainer::fresh_state("sft", cfg.steps, cfg.seed, serde_json::to_value(&cfg).unwrap(), data_sha);
+            let mut state = trainer::fresh_state("sft", cfg.steps, cfg.seed, serde_json::to_value(&cfg).unwrap(), data_sha);
+            if cfg.lora.is_some() {
+                state.lora_base = Some(ckpt::LoraBase::of(&base)?);
+            }
             (model, opt, state, cfg)
         }
     };
@@ -254,6 +266,16 @@ pub fn sft_with_hook(
         t,
         cfg.optim.lr
     ));
+    if let Some(l) = &cfg.lora {
+        let (trainable, total) = model.trainable_count();
+        say(format!(
+            "sft: LoRA r {} alpha {} on {}: {trainable} of {total} parameters train ({:.2} %)",
+            l.r,
+            l.alpha,
+            l.targets.join(","),
+            100.0 * trainable as f64 / total as f64
+        ));
+    }
     let spec = LoopSpec {
         run,
         stage: "sft",

@@ -244,5 +244,6 @@ pub fn fresh_state(
         data_sha256,
         files: Default::default(),
         elapsed_s: 0.0,
+        lora_base: None,
     }
 }

@@ -48,6 +48,9 @@ pub struct DecodeWs<B: Backend> {
 fn linear_rows<B: Backend>(be: &B, y: &mut B::Buf, x: &B::Buf, w: &Param<B>, n: usize, acc: bool) {
     let (out, inp) = (w.shape[0], w.shape[1]);
     be.linear_rows(y, x, &w.w, n, out, inp, acc);
+    if let Some(l) = &w.lora {
+        l.forward(be, y, x, n, true);
+    }
 }
 
 /// `linear_rows` and then the layer's bias, if it has one.
