@@ -1,11 +1,12 @@
 //! Flags more than one command shares: where a run's text comes from and how it is tokenised,
-//! PPO's settings (ppo, pairs-curve), and durations.
+//! PPO's settings (ppo, pairs-curve), LoRA (sft, dpo), and durations.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use chatforge_core::backend::Precision;
 use chatforge_core::cpu::auto_precision;
+use chatforge_core::model::lora::LoraConfig;
 use chatforge_stages::{ppo, tokenizer};
 use chatforge_train::pretrain::TokenizerSpec;
 use clap::Args;
@@ -47,6 +48,40 @@ pub struct PrecisionArg {
 
 fn parse_precision(s: &str) -> Result<Precision, String> {
     Precision::parse(s).ok_or_else(|| format!("{s:?}: expected fp32 or bf16"))
+}
+
+/// `--lora` and the adapters' shape, for `sft` and `dpo`.
+#[derive(Args, Clone)]
+pub struct LoraArgs {
+    /// Train LoRA adapters on the frozen model instead of every weight. The stage folder then
+    /// holds the merged model (what every later stage reads) and the adapters in PEFT's format
+    /// in adapter/ (adapter_config.json, adapter_model.safetensors), which `peft` loads.
+    #[arg(long)]
+    pub lora: bool,
+    /// The adapters' rank [default: 8].
+    #[arg(long, requires = "lora")]
+    pub lora_r: Option<usize>,
+    /// The adapters' alpha: the update is scaled by alpha / r [default: 16].
+    #[arg(long, requires = "lora")]
+    pub lora_alpha: Option<f32>,
+    /// The linear layers that get adapters, comma-separated, of q_proj, k_proj, v_proj, o_proj,
+    /// gate_proj, up_proj, down_proj [default: all seven].
+    #[arg(long, requires = "lora", value_delimiter = ',')]
+    pub lora_targets: Option<Vec<String>>,
+}
+
+impl LoraArgs {
+    pub fn config(&self) -> Option<LoraConfig> {
+        self.lora.then(|| {
+            let d = LoraConfig::default();
+            LoraConfig {
+                r: self.lora_r.unwrap_or(d.r),
+                alpha: self.lora_alpha.unwrap_or(d.alpha),
+                targets: self.lora_targets.clone().unwrap_or(d.targets),
+                rslora: false,
+            }
+        })
+    }
 }
 
 /// Seconds from `120`, `90s`, `2m` or `1h`.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use chatforge_stages::{dpo, ppo, Run};
 use clap::Args;
 
-use crate::args::{PpoFlags, PrecisionArg};
+use crate::args::{LoraArgs, PpoFlags, PrecisionArg};
 
 fn d() -> dpo::Config {
     dpo::Config::default()
@@ -27,8 +27,9 @@ pub struct DpoArgs {
     pub beta: f32,
     #[arg(long, default_value_t = d().train.epochs)]
     pub epochs: f64,
-    #[arg(long, default_value_t = d().train.optim.lr)]
-    pub lr: f32,
+    /// Learning rate [default: 1e-4; with --lora 1e-3].
+    #[arg(long)]
+    pub lr: Option<f32>,
     /// Steps between checkpoints (a killed run resumes from the last one, exactly).
     #[arg(long, default_value_t = d().train.checkpoint_every)]
     pub checkpoint_every: usize,
@@ -41,6 +42,8 @@ pub struct DpoArgs {
     pub ptx_coef: f64,
     #[command(flatten)]
     pub precision: PrecisionArg,
+    #[command(flatten)]
+    pub lora: LoraArgs,
 }
 
 impl DpoArgs {
@@ -48,7 +51,9 @@ impl DpoArgs {
         let mut c = dpo::Config { pairs: self.pairs, ..Default::default() };
         c.train.beta = self.beta;
         c.train.epochs = self.epochs;
-        c.train.optim.lr = self.lr;
+        c.train.lora = self.lora.config();
+        let recipe = if c.train.lora.is_some() { dpo::LORA_LR } else { c.train.optim.lr };
+        c.train.optim.lr = self.lr.unwrap_or(recipe);
         c.train.ptx_coef = self.ptx_coef;
         c.train.checkpoint_every = self.checkpoint_every;
         c.train.precision = self.precision.value;

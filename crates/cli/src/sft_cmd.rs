@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use chatforge_stages::{sft, Run};
 use clap::Args;
 
-use crate::args::{parse_duration, PrecisionArg};
+use crate::args::{parse_duration, LoraArgs, PrecisionArg};
 
 fn d() -> sft::Config {
     sft::Config::default()
@@ -28,8 +28,9 @@ pub struct SftArgs {
     /// Wall-clock budget (`120`, `2m`).
     #[arg(long)]
     pub time_budget: Option<String>,
-    #[arg(long, default_value_t = d().train.optim.lr)]
-    pub lr: f32,
+    /// Peak learning rate [default: 3e-3; with --lora 1e-2].
+    #[arg(long)]
+    pub lr: Option<f32>,
     #[arg(long, default_value_t = d().train.batch)]
     pub batch: usize,
     #[arg(long, default_value_t = d().train.seed)]
@@ -52,6 +53,8 @@ pub struct SftArgs {
     pub eval_limit: usize,
     #[command(flatten)]
     pub precision: PrecisionArg,
+    #[command(flatten)]
+    pub lora: LoraArgs,
 }
 
 impl SftArgs {
@@ -67,7 +70,9 @@ impl SftArgs {
             ..Default::default()
         };
         c.train.steps = self.steps;
-        c.train.optim.lr = self.lr;
+        c.train.lora = self.lora.config();
+        let recipe = if c.train.lora.is_some() { sft::LORA_LR } else { c.train.optim.lr };
+        c.train.optim.lr = self.lr.unwrap_or(recipe);
         c.train.batch = self.batch;
         c.train.seed = self.seed;
         c.train.checkpoint_every = self.checkpoint_every;

@@ -1,6 +1,7 @@
-//! Exact resume of every trainable stage after pretraining (SFT, reward model, PPO, DPO): each
-//! stage is run once uninterrupted, and once crashed at chosen points of a checkpoint write
-//! (`CHATFORGE_CRASH`), SIGKILLed at moments spread over the run and restarted until it finishes.
+//! Exact resume of every trainable stage after pretraining (SFT, reward model, PPO, DPO, and SFT
+//! and DPO with LoRA adapters): each stage is run once uninterrupted, and once crashed at chosen
+//! points of a checkpoint write (`CHATFORGE_CRASH`), SIGKILLed at moments spread over the run and
+//! restarted until it finishes.
 //! Both runs must log the same figures at every step, bit for bit (each step exactly once), and
 //! end with byte-identical weights and optimizer state.
 //!
@@ -59,6 +60,22 @@ const SFT: Stage = Stage {
     steps: 20,
     crashes: &["mid_write:4", "between_renames:8"],
     kill_after: &[3, 3],
+};
+/// SFT and DPO with LoRA adapters on the frozen model: the checkpoint resumes from the base it
+/// names plus the adapters and their moments.
+const SFT_LORA: Stage = Stage {
+    name: "sft",
+    args: &["sft", "--lora", "--lora-r", "4", "--steps", "20", "--batch", "2", "--small-suite", "--checkpoint-every", "2"],
+    steps: 20,
+    crashes: &["mid_write:4", "between_renames:8"],
+    kill_after: &[3, 3],
+};
+const DPO_LORA: Stage = Stage {
+    name: "dpo",
+    args: &["dpo", "--lora", "--epochs", "3", "--checkpoint-every", "2"],
+    steps: 0,
+    crashes: &["mid_write:4", "between_renames:6"],
+    kill_after: &[2, 2],
 };
 const RM: Stage = Stage {
     name: "rm",
@@ -221,11 +238,13 @@ fn check_stage(stage: &Stage) {
     let p = prepared();
     let t = Instant::now();
     let name = stage.name;
-    // The uninterrupted run: SFT and the reward model ran while preparing; PPO and DPO here.
-    let a = if matches!(name, "sft" | "rm") {
+    let lora = stage.args.contains(&"--lora");
+    let tag = if lora { format!("{name}-lora") } else { name.to_string() };
+    // The uninterrupted run: SFT and the reward model ran while preparing; the others here.
+    let a = if matches!(name, "sft" | "rm") && !lora {
         p.done.clone()
     } else {
-        let a = p.root.join(format!("{name}-a"));
+        let a = p.root.join(format!("{tag}-a"));
         copy_dir(&p.snap[name], &a);
         ok(stage.args, &a);
         a
@@ -238,9 +257,9 @@ fn check_stage(stage: &Stage) {
     assert!(steps >= 10, "{name}: {steps} steps are too few to interrupt");
     let t_a = t.elapsed().as_secs_f64();
 
-    let b = p.root.join(format!("{name}-b"));
+    let b = p.root.join(format!("{tag}-b"));
     copy_dir(&p.snap[name], &b);
-    let log = p.root.join(format!("{name}-b.log"));
+    let log = p.root.join(format!("{tag}-b.log"));
     // Crashes inside checkpoint writes: after the model is written but before the optimizer
     // state and state.json, and between the two renames of the commit.
     for crash in stage.crashes {
@@ -294,12 +313,17 @@ fn check_stage(stage: &Stage) {
         assert_eq!(got.get(step), Some(lines), "{name} step {step}: resumed vs uninterrupted");
     }
     assert_eq!(got.len(), want.len(), "{name}: steps logged");
-    for file in ["model.safetensors", "trainer.safetensors"] {
+    let files: &[&str] = if lora {
+        &["model.safetensors", "trainer.safetensors", "adapter/adapter_model.safetensors"]
+    } else {
+        &["model.safetensors", "trainer.safetensors"]
+    };
+    for file in files {
         let (x, y) = (std::fs::read(a.join(name).join(file)).unwrap(), std::fs::read(b.join(name).join(file)).unwrap());
         assert!(x == y, "{name}/{file} differs between the resumed and the uninterrupted run");
     }
     eprintln!(
-        "resume_stages: {name}: {steps} steps; crashes {:?}, kills (resumed from, logged, committed) {kills:?}; uninterrupted {t_a:.1}s, total {:.1}s",
+        "resume_stages: {tag}: {steps} steps; crashes {:?}, kills (resumed from, logged, committed) {kills:?}; uninterrupted {t_a:.1}s, total {:.1}s",
         stage.crashes,
         t.elapsed().as_secs_f64()
     );
@@ -309,7 +333,7 @@ fn check_stage(stage: &Stage) {
         }
     }
     // The last stage test to pass removes the shared run.
-    if FINISHED.fetch_add(1, Ordering::SeqCst) + 1 == 4 {
+    if FINISHED.fetch_add(1, Ordering::SeqCst) + 1 == 6 {
         std::fs::remove_dir_all(&p.root).ok();
     }
 }
@@ -317,6 +341,16 @@ fn check_stage(stage: &Stage) {
 #[test]
 fn sft_resumes_exactly() {
     check_stage(&SFT);
+}
+
+#[test]
+fn sft_with_lora_resumes_exactly() {
+    check_stage(&SFT_LORA);
+}
+
+#[test]
+fn dpo_with_lora_resumes_exactly() {
+    check_stage(&DPO_LORA);
 }
 
 #[test]

@@ -109,6 +109,8 @@ pub fn save_model<B: Backend>(model: &Llama<B>, dir: &Path) -> Result<()> {
         .unwrap_or_else(|| crate::config::RopeParameters::plain(cfg.rope_theta));
     rope.rope_theta = Some(cfg.rope_theta);
     cfg.rope_parameters = Some(rope);
+    // Spelled out: Qwen2's modeling code in transformers reads `head_dim` with no fallback.
+    cfg.head_dim = Some(cfg.head_dim());
     let cfg = serde_json::to_string_pretty(&cfg).map_err(|e| Error::Format(e.to_string()))?;
     write_atomic(&dir.join(CONFIG), cfg.as_bytes())?;
     Ok(())

@@ -4,7 +4,8 @@
 //! R/tokenizer.json        the tokenizer            R/data/           the cleaned corpus
 //! R/tokens/{train,val}.bin token shards            R/scale/          the scaling ladder's runs
 //! R/<stage>/              a checkpoint (base, sft, rm, ppo, dpo): model.safetensors, config.json,
-//!                         generation_config.json, trainer.safetensors, state.json
+//!                         generation_config.json, trainer.safetensors, state.json; with LoRA
+//!                         also adapter/ (PEFT's adapter_config.json, adapter_model.safetensors)
 //! R/sft_data/             the task suite (train/val/test.jsonl) and the base model's scores
 //! R/feedback.sqlite       the preference store     R/moderation.json the moderation classifier
 //! R/report.{json,md,html} the report card          R/metrics.jsonl   one line per step or event
@@ -26,6 +27,9 @@ pub const GENERATION_CONFIG: &str = "generation_config.json";
 pub const TRAINER: &str = "trainer.safetensors";
 /// Step, RNG, data cursor, config and the sha256 of each file of a training checkpoint.
 pub const STATE: &str = "state.json";
+/// A LoRA fine-tune's adapters, in PEFT's format, inside its checkpoint folder. A folder of its
+/// own: `transformers` would apply adapters it finds beside a model's weights a second time.
+pub const ADAPTER: &str = "adapter";
 
 /// A run folder: the names of its files. Cheap to clone; it holds only the root path.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -23,6 +23,10 @@ pub struct Config {
     pub pairs: Option<usize>,
 }
 
+/// The learning rate of `--lora` (adapters only, on the frozen SFT model): 10× the full
+/// fine-tune's, as LoRA's low-rank update needs (chosen on val; see the README).
+pub const LORA_LR: f32 = 1e-3;
+
 /// `stages.dpo`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Figures {
@@ -40,7 +44,8 @@ pub struct Figures {
 
 /// Trains `R/dpo` (or resumes it) and records `stages.dpo`.
 pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
-    run.check_memory("sft", 5, "DPO")?;
+    // Policy weights, gradients and two moments, and the reference; with LoRA, the two models.
+    run.check_memory("sft", if cfg.train.lora.is_some() { 2 } else { 5 }, "DPO")?;
     let tok = run.tokenizer()?;
     let store = run.existing_store()?;
     let mut pairs = store.pairs(&PairFilter::default())?;

@@ -62,6 +62,10 @@ impl Default for Config {
     }
 }
 
+/// The learning rate of `--lora` (adapters only, on the frozen base), chosen on val; see the
+/// README.
+pub const LORA_LR: f32 = 1e-2;
+
 /// A family's mean grade on the test split before (base, few-shot) and after SFT.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BeforeAfter {
@@ -85,6 +89,14 @@ pub struct Figures {
     pub tokens: u64,
     pub train_tokens_per_s: f64,
     pub wall_s: f64,
+    /// With `--lora`, the adapters' recipe (`R/sft/adapter/` holds the adapters in PEFT's format).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<chatforge_core::model::lora::LoraConfig>,
+    /// Parameters SFT trained (the adapters' with LoRA) and the model's total.
+    #[serde(default)]
+    pub trainable_params: usize,
+    #[serde(default)]
+    pub total_params: usize,
     /// Malformed lines of `data` skipped (not recorded).
     #[serde(skip)]
     pub skipped_lines: Vec<(PathBuf, usize)>,
@@ -92,7 +104,8 @@ pub struct Figures {
 
 /// Trains `R/sft` from `R/base` (or resumes it), scores before and after, records `stages.sft`.
 pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
-    run.check_memory("base", 4, "SFT")?;
+    // Weights, gradients and two moments; with LoRA, the frozen weights (the adapters are small).
+    run.check_memory("base", if cfg.train.lora.is_some() { 1 } else { 4 }, "SFT")?;
     let tok = run.tokenizer()?;
     let suite = run.suite_sized(cfg.small_suite)?;
     let mut train: Vec<Conversation> = suite.train.iter().map(|t| t.conversation.clone()).collect();
@@ -179,6 +192,9 @@ pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
         tokens: out.tokens,
         train_tokens_per_s: out.train_tokens_per_s,
         wall_s: out.wall_s,
+        lora: cfg.train.lora.clone(),
+        trainable_params: out.trainable_params,
+        total_params: out.total_params,
         skipped_lines,
     };
     run.record(Key::Stage("sft"), &figures)?;

@@ -3,7 +3,7 @@
 //! (step, data cursor, resolved config, sha256 of every file).
 //!
 //! A LoRA fine-tune's checkpoint holds the merged model (so every later stage reads a plain
-//! model) and the adapters in PEFT's format (`adapter_config.json`, `adapter_model.safetensors`);
+//! model) and the adapters in PEFT's format (`adapter/adapter_config.json`, `adapter_model.safetensors`);
 //! its moments are the adapters', and it resumes from the frozen base it names plus the adapters.
 //!
 //! Commit protocol: everything is written into `R/<stage>.tmp/` and fsynced, `state.json` last;
@@ -19,7 +19,7 @@ use chatforge_core::cpu::Cpu;
 use chatforge_core::model::lora::{load_adapter, save_adapter, ADAPTER_CONFIG, ADAPTER_MODEL};
 use chatforge_core::model::Llama;
 use chatforge_rundir::fs::{sha256_file, verify_sha256, write_atomic};
-use chatforge_rundir::layout::{GENERATION_CONFIG, STATE, TRAINER};
+use chatforge_rundir::layout::{ADAPTER, GENERATION_CONFIG, STATE, TRAINER};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
 
@@ -116,13 +116,16 @@ pub fn save<B: Backend>(dir: &Path, model: &Llama<B>, opt: &AdamW<B>, state: &Tr
         "do_sample": true, "temperature": 0.8, "top_p": 0.95,
     });
     write_atomic(&tmp.join(GENERATION_CONFIG), serde_json::to_string_pretty(&gen).unwrap().as_bytes())?;
-    let mut files = vec!["model.safetensors", "config.json", "generation_config.json", "trainer.safetensors"];
+    let mut files: Vec<String> =
+        ["model.safetensors", "config.json", "generation_config.json", "trainer.safetensors"].map(String::from).to_vec();
     if model.has_lora() {
         let base = state.lora_base.as_ref().ok_or_else(|| Error::Input("a LoRA checkpoint needs its base stage".into()))?;
         let base_dir = dir.parent().unwrap_or(Path::new(".")).join(&base.stage);
         let base_path = std::fs::canonicalize(&base_dir).unwrap_or(base_dir);
-        save_adapter(model, &tmp, &base_path.to_string_lossy())?;
-        files.extend([ADAPTER_CONFIG, ADAPTER_MODEL]);
+        let adapter = tmp.join(ADAPTER);
+        std::fs::create_dir_all(&adapter).map_err(|e| Error::io(&adapter, e))?;
+        save_adapter(model, &adapter, &base_path.to_string_lossy())?;
+        files.extend([ADAPTER_CONFIG, ADAPTER_MODEL].map(|f| format!("{ADAPTER}/{f}")));
     }
     let mut moments = Vec::new();
     for (i, p) in model.trainable().iter().enumerate() {
@@ -135,7 +138,8 @@ pub fn save<B: Backend>(dir: &Path, model: &Llama<B>, opt: &AdamW<B>, state: &Tr
     let mut state = state.clone();
     state.files.clear();
     for name in files {
-        state.files.insert(name.into(), sha256_file(&tmp.join(name))?);
+        let sha = sha256_file(&tmp.join(&name))?;
+        state.files.insert(name, sha);
     }
     write_atomic(&tmp.join(STATE), serde_json::to_string_pretty(&state).unwrap().as_bytes())?;
     fsync_dir(&tmp);
@@ -197,7 +201,7 @@ pub fn load(dir: &Path, optim: OptimConfig) -> Result<(Llama<Cpu>, AdamW<Cpu>, T
                 });
             }
             let mut model = load_model(Cpu, &base_dir)?;
-            load_adapter(&mut model, dir)?;
+            load_adapter(&mut model, &dir.join(ADAPTER))?;
             model
         }
     };

@@ -17,6 +17,7 @@ use chatforge_rundir::RunDir;
 use chatforge_core::backend::IGNORE;
 use chatforge_core::checkpoint::load_model;
 use chatforge_core::cpu::Cpu;
+use chatforge_core::model::lora::LoraConfig;
 use chatforge_core::model::Llama;
 use chatforge_data::chat::encode_prompt;
 use chatforge_data::tokenizer::Tokenizer;
@@ -49,6 +50,9 @@ pub struct DpoConfig {
     /// the field existed were fp32.
     #[serde(default)]
     pub precision: Precision,
+    /// Train LoRA adapters on the frozen SFT model instead of every weight (`--lora`).
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
 }
 
 /// SFT rows (each `context` tokens, packed) in every step's PTX term.
@@ -73,6 +77,7 @@ impl Default for DpoConfig {
             seed: 3,
             ptx_coef: 1.0,
             precision: auto_precision(),
+            lora: None,
         }
     }
 }
@@ -223,12 +228,18 @@ pub fn dpo(run: &RunDir, cfg: DpoConfig, data: &DpoData, ptx: Option<(&crate::sf
             (model, opt, state, saved)
         }
         None => {
-            let model = load_model(Cpu, &run.stage("sft")).map_err(|e| Error::Input(format!("DPO starts from the SFT model: {e}")))?;
+            let mut model = load_model(Cpu, &run.stage("sft")).map_err(|e| Error::Input(format!("DPO starts from the SFT model: {e}")))?;
+            if let Some(l) = &cfg.lora {
+                model.add_lora(l, cfg.seed)?;
+            }
             let mut cfg = cfg;
             let steps = ((n as f64 * cfg.epochs) / cfg.batch_pairs as f64).ceil().max(1.0) as usize;
             cfg.optim.warmup_steps = cfg.optim.warmup_steps.min(steps / 5);
             let opt = AdamW::new(&model, cfg.optim.clone());
-            let state = trainer::fresh_state("dpo", steps, cfg.seed, serde_json::to_value(&cfg).unwrap(), data_sha);
+            let mut state = trainer::fresh_state("dpo", steps, cfg.seed, serde_json::to_value(&cfg).unwrap(), data_sha);
+            if cfg.lora.is_some() {
+                state.lora_base = Some(ckpt::LoraBase::of(&run.stage("sft"))?);
+            }
             (model, opt, state, cfg)
         }
     };

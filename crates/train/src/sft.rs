@@ -179,6 +179,9 @@ pub struct SftOutcome {
     pub val_loss: f64,
     pub train_tokens_per_s: f64,
     pub wall_s: f64,
+    /// Parameters the optimizer stepped (the adapters' with LoRA) and the model's total.
+    pub trainable_params: usize,
+    pub total_params: usize,
 }
 
 /// Runs at each eval step of SFT on the model being trained (`chatforge sft --eval-every N`):
@@ -314,7 +317,10 @@ pub fn sft_with_hook(
         last = val_loss(&mut model, data, cfg.batch, pad);
     }
     chatforge_rundir::report::plot_stage_loss(run, "sft", "SFT loss (assistant tokens)", "sft_loss.svg")?;
+    let (trainable_params, total_params) = model.trainable_count();
     Ok(SftOutcome {
+        trainable_params,
+        total_params,
         steps: state.step,
         tokens: state.tokens_seen,
         val_loss: last,
