@@ -27,6 +27,10 @@ and the last three lines printed are always
 A mode that fails (e.g. torch.compile without a C++ compiler) prints `pytorch <mode> failed: ...`
 and is left out of the best.
 
+With --lora R, `peft` wraps the model in a LoRA of rank R (alpha 16, the seven linear layers
+of every block, as `chatforge bench train --lora R`): the base is frozen and AdamW steps the
+adapters only.
+
 Token accounting: tokens/step = batch * context, i.e. every input position is counted (the
 forward/backward work covers all of them), as `chatforge bench train` counts.
 """
@@ -57,6 +61,7 @@ def parse_args():
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing (compile happens here)")
     p.add_argument("--tied", action="store_true", help="tie LM head to the token embedding")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lora", type=int, default=0, help="LoRA rank (peft); 0: a full fine-tune")
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated, from " + ", ".join(MODES))
     return p.parse_args()
 
@@ -75,8 +80,14 @@ def bench_mode(args, mode):
         attn_implementation="sdpa",  # HF's default: torch scaled_dot_product_attention
     )
     model = LlamaForCausalLM(config).to(torch.float32)
+    if args.lora:
+        from peft import LoraConfig, get_peft_model
+
+        targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        model = get_peft_model(model, LoraConfig(r=args.lora, lora_alpha=16, lora_dropout=0.0, target_modules=targets))
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
     compiled = mode.startswith("compile")
     bf16 = mode.endswith("bf16")
 
@@ -103,7 +114,7 @@ def bench_mode(args, mode):
         ids = torch.randint(0, args.vocab, (args.batch, args.context), generator=gen)
         loss = loss_fn(ids)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return loss.item()  # .item() also forces the step to finish
@@ -144,6 +155,8 @@ def main():
             raise SystemExit(f"unknown mode {m!r}; modes are {', '.join(MODES)}")
     print(f"torch {torch.__version__}, threads={torch.get_num_threads()}, tied={args.tied}, "
           f"cpu capability={torch.backends.cpu.get_cpu_capability()}")
+    if args.lora:
+        print(f"lora: rank {args.lora}, alpha 16, all seven linear layers (peft)")
     print(f"shape: layers={args.layers} hidden={args.hidden} heads={args.heads}/{args.kv_heads} "
           f"intermediate={args.intermediate} vocab={args.vocab} batch={args.batch} context={args.context}")
     results = {}

@@ -27,7 +27,7 @@ pub struct DpoArgs {
     pub beta: f32,
     #[arg(long, default_value_t = d().train.epochs)]
     pub epochs: f64,
-    /// Learning rate [default: 1e-4; with --lora 1e-3].
+    /// Learning rate [default: 1e-4; with --lora 1e-3, untuned].
     #[arg(long)]
     pub lr: Option<f32>,
     /// Steps between checkpoints (a killed run resumes from the last one, exactly).

@@ -24,7 +24,7 @@ pub struct Config {
 }
 
 /// The learning rate of `--lora` (adapters only, on the frozen SFT model): 10× the full
-/// fine-tune's, as LoRA's low-rank update needs (chosen on val; see the README).
+/// fine-tune's, the usual LoRA rule; not tuned (DPO has no val figure to tune it on yet).
 pub const LORA_LR: f32 = 1e-3;
 
 /// `stages.dpo`.

@@ -6,6 +6,7 @@ use std::time::Instant;
 use chatforge_core::backend::{Backend, Op, Precision};
 use chatforge_core::config::{LlamaConfig, ShapeOverrides};
 use chatforge_core::cpu::Cpu;
+use chatforge_core::model::lora::LoraConfig;
 use chatforge_core::model::Llama;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -30,6 +31,9 @@ pub struct BenchConfig {
     pub warmup: usize,
     /// The matmuls' precision (`Precision::Bf16`: bf16 operands, fp32 accumulation).
     pub precision: Precision,
+    /// Train LoRA adapters of this rank (alpha 16, every linear layer) on the frozen model.
+    #[serde(default)]
+    pub lora: Option<usize>,
 }
 
 impl Default for BenchConfig {
@@ -47,6 +51,7 @@ impl Default for BenchConfig {
             steps: 10,
             warmup: 2,
             precision: Precision::Fp32,
+            lora: None,
         }
     }
 }
@@ -109,6 +114,9 @@ pub fn peak_rss_mb() -> f64 {
 pub fn bench_train(cfg: &BenchConfig, mut progress: impl FnMut(usize, f32)) -> BenchResult {
     let mc = cfg.model_config();
     let mut model = Llama::new(Cpu::with_precision(cfg.precision), mc.clone(), 0);
+    if let Some(r) = cfg.lora {
+        model.add_lora(&LoraConfig { r, ..Default::default() }, 0).expect("a valid LoRA recipe");
+    }
     let mut opt = AdamW::new(&model, OptimConfig::default());
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let n = cfg.batch * cfg.context;
@@ -137,7 +145,14 @@ pub fn bench_train(cfg: &BenchConfig, mut progress: impl FnMut(usize, f32)) -> B
         }
     }
     let forward_tokens_per_s = (n * cfg.steps) as f64 / fwd;
-    let flops_per_token = mc.train_flops_per_token(cfg.context);
+    let mut flops_per_token = mc.train_flops_per_token(cfg.context);
+    if cfg.lora.is_some() {
+        // No weight gradients (2 of a full step's 6 FLOPs per matmul weight), plus the adapters'
+        // matmuls: forward 2, backward 6 (u recomputed, dB, du, dA, dx) per adapter parameter.
+        let lookup = if mc.tie_word_embeddings { 0 } else { mc.vocab_size * mc.hidden_size };
+        let (adapters, _) = model.trainable_count();
+        flops_per_token += -2.0 * (mc.num_params() - lookup) as f64 + 8.0 * adapters as f64;
+    }
     let gflops = tokens_per_s * flops_per_token / 1e9;
     let peak = matmul_peak_gflops(1024, cfg.precision);
     BenchResult {

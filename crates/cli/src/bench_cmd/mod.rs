@@ -61,6 +61,10 @@ pub struct TrainArgs {
     /// natively (bf16 needs AVX512-BF16).
     #[arg(long)]
     precision: Option<String>,
+    /// Train LoRA adapters of this rank (alpha 16, every linear layer) on the frozen model; the
+    /// PyTorch peer then uses `peft` with the same adapters.
+    #[arg(long)]
+    lora: Option<usize>,
     /// A Python with torch + transformers (e.g. /tmp/venv/bin/python): runs tools/bench_torch.py
     /// on the same shape and threads and prints the ratio. Also read from CHATFORGE_PYTHON.
     #[arg(long, env = "CHATFORGE_PYTHON")]
@@ -103,6 +107,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         steps: a.steps,
         warmup: a.warmup,
         precision: Precision::Fp32,
+        lora: a.lora,
     };
     let threads = rayon::current_num_threads();
     println!(
@@ -118,6 +123,9 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         if base.tied { "tied" } else { "untied" },
         threads
     );
+    if let Some(r) = base.lora {
+        println!("lora: rank {r}, alpha 16, all seven linear layers; the base frozen");
+    }
     println!("cpu: {} (native bf16 matmul: {})", decode::cpu_line(), if bf16::native() { "yes" } else { "no" });
     let mut ours = Vec::new();
     for &precision in &precisions {
@@ -183,6 +191,9 @@ fn torch_peer(python: &PathBuf, cfg: &BenchConfig, threads: usize) -> anyhow::Re
     }
     if cfg.tied {
         cmd.arg("--tied");
+    }
+    if let Some(r) = cfg.lora {
+        cmd.arg("--lora").arg(r.to_string());
     }
     println!("running the PyTorch peer: {} {}", python.display(), script.display());
     let out = cmd.output().with_context(|| format!("running {}", python.display()))?;
