@@ -12,20 +12,8 @@ use chatforge_core::cpu::Cpu;
 use chatforge_data::chat::{self, Conversation, Message};
 use chatforge_data::tokenizer::Tokenizer;
 
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen2_tiny")
-}
-
-fn chatforge(args: &[&str], run: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_chatforge")).arg(args[0]).arg("--run").arg(run).args(&args[1..]).output().unwrap()
-}
-
-fn ok(args: &[&str], run: &Path) -> String {
-    let out = chatforge(args, run);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "chatforge {args:?} failed:\n{text}");
-    text
-}
+mod common;
+use common::{chatforge, ok, qwen2_tiny as fixture};
 
 /// The checkpoint imported into `stage` computes the logits `transformers` wrote into the
 /// fixture's golden.safetensors.

@@ -1,27 +1,15 @@
 //! LoRA from the CLI on the tiny random Qwen2-shaped import (tools/make_import_fixture.py):
 //! import → `sft --lora` → labels → `dpo --lora`. Each LoRA stage trains only its adapters (the
-//! base's bytes are untouched), saves the merged model and, in `adapter/`, the adapters in PEFT's format, and
-//! `peft` loads those adapters onto the base with the merged model's logits
+//! base's bytes are untouched), saves the merged model and, in `adapter/`, the adapters in
+//! PEFT's format, and `peft` loads those adapters onto the base with the merged model's logits
 //! (tools/peft_check.py, with the Python of `CHATFORGE_PYTHON`). A target that is not a linear
 //! layer is refused by name, and so is a resume onto changed base weights.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen2_tiny")
-}
-
-fn chatforge(args: &[&str], run: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_chatforge")).arg(args[0]).arg("--run").arg(run).args(&args[1..]).output().unwrap()
-}
-
-fn ok(args: &[&str], run: &Path) -> String {
-    let out = chatforge(args, run);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "chatforge {args:?} failed:\n{text}");
-    text
-}
+mod common;
+use common::{chatforge, ok, qwen2_tiny as fixture};
 
 /// A Python with torch, transformers and peft, or None (a failure with CHATFORGE_REQUIRE_TORCH).
 fn peft_python() -> Option<PathBuf> {

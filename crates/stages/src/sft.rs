@@ -192,7 +192,7 @@ pub fn run(run: &Run, cfg: &Config) -> Result<Figures> {
         tokens: out.tokens,
         train_tokens_per_s: out.train_tokens_per_s,
         wall_s: out.wall_s,
-        lora: cfg.train.lora.clone(),
+        lora: out.lora.clone(),
         trainable_params: out.trainable_params,
         total_params: out.total_params,
         skipped_lines,

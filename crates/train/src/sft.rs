@@ -182,6 +182,8 @@ pub struct SftOutcome {
     /// Parameters the optimizer stepped (the adapters' with LoRA) and the model's total.
     pub trainable_params: usize,
     pub total_params: usize,
+    /// The adapters' recipe, read from the trained model (a resumed run's own).
+    pub lora: Option<LoraConfig>,
 }
 
 /// Runs at each eval step of SFT on the model being trained (`chatforge sft --eval-every N`):
@@ -319,6 +321,7 @@ pub fn sft_with_hook(
     chatforge_rundir::report::plot_stage_loss(run, "sft", "SFT loss (assistant tokens)", "sft_loss.svg")?;
     let (trainable_params, total_params) = model.trainable_count();
     Ok(SftOutcome {
+        lora: model.lora_config(),
         trainable_params,
         total_params,
         steps: state.step,
