@@ -2,6 +2,8 @@
 //! at T = 1 (batch > 1), 200 new tokens after a 16-token prompt, three reps. For profiling
 //! (`perf record`) and for the A/B of `chatforge_core::pool`: by default it runs from the main
 //! thread, outside rayon's pool; `ON_POOL=1` runs it on a pool worker, as the CLI does.
+//! `GEN=1` runs batch 1 through `generate_batch` (greedy) instead of the bare decode loop, to
+//! see what the sampler and the generation loop add.
 //!
 //!     cargo run --release -p chatforge-core --example decode_prof -- runs/speedrun/sft [batch]
 use std::time::Instant;
@@ -40,7 +42,7 @@ fn run() {
     for rep in 0..3 {
         let t = Instant::now();
         let steps = 200;
-        if batch == 1 {
+        if batch == 1 && std::env::var("GEN").is_err() {
             let mut cache = model.new_cache(256);
             let mut ws = model.decode_ws();
             model.decode_into(&mut cache, &prompt, &mut ws);
@@ -49,7 +51,11 @@ fn run() {
                 model.decode_into(&mut cache, &[tok], &mut ws);
             }
         } else {
-            let opts = GenOptions { max_new: steps, params: SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0 }, stop_ids: vec![] };
+            let opts = GenOptions {
+                max_new: steps,
+                params: SamplingParams { temperature: if batch == 1 { 0.0 } else { 1.0 }, top_k: 0, top_p: 1.0 },
+                stop_ids: vec![],
+            };
             let prompts = vec![prompt.clone(); batch];
             let seeds: Vec<u64> = (0..batch as u64).collect();
             generate_batch(&model, &prompts, &opts, &seeds, |_, _| true);

@@ -246,8 +246,21 @@ pub trait Backend: Send + Sync + Clone {
     fn rope(&self, x: &mut Self::Buf, heads: usize, hd: usize, t: usize, pos0: usize, rope: &Rope, inverse: bool);
 
     /// Causal softmax attention. q `[N, hq·hd]`, k/v `[N, hkv·hd]`, out `[N, hq·hd]`,
-    /// probs `[b, hq, t, t]` kept for the backward.
-    fn attention(&self, out: &mut Self::Buf, probs: &mut Self::Buf, q: &Self::Buf, k: &Self::Buf, v: &Self::Buf, s: AttnShape);
+    /// probs `[b, hq, t, t]` kept for the backward. `docs` `[N]`, where given: the position in
+    /// its row where each position's document starts; a position attends to its own document
+    /// only (packed rows of several conversations). The backward needs nothing more, since the
+    /// probabilities it reads are zero across documents.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        out: &mut Self::Buf,
+        probs: &mut Self::Buf,
+        q: &Self::Buf,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        s: AttnShape,
+        docs: Option<&[u32]>,
+    );
     /// Writes dq, dk, dv (not accumulated). `scratch` holds at least `b·hkv·t·t` floats.
     #[allow(clippy::too_many_arguments)]
     fn attention_backward(

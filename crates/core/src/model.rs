@@ -247,13 +247,14 @@ impl<B: Backend> Attention<B> {
         AttnShape { b, t, hq: self.hq, hkv: self.hkv, hd: self.hd }
     }
     /// h `[N,d]` → y += o_proj(attn(h)) (y holds the residual stream).
-    fn forward(&self, be: &B, y: &mut B::Buf, a: &mut AttnActs<B>, h: &B::Buf, b: usize, t: usize) {
+    #[allow(clippy::too_many_arguments)]
+    fn forward(&self, be: &B, y: &mut B::Buf, a: &mut AttnActs<B>, h: &B::Buf, b: usize, t: usize, docs: Option<&[u32]>) {
         let n = b * t;
         self.project_qk(be, &mut a.q, &mut a.k, [&mut a.q_raw, &mut a.k_raw], [&mut a.q_rstd, &mut a.k_rstd], h, n);
         linear_b(be, &mut a.v, h, &self.v, &self.vb, n, false);
         be.rope(&mut a.q, self.hq, self.hd, t, 0, &self.rope, false);
         be.rope(&mut a.k, self.hkv, self.hd, t, 0, &self.rope, false);
-        be.attention(&mut a.o, &mut a.probs, &a.q, &a.k, &a.v, self.shape(b, t));
+        be.attention(&mut a.o, &mut a.probs, &a.q, &a.k, &a.v, self.shape(b, t), docs);
         linear_b(be, y, &a.o, &self.o, &self.ob, n, true);
     }
     /// dy `[N,d]` → dh `[N,d]` (overwritten); parameter gradients accumulated.
@@ -402,10 +403,11 @@ impl<B: Backend> Block<B> {
         v
     }
     /// x `[N,d]` → y `[N,d]`.
-    fn forward(&self, be: &B, y: &mut B::Buf, a: &mut BlockActs<B>, x: &B::Buf, b: usize, t: usize) {
+    #[allow(clippy::too_many_arguments)]
+    fn forward(&self, be: &B, y: &mut B::Buf, a: &mut BlockActs<B>, x: &B::Buf, b: usize, t: usize, docs: Option<&[u32]>) {
         self.input_norm.forward(be, &mut a.h1, &mut a.rstd1, x);
         be.copy(&mut a.x_mid, x);
-        self.attn.forward(be, &mut a.x_mid, &mut a.attn, &a.h1, b, t);
+        self.attn.forward(be, &mut a.x_mid, &mut a.attn, &a.h1, b, t, docs);
         self.post_norm.forward(be, &mut a.h2, &mut a.rstd2, &a.x_mid);
         be.copy(y, &a.x_mid);
         self.mlp.forward(be, y, &mut a.mlp, &a.h2, b * t);
@@ -478,7 +480,27 @@ pub struct Llama<B: Backend> {
     /// `score.weight` [1,d]: the scalar head of a reward model (HF `LlamaForSequenceClassification`,
     /// which has no LM head) or a policy's value head (beside its LM head).
     pub score: Option<Param<B>>,
+    /// Where given, a token that separates documents in training rows: each position attends
+    /// only to the positions since the last separator before it (packed SFT conversations).
+    /// A training setting, not saved; decoding (one conversation per cache) ignores it.
+    pub doc_sep: Option<u32>,
     ws: Option<Workspace<B>>,
+}
+
+/// For ids `[B, T]`: the position in its row where each position's document starts, a document
+/// running up to and including its separator `sep`.
+pub fn doc_starts(ids: &[u32], t: usize, sep: u32) -> Vec<u32> {
+    let mut out = Vec::with_capacity(ids.len());
+    for row in ids.chunks(t) {
+        let mut start = 0u32;
+        for (i, &id) in row.iter().enumerate() {
+            out.push(start);
+            if id == sep {
+                start = i as u32 + 1;
+            }
+        }
+    }
+    out
 }
 
 fn normal(rng: &mut ChaCha8Rng, std: f32) -> f32 {
@@ -498,7 +520,7 @@ impl<B: Backend> Llama<B> {
         let classifier = cfg.is_classifier();
         let lm_head = (!cfg.tie_word_embeddings && !classifier).then(|| Param::new(&be, "lm_head.weight".into(), vec![v, d]));
         let score = classifier.then(|| Param::new(&be, "score.weight".into(), vec![1, d]));
-        Llama { cfg, be, embed, blocks, norm, lm_head, score, ws: None }
+        Llama { cfg, be, embed, blocks, norm, lm_head, score, doc_sep: None, ws: None }
     }
 
     /// Turns a causal LM into a reward model: drops the LM head, adds a zero scalar head, and
@@ -666,10 +688,11 @@ impl<B: Backend> Llama<B> {
         let be = &self.be;
         let (b, t) = (ws.b, ws.t);
         ws.ids.copy_from_slice(ids);
+        let docs = self.doc_sep.map(|sep| doc_starts(ids, t, sep));
         be.embedding(&mut ws.xs[0], &self.embed.w, ids, self.cfg.hidden_size);
         for (l, blk) in self.blocks.iter().enumerate() {
             let (before, after) = ws.xs.split_at_mut(l + 1);
-            blk.forward(be, &mut after[0], &mut ws.blocks[l], &before[l], b, t);
+            blk.forward(be, &mut after[0], &mut ws.blocks[l], &before[l], b, t, docs.as_deref());
         }
         self.norm.forward(be, &mut ws.hf, &mut ws.rstdf, &ws.xs[self.blocks.len()]);
     }

@@ -157,3 +157,32 @@ fn shared_prefixes_are_reused_exactly() {
         }
     }
 }
+
+/// With `doc_sep`, a row packed with two documents gives the second the logits it gets alone
+/// (RoPE sees only relative positions), and the decoding cache agrees; without it, the second
+/// document sees the first.
+#[test]
+fn doc_sep_makes_packed_documents_independent() {
+    let mut m = model();
+    let v = m.cfg.vocab_size;
+    let sep = 60u32;
+    let (a, b): (Vec<u32>, Vec<u32>) = ((1..20).collect(), (30..41).collect());
+    let mut row = a.clone();
+    row.push(sep);
+    row.extend(&b);
+    let t = row.len();
+    m.doc_sep = Some(sep);
+    let packed = m.forward(&row, 1, t);
+    m.doc_sep = None;
+    let alone = m.forward(&b, 1, b.len());
+    let second = &packed[(a.len() + 1) * v..];
+    // Within float error of logits this large (RoPE rotates by other absolute angles).
+    let scale = alone.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let worst = second.iter().zip(&alone).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(worst < 1e-5 * scale, "packed vs alone: {worst} (logits up to {scale})");
+    let first = m.forward(&a, 1, a.len());
+    assert!(packed[..a.len() * v].iter().zip(&first).all(|(x, y)| (x - y).abs() < 1e-5 * scale));
+    let mixed = m.forward(&row, 1, t);
+    let moved = mixed[(a.len() + 1) * v..].iter().zip(&alone).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(moved > 1e-2 * scale, "without doc_sep the second document should see the first ({moved} of {scale})");
+}

@@ -193,7 +193,7 @@ fn attention_forward_backward_gqa_and_blocks() {
         let (want_o, want_dq, want_dk, want_dv) = naive_attention(&q, &k, &v, &dout, s);
         let mut o = vec![f32::NAN; q.len()];
         let mut probs = vec![f32::NAN; s.b * s.hq * s.t * s.t];
-        Cpu.attention(&mut o, &mut probs, &q, &k, &v, s);
+        Cpu.attention(&mut o, &mut probs, &q, &k, &v, s, None);
         assert_close(&o, &want_o, 1e-4, 1e-5, "attention out");
         let (mut dq, mut dk, mut dv) = (vec![f32::NAN; q.len()], vec![f32::NAN; k.len()], vec![f32::NAN; v.len()]);
         let mut scratch = vec![f32::NAN; s.b * s.hkv * s.t * s.t];
@@ -202,6 +202,61 @@ fn attention_forward_backward_gqa_and_blocks() {
         assert_close(&dk, &want_dk, 1e-4, 1e-5, "attention dk");
         assert_close(&dv, &want_dv, 1e-4, 1e-5, "attention dv");
     }
+}
+
+/// A row packed with documents, each attending to itself only, gives what each document gives
+/// alone: outputs and the gradients of q, k and v (the 64-row block boundary crossed).
+#[test]
+fn document_masked_attention_is_each_document_alone() {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let (hq, hkv, hd) = (4, 2, 8);
+    let lens = [30usize, 50, 1, 19];
+    let t: usize = lens.iter().sum();
+    let s = AttnShape { b: 1, t, hq, hkv, hd };
+    let (qd, kvd) = (hq * hd, hkv * hd);
+    let q = rand_vec(&mut rng, t * qd, 1.0);
+    let k = rand_vec(&mut rng, t * kvd, 1.0);
+    let v = rand_vec(&mut rng, t * kvd, 1.0);
+    let dout = rand_vec(&mut rng, t * qd, 1.0);
+    // The separator ends each document: starts 0, 30, 80, 81.
+    let sep = 9u32;
+    let mut ids = vec![1u32; t];
+    let mut end = 0;
+    for l in lens {
+        end += l;
+        ids[end - 1] = sep;
+    }
+    let docs = chatforge_core::model::doc_starts(&ids, t, sep);
+    let run = |s: AttnShape, q: &[f32], k: &[f32], v: &[f32], dout: &[f32], docs: Option<&[u32]>| {
+        let mut o = vec![f32::NAN; q.len()];
+        let mut probs = vec![f32::NAN; s.b * s.hq * s.t * s.t];
+        Cpu.attention(&mut o, &mut probs, &q.to_vec(), &k.to_vec(), &v.to_vec(), s, docs);
+        let (mut dq, mut dk, mut dv) = (vec![f32::NAN; q.len()], vec![f32::NAN; k.len()], vec![f32::NAN; v.len()]);
+        let mut scratch = vec![f32::NAN; s.b * s.hkv * s.t * s.t];
+        Cpu.attention_backward(&mut dq, &mut dk, &mut dv, &mut scratch, &dout.to_vec(), &probs, &q.to_vec(), &k.to_vec(), &v.to_vec(), s);
+        (o, dq, dk, dv)
+    };
+    let packed = run(s, &q, &k, &v, &dout, Some(&docs));
+    let mut start = 0;
+    for l in lens {
+        let alone = run(
+            AttnShape { b: 1, t: l, hq, hkv, hd },
+            &q[start * qd..(start + l) * qd],
+            &k[start * kvd..(start + l) * kvd],
+            &v[start * kvd..(start + l) * kvd],
+            &dout[start * qd..(start + l) * qd],
+            None,
+        );
+        let f64s = |x: &[f32]| x.iter().map(|&y| y as f64).collect::<Vec<_>>();
+        assert_close(&packed.0[start * qd..(start + l) * qd], &f64s(&alone.0), 1e-5, 1e-6, "masked out");
+        assert_close(&packed.1[start * qd..(start + l) * qd], &f64s(&alone.1), 1e-5, 1e-6, "masked dq");
+        assert_close(&packed.2[start * kvd..(start + l) * kvd], &f64s(&alone.2), 1e-5, 1e-6, "masked dk");
+        assert_close(&packed.3[start * kvd..(start + l) * kvd], &f64s(&alone.3), 1e-5, 1e-6, "masked dv");
+        start += l;
+    }
+    // Without the starts, the later documents see the earlier ones.
+    let unmasked = run(s, &q, &k, &v, &dout, None);
+    assert_ne!(unmasked.0[40 * qd], packed.0[40 * qd]);
 }
 
 #[test]
@@ -213,7 +268,7 @@ fn cached_attention_matches_full() {
     let v = rand_vec(&mut rng, s.t * s.hkv * s.hd, 1.0);
     let mut full = vec![0.0; q.len()];
     let mut probs = vec![0.0; s.hq * s.t * s.t];
-    Cpu.attention(&mut full, &mut probs, &q, &k, &v, s);
+    Cpu.attention(&mut full, &mut probs, &q, &k, &v, s, None);
     // The last 4 rows as "new" queries over a cache holding all 11 keys.
     let (pos0, nnew, qd) = (7, 4, s.hq * s.hd);
     let qn = q[pos0 * qd..].to_vec();

@@ -292,7 +292,7 @@ pub fn dpo(run: &RunDir, cfg: DpoConfig, data: &DpoData, ptx: Option<(&crate::sf
         model.policy_backward(&tg, &dlogp, None);
         let mut ptx_loss = f64::NAN;
         if let (Some((sft, pad)), true) = (ptx, cfg.ptx_coef > 0.0) {
-            let sft_cfg = crate::sft::SftConfig { batch: PTX_ROWS, seed: cfg.seed, ..Default::default() };
+            let sft_cfg = crate::sft::SftConfig { batch: PTX_ROWS, seed: cfg.seed, doc_mask: false, ..Default::default() };
             let (pid, ptg) = crate::sft::sft_batch(sft, &sft_cfg, ctx, pad, step, 0);
             let count = ptg.iter().filter(|&&x| x != IGNORE).count().max(1);
             ptx_loss = model.forward_backward(&pid, &ptg, PTX_ROWS, ctx, Some((cfg.ptx_coef / count as f64) as f32)).0 as f64;

@@ -573,7 +573,7 @@ pub fn ppo(run: &RunDir, cfg: PpoConfig, tok: &Tokenizer, data: &PpoData, quiet:
                     let b = cfg.minibatch.min(4);
                     let (pid, ptg) = crate::sft::sft_batch(
                         sft,
-                        &crate::sft::SftConfig { batch: b, seed: cfg.seed, ..Default::default() },
+                        &crate::sft::SftConfig { batch: b, seed: cfg.seed, doc_mask: false, ..Default::default() },
                         ctx,
                         tok.eot_id(),
                         it * 1000 + updates,

@@ -45,6 +45,11 @@ pub struct SftConfig {
     /// folder then holds the merged model and the adapters in PEFT's format.
     #[serde(default)]
     pub lora: Option<LoraConfig>,
+    /// Conversations packed into a row attend only to themselves: each ends with the EOT
+    /// token, and attention stops at it (`Llama::doc_sep`), as at inference, where a model
+    /// answers one conversation at a time. Runs saved before the field existed did not.
+    #[serde(default)]
+    pub doc_mask: bool,
 }
 
 impl Default for SftConfig {
@@ -59,6 +64,7 @@ impl Default for SftConfig {
             seed: 1,
             precision: auto_precision(),
             lora: None,
+            doc_mask: true,
         }
     }
 }
@@ -89,7 +95,14 @@ impl SftData {
 
 /// Packs conversations into a row of `t + 1` tokens and returns (ids `[t]`, targets `[t]`): the
 /// target of position i is token i+1 where the mask says the model learns it, else IGNORE.
-fn pack_row(convs: impl Iterator<Item = usize>, data: &[(Vec<u32>, Vec<bool>)], t: usize, pad: u32) -> (Vec<u32>, Vec<u32>) {
+/// With `sep`, each conversation is followed by it (not learned).
+fn pack_row(
+    convs: impl Iterator<Item = usize>,
+    data: &[(Vec<u32>, Vec<bool>)],
+    t: usize,
+    pad: u32,
+    sep: Option<u32>,
+) -> (Vec<u32>, Vec<u32>) {
     let (mut ids, mut mask) = (Vec::with_capacity(t + 1), Vec::with_capacity(t + 1));
     for i in convs {
         if ids.len() > t {
@@ -97,6 +110,10 @@ fn pack_row(convs: impl Iterator<Item = usize>, data: &[(Vec<u32>, Vec<bool>)], 
         }
         ids.extend_from_slice(&data[i].0);
         mask.extend_from_slice(&data[i].1);
+        if let Some(s) = sep {
+            ids.push(s);
+            mask.push(false);
+        }
     }
     ids.resize(t + 1, pad);
     mask.resize(t + 1, false);
@@ -113,27 +130,30 @@ pub fn sft_batch(data: &SftData, cfg: &SftConfig, t: usize, pad: u32, step: usiz
     let (mut ids, mut targets) = (Vec::new(), Vec::new());
     for _ in 0..cfg.batch {
         let picks: Vec<usize> = (0..64).map(|_| rng.random_range(0..n)).collect();
-        let (i, tg) = pack_row(picks.into_iter(), &data.train, t, pad);
+        let (i, tg) = pack_row(picks.into_iter(), &data.train, t, pad, cfg.doc_mask.then_some(pad));
         ids.extend(i);
         targets.extend(tg);
     }
     (ids, targets)
 }
 
-/// Mean loss (nats per assistant token) over the val conversations, packed in order.
+/// Mean loss (nats per assistant token) over the val conversations, packed in order (each
+/// followed by `model.doc_sep` where the model has one).
 pub fn val_loss(model: &mut Llama<Cpu>, data: &SftData, batch: usize, pad: u32) -> f64 {
     let t = model.cfg.max_position_embeddings;
+    let sep = model.doc_sep;
+    let extra = sep.is_some() as usize;
     let (mut rows_ids, mut rows_tg) = (Vec::new(), Vec::new());
     let mut next = 0;
     while next < data.val.len() {
         // Whole conversations per row, in order.
         let start = next;
         let mut len = 0;
-        while next < data.val.len() && (next == start || len + data.val[next].0.len() <= t + 1) {
-            len += data.val[next].0.len();
+        while next < data.val.len() && (next == start || len + data.val[next].0.len() + extra <= t + 1) {
+            len += data.val[next].0.len() + extra;
             next += 1;
         }
-        let (i, tg) = pack_row(start..next, &data.val, t, pad);
+        let (i, tg) = pack_row(start..next, &data.val, t, pad, sep);
         rows_ids.push(i);
         rows_tg.push(tg);
     }
@@ -261,6 +281,7 @@ pub fn sft_with_hook(
     };
     // bf16 or fp32 matmuls, as the recipe says (a resumed run keeps its saved precision).
     model.be = Cpu::with_precision(cfg.precision);
+    model.doc_sep = cfg.doc_mask.then_some(pad);
     let t = model.cfg.max_position_embeddings;
     say(format!(
         "sft: {} train / {} val conversations, {} steps of {} rows x {} tokens, lr {}",

@@ -1,5 +1,7 @@
 //! Causal attention for training, one (sequence, KV head) group per task, its blocks above the
-//! diagonal skipped: the forward keeps the softmax probabilities, the backward reads them.
+//! diagonal skipped: the forward keeps the softmax probabilities, the backward reads them. With
+//! document starts, a row's softmax also runs from its document's first position only (packed
+//! conversations do not see each other); the zeros it leaves make the backward's dS zero there.
 
 use multiversion::multiversion;
 use rayon::prelude::*;
@@ -7,10 +9,13 @@ use rayon::prelude::*;
 use super::*;
 
 #[multiversion(targets = "simd")]
-fn causal_softmax_rows(p: &mut [f32], t: usize, r0: usize, r1: usize, scale: f32) {
+fn causal_softmax_rows(p: &mut [f32], t: usize, r0: usize, r1: usize, scale: f32, docs: Option<&[u32]>) {
     for i in r0..r1 {
         let row = &mut p[i * t..(i + 1) * t];
-        let (live, dead) = row.split_at_mut(i + 1);
+        let start = docs.map_or(0, |d| (d[i] as usize).min(i));
+        let (before, row) = row.split_at_mut(start);
+        before.fill(0.0);
+        let (live, dead) = row.split_at_mut(i + 1 - start);
         let m = max(live) * scale;
         let s = exp_shift_sum(live, scale, m);
         let inv = 1.0 / s;
@@ -35,7 +40,7 @@ fn softmax_backward_rows(dp: &mut [f32], p: &[f32], t: usize, r0: usize, r1: usi
     }
 }
 
-pub(super) fn attention_forward(out: &mut [f32], probs: &mut [f32], q: &[f32], k: &[f32], v: &[f32], s: AttnShape) {
+pub(super) fn attention_forward(out: &mut [f32], probs: &mut [f32], q: &[f32], k: &[f32], v: &[f32], s: AttnShape, docs: Option<&[u32]>) {
     let AttnShape { b, t, hq, hkv, hd } = s;
     let (qd, kvd, group) = (hq * hd, hkv * hd, hq / hkv);
     assert_eq!(q.len(), b * t * qd);
@@ -43,6 +48,9 @@ pub(super) fn attention_forward(out: &mut [f32], probs: &mut [f32], q: &[f32], k
     assert_eq!(v.len(), b * t * kvd);
     assert_eq!(out.len(), b * t * qd);
     assert_eq!(probs.len(), b * hq * t * t);
+    if let Some(d) = docs {
+        assert_eq!(d.len(), b * t, "attention: one document start per position");
+    }
     let scale = 1.0 / (hd as f32).sqrt();
     let (o_ptr, p_ptr) = (SendPtr(out.as_mut_ptr()), SendPtr(probs.as_mut_ptr()));
     (0..b * hq).into_par_iter().for_each(|task| {
@@ -60,7 +68,7 @@ pub(super) fn attention_forward(out: &mut [f32], probs: &mut [f32], q: &[f32], k
                 // S[r0..r1, 0..ncols] = Q_rows · K^T  (the 1/√hd scale is folded into the softmax)
                 gemm_view(rows, ncols, hd, p.as_mut_ptr().add(r0 * t), t as isize, qv(r0), kt, 1.0, false, false);
             }
-            causal_softmax_rows(p, t, r0, r1, scale);
+            causal_softmax_rows(p, t, r0, r1, scale, docs.map(|d| &d[bi * t..(bi + 1) * t]));
             unsafe {
                 // O[r0..r1] = P[r0..r1, 0..ncols] · V[0..ncols]
                 let pv = View { ptr: p.as_ptr().add(r0 * t), rs: t as isize, cs: 1 };

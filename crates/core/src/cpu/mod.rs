@@ -488,8 +488,17 @@ impl Backend for Cpu {
         });
     }
 
-    fn attention(&self, out: &mut Vec<f32>, probs: &mut Vec<f32>, q: &Vec<f32>, k: &Vec<f32>, v: &Vec<f32>, s: AttnShape) {
-        attention_forward(out, probs, q, k, v, s)
+    fn attention(
+        &self,
+        out: &mut Vec<f32>,
+        probs: &mut Vec<f32>,
+        q: &Vec<f32>,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        s: AttnShape,
+        docs: Option<&[u32]>,
+    ) {
+        attention_forward(out, probs, q, k, v, s, docs)
     }
 
     fn attention_backward(
