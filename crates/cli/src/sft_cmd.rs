@@ -51,6 +51,10 @@ pub struct SftArgs {
     /// Samples per eval with --eval-every.
     #[arg(long, default_value_t = d().eval_limit)]
     pub eval_limit: usize,
+    /// Let packed conversations attend to the ones before them in their row, as SFT did before
+    /// the recipe masked them (for the A/B in the README; a resumed run keeps its own setting).
+    #[arg(long)]
+    pub no_doc_mask: bool,
     #[command(flatten)]
     pub precision: PrecisionArg,
     #[command(flatten)]
@@ -77,6 +81,7 @@ impl SftArgs {
         c.train.seed = self.seed;
         c.train.checkpoint_every = self.checkpoint_every;
         c.train.precision = self.precision.value;
+        c.train.doc_mask = !self.no_doc_mask;
         Ok(c)
     }
 }
