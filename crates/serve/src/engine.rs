@@ -176,10 +176,10 @@ impl Engine {
 /// The vocabulary's byte strings (for constrained decoding and streamed text).
 pub fn token_table(tok: &Tokenizer) -> TokenTable {
     let n = tok.vocab_size();
-    TokenTable {
-        bytes: (0..n as u32).map(|i| tok.token_bytes(i).unwrap_or_default()).collect(),
-        special: (0..n as u32).map(|i| tok.is_special(i)).collect(),
-    }
+    TokenTable::new(
+        (0..n as u32).map(|i| tok.token_bytes(i).unwrap_or_default()).collect(),
+        (0..n as u32).map(|i| tok.is_special(i)).collect(),
+    )
 }
 
 struct Seq<'t> {

@@ -1,20 +1,22 @@
 //! `chatforge bench decode`: chatforge's decoding against llama.cpp's, on the same model and the
-//! same number of threads, in one invocation (timings vary ±20 % between runs, so only ratios
-//! measured together mean anything). In order:
+//! same number of threads, in one invocation. Timings drift by up to 2x over minutes on a shared
+//! VM, so both engines are measured back to back in each of `--rounds` rounds (llama.cpp first in
+//! every other one) and a ratio is the median of the rounds' ratios. In order:
 //!
 //! 1. the stage is exported to GGUF (F32, exact) in a temporary folder;
-//! 2. chatforge, engine-level (the core API, each figure after a warm-up, the median of
+//! 2. per round, chatforge, engine-level (the core API, each figure after a warm-up, the median of
 //!    `--reps`): prefill tokens/s of one ~240-token prompt (`Llama::decode`); single-stream decode
 //!    tokens/s of 200 forced tokens; aggregate decode tokens/s of 1 / 8 / 32 / 64 sequences of
 //!    equal-length answers (`generate_batch` with no stop ids). Decode figures count only the
 //!    tokens of decode steps and the time after the prompts are in, as llama.cpp's do;
-//! 3. llama.cpp: `llama-bench` (pp and tg, JSON output) and `llama-batched-bench` (the same
+//! 3. per round, llama.cpp: `llama-bench` (pp and tg, JSON output) and `llama-batched-bench` (the same
 //!    prompt and answer lengths and sequence counts, JSONL output), with `-t` threads, otherwise
 //!    at llama.cpp's defaults (F16 KV cache, flash attention auto; llama-bench takes no F32 cache);
-//! 4. through each server: `bench serve`'s load test, 32 streaming clients with equal answers
+//! 4. per round, through each server: `bench serve`'s load test, 32 streaming clients with equal answers
 //!    (`ignore_eos`), against `chatforge serve` (in-process) and `llama-server -np 32
 //!    --cont-batching`;
-//! 5. a table of every figure side by side with the ratio chatforge / llama.cpp, and the last
+//! 5. a table of every figure (each side's median over the rounds) with the median ratio
+//!    chatforge / llama.cpp, and the last
 //!    line `decode vs llama.cpp: prefill X, single Y, batched32 Z, server32 W` for scripts.
 //!
 //! Without a llama.cpp build (tools/build_llama_cpp.sh) the chatforge figures are printed, with
@@ -65,9 +67,14 @@ pub struct BenchDecodeArgs {
     /// Concurrent clients of the server figure (0: skip the servers).
     #[arg(long, default_value_t = 32)]
     server_streams: usize,
-    /// Timed repetitions of each chatforge figure (the median is reported).
+    /// Timed repetitions of each chatforge figure within a round (their median is the round's).
     #[arg(long, default_value_t = 3)]
     reps: usize,
+    /// Rounds, each measuring both engines back to back, llama.cpp first in every other one.
+    /// This machine's speed drifts by up to 2x over minutes, so a ratio is the median of the
+    /// rounds' ratios, not the ratio of figures taken minutes apart.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 /// The folder of the llama.cpp build: --llama-cpp, $LLAMA_CPP_DIR, or tools/build_llama_cpp.sh's default.
@@ -135,11 +142,21 @@ fn forced_decode<B: Backend>(model: &Llama<B>, prompts: &[Vec<u32>], len: usize)
 fn measure_ours<B: Backend>(model: &Llama<B>, tok: &chatforge_data::tokenizer::Tokenizer, a: &BenchDecodeArgs) -> Ours {
     let reps = a.reps.max(1);
     let prompt = text_ids(tok, a.prefill_tokens, 0);
-    let prefill_once = || {
-        let mut cache = model.new_cache(prompt.len() + 1);
+    // As the engine prefills: into a fresh cache with the workspace it keeps between requests
+    // (llama-bench's pp also reuses its context's buffers).
+    let mut ws = model.decode_ws();
+    // Ten prompts back to back per timing: one ~15 ms prefill is too short to time alone.
+    let mut caches: Vec<_> = (0..10).map(|_| model.new_cache(prompt.len() + 1)).collect();
+    let mut prefill_once = || {
+        for c in caches.iter_mut() {
+            c.len = 0;
+        }
         let t = Instant::now();
-        std::hint::black_box(model.decode(&mut cache, &prompt));
-        prompt.len() as f64 / t.elapsed().as_secs_f64()
+        for c in caches.iter_mut() {
+            model.decode_into(c, &prompt, &mut ws);
+            std::hint::black_box(&ws.host);
+        }
+        (caches.len() * prompt.len()) as f64 / t.elapsed().as_secs_f64()
     };
     prefill_once();
     let prefill = median((0..reps).map(|_| prefill_once()).collect());
@@ -323,8 +340,77 @@ fn load(serve: Option<&ServeConfig>, addr: Option<String>, streams: usize, max_t
     Ok(r.tokens_per_second())
 }
 
-fn ratio(ours: f64, theirs: Option<f64>) -> String {
-    theirs.map_or_else(|| "n/a".into(), |t| format!("{:.2}", ours / t))
+/// chatforge's figures of one round: the engine's, then its server's (None where it failed).
+fn measure_ours_all<B: Backend + Sync>(
+    model: &Llama<B>,
+    tok: &chatforge_data::tokenizer::Tokenizer,
+    a: &BenchDecodeArgs,
+    notes: &mut Vec<String>,
+) -> (Ours, Option<f64>) {
+    eprintln!("  chatforge (engine) ...");
+    let ours = chatforge_core::pool::on_pool(|| measure_ours(model, tok, a));
+    let mut server = None;
+    if a.server_streams > 0 {
+        eprintln!("  load test: chatforge serve, {} clients ...", a.server_streams);
+        let cfg = ServeConfig {
+            stage: a.stage.clone(),
+            engine: chatforge_serve::engine::EngineConfig { max_batch: a.server_streams.max(32), ..Default::default() },
+            ..ServeConfig::new(&a.run)
+        };
+        match load(Some(&cfg), None, a.server_streams, a.answer_tokens) {
+            Ok(t) => server = Some(t),
+            Err(e) => notes.push(format!("chatforge serve: {e:#}")),
+        }
+    }
+    (ours, server)
+}
+
+/// llama.cpp's figures of one round (`llama-bench`, `llama-batched-bench`, `llama-server`).
+fn measure_theirs(
+    bin: &dyn Fn(&str) -> PathBuf,
+    gguf: &Path,
+    threads: usize,
+    server_ctx: usize,
+    a: &BenchDecodeArgs,
+    notes: &mut Vec<String>,
+) -> Theirs {
+    let mut theirs = Theirs::default();
+    eprintln!("  llama.cpp (llama-bench, llama-batched-bench) ...");
+    match llama_bench(&bin("llama-bench"), gguf, threads, a) {
+        Ok((pp, tg)) => (theirs.prefill, theirs.single) = (Some(pp), Some(tg)),
+        Err(e) => notes.push(format!("llama-bench: {e:#}")),
+    }
+    match llama_batched(&bin("llama-batched-bench"), gguf, threads, a) {
+        Ok(rows) => theirs.batched = rows,
+        Err(e) => notes.push(format!("llama-batched-bench: {e:#}")),
+    }
+    if a.server_streams > 0 {
+        eprintln!("  load test: llama-server -np {} --cont-batching ...", a.server_streams);
+        // Each slot gets the model's whole context.
+        let r = start_llama_server(&bin("llama-server"), gguf, threads, a.server_streams, server_ctx).and_then(|(server, addr)| {
+            let t = load(None, Some(addr), a.server_streams, a.answer_tokens);
+            drop(server);
+            t
+        });
+        match r {
+            Ok(t) => theirs.server = Some(t),
+            Err(e) => notes.push(format!("llama-server: {e:#}")),
+        }
+    }
+    theirs
+}
+
+/// One figure of one round: chatforge's tokens/s and llama.cpp's, where measured.
+type Pair = (Option<f64>, Option<f64>);
+
+/// One figure over the rounds: the median of each side's tokens/s, and the median of the
+/// rounds' ratios (rounds where both sides measured).
+fn over_rounds(pairs: &[Pair]) -> (Option<f64>, Option<f64>, Option<f64>) {
+    let med = |v: Vec<f64>| (!v.is_empty()).then(|| median(v));
+    let ours = med(pairs.iter().filter_map(|p| p.0).collect());
+    let theirs = med(pairs.iter().filter_map(|p| p.1).collect());
+    let ratio = med(pairs.iter().filter_map(|&(o, t)| Some(o? / t?)).collect());
+    (ours, theirs, ratio)
 }
 
 pub fn bench_decode(a: BenchDecodeArgs) -> anyhow::Result<()> {
@@ -381,81 +467,62 @@ pub fn bench_decode(a: BenchDecodeArgs) -> anyhow::Result<()> {
         );
     }
 
-    eprintln!("measuring chatforge (engine) ...");
-    let ours = chatforge_core::pool::on_pool(|| measure_ours(&model, tok, &a));
-    let mut theirs = Theirs::default();
-    let mut notes = vec![];
-    if have_llama {
-        eprintln!("measuring llama.cpp (llama-bench, llama-batched-bench) ...");
-        match llama_bench(&bin("llama-bench"), &gguf, threads, &a) {
-            Ok((pp, tg)) => (theirs.prefill, theirs.single) = (Some(pp), Some(tg)),
-            Err(e) => notes.push(format!("llama-bench: {e:#}")),
-        }
-        match llama_batched(&bin("llama-batched-bench"), &gguf, threads, &a) {
-            Ok(rows) => theirs.batched = rows,
-            Err(e) => notes.push(format!("llama-batched-bench: {e:#}")),
-        }
+    let ctx_all = a.server_streams * ctx;
+    let rounds = a.rounds.max(1);
+    let (mut our_rounds, mut their_rounds, mut notes) = (vec![], vec![], vec![]);
+    for round in 0..rounds {
+        eprintln!("round {} of {rounds} ...", round + 1);
+        let llama = |notes: &mut Vec<String>| have_llama.then(|| measure_theirs(&bin, &gguf, threads, ctx_all, &a, notes));
+        let theirs_first = round % 2 == 1;
+        let early = if theirs_first { llama(&mut notes) } else { None };
+        let ours = measure_ours_all(&model, tok, &a, &mut notes);
+        let theirs = if theirs_first { early } else { llama(&mut notes) };
+        our_rounds.push(ours);
+        their_rounds.push(theirs.unwrap_or_default());
     }
-    let mut our_server = None;
-    if a.server_streams > 0 {
-        eprintln!("load test: chatforge serve, {} clients ...", a.server_streams);
-        let cfg = ServeConfig {
-            stage: a.stage.clone(),
-            engine: chatforge_serve::engine::EngineConfig { max_batch: a.server_streams.max(32), ..Default::default() },
-            ..ServeConfig::new(&a.run)
-        };
-        match load(Some(&cfg), None, a.server_streams, a.answer_tokens) {
-            Ok(t) => our_server = Some(t),
-            Err(e) => notes.push(format!("chatforge serve: {e:#}")),
-        }
-        if have_llama {
-            eprintln!("load test: llama-server -np {} --cont-batching ...", a.server_streams);
-            // Each slot gets the model's whole context.
-            let r = start_llama_server(&bin("llama-server"), &gguf, threads, a.server_streams, a.server_streams * ctx).and_then(
-                |(server, addr)| {
-                    let t = load(None, Some(addr), a.server_streams, a.answer_tokens);
-                    drop(server);
-                    t
-                },
-            );
-            match r {
-                Ok(t) => theirs.server = Some(t),
-                Err(e) => notes.push(format!("llama-server: {e:#}")),
-            }
-        }
-    }
+    notes.dedup();
     let _ = std::fs::remove_dir_all(&tmp);
 
     let fmt = |x: Option<f64>| x.map_or_else(|| "n/a".to_string(), |v| format!("{v:.0}"));
-    println!("{:<52} {:>10} {:>10} {:>7}", "tokens/s", "chatforge", "llama.cpp", "ratio");
-    let line = |what: String, ours: Option<f64>, theirs: Option<f64>| {
-        let r = ours.map_or_else(|| "n/a".into(), |o| ratio(o, theirs));
-        println!("{what:<52} {:>10} {:>10} {r:>7}", fmt(ours), fmt(theirs));
+    let fmt_r = |x: Option<f64>| x.map_or_else(|| "n/a".to_string(), |v| format!("{v:.2}"));
+    println!("tokens/s, median of {rounds} rounds; ratio: median of the rounds' ratios");
+    println!("{:<52} {:>10} {:>10} {:>7}", "", "chatforge", "llama.cpp", "ratio");
+    let line = |what: String, pairs: Vec<Pair>| {
+        let (o, t, r) = over_rounds(&pairs);
+        println!("{what:<52} {:>10} {:>10} {:>7}", fmt(o), fmt(t), fmt_r(r));
+        r
     };
-    line(format!("prefill, one {}-token prompt (llama-bench pp)", a.prefill_tokens), Some(ours.prefill), theirs.prefill);
-    line(format!("single-stream decode, {} tokens (llama-bench tg)", a.single_tokens), Some(ours.single), theirs.single);
-    for &(n, t) in &ours.batched {
-        let peer = theirs.batched.iter().find(|(m, _)| *m == n).map(|x| x.1);
-        line(format!("aggregate decode, {n} x {} tokens (llama-batched-bench)", a.answer_tokens), Some(t), peer);
+    let both =
+        |f: &dyn Fn(&Ours, &Theirs) -> Pair| -> Vec<Pair> { our_rounds.iter().zip(&their_rounds).map(|((o, _), t)| f(o, t)).collect() };
+    let prefill =
+        line(format!("prefill, one {}-token prompt (llama-bench pp)", a.prefill_tokens), both(&|o, t| (Some(o.prefill), t.prefill)));
+    let single =
+        line(format!("single-stream decode, {} tokens (llama-bench tg)", a.single_tokens), both(&|o, t| (Some(o.single), t.single)));
+    let mut b32 = None;
+    for &n in &a.sequences {
+        let pick = |v: &[(usize, f64)]| v.iter().find(|(m, _)| *m == n).map(|x| x.1);
+        let r = line(
+            format!("aggregate decode, {n} x {} tokens (llama-batched-bench)", a.answer_tokens),
+            both(&|o, t| (pick(&o.batched), pick(&t.batched))),
+        );
+        if n == 32 {
+            b32 = r;
+        }
     }
+    let mut server = None;
     if a.server_streams > 0 {
-        line(format!("server, {} clients x {} tokens (HTTP, streamed)", a.server_streams, a.answer_tokens), our_server, theirs.server);
+        let pairs = our_rounds.iter().zip(&their_rounds).map(|((_, s), t)| (*s, t.server)).collect();
+        server = line(format!("server, {} clients x {} tokens (HTTP, streamed)", a.server_streams, a.answer_tokens), pairs);
     }
     for n in &notes {
         println!("note: {n}");
     }
-    let b32 = ours.batched.iter().find(|(n, _)| *n == 32).map(|x| x.1);
-    let t32 = theirs.batched.iter().find(|(n, _)| *n == 32).map(|x| x.1);
-    let server = match our_server {
-        Some(o) => ratio(o, theirs.server),
-        None => "n/a".into(),
-    };
     println!(
         "decode vs llama.cpp: prefill {}, single {}, batched32 {}, server32 {}",
-        ratio(ours.prefill, theirs.prefill),
-        ratio(ours.single, theirs.single),
-        b32.map_or_else(|| "n/a".into(), |b| ratio(b, t32)),
-        server
+        fmt_r(prefill),
+        fmt_r(single),
+        fmt_r(b32),
+        fmt_r(server)
     );
     Ok(())
 }

@@ -108,6 +108,11 @@ impl CallConstraint {
         bytes.iter().all(|&b| self.byte(b))
     }
 
+    /// Whether byte `b` is accepted without changing the call's state (see [`JsonState::inert`]).
+    fn inert(&self, b: u8) -> bool {
+        matches!(&self.phase, Phase::Args { state, .. } if state.inert(b))
+    }
+
     fn byte(&mut self, b: u8) -> bool {
         let fns = &self.grammar.functions;
         match &mut self.phase {
@@ -192,20 +197,12 @@ impl CallConstraint {
     /// Sets the logits of every token that may not come next to −∞ (see
     /// [`super::JsonConstraint::mask`]). Once the call is done only `end` may follow.
     pub fn mask(&self, logits: &mut [f32], table: &TokenTable, left: usize, end: u32) {
-        let done = self.done();
         let budget = left.saturating_sub(1);
-        let mut allowed = 0;
-        for (i, l) in logits.iter_mut().enumerate() {
-            let ok = !done && i < table.bytes.len() && !table.special[i] && !table.bytes[i].is_empty() && {
-                let mut s = self.clone();
-                s.feed(&table.bytes[i]) && s.min_remaining() <= budget
-            };
-            if ok || (done && i as u32 == end) {
-                allowed += 1;
-            } else {
-                *l = f32::NEG_INFINITY;
-            }
-        }
+        let allowed = if self.done() {
+            table.mask_walk(logits, self, |_, _| false, |_, _| false, |_| false, Some(end))
+        } else {
+            table.mask_walk(logits, self, |s, b| s.byte(b), |s, b| s.inert(b), |s| s.min_remaining() <= budget, None)
+        };
         if allowed == 0 {
             // Cannot happen while the budget covers the shortest call (checked before generation).
             tracing::warn!("constrained tool call found no allowed token; ending the output");

@@ -4,10 +4,126 @@
 
 use super::{Grammar, JsonState};
 
-/// The vocabulary as byte strings, for trying tokens against a [`JsonState`].
+/// The vocabulary as byte strings, for trying tokens against a [`JsonState`], with the same
+/// strings as a trie (every prefix once), so that masking walks a state through each prefix
+/// once and drops every token under a prefix the state refuses, instead of trying 4,096 tokens
+/// from the start each.
 pub struct TokenTable {
     pub bytes: Vec<Vec<u8>>,
     pub special: Vec<bool>,
+    trie: Vec<Node>,
+}
+
+/// A trie node: the next bytes with their nodes, and the tokens whose bytes end here.
+#[derive(Default)]
+struct Node {
+    next: Vec<(u8, u32)>,
+    tokens: Vec<u32>,
+}
+
+impl TokenTable {
+    /// Special tokens and empty strings are never allowed, so they stay out of the trie.
+    pub fn new(bytes: Vec<Vec<u8>>, special: Vec<bool>) -> TokenTable {
+        let mut trie = vec![Node::default()];
+        for (id, b) in bytes.iter().enumerate() {
+            if b.is_empty() || special.get(id).copied().unwrap_or(true) {
+                continue;
+            }
+            let mut at = 0usize;
+            for &c in b {
+                at = match trie[at].next.iter().find(|e| e.0 == c) {
+                    Some(&(_, n)) => n as usize,
+                    None => {
+                        trie.push(Node::default());
+                        let n = trie.len() - 1;
+                        trie[at].next.push((c, n as u32));
+                        n
+                    }
+                };
+            }
+            trie[at].tokens.push(id as u32);
+        }
+        TokenTable { bytes, special, trie }
+    }
+
+    /// Every token whose bytes `step` accepts one by one from `start` and whose final state `ok`
+    /// accepts, passed to `allow` (in no particular order). A state is copied once per prefix,
+    /// and not at all along bytes that `inert` says `step` would accept without changing it.
+    pub fn walk<S: Clone>(
+        &self,
+        start: &S,
+        step: impl Fn(&mut S, u8) -> bool,
+        inert: impl Fn(&S, u8) -> bool,
+        ok: impl Fn(&S) -> bool,
+        mut allow: impl FnMut(u32),
+    ) {
+        // States live in `states`; a node on the stack points at its own, shared along inert bytes,
+        // with `ok`'s verdict computed once per state.
+        let mut states: Vec<(S, Option<bool>)> = vec![(start.clone(), None)];
+        let mut stack: Vec<(u32, usize)> = vec![(0, 0)];
+        while let Some((node, si)) = stack.pop() {
+            for &(b, child) in &self.trie[node as usize].next {
+                let ci = if inert(&states[si].0, b) {
+                    si
+                } else {
+                    let mut s = states[si].0.clone();
+                    if !step(&mut s, b) {
+                        continue;
+                    }
+                    states.push((s, None));
+                    states.len() - 1
+                };
+                let n = &self.trie[child as usize];
+                if !n.tokens.is_empty() {
+                    let verdict = match states[ci].1 {
+                        Some(v) => v,
+                        None => {
+                            let v = ok(&states[ci].0);
+                            states[ci].1 = Some(v);
+                            v
+                        }
+                    };
+                    if verdict {
+                        n.tokens.iter().for_each(|&t| allow(t));
+                    }
+                }
+                if !n.next.is_empty() {
+                    stack.push((child, ci));
+                }
+            }
+        }
+    }
+
+    /// Sets every logit that [`TokenTable::walk`] does not allow to −∞ (and `end`'s too unless
+    /// `end_ok`); returns how many stay.
+    pub fn mask_walk<S: Clone>(
+        &self,
+        logits: &mut [f32],
+        start: &S,
+        step: impl Fn(&mut S, u8) -> bool,
+        inert: impl Fn(&S, u8) -> bool,
+        ok: impl Fn(&S) -> bool,
+        end: Option<u32>,
+    ) -> usize {
+        let mut keep = vec![false; logits.len()];
+        self.walk(start, step, inert, ok, |t| {
+            if let Some(k) = keep.get_mut(t as usize) {
+                *k = true;
+            }
+        });
+        if let Some(k) = end.and_then(|e| keep.get_mut(e as usize)) {
+            *k = true;
+        }
+        let mut allowed = 0;
+        for (l, k) in logits.iter_mut().zip(keep) {
+            if k {
+                allowed += 1;
+            } else {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        allowed
+    }
 }
 
 /// The grammar of a request with its state, and the tokens the model may emit next.
@@ -28,18 +144,15 @@ impl JsonConstraint {
     pub fn mask(&self, logits: &mut [f32], table: &TokenTable, left: usize, end: u32) {
         let complete = self.state.complete(&self.grammar);
         let budget = left.saturating_sub(1);
-        let mut allowed = 0;
-        for (i, l) in logits.iter_mut().enumerate() {
-            let ok = i < table.bytes.len() && !table.special[i] && !table.bytes[i].is_empty() && {
-                let mut s = self.state.clone();
-                s.feed(&self.grammar, &table.bytes[i]) && s.min_remaining(&self.grammar) <= budget
-            };
-            if ok || (complete && i as u32 == end) {
-                allowed += 1;
-            } else {
-                *l = f32::NEG_INFINITY;
-            }
-        }
+        let g = &*self.grammar;
+        let allowed = table.mask_walk(
+            logits,
+            &self.state,
+            |s, b| s.feed(g, &[b]),
+            |s, b| s.inert(b),
+            |s| s.min_remaining(g) <= budget,
+            complete.then_some(end),
+        );
         if allowed == 0 {
             // Cannot happen while the budget covers the shortest completion (checked before
             // generation starts) and every byte has a token; end rather than emit noise.

@@ -77,6 +77,72 @@ mod tests {
         assert!(Grammar::from_schema(&json!({"type": "object", "required": ["x"], "properties": {}})).is_err());
     }
 
+    /// The trie walk masks exactly what trying every token from the start does, at every prefix
+    /// of a JSON output and of a tool call, with tight and loose budgets.
+    #[test]
+    fn trie_mask_equals_trying_every_token() {
+        let mut vocab: Vec<Vec<u8>> = (0u8..=255).map(|b| vec![b]).collect();
+        for t in [
+            "{\"", "\":", "\": ", "name", "\"name", "age", "true", "tr", "fal", "12", "3.5", ", \"", "\"}", "}\n", "<tool", "_call",
+            ">\n{", "calc", "ulator", "\"a", "ab", "",
+        ] {
+            vocab.push(t.as_bytes().to_vec());
+        }
+        let mut special = vec![false; vocab.len()];
+        special[b'q' as usize] = true;
+        let table = TokenTable::new(vocab.clone(), special.clone());
+        let end = vocab.len() as u32 - 1;
+        let schema =
+            json!({"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "number"}}, "required": ["name", "age"]});
+        let g = std::sync::Arc::new(Grammar::from_schema(&schema).unwrap());
+        let brute = |ok: &dyn Fn(usize) -> bool, complete: bool| -> Vec<bool> {
+            let mut w: Vec<bool> =
+                (0..vocab.len()).map(|i| (!special[i] && !vocab[i].is_empty() && ok(i)) || (complete && i as u32 == end)).collect();
+            // With nothing allowed, the mask lets the end token through.
+            if !w.contains(&true) {
+                w[end as usize] = true;
+            }
+            w
+        };
+        let text = r#"{"name": "ab", "age": 12}"#;
+        for cut in 0..=text.len() {
+            let mut c = JsonConstraint::new(g.clone());
+            c.advance(&text.as_bytes()[..cut]);
+            for left in [3, 40] {
+                let mut logits = vec![0.0f32; vocab.len()];
+                c.mask(&mut logits, &table, left, end);
+                let want = brute(
+                    &|i| {
+                        let mut s = c.state.clone();
+                        s.feed(&g, &vocab[i]) && s.min_remaining(&g) < left
+                    },
+                    c.state.complete(&g),
+                );
+                let got: Vec<bool> = logits.iter().map(|l| l.is_finite()).collect();
+                assert_eq!(got, want, "json after {cut} bytes, {left} tokens left");
+            }
+        }
+        let calls = std::sync::Arc::new(CallGrammar::new(vec![("calculator".into(), g.clone())]));
+        let call = format!("{CALL_OPEN}calculator\", \"arguments\": {text}}}\n</tool_call>");
+        for cut in 0..=call.len() {
+            let mut c = CallConstraint::forced(calls.clone());
+            assert!(c.feed(&call.as_bytes()[..cut]));
+            for left in [4, 80] {
+                let mut logits = vec![0.0f32; vocab.len()];
+                c.mask(&mut logits, &table, left, end);
+                let want = brute(
+                    &|i| {
+                        let mut s = c.clone();
+                        !c.done() && s.feed(&vocab[i]) && s.min_remaining() < left
+                    },
+                    c.done(),
+                );
+                let got: Vec<bool> = logits.iter().map(|l| l.is_finite()).collect();
+                assert_eq!(got, want, "call after {cut} bytes, {left} tokens left");
+            }
+        }
+    }
+
     #[test]
     fn top_level_scalars() {
         let g = Grammar::from_schema(&json!({"enum": [1, 10, "x"]})).unwrap();

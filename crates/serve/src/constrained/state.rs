@@ -203,6 +203,13 @@ impl JsonState {
         n
     }
 
+    /// Whether byte `b` is accepted and leaves the state exactly as it is: plain ASCII inside a
+    /// string (not a quote, a backslash or a control byte), the bulk of a tool call's arguments.
+    /// Masking walks such bytes without copying the state.
+    pub fn inert(&self, b: u8) -> bool {
+        !self.done && matches!(self.scan, Scan::Str { esc: false, cont: 0, .. }) && (0x20..=0x7F).contains(&b) && b != b'"' && b != b'\\'
+    }
+
     fn byte(&mut self, g: &Grammar, b: u8) -> bool {
         if self.done {
             return false;
