@@ -261,11 +261,11 @@ fn document_masked_attention_is_each_document_alone() {
 
 #[test]
 fn cached_attention_matches_full() {
-    // New queries over a cache: the last 4 of 11 rows (decode-like), 70 new
-    // rows after 30 cached ones, and a fresh 100-row prefill.
+    // New queries over a cache: (t, hd, cached rows, new rows) for the last 4
+    // of 11 rows (decode-like), 70 new rows after 30 cached ones, and a fresh
+    // 100-row prefill.
     let mut rng = ChaCha8Rng::seed_from_u64(5);
-    let cases: [(usize, usize, &[(usize, usize)]); 2] = [(11, 8, &[(7, 4)]), (100, 16, &[(30, 70), (0, 100)])];
-    for (t, hd, splits) in cases {
+    for (t, hd, pos0, nnew) in [(11, 8, 7, 4), (100, 16, 30, 70), (100, 16, 0, 100)] {
         let s = AttnShape { b: 1, t, hq: 4, hkv: 2, hd };
         let q = rand_vec(&mut rng, s.t * s.hq * s.hd, 1.0);
         let k = rand_vec(&mut rng, s.t * s.hkv * s.hd, 1.0);
@@ -274,13 +274,11 @@ fn cached_attention_matches_full() {
         let mut probs = vec![0.0; s.hq * s.t * s.t];
         Cpu.attention(&mut full, &mut probs, &q, &k, &v, s, None);
         let qd = s.hq * s.hd;
-        for &(pos0, nnew) in splits {
-            let qn = q[pos0 * qd..(pos0 + nnew) * qd].to_vec();
-            let mut o = vec![0.0; nnew * qd];
-            Cpu.attention_cached(&mut o, &qn, &k, &v, pos0, nnew, s.hq, s.hkv, s.hd);
-            let want: Vec<f64> = full[pos0 * qd..(pos0 + nnew) * qd].iter().map(|&x| x as f64).collect();
-            assert_close(&o, &want, 1e-5, 1e-6, &format!("cached attention t={t} after {pos0}"));
-        }
+        let qn = q[pos0 * qd..(pos0 + nnew) * qd].to_vec();
+        let mut o = vec![0.0; nnew * qd];
+        Cpu.attention_cached(&mut o, &qn, &k, &v, pos0, nnew, s.hq, s.hkv, s.hd);
+        let want: Vec<f64> = full[pos0 * qd..(pos0 + nnew) * qd].iter().map(|&x| x as f64).collect();
+        assert_close(&o, &want, 1e-5, 1e-6, &format!("cached attention t={t} after {pos0}"));
     }
 }
 
