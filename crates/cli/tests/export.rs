@@ -3,7 +3,8 @@
 //!
 //! - **gguf**: llama.cpp (the build of tools/build_llama_cpp.sh, in `$LLAMA_CPP_DIR` or
 //!   `~/.cache/chatforge/llama.cpp`) loads the file; `llama-tokenize` gives our ids on every text
-//!   (with and without special-token parsing), and `llama-server` gives chatforge's greedy tokens
+//!   (with and without special-token parsing), and `llama-server` (f32 cache) gives the greedy
+//!   tokens of chatforge's fp32 forward (no KV cache: the engine's cache is f16, `cpu/kv.rs`)
 //!   on 20 prompts (an untied model with grouped-query attention, so Q and K are permuted with
 //!   different head counts) and 5 more on a tied one (no `output` tensor).
 //! - **hf**: `transformers` (tools/hf_export_check.py, with the Python of `CHATFORGE_PYTHON` or
@@ -22,7 +23,7 @@ use chatforge_core::checkpoint::save_model;
 use chatforge_core::config::ShapeOverrides;
 use chatforge_core::cpu::Cpu;
 use chatforge_core::model::Llama;
-use chatforge_core::sample::{argmax, generate, SamplingParams};
+use chatforge_core::sample::argmax;
 use chatforge_core::LlamaConfig;
 use chatforge_data::chat::{encode_prompt, render, Conversation, Message};
 use chatforge_data::tokenizer::Tokenizer;
@@ -193,14 +194,30 @@ fn llama_greedy(addr: &str, prompt: &[u32], n: usize, stop: &[u32]) -> Vec<u32> 
     t
 }
 
+/// Greedy tokens of the full fp32 forward over the whole context at every step (no KV cache),
+/// at most `n`, up to a stop token or the context: the reference the exported file must give.
+fn greedy_full(model: &mut Llama<Cpu>, prompt: &[u32], n: usize, stop: &[u32]) -> Vec<u32> {
+    let (v, cap) = (model.cfg.vocab_size, model.cfg.max_position_embeddings);
+    let (mut ctx, mut out) = (prompt.to_vec(), Vec::new());
+    while out.len() < n && ctx.len() < cap {
+        let logits = model.forward(&ctx, 1, ctx.len());
+        let tok = argmax(&logits[(ctx.len() - 1) * v..]);
+        if stop.contains(&tok) {
+            break;
+        }
+        out.push(tok);
+        ctx.push(tok);
+    }
+    out
+}
+
 /// Compares llama.cpp's greedy tokens with chatforge's; returns (prompts identical, tokens compared).
 /// A difference where chatforge's two best logits are within 1e-4 is a tie the engines may break
 /// either way: it is printed, and the prompt counts as matching up to there.
-fn compare_greedy(model: &Llama<Cpu>, addr: &str, prompts: &[Vec<u32>], n: usize, stop: &[u32]) -> (usize, usize, usize) {
-    let greedy = SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0 };
+fn compare_greedy(model: &mut Llama<Cpu>, addr: &str, prompts: &[Vec<u32>], n: usize, stop: &[u32]) -> (usize, usize, usize) {
     let (mut same, mut tokens, mut ties) = (0, 0, 0);
     for (i, p) in prompts.iter().enumerate() {
-        let ours = generate(model, p, n, &greedy, stop, 0);
+        let ours = greedy_full(model, p, n, stop);
         let theirs = llama_greedy(addr, p, n, stop);
         // The first difference, or where one stopped and the other went on.
         let first = ours.iter().zip(&theirs).position(|(a, b)| a != b);
@@ -211,10 +228,10 @@ fn compare_greedy(model: &Llama<Cpu>, addr: &str, prompts: &[Vec<u32>], n: usize
                 tokens += ours.len();
             }
             Some(k) => {
-                let mut cache = model.new_cache(CONTEXT);
                 let mut ctx = p.clone();
                 ctx.extend_from_slice(&ours[..k]);
-                let mut logits = model.decode(&mut cache, &ctx);
+                let v = model.cfg.vocab_size;
+                let mut logits = model.forward(&ctx, 1, ctx.len())[(ctx.len() - 1) * v..].to_vec();
                 let best = argmax(&logits);
                 let top = logits[best as usize];
                 logits[best as usize] = f32::NEG_INFINITY;
@@ -282,14 +299,14 @@ fn gguf_runs_in_llama_cpp_with_our_tokens() {
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["prompt"].as_str(), Some(render(&conv, true).as_str()), "llama-server's rendering of the chat template");
     }
-    let sft_model = chatforge_core::checkpoint::load_model(Cpu, &dir.path().join("sft")).unwrap();
-    let (same, tokens, ties) = compare_greedy(&sft_model, &addr, &prompts, n, &tok.chat_stop_ids());
+    let mut sft_model = chatforge_core::checkpoint::load_model(Cpu, &dir.path().join("sft")).unwrap();
+    let (same, tokens, ties) = compare_greedy(&mut sft_model, &addr, &prompts, n, &tok.chat_stop_ids());
     drop(server_proc);
     println!("greedy (sft, untied, GQA): {same} of {} prompts identical (up to {n} tokens or the stop token), {tokens} tokens matched, {ties} ties", prompts.len());
     assert!(same + ties == prompts.len() && ties <= 1, "more than one tie: the logits are too close to test");
     let (server_proc, addr) = start_server(&server, &base);
-    let base_model = chatforge_core::checkpoint::load_model(Cpu, &dir.path().join("base")).unwrap();
-    let (same, tokens, ties) = compare_greedy(&base_model, &addr, &prompts[..5], n, &tok.chat_stop_ids());
+    let mut base_model = chatforge_core::checkpoint::load_model(Cpu, &dir.path().join("base")).unwrap();
+    let (same, tokens, ties) = compare_greedy(&mut base_model, &addr, &prompts[..5], n, &tok.chat_stop_ids());
     drop(server_proc);
     println!(
         "greedy (base, tied): {same} of 5 prompts identical (up to {n} tokens or the stop token), {tokens} tokens matched, {ties} ties"

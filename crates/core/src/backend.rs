@@ -177,6 +177,8 @@ impl<T> std::ops::DerefMut for Weight<T> {
 /// Backends are small cloneable handles (the CPU one is a unit struct).
 pub trait Backend: Send + Sync + Clone {
     type Buf: Send + Sync;
+    /// A KV cache's storage, in the precision the backend keeps it in (f16 on the CPU).
+    type Kv: Send + Sync;
 
     fn zeros(&self, n: usize) -> Self::Buf;
     fn upload(&self, data: &[f32]) -> Self::Buf;
@@ -310,8 +312,8 @@ pub trait Backend: Send + Sync + Clone {
         &self,
         out: &mut Self::Buf,
         q: &Self::Buf,
-        k_cache: &Self::Buf,
-        v_cache: &Self::Buf,
+        k_cache: &Self::Kv,
+        v_cache: &Self::Kv,
         pos0: usize,
         n: usize,
         hq: usize,
@@ -320,8 +322,14 @@ pub trait Backend: Send + Sync + Clone {
     );
     /// Rotary embedding in place on rows `x[i, heads, hd]` at explicit positions (batched decoding).
     fn rope_at(&self, x: &mut Self::Buf, heads: usize, hd: usize, positions: &[usize], rope: &Rope);
+    /// A cache of `n` values, zeros.
+    fn kv_zeros(&self, n: usize) -> Self::Kv;
+    /// `dst[offset..offset + src.len()] = src`, in the cache's precision.
+    fn kv_store(&self, dst: &mut Self::Kv, offset: usize, src: &Self::Buf);
     /// Appends row i of `src` `[n, row]` to cache `dsts[i]` at row `positions[i]`.
-    fn scatter_rows(&self, dsts: &mut [&mut Self::Buf], src: &Self::Buf, row: usize, positions: &[usize]);
+    fn kv_scatter(&self, dsts: &mut [&mut Self::Kv], src: &Self::Buf, row: usize, positions: &[usize]);
+    /// `dst[..len] = src[..len]` (prefix caching).
+    fn kv_copy_prefix(&self, dst: &mut Self::Kv, src: &Self::Kv, len: usize);
     /// Batched decoding attention: row i of q `[n, hq·hd]` attends to the first `lens[i]` rows of
     /// its own caches `ks[i]`, `vs[i]` `[capacity, hkv·hd]`; out `[n, hq·hd]`.
     #[allow(clippy::too_many_arguments)]
@@ -329,8 +337,8 @@ pub trait Backend: Send + Sync + Clone {
         &self,
         out: &mut Self::Buf,
         q: &Self::Buf,
-        ks: &[&Self::Buf],
-        vs: &[&Self::Buf],
+        ks: &[&Self::Kv],
+        vs: &[&Self::Kv],
         lens: &[usize],
         hq: usize,
         hkv: usize,
@@ -340,15 +348,6 @@ pub trait Backend: Send + Sync + Clone {
     fn copy_from(&self, dst: &mut Self::Buf, src: &Self::Buf, offset: usize) {
         *dst = self.upload(&self.download(src)[offset..offset + self.len(dst)]);
     }
-    /// `dst[..len] = src[..len]`.
-    fn copy_prefix(&self, dst: &mut Self::Buf, src: &Self::Buf, len: usize) {
-        let mut d = self.download(dst);
-        d[..len].copy_from_slice(&self.download(src)[..len]);
-        *dst = self.upload(&d);
-    }
-    /// `dst[offset..offset + src.len()] = src`.
-    fn copy_at(&self, dst: &mut Self::Buf, offset: usize, src: &Self::Buf);
-
     /// One fused AdamW update of a parameter tensor and its moments.
     fn adamw(&self, p: &mut Self::Buf, g: &Self::Buf, m: &mut Self::Buf, v: &mut Self::Buf, h: AdamWStep);
 }

@@ -16,14 +16,20 @@ fn fixture(name: &str) -> PathBuf {
 
 #[track_caller]
 fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_close_within(got, want, what, 2e-5, 1e-4);
+}
+
+fn assert_close_within(got: &[f32], want: &[f32], what: &str, abs: f32, rel: f32) {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    let mut worst = 0.0f32;
+    let (mut worst, mut worst_abs, mut scale) = (0.0f32, 0.0f32, 0.0f32);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (g - w).abs();
-        assert!(err <= 2e-5 + 1e-4 * w.abs(), "{what}[{i}]: ours {g}, transformers {w}");
+        assert!(err <= abs + rel * w.abs(), "{what}[{i}]: ours {g}, transformers {w}");
         worst = worst.max(err / (1e-6 + w.abs()));
+        worst_abs = worst_abs.max(err);
+        scale = scale.max(w.abs());
     }
-    eprintln!("{what}: max relative error {worst:.2e}");
+    eprintln!("{what}: max relative error {worst:.2e}, max absolute {worst_abs:.2e} (largest |value| {scale:.2e})");
 }
 
 /// A golden file's batch: ids, next-token targets, rows and length. HF shifts inside the loss:
@@ -145,7 +151,10 @@ fn bf16_matches_torch_autocast_within_its_own_error() {
     }
 }
 
-/// Cached decoding gives the same next-token logits as the full forward, for every family.
+/// Cached decoding gives the same next-token logits as the full forward, for every family, within
+/// the f16 KV cache's rounding (2⁻¹¹ relative per key and value element): within 6e-3 + 2e-3·|logit|
+/// (measured worst: 4.5e-3 absolute, logits up to 3.3), against 2e-5 + 1e-4·|logit| for the
+/// fp32 forward.
 #[test]
 fn cached_decode_matches_forward() {
     for name in ["tied_gqa", "llama3_rope", "llama_bias", "qwen2", "qwen3", "mistral"] {
@@ -164,10 +173,11 @@ fn cached_decode_matches_forward_on(name: &str) {
     let mut cache = model.new_cache(t);
     // prefill 10 tokens, then one at a time
     let mut got = model.decode(&mut cache, &ids[..10]);
-    assert_close(&got, &want[9 * v..10 * v], &format!("{name} decode prefill"));
+    let (abs, rel) = (6e-3, 2e-3);
+    assert_close_within(&got, &want[9 * v..10 * v], &format!("{name} decode prefill"), abs, rel);
     for i in 10..t {
         got = model.decode(&mut cache, &ids[i..i + 1]);
-        assert_close(&got, &want[i * v..(i + 1) * v], &format!("{name} decode step {i}"));
+        assert_close_within(&got, &want[i * v..(i + 1) * v], &format!("{name} decode step {i}"), abs, rel);
     }
 }
 

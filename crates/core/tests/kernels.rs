@@ -268,15 +268,20 @@ fn cached_attention_matches_full() {
     for (t, hd, pos0, nnew) in [(11, 8, 7, 4), (100, 16, 30, 70), (100, 16, 0, 100)] {
         let s = AttnShape { b: 1, t, hq: 4, hkv: 2, hd };
         let q = rand_vec(&mut rng, s.t * s.hq * s.hd, 1.0);
-        let k = rand_vec(&mut rng, s.t * s.hkv * s.hd, 1.0);
-        let v = rand_vec(&mut rng, s.t * s.hkv * s.hd, 1.0);
+        // The cache holds keys and values in f16: the reference attends to the same values.
+        let f16 = |x: Vec<f32>| x.into_iter().map(|y| half::f16::from_f32(y).to_f32()).collect::<Vec<f32>>();
+        let k = f16(rand_vec(&mut rng, s.t * s.hkv * s.hd, 1.0));
+        let v = f16(rand_vec(&mut rng, s.t * s.hkv * s.hd, 1.0));
         let mut full = vec![0.0; q.len()];
         let mut probs = vec![0.0; s.hq * s.t * s.t];
         Cpu.attention(&mut full, &mut probs, &q, &k, &v, s, None);
         let qd = s.hq * s.hd;
         let qn = q[pos0 * qd..(pos0 + nnew) * qd].to_vec();
         let mut o = vec![0.0; nnew * qd];
-        Cpu.attention_cached(&mut o, &qn, &k, &v, pos0, nnew, s.hq, s.hkv, s.hd);
+        let (mut kc, mut vc) = (Cpu.kv_zeros(k.len()), Cpu.kv_zeros(v.len()));
+        Cpu.kv_store(&mut kc, 0, &k);
+        Cpu.kv_store(&mut vc, 0, &v);
+        Cpu.attention_cached(&mut o, &qn, &kc, &vc, pos0, nnew, s.hq, s.hkv, s.hd);
         let want: Vec<f64> = full[pos0 * qd..(pos0 + nnew) * qd].iter().map(|&x| x as f64).collect();
         assert_close(&o, &want, 1e-5, 1e-6, &format!("cached attention t={t} after {pos0}"));
     }

@@ -7,6 +7,7 @@
 //! Reductions use 16 independent accumulators in a fixed order: results are vectorised and
 //! bit-identical from run to run whatever the number of threads (exact resume depends on it).
 
+use half::f16;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
@@ -14,6 +15,7 @@ use crate::backend::{AdamWStep, AttnShape, Backend, Op, Precision, Rope, Weight,
 
 mod attention;
 pub mod bf16;
+mod kv;
 mod rope;
 pub mod skinny;
 use attention::{attention_backward_cpu, attention_forward};
@@ -175,45 +177,6 @@ pub fn matmul(c: &mut [f32], a: &[f32], ta: Op, b: &[f32], tb: Op, m: usize, n: 
         return;
     }
     unsafe { gemm_view(m, n, k, c.as_mut_ptr(), n as isize, lhs, rhs, 1.0, accumulate, true) }
-}
-
-/// One query row of one head over the first `len` rows of a KV cache `[rows, kvd]`, the head's
-/// columns starting at `off`: `o = softmax(q·kᵀ·scale) · v` (decoding; `scores` holds ≥ len).
-#[multiversion(targets = "simd")]
-#[allow(clippy::too_many_arguments)]
-fn attend(o: &mut [f32], qrow: &[f32], k: &[f32], v: &[f32], kvd: usize, off: usize, len: usize, scale: f32, scores: &mut [f32]) {
-    let hd = qrow.len();
-    for (j, s) in scores[..len].iter_mut().enumerate() {
-        *s = dot(qrow, &k[j * kvd + off..j * kvd + off + hd]);
-    }
-    let m = max(&scores[..len]) * scale;
-    let sum = exp_shift_sum(&mut scores[..len], scale, m);
-    for p in scores[..len].iter_mut() {
-        *p /= sum;
-    }
-    // o = Σ_j w_j · v_j, 16 columns at a time in one register (a store and reload of `o` per
-    // key made a latency chain through memory); each element's adds run in key order, as the
-    // plain loop below does them, so the bits are the same.
-    if hd.is_multiple_of(16) {
-        for col in (0..hd).step_by(16) {
-            let mut acc = [0.0f32; 16];
-            for (j, &w) in scores[..len].iter().enumerate() {
-                let at = j * kvd + off + col;
-                let vr: &[f32; 16] = v[at..at + 16].try_into().unwrap();
-                for i in 0..16 {
-                    acc[i] += w * vr[i];
-                }
-            }
-            o[col..col + 16].copy_from_slice(&acc);
-        }
-        return;
-    }
-    o.fill(0.0);
-    for (j, &w) in scores[..len].iter().enumerate() {
-        for (o, v) in o.iter_mut().zip(&v[j * kvd + off..j * kvd + off + hd]) {
-            *o += w * v;
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -381,6 +344,8 @@ const CHUNK: usize = 1 << 14;
 
 impl Backend for Cpu {
     type Buf = Vec<f32>;
+    /// f16: decoding attention streams the cache from memory (`kv.rs`).
+    type Kv = Vec<f16>;
 
     fn zeros(&self, n: usize) -> Vec<f32> {
         vec![0.0; n]
@@ -599,28 +564,15 @@ impl Backend for Cpu {
         &self,
         out: &mut Vec<f32>,
         q: &Vec<f32>,
-        k_cache: &Vec<f32>,
-        v_cache: &Vec<f32>,
+        k_cache: &Vec<f16>,
+        v_cache: &Vec<f16>,
         pos0: usize,
         n: usize,
         hq: usize,
         hkv: usize,
         hd: usize,
     ) {
-        let (qd, kvd, group) = (hq * hd, hkv * hd, hq / hkv);
-        assert!(k_cache.len() >= (pos0 + n) * kvd, "attention_cached: cache too small");
-        let scale = 1.0 / (hd as f32).sqrt();
-        // One task per (query row, head); each writes its own hd-slice of out.
-        out.par_chunks_mut(hd).enumerate().for_each_init(
-            || vec![0.0f32; pos0 + n],
-            |scores, (task, o)| {
-                let (i, h) = (task / hq, task % hq);
-                let kvh = h / group;
-                let qrow = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
-                let len = pos0 + i + 1; // causal: keys 0..=pos0+i
-                attend(o, qrow, k_cache, v_cache, kvd, kvh * hd, len, scale, scores);
-            },
-        );
+        kv::attention_cached(out, q, k_cache, v_cache, pos0, n, hq, hkv, hd);
     }
 
     fn rope_at(&self, x: &mut Vec<f32>, heads: usize, hd: usize, positions: &[usize], rope: &Rope) {
@@ -632,49 +584,40 @@ impl Backend for Cpu {
         }
     }
 
-    fn scatter_rows(&self, dsts: &mut [&mut Vec<f32>], src: &Vec<f32>, row: usize, positions: &[usize]) {
-        for ((dst, s), &p) in dsts.iter_mut().zip(src.chunks_exact(row)).zip(positions) {
-            dst[p * row..(p + 1) * row].copy_from_slice(s);
-        }
+    fn kv_zeros(&self, n: usize) -> Vec<f16> {
+        vec![f16::ZERO; n]
     }
 
+    fn kv_store(&self, dst: &mut Vec<f16>, offset: usize, src: &Vec<f32>) {
+        kv::store(dst, offset, src);
+    }
+
+    fn kv_scatter(&self, dsts: &mut [&mut Vec<f16>], src: &Vec<f32>, row: usize, positions: &[usize]) {
+        kv::scatter(dsts, src, row, positions);
+    }
+
+    fn kv_copy_prefix(&self, dst: &mut Vec<f16>, src: &Vec<f16>, len: usize) {
+        dst[..len].copy_from_slice(&src[..len]);
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn attention_decode(
         &self,
         out: &mut Vec<f32>,
         q: &Vec<f32>,
-        ks: &[&Vec<f32>],
-        vs: &[&Vec<f32>],
+        ks: &[&Vec<f16>],
+        vs: &[&Vec<f16>],
         lens: &[usize],
         hq: usize,
         hkv: usize,
         hd: usize,
     ) {
-        let (qd, kvd, group) = (hq * hd, hkv * hd, hq / hkv);
-        let scale = 1.0 / (hd as f32).sqrt();
-        let max_len = lens.iter().copied().max().unwrap_or(0);
-        out.par_chunks_mut(hd).enumerate().for_each_init(
-            || vec![0.0f32; max_len],
-            |scores, (task, o)| {
-                let (i, h) = (task / hq, task % hq);
-                let kvh = h / group;
-                let (k, v, len) = (ks[i], vs[i], lens[i]);
-                let qrow = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
-                attend(o, qrow, k, v, kvd, kvh * hd, len, scale, scores);
-            },
-        );
+        kv::attention_decode(out, q, ks, vs, lens, hq, hkv, hd);
     }
 
     fn copy_from(&self, dst: &mut Vec<f32>, src: &Vec<f32>, offset: usize) {
         let n = dst.len();
         dst.copy_from_slice(&src[offset..offset + n]);
-    }
-
-    fn copy_prefix(&self, dst: &mut Vec<f32>, src: &Vec<f32>, len: usize) {
-        dst[..len].copy_from_slice(&src[..len]);
-    }
-
-    fn copy_at(&self, dst: &mut Vec<f32>, offset: usize, src: &Vec<f32>) {
-        dst[offset..offset + src.len()].copy_from_slice(src);
     }
 
     fn adamw(&self, p: &mut Vec<f32>, g: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, h: AdamWStep) {

@@ -16,8 +16,8 @@ use crate::backend::Backend;
 
 /// Keys and values of past positions of one sequence, per layer `[capacity, kvd]`.
 pub struct KvCache<B: Backend> {
-    pub(super) k: Vec<B::Buf>,
-    pub(super) v: Vec<B::Buf>,
+    pub(super) k: Vec<B::Kv>,
+    pub(super) v: Vec<B::Kv>,
     pub len: usize,
     pub capacity: usize,
 }
@@ -66,8 +66,8 @@ impl<B: Backend> Llama<B> {
         let kvd = self.cfg.kv_heads() * self.cfg.head_dim();
         let capacity = capacity.min(self.cfg.max_position_embeddings);
         KvCache {
-            k: (0..self.blocks.len()).map(|_| self.be.zeros(capacity * kvd)).collect(),
-            v: (0..self.blocks.len()).map(|_| self.be.zeros(capacity * kvd)).collect(),
+            k: (0..self.blocks.len()).map(|_| self.be.kv_zeros(capacity * kvd)).collect(),
+            v: (0..self.blocks.len()).map(|_| self.be.kv_zeros(capacity * kvd)).collect(),
             len: 0,
             capacity,
         }
@@ -78,7 +78,7 @@ impl<B: Backend> Llama<B> {
         assert!(len <= src.len && len <= dst.capacity, "copy_cache: {len} positions from a cache of {}", src.len);
         let kvd = self.cfg.kv_heads() * self.cfg.head_dim();
         for (d, s) in dst.k.iter_mut().zip(&src.k).chain(dst.v.iter_mut().zip(&src.v)) {
-            self.be.copy_prefix(d, s, len * kvd);
+            self.be.kv_copy_prefix(d, s, len * kvd);
         }
         dst.len = len;
     }
@@ -186,8 +186,8 @@ impl<B: Backend> Llama<B> {
         let (hq, hkv, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
         let positions: Vec<usize> = (pos0..pos0 + n).collect();
         self.forward_rows(ws, ids, &positions, |l, k, v, q, o| {
-            be.copy_at(&mut cache.k[l], pos0 * hkv * hd, k);
-            be.copy_at(&mut cache.v[l], pos0 * hkv * hd, v);
+            be.kv_store(&mut cache.k[l], pos0 * hkv * hd, k);
+            be.kv_store(&mut cache.v[l], pos0 * hkv * hd, v);
             be.attention_cached(o, q, &cache.k[l], &cache.v[l], pos0, n, hq, hkv, hd);
         });
         cache.len += n;
@@ -220,12 +220,12 @@ impl<B: Backend> Llama<B> {
         let lens: Vec<usize> = positions.iter().map(|p| p + 1).collect();
         let (hq, hkv, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
         self.forward_rows(ws, tokens, &positions, |l, k, vv, q, o| {
-            let mut kd: Vec<&mut B::Buf> = caches.iter_mut().map(|cc| &mut cc.k[l]).collect();
-            be.scatter_rows(&mut kd, k, hkv * hd, &positions);
-            let mut vd: Vec<&mut B::Buf> = caches.iter_mut().map(|cc| &mut cc.v[l]).collect();
-            be.scatter_rows(&mut vd, vv, hkv * hd, &positions);
-            let ks: Vec<&B::Buf> = caches.iter().map(|cc| &cc.k[l]).collect();
-            let vs: Vec<&B::Buf> = caches.iter().map(|cc| &cc.v[l]).collect();
+            let mut kd: Vec<&mut B::Kv> = caches.iter_mut().map(|cc| &mut cc.k[l]).collect();
+            be.kv_scatter(&mut kd, k, hkv * hd, &positions);
+            let mut vd: Vec<&mut B::Kv> = caches.iter_mut().map(|cc| &mut cc.v[l]).collect();
+            be.kv_scatter(&mut vd, vv, hkv * hd, &positions);
+            let ks: Vec<&B::Kv> = caches.iter().map(|cc| &cc.k[l]).collect();
+            let vs: Vec<&B::Kv> = caches.iter().map(|cc| &cc.v[l]).collect();
             be.attention_decode(o, q, &ks, &vs, &lens, hq, hkv, hd);
         });
         for cache in caches.iter_mut() {
