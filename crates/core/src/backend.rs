@@ -60,6 +60,15 @@ pub struct AdamWStep {
     pub step: u64,
 }
 
+/// New rows of one sequence in a decoding call: `n` rows from row `row` of the call's q, k, v and
+/// out, at positions `pos0..pos0 + n` of the sequence's KV cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub row: usize,
+    pub n: usize,
+    pub pos0: usize,
+}
+
 /// Shape of one attention call: `b` sequences of `t` positions, `hq` query heads sharing
 /// `hkv` key/value heads (GQA when hkv < hq), `hd` dims per head.
 #[derive(Debug, Clone, Copy)]
@@ -305,49 +314,31 @@ pub trait Backend: Send + Sync + Clone {
     /// `dL/dlogits = dlogp[i] · (onehot(target_i) − softmax_i)` (zeros where IGNORE).
     fn logprob_backward(&self, logits: &mut Self::Buf, targets: &[u32], dlogp: &[f32], v: usize);
 
-    /// Attention of `n` new query rows (positions pos0..pos0+n of one sequence) over a KV cache whose
-    /// first `pos0 + n` rows are filled: q `[n, hq·hd]`, caches `[capacity, hkv·hd]`, out `[n, hq·hd]`.
-    #[allow(clippy::too_many_arguments)]
-    fn attention_cached(
-        &self,
-        out: &mut Self::Buf,
-        q: &Self::Buf,
-        k_cache: &Self::Kv,
-        v_cache: &Self::Kv,
-        pos0: usize,
-        n: usize,
-        hq: usize,
-        hkv: usize,
-        hd: usize,
-    );
     /// Rotary embedding in place on rows `x[i, heads, hd]` at explicit positions (batched decoding).
     fn rope_at(&self, x: &mut Self::Buf, heads: usize, hd: usize, positions: &[usize], rope: &Rope);
     /// A cache of `n` values, zeros.
     fn kv_zeros(&self, n: usize) -> Self::Kv;
-    /// `dst[offset..offset + src.len()] = src`, in the cache's precision.
-    fn kv_store(&self, dst: &mut Self::Kv, offset: usize, src: &Self::Buf);
-    /// Appends row i of `src` `[n, row]` to cache `dsts[i]` at row `positions[i]`.
-    fn kv_scatter(&self, dsts: &mut [&mut Self::Kv], src: &Self::Buf, row: usize, positions: &[usize]);
+    /// For each segment i, rows `row..row + n` of `src` `[rows, row_len]` into cache `dsts[i]` at
+    /// rows `pos0..pos0 + n`, in the cache's precision.
+    fn kv_append(&self, dsts: &mut [&mut Self::Kv], src: &Self::Buf, row_len: usize, segs: &[Segment]);
     /// `dst[..len] = src[..len]` (prefix caching).
     fn kv_copy_prefix(&self, dst: &mut Self::Kv, src: &Self::Kv, len: usize);
-    /// Batched decoding attention: row i of q `[n, hq·hd]` attends to the first `lens[i]` rows of
-    /// its own caches `ks[i]`, `vs[i]` `[capacity, hkv·hd]`; out `[n, hq·hd]`.
+    /// Decoding attention: query row `row + j` of segment i (q `[rows, hq·hd]`) attends causally
+    /// to the first `pos0 + j + 1` rows of its sequence's caches `ks[i]`, `vs[i]`
+    /// `[capacity, hkv·hd]`, which already hold its new rows; out `[rows, hq·hd]`. The segments
+    /// tile the rows in order.
     #[allow(clippy::too_many_arguments)]
-    fn attention_decode(
+    fn attention_segments(
         &self,
         out: &mut Self::Buf,
         q: &Self::Buf,
         ks: &[&Self::Kv],
         vs: &[&Self::Kv],
-        lens: &[usize],
+        segs: &[Segment],
         hq: usize,
         hkv: usize,
         hd: usize,
     );
-    /// `dst = src[offset..offset + dst.len()]`.
-    fn copy_from(&self, dst: &mut Self::Buf, src: &Self::Buf, offset: usize) {
-        *dst = self.upload(&self.download(src)[offset..offset + self.len(dst)]);
-    }
     /// One fused AdamW update of a parameter tensor and its moments.
     fn adamw(&self, p: &mut Self::Buf, g: &Self::Buf, m: &mut Self::Buf, v: &mut Self::Buf, h: AdamWStep);
 }

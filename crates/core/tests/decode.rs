@@ -186,3 +186,40 @@ fn doc_sep_makes_packed_documents_independent() {
     let moved = mixed[(a.len() + 1) * v..].iter().zip(&alone).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
     assert!(moved > 1e-2 * scale, "without doc_sep the second document should see the first ({moved} of {scale})");
 }
+
+/// Prompts prefilled together (`decode_seqs_into`, as the server admits them) give each sequence
+/// the same logits and cache, bit for bit, as prefilling it alone, and decoding goes on the same.
+#[test]
+fn prompts_prefilled_together_equal_prefilled_alone() {
+    let m = model();
+    let prompts: Vec<Vec<u32>> = vec![vec![1, 2, 3], vec![5], vec![9, 8, 7, 6, 5, 4, 3, 2], vec![60, 0, 33, 12]];
+    let v = m.cfg.vocab_size;
+    // Alone: a prompt, then two tokens.
+    let alone: Vec<Vec<f32>> = prompts
+        .iter()
+        .map(|p| {
+            let mut c = m.new_cache(32);
+            let mut out = m.decode(&mut c, p);
+            out.extend(m.decode(&mut c, &[4]));
+            out.extend(m.decode(&mut c, &[11]));
+            out
+        })
+        .collect();
+    // Together, then one token of each per step.
+    let mut caches: Vec<_> = (0..prompts.len()).map(|_| m.new_cache(32)).collect();
+    let mut ws = m.decode_ws();
+    let ids: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
+    let mut refs: Vec<_> = caches.iter_mut().collect();
+    m.decode_seqs_into(&mut refs, &ids, &mut ws);
+    let mut together: Vec<Vec<f32>> = ws.host.chunks_exact(v).map(|r| r.to_vec()).collect();
+    for tok in [4, 11] {
+        m.decode_batch_into(&mut refs, &vec![tok; prompts.len()], &mut ws);
+        for (t, row) in together.iter_mut().zip(ws.host.chunks_exact(v)) {
+            t.extend_from_slice(row);
+        }
+    }
+    let bits = |x: &[f32]| x.iter().map(|y| y.to_bits()).collect::<Vec<_>>();
+    for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
+        assert_eq!(bits(a), bits(b), "sequence {i}");
+    }
+}

@@ -1,6 +1,6 @@
 //! Every fused CPU kernel against a plain, obviously-correct f64 reference on random shapes.
 
-use chatforge_core::backend::{AdamWStep, AttnShape, Backend, Op, Rope, IGNORE};
+use chatforge_core::backend::{AdamWStep, AttnShape, Backend, Op, Rope, Segment, IGNORE};
 use chatforge_core::cpu::{exp_fast, Cpu};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -278,10 +278,20 @@ fn cached_attention_matches_full() {
         let qd = s.hq * s.hd;
         let qn = q[pos0 * qd..(pos0 + nnew) * qd].to_vec();
         let mut o = vec![0.0; nnew * qd];
+        // The cached rows, then the new ones, as a decoding call appends them.
         let (mut kc, mut vc) = (Cpu.kv_zeros(k.len()), Cpu.kv_zeros(v.len()));
-        Cpu.kv_store(&mut kc, 0, &k);
-        Cpu.kv_store(&mut vc, 0, &v);
-        Cpu.attention_cached(&mut o, &qn, &kc, &vc, pos0, nnew, s.hq, s.hkv, s.hd);
+        let kvd = s.hkv * s.hd;
+        let cached = [Segment { row: 0, n: pos0, pos0: 0 }];
+        let (k_old, v_old) = (k[..pos0 * kvd].to_vec(), v[..pos0 * kvd].to_vec());
+        if pos0 > 0 {
+            Cpu.kv_append(&mut [&mut kc], &k_old, kvd, &cached);
+            Cpu.kv_append(&mut [&mut vc], &v_old, kvd, &cached);
+        }
+        let new = [Segment { row: 0, n: nnew, pos0 }];
+        let (k_new, v_new) = (k[pos0 * kvd..].to_vec(), v[pos0 * kvd..].to_vec());
+        Cpu.kv_append(&mut [&mut kc], &k_new, kvd, &new);
+        Cpu.kv_append(&mut [&mut vc], &v_new, kvd, &new);
+        Cpu.attention_segments(&mut o, &qn, &[&kc], &[&vc], &new, s.hq, s.hkv, s.hd);
         let want: Vec<f64> = full[pos0 * qd..(pos0 + nnew) * qd].iter().map(|&x| x as f64).collect();
         assert_close(&o, &want, 1e-5, 1e-6, &format!("cached attention t={t} after {pos0}"));
     }

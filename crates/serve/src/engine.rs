@@ -1,8 +1,9 @@
 //! The engine: one thread owns the models and runs continuous batching.
 //!
 //! Requests arrive on a bounded queue (full: the API answers 429). Between two decoding steps the
-//! engine admits waiting sequences into the running batch (prefill with `Llama::decode_into`,
-//! one sequence at a time), then advances every live sequence by one token with one
+//! engine admits waiting sequences into the running batch (the prompts waiting for a model
+//! prefilled in one `Llama::decode_seqs_into` pass: TTFT p50 at 32 clients 0.14–0.17 s → 0.09–0.12 s),
+//! then advances every live sequence by one token with one
 //! `Llama::decode_batch_into` call per model, in one workspace reused from step to step (a
 //! fresh one per step cost page faults: 32 clients got ~3.0k tokens/s, ~5.7–6.2k with it kept).
 //! Each iteration runs on a pool worker (`chatforge_core::pool`). Each sequence streams its text back over its own
@@ -257,15 +258,14 @@ impl<'t> Runner<'t> {
 
     /// Admits what is queued (up to the batch size), then one decoding step.
     fn iteration(&mut self, first: Option<Job>, rx: &mut mpsc::Receiver<Job>) {
-        if let Some(job) = first {
-            self.admit(job);
-        }
-        while self.seqs.len() < self.cfg.max_batch {
+        let mut jobs: Vec<Job> = first.into_iter().collect();
+        while self.seqs.len() + jobs.len() < self.cfg.max_batch {
             match rx.try_recv() {
-                Ok(job) => self.admit(job),
+                Ok(job) => jobs.push(job),
                 Err(_) => break,
             }
         }
+        self.admit(jobs);
         self.metrics.queued.store(rx.len() as u64, Ordering::Relaxed);
         self.accept();
         self.metrics.running.store(self.seqs.len() as u64, Ordering::Relaxed);
@@ -273,29 +273,65 @@ impl<'t> Runner<'t> {
         self.metrics.running.store(self.seqs.len() as u64, Ordering::Relaxed);
     }
 
-    /// Prefills a new sequence and samples its first token.
-    fn admit(&mut self, job: Job) {
-        if job.tx.is_closed() {
-            self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let model = &self.models[job.model];
-        let ctx = model.cfg.max_position_embeddings;
-        if job.prompt.is_empty() || job.prompt.len() >= ctx || job.max_tokens == 0 {
-            // The API checks this; an empty budget ends at once.
-            let _ = job.tx.send((
-                job.index,
-                Event::Done { finish_reason: "length", prompt_tokens: job.prompt.len(), completion_tokens: 0, tool_calls: vec![] },
-            ));
+    /// Prefills new sequences, all of a model's prompts in one pass (`Llama::decode_seqs_into`:
+    /// one matmul over all their rows instead of one per prompt, the same bits), and samples
+    /// each one's first token.
+    fn admit(&mut self, jobs: Vec<Job>) {
+        let jobs: Vec<Job> = jobs
+            .into_iter()
+            .filter(|job| {
+                if job.tx.is_closed() {
+                    self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                }
+                let ctx = self.models[job.model].cfg.max_position_embeddings;
+                if job.prompt.is_empty() || job.prompt.len() >= ctx || job.max_tokens == 0 {
+                    // The API checks this; an empty budget ends at once.
+                    let _ = job.tx.send((
+                        job.index,
+                        Event::Done { finish_reason: "length", prompt_tokens: job.prompt.len(), completion_tokens: 0, tool_calls: vec![] },
+                    ));
+                    return false;
+                }
+                true
+            })
+            .collect();
+        if jobs.is_empty() {
             return;
         }
         let t0 = std::time::Instant::now();
-        let reserve = job.tools.as_ref().map_or(0, |t| TOOL_TURN_RESERVE * t.toolbox.max_calls.max(1));
-        let mut cache = model.new_cache((job.prompt.len() + job.max_tokens + reserve).min(ctx));
-        model.decode_into(&mut cache, &job.prompt, &mut self.ws);
-        let logits = self.ws.host.clone();
-        self.metrics.prompt_tokens.fetch_add(job.prompt.len() as u64, Ordering::Relaxed);
+        let mut caches: Vec<KvCache<Cpu>> = jobs
+            .iter()
+            .map(|job| {
+                let model = &self.models[job.model];
+                let reserve = job.tools.as_ref().map_or(0, |t| TOOL_TURN_RESERVE * t.toolbox.max_calls.max(1));
+                model.new_cache((job.prompt.len() + job.max_tokens + reserve).min(model.cfg.max_position_embeddings))
+            })
+            .collect();
+        let mut logits: Vec<Vec<f32>> = vec![Vec::new(); jobs.len()];
+        for (m, model) in self.models.iter().enumerate() {
+            let idx: Vec<usize> = (0..jobs.len()).filter(|&i| jobs[i].model == m).collect();
+            if idx.is_empty() {
+                continue;
+            }
+            let mut refs: Vec<&mut KvCache<Cpu>> =
+                caches.iter_mut().enumerate().filter(|(i, _)| jobs[*i].model == m).map(|(_, c)| c).collect();
+            let ids: Vec<&[u32]> = idx.iter().map(|&i| jobs[i].prompt.as_slice()).collect();
+            model.decode_seqs_into(&mut refs, &ids, &mut self.ws);
+            let v = model.cfg.vocab_size;
+            for (k, &i) in idx.iter().enumerate() {
+                logits[i] = self.ws.host[k * v..(k + 1) * v].to_vec();
+            }
+        }
+        self.metrics.prompt_tokens.fetch_add(jobs.iter().map(|j| j.prompt.len() as u64).sum(), Ordering::Relaxed);
         self.metrics.prefill_seconds.add(t0.elapsed().as_secs_f64());
+        for ((job, cache), logits) in jobs.into_iter().zip(caches).zip(logits) {
+            self.start(job, cache, logits);
+        }
+    }
+
+    /// A prefilled sequence joins the batch with its first token sampled.
+    fn start(&mut self, job: Job, cache: KvCache<Cpu>, logits: Vec<f32>) {
         let rng = ChaCha8Rng::seed_from_u64(job.seed);
         let session = job.tools.as_ref().map(|t| Session::new(self.tok, t.toolbox.clone(), 1).ground(std::slice::from_ref(&job.prompt)));
         let call = job.tools.as_ref().and_then(|t| t.force.clone()).map(CallConstraint::forced);

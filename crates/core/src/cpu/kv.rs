@@ -11,8 +11,8 @@
 //!
 //! In order: storing rows (rounded to nearest, ties to even, by `half`); one query row of one head
 //! over a cache ([`attend`]), portable and with AVX2 + F16C (detected at run time), which give
-//! the same bits; the two callers, a prompt's rows over its own cache ([`attention_cached`]) and
-//! one row per sequence over each one's cache ([`attention_decode`]).
+//! the same bits; the caller, [`attention`], for the rows of any number of sequences at once
+//! (the prompts a server admits together, or one row per sequence while decoding).
 //!
 //! The arithmetic of [`attend`], the same whatever the path: a score is `q·k` summed in 8 lanes
 //! (lane l sums the elements l, l + 8, ... in order, products rounded, then added), the lanes
@@ -27,16 +27,18 @@ use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use super::{exp_shift_sum, max};
+use crate::backend::Segment;
 
 /// Writes `src` rounded to f16 into `dst` at `offset`.
 pub(super) fn store(dst: &mut [f16], offset: usize, src: &[f32]) {
     dst[offset..offset + src.len()].convert_from_f32_slice(src);
 }
 
-/// Row i of `src` `[n, row]` into `dsts[i]` at row `positions[i]`.
-pub(super) fn scatter(dsts: &mut [&mut Vec<f16>], src: &[f32], row: usize, positions: &[usize]) {
-    for ((dst, s), &p) in dsts.iter_mut().zip(src.chunks_exact(row)).zip(positions) {
-        store(dst, p * row, s);
+/// Segment i's rows of `src` `[rows, row]` into `dsts[i]` at its positions.
+pub(super) fn append(dsts: &mut [&mut Vec<f16>], src: &[f32], row: usize, segs: &[Segment]) {
+    assert_eq!(dsts.len(), segs.len(), "kv_append: one cache per segment");
+    for (dst, s) in dsts.iter_mut().zip(segs) {
+        store(dst, s.pos0 * row, &src[s.row * row..(s.row + s.n) * row]);
     }
 }
 
@@ -183,52 +185,39 @@ mod x86 {
     }
 }
 
-/// `n` new query rows (positions pos0..pos0+n of one sequence) over a cache whose first
-/// `pos0 + n` rows are filled: q `[n, hq·hd]`, caches `[capacity, hkv·hd]`, out `[n, hq·hd]`.
+/// `Backend::attention_segments`: one task per (query row, head), each over its own sequence's
+/// cache, so a row's result is the same in any call.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn attention_cached(out: &mut [f32], q: &[f32], k: &[f16], v: &[f16], pos0: usize, n: usize, hq: usize, hkv: usize, hd: usize) {
-    let (qd, kvd, group) = (hq * hd, hkv * hd, hq / hkv);
-    assert!(k.len() >= (pos0 + n) * kvd && v.len() >= (pos0 + n) * kvd, "attention_cached: cache too small");
-    assert_eq!(out.len(), n * qd);
-    let (scale, fast) = (1.0 / (hd as f32).sqrt(), simd());
-    // One task per (query row, head); each writes its own hd-slice of out.
-    out.par_chunks_mut(hd).enumerate().for_each_init(
-        || vec![0.0f32; pos0 + n],
-        |scores, (task, o)| {
-            let (i, h) = (task / hq, task % hq);
-            let qrow = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
-            // causal: keys 0..=pos0+i
-            attend(o, qrow, k, v, kvd, (h / group) * hd, pos0 + i + 1, scale, scores, fast);
-        },
-    );
-}
-
-/// Row i of q `[n, hq·hd]` over the first `lens[i]` rows of its own caches `ks[i]`, `vs[i]`
-/// `[capacity, hkv·hd]`; out `[n, hq·hd]`.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn attention_decode(
+pub(super) fn attention(
     out: &mut [f32],
     q: &[f32],
     ks: &[&Vec<f16>],
     vs: &[&Vec<f16>],
-    lens: &[usize],
+    segs: &[Segment],
     hq: usize,
     hkv: usize,
     hd: usize,
 ) {
     let (qd, kvd, group) = (hq * hd, hkv * hd, hq / hkv);
-    assert_eq!(out.len(), lens.len() * qd);
-    for ((k, v), &len) in ks.iter().zip(vs).zip(lens) {
-        assert!(k.len() >= len * kvd && v.len() >= len * kvd, "attention_decode: cache too small");
+    assert!(ks.len() == segs.len() && vs.len() == segs.len(), "attention: one cache per segment");
+    // Each row's sequence and how many keys it sees.
+    let mut rows = Vec::with_capacity(out.len() / qd);
+    for (i, s) in segs.iter().enumerate() {
+        assert_eq!(s.row, rows.len(), "attention: the segments tile the rows in order");
+        let seen = (s.pos0 + s.n) * kvd;
+        assert!(ks[i].len() >= seen && vs[i].len() >= seen, "attention: cache too small");
+        rows.extend((0..s.n).map(|j| (i, s.pos0 + j + 1)));
     }
+    assert!(out.len() == rows.len() * qd && q.len() == out.len(), "attention: q and out hold one row per segment row");
     let (scale, fast) = (1.0 / (hd as f32).sqrt(), simd());
-    let max_len = lens.iter().copied().max().unwrap_or(0);
+    let max_len = rows.iter().map(|r| r.1).max().unwrap_or(0);
     out.par_chunks_mut(hd).enumerate().for_each_init(
         || vec![0.0f32; max_len],
         |scores, (task, o)| {
-            let (i, h) = (task / hq, task % hq);
-            let qrow = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
-            attend(o, qrow, ks[i], vs[i], kvd, (h / group) * hd, lens[i], scale, scores, fast);
+            let (r, h) = (task / hq, task % hq);
+            let (i, len) = rows[r];
+            let qrow = &q[r * qd + h * hd..r * qd + (h + 1) * hd];
+            attend(o, qrow, ks[i], vs[i], kvd, (h / group) * hd, len, scale, scores, fast);
         },
     );
 }

@@ -11,7 +11,7 @@ use half::f16;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use crate::backend::{AdamWStep, AttnShape, Backend, Op, Precision, Rope, Weight, IGNORE};
+use crate::backend::{AdamWStep, AttnShape, Backend, Op, Precision, Rope, Segment, Weight, IGNORE};
 
 mod attention;
 pub mod bf16;
@@ -560,21 +560,6 @@ impl Backend for Cpu {
         });
     }
 
-    fn attention_cached(
-        &self,
-        out: &mut Vec<f32>,
-        q: &Vec<f32>,
-        k_cache: &Vec<f16>,
-        v_cache: &Vec<f16>,
-        pos0: usize,
-        n: usize,
-        hq: usize,
-        hkv: usize,
-        hd: usize,
-    ) {
-        kv::attention_cached(out, q, k_cache, v_cache, pos0, n, hq, hkv, hd);
-    }
-
     fn rope_at(&self, x: &mut Vec<f32>, heads: usize, hd: usize, positions: &[usize], rope: &Rope) {
         let end = positions.iter().max().map_or(0, |&p| p + 1);
         let table = rope_table_cached(end, hd, rope);
@@ -588,12 +573,8 @@ impl Backend for Cpu {
         vec![f16::ZERO; n]
     }
 
-    fn kv_store(&self, dst: &mut Vec<f16>, offset: usize, src: &Vec<f32>) {
-        kv::store(dst, offset, src);
-    }
-
-    fn kv_scatter(&self, dsts: &mut [&mut Vec<f16>], src: &Vec<f32>, row: usize, positions: &[usize]) {
-        kv::scatter(dsts, src, row, positions);
+    fn kv_append(&self, dsts: &mut [&mut Vec<f16>], src: &Vec<f32>, row_len: usize, segs: &[Segment]) {
+        kv::append(dsts, src, row_len, segs);
     }
 
     fn kv_copy_prefix(&self, dst: &mut Vec<f16>, src: &Vec<f16>, len: usize) {
@@ -601,23 +582,18 @@ impl Backend for Cpu {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn attention_decode(
+    fn attention_segments(
         &self,
         out: &mut Vec<f32>,
         q: &Vec<f32>,
         ks: &[&Vec<f16>],
         vs: &[&Vec<f16>],
-        lens: &[usize],
+        segs: &[Segment],
         hq: usize,
         hkv: usize,
         hd: usize,
     ) {
-        kv::attention_decode(out, q, ks, vs, lens, hq, hkv, hd);
-    }
-
-    fn copy_from(&self, dst: &mut Vec<f32>, src: &Vec<f32>, offset: usize) {
-        let n = dst.len();
-        dst.copy_from_slice(&src[offset..offset + n]);
+        kv::attention(out, q, ks, vs, segs, hq, hkv, hd);
     }
 
     fn adamw(&self, p: &mut Vec<f32>, g: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, h: AdamWStep) {

@@ -1,9 +1,10 @@
 //! Cached decoding over the model's blocks: a KV cache per sequence, a prompt prefilled in one
 //! pass, then one batched step per token for every live sequence.
 //!
-//! In order: the cache, the step's workspace, the blocks over new rows (`forward_rows`), the
-//! one-sequence call (`decode`: a prompt, or the tokens a tool put in) and the batched step
-//! (`decode_batch_into`).
+//! In order: the cache, the step's workspace, the blocks over new rows (`forward_rows`), and the
+//! calls over them: one sequence (`decode`: a prompt, or the tokens a tool put in), one token of
+//! each of several (`decode_batch_into`), and the new tokens of several at once
+//! (`decode_seqs_into`, which the other two are).
 //!
 //! Why this shape: decoding is bound by one pass over the weights per step, so every live
 //! sequence shares that pass (one row each in every matmul), and the step's buffers live in a
@@ -12,7 +13,7 @@
 //! same tokens alone or in any batch (the sampler's seed is per sequence).
 
 use super::{Llama, Param};
-use crate::backend::Backend;
+use crate::backend::{Backend, Segment};
 
 /// Keys and values of past positions of one sequence, per layer `[capacity, kvd]`.
 pub struct KvCache<B: Backend> {
@@ -179,24 +180,7 @@ impl<B: Backend> Llama<B> {
 
     /// [`Llama::decode`] with a reused workspace: the logits `[V]` are left in `ws.host`.
     pub fn decode_into(&self, cache: &mut KvCache<B>, ids: &[u32], ws: &mut DecodeWs<B>) {
-        let (be, c) = (&self.be, &self.cfg);
-        let (n, d, pos0) = (ids.len(), c.hidden_size, cache.len);
-        assert!(n > 0, "decode needs at least one token");
-        assert!(pos0 + n <= cache.capacity, "sequence of {} exceeds the cache of {}", pos0 + n, cache.capacity);
-        let (hq, hkv, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
-        let positions: Vec<usize> = (pos0..pos0 + n).collect();
-        self.forward_rows(ws, ids, &positions, |l, k, v, q, o| {
-            be.kv_store(&mut cache.k[l], pos0 * hkv * hd, k);
-            be.kv_store(&mut cache.v[l], pos0 * hkv * hd, v);
-            be.attention_cached(o, q, &cache.k[l], &cache.v[l], pos0, n, hq, hkv, hd);
-        });
-        cache.len += n;
-        // Only the last position's logits are needed.
-        be.resize(&mut ws.last, d);
-        be.copy_from(&mut ws.last, &ws.h, (n - 1) * d);
-        be.resize(&mut ws.logits, c.vocab_size);
-        linear_rows(be, &mut ws.logits, &ws.last, self.head(), 1, false);
-        be.download_into(&ws.logits, &mut ws.host);
+        self.decode_seqs_into(std::slice::from_mut(&mut &mut *cache), &[ids], ws);
     }
 
     /// One decoding step for several sequences at once: `tokens[i]` is appended to `caches[i]`
@@ -208,31 +192,53 @@ impl<B: Backend> Llama<B> {
     }
 
     /// [`Llama::decode_batch`] with a reused workspace: the logits `[n, V]` are left in `ws.host`.
-    /// The matmuls run over all rows together; attention reads each sequence's own cache.
     pub fn decode_batch_into(&self, caches: &mut [&mut KvCache<B>], tokens: &[u32], ws: &mut DecodeWs<B>) {
+        let ids: Vec<&[u32]> = tokens.iter().map(std::slice::from_ref).collect();
+        self.decode_seqs_into(caches, &ids, ws);
+    }
+
+    /// The new tokens of several sequences in one pass (prompts admitted together, or one token
+    /// each while decoding): `ids[i]` is appended to `caches[i]` at its positions, and the logits
+    /// `[n, V]` of each sequence's last token are left in `ws.host`. The matmuls run over all
+    /// rows together; attention reads each sequence's own cache, so a sequence gets the same
+    /// bits as in a call of its own.
+    pub fn decode_seqs_into(&self, caches: &mut [&mut KvCache<B>], ids: &[&[u32]], ws: &mut DecodeWs<B>) {
         let (be, c) = (&self.be, &self.cfg);
-        let (n, v) = (tokens.len(), c.vocab_size);
-        assert_eq!(caches.len(), n, "one cache per token");
-        let positions: Vec<usize> = caches.iter().map(|k| k.len).collect();
-        for (cache, &p) in caches.iter().zip(&positions) {
-            assert!(p < cache.capacity, "sequence of {} exceeds the cache of {}", p + 1, cache.capacity);
+        let (d, v) = (c.hidden_size, c.vocab_size);
+        assert_eq!(caches.len(), ids.len(), "one cache per sequence");
+        let (mut tokens, mut positions, mut segs) = (Vec::new(), Vec::new(), Vec::with_capacity(ids.len()));
+        for (cache, t) in caches.iter().zip(ids) {
+            assert!(!t.is_empty(), "decode needs at least one token");
+            let pos0 = cache.len;
+            assert!(pos0 + t.len() <= cache.capacity, "sequence of {} exceeds the cache of {}", pos0 + t.len(), cache.capacity);
+            segs.push(Segment { row: tokens.len(), n: t.len(), pos0 });
+            tokens.extend_from_slice(t);
+            positions.extend(pos0..pos0 + t.len());
         }
-        let lens: Vec<usize> = positions.iter().map(|p| p + 1).collect();
         let (hq, hkv, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
-        self.forward_rows(ws, tokens, &positions, |l, k, vv, q, o| {
+        self.forward_rows(ws, &tokens, &positions, |l, k, vv, q, o| {
             let mut kd: Vec<&mut B::Kv> = caches.iter_mut().map(|cc| &mut cc.k[l]).collect();
-            be.kv_scatter(&mut kd, k, hkv * hd, &positions);
+            be.kv_append(&mut kd, k, hkv * hd, &segs);
             let mut vd: Vec<&mut B::Kv> = caches.iter_mut().map(|cc| &mut cc.v[l]).collect();
-            be.kv_scatter(&mut vd, vv, hkv * hd, &positions);
+            be.kv_append(&mut vd, vv, hkv * hd, &segs);
             let ks: Vec<&B::Kv> = caches.iter().map(|cc| &cc.k[l]).collect();
             let vs: Vec<&B::Kv> = caches.iter().map(|cc| &cc.v[l]).collect();
-            be.attention_decode(o, q, &ks, &vs, &lens, hq, hkv, hd);
+            be.attention_segments(o, q, &ks, &vs, &segs, hq, hkv, hd);
         });
-        for cache in caches.iter_mut() {
-            cache.len += 1;
+        for (cache, t) in caches.iter_mut().zip(ids) {
+            cache.len += t.len();
         }
+        // Only each sequence's last position's logits are needed.
+        let n = ids.len();
         be.resize(&mut ws.logits, n * v);
-        linear_rows(be, &mut ws.logits, &ws.h, self.head(), n, false);
+        if tokens.len() == n {
+            linear_rows(be, &mut ws.logits, &ws.h, self.head(), n, false);
+        } else {
+            let last: Vec<u32> = segs.iter().map(|s| (s.row + s.n - 1) as u32).collect();
+            be.resize(&mut ws.last, n * d);
+            be.embedding(&mut ws.last, &ws.h, &last, d);
+            linear_rows(be, &mut ws.logits, &ws.last, self.head(), n, false);
+        }
         be.download_into(&ws.logits, &mut ws.host);
     }
 }
