@@ -186,34 +186,76 @@ fn prefill<B: Backend>(
     ws: &mut crate::model::DecodeWs<B>,
     run: bool,
 ) -> Vec<Option<Vec<f32>>> {
-    let mut logits: Vec<Option<Vec<f32>>> = vec![None; prompts.len()];
-    for i in 0..prompts.len() {
+    let n = prompts.len();
+    let mut logits: Vec<Option<Vec<f32>>> = vec![None; n];
+    if !run {
+        return logits;
+    }
+    // Each prompt's source: the earlier prompt sharing the longest prefix with it, if any; and its
+    // level, one more than its source's (0 without one). A level is prefilled in one pass
+    // (`Llama::decode_seqs_into`) once the levels before it, which hold its sources, are.
+    let mut src: Vec<Option<(usize, usize)>> = vec![None; n];
+    let mut level = vec![0usize; n];
+    for i in 0..n {
         let p = prompts[i];
-        if p.is_empty() || !run {
+        if p.is_empty() {
             continue;
         }
-        // The earlier prompt sharing the longest prefix with this one.
         let shared = |j: usize| prompts[j].iter().zip(p).take_while(|(a, b)| a == b).count();
-        let best = (0..i).filter(|&j| logits[j].is_some()).map(|j| (shared(j), j)).max_by_key(|&(len, j)| (len, std::cmp::Reverse(j)));
-        let Some((len, j)) = best.filter(|&(len, _)| len > 0) else {
-            model.decode_into(&mut caches[i], p, ws);
-            logits[i] = Some(std::mem::take(&mut ws.host));
-            continue;
-        };
-        let (head, tail) = caches.split_at_mut(i);
-        if len == p.len() && prompts[j].len() == p.len() {
-            model.copy_cache(&mut tail[0], &head[j], len);
-            logits[i] = logits[j].clone();
-            continue;
+        let best = (0..i).filter(|&j| !prompts[j].is_empty()).map(|j| (shared(j), j)).max_by_key(|&(len, j)| (len, std::cmp::Reverse(j)));
+        if let Some((len, j)) = best.filter(|&(len, _)| len > 0) {
+            src[i] = Some((j, len));
+            level[i] = level[j] + 1;
         }
-        // At least the last token runs, for its logits.
-        let len = len.min(p.len() - 1);
-        model.copy_cache(&mut tail[0], &head[j], len);
-        model.decode_into(&mut tail[0], &p[len..], ws);
-        logits[i] = Some(std::mem::take(&mut ws.host));
+    }
+    let levels = (0..n).filter(|&i| !prompts[i].is_empty()).map(|i| level[i] + 1).max().unwrap_or(0);
+    for lv in 0..levels {
+        let members: Vec<usize> = (0..n).filter(|&i| !prompts[i].is_empty() && level[i] == lv).collect();
+        // What each member still runs (at least its last token, for its logits).
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for &i in &members {
+            let p = prompts[i];
+            let Some((j, len)) = src[i] else {
+                runs.push((i, 0));
+                continue;
+            };
+            let (head, tail) = caches.split_at_mut(i);
+            if len == p.len() && prompts[j].len() == p.len() {
+                // The same prompt: its cache and logits.
+                model.copy_cache(&mut tail[0], &head[j], len);
+                logits[i] = logits[j].clone();
+                continue;
+            }
+            let len = len.min(p.len() - 1);
+            model.copy_cache(&mut tail[0], &head[j], len);
+            runs.push((i, len));
+        }
+        // Passes of at most PREFILL_ROWS rows (the workspace grows with the rows of a pass).
+        let mut rest = &runs[..];
+        while !rest.is_empty() {
+            let mut rows = 0;
+            let take = rest.iter().take_while(|&&(i, from)| {
+                rows += prompts[i].len() - from;
+                rows <= PREFILL_ROWS
+            });
+            let k = take.count().max(1);
+            let (pass, later) = rest.split_at(k);
+            rest = later;
+            let ids: Vec<&[u32]> = pass.iter().map(|&(i, from)| &prompts[i][from..]).collect();
+            let mut refs: Vec<&mut crate::model::KvCache<B>> =
+                caches.iter_mut().enumerate().filter(|(i, _)| pass.iter().any(|r| r.0 == *i)).map(|(_, c)| c).collect();
+            model.decode_seqs_into(&mut refs, &ids, ws);
+            let v = model.cfg.vocab_size;
+            for (k, &(i, _)) in pass.iter().enumerate() {
+                logits[i] = Some(ws.host[k * v..(k + 1) * v].to_vec());
+            }
+        }
     }
     logits
 }
+
+/// The most prompt rows prefilled in one pass.
+const PREFILL_ROWS: usize = 4096;
 
 /// [`generate_batch`] with two hooks. Where a sequence stops: when sequence i samples a stop
 /// token, `on_stop(i, tokens so far)` may return tokens to put in (a tool's result and the
@@ -239,8 +281,8 @@ pub fn generate_batch_with<B: Backend>(
     let mut out = vec![Generated::default(); n];
     let mut next = vec![0u32; n];
     let mut live = vec![true; n];
-    // Sequences whose next token was sampled after tokens were put in: they skip one decode.
-    let mut fresh = vec![false; n];
+    // The stop token and the tokens put in after it, for the next pass.
+    let mut pieces: Vec<Vec<u32>> = vec![Vec::new(); n];
     let mut ws = model.decode_ws();
     let prompts: Vec<&[u32]> = prompts.iter().map(|p| if p.len() >= cap { &p[p.len() - cap + 1..] } else { &p[..] }).collect();
     let mut logits = prefill(model, &prompts, &mut caches, &mut ws, opts.max_new > 0);
@@ -254,7 +296,6 @@ pub fn generate_batch_with<B: Backend>(
         }
     }
     loop {
-        fresh.iter_mut().for_each(|f| *f = false);
         // Accept each live sequence's sampled token, or end the sequence (or put tokens in).
         for i in 0..n {
             if !live[i] {
@@ -273,12 +314,9 @@ pub fn generate_batch_with<B: Backend>(
                         }
                         out[i].tokens.extend_from_slice(&put);
                         out[i].generated.extend(std::iter::repeat_n(false, put.len()));
-                        let mut piece = vec![tok];
-                        piece.extend_from_slice(&put);
-                        model.decode_into(&mut caches[i], &piece, &mut ws);
-                        mask(i, &out[i].tokens, &mut ws.host);
-                        next[i] = sample(&ws.host, &opts.params, &mut rngs[i]);
-                        fresh[i] = true;
+                        // Decoded with the others' tokens in this step's pass.
+                        pieces[i] = vec![tok];
+                        pieces[i].extend_from_slice(&put);
                     }
                     _ => live[i] = false,
                 }
@@ -290,18 +328,17 @@ pub fn generate_batch_with<B: Backend>(
                 live[i] = false;
             }
         }
-        // A sequence that had tokens put in already has its next token; the others decode.
         if !live.contains(&true) {
             break;
         }
-        let idx: Vec<usize> = (0..n).filter(|&i| live[i] && !fresh[i]).collect();
-        if idx.is_empty() {
-            continue;
-        }
-        let tokens: Vec<u32> = idx.iter().map(|&i| next[i]).collect();
+        // One pass: each live sequence's sampled token, or the stop token and what was put in.
+        let idx: Vec<usize> = (0..n).filter(|&i| live[i]).collect();
+        let ids: Vec<&[u32]> =
+            idx.iter().map(|&i| if pieces[i].is_empty() { std::slice::from_ref(&next[i]) } else { &pieces[i][..] }).collect();
         let mut refs: Vec<&mut crate::model::KvCache<B>> =
-            caches.iter_mut().enumerate().filter(|(i, _)| live[*i] && !fresh[*i]).map(|(_, c)| c).collect();
-        model.decode_batch_into(&mut refs, &tokens, &mut ws);
+            caches.iter_mut().enumerate().filter(|(i, _)| live[*i]).map(|(_, c)| c).collect();
+        model.decode_seqs_into(&mut refs, &ids, &mut ws);
+        pieces.iter_mut().for_each(Vec::clear);
         let v = model.cfg.vocab_size;
         for (k, &i) in idx.iter().enumerate() {
             let l = &mut ws.host[k * v..(k + 1) * v];
