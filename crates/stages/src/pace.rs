@@ -1,14 +1,16 @@
 //! The speedrun's pace: the share of its recipe that fits its 20 minutes on this machine.
 //!
-//! The recipe's step budgets fit the 20 minutes where the base model trains at
-//! [`REFERENCE_TOKENS_PER_S`]. Another machine of the same kind trained 1.5× slower (9.0–9.3k
-//! tokens/s, `bench train`, 2026-12-07), and its pretraining and SFT took 1.5× as long, so the
-//! fixed recipe took about 28 minutes there. In order:
+//! Some of the speedrun's work scales with its budgets (pretraining and SFT, labels, the reward
+//! model, PPO, RLVR, DPO) and some does not (the scaling ladder, the evals, the headroom probe,
+//! the tokenizer and data stages): a slower machine pays the fixed part in full. The pace is
+//! the factor on the scaling part that makes both end within [`TARGET_S`]. In order:
 //! 1. [`measure`]: the base model's training step (`bench train`'s shape, the speedrun's
-//!    precision), a few steps after a warm-up: tokens per second.
-//! 2. [`Pace::new`]: the factor, `min(1, measured / reference)`. On a machine at least as fast as
-//!    the reference it is 1 and the speedrun gives the same models everywhere; on a slower one
-//!    every budget that scales the stage's work (pretraining tokens, prompts to label, RL
+//!    precision), a few steps after a warm-up: tokens per second, `s`.
+//! 2. [`Pace::new`]: the factor, `(TARGET_S · s − FIXED_WORK) / PACED_WORK` in [0.05, 1]: the
+//!    fixed work takes `FIXED_WORK / s` seconds and the full recipe's paced work
+//!    `PACED_WORK / s`, both counted in the base model's training tokens. On a machine fast enough
+//!    for the whole recipe it is 1 and the speedrun gives the same models everywhere; on a slower
+//!    one every budget that scales a stage's work (pretraining tokens, prompts to label, RL
 //!    iterations) is multiplied by it. SFT keeps its steps, and pretraining pays for them
 //!    ([`Pace::pretrain_steps`]). The scaling ladder keeps its full rungs, each cut
 //!    only where it exceeds a tenth of the base run's compute (`speedrun::ladder`), and eval
@@ -24,19 +26,33 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result, Run};
 
-/// The base model's training throughput (`bench train`'s shape, bf16) at which the full recipe
-/// ends within the 20 minutes with a margin. The 2-core AMD EPYC it was sized on trained at
-/// 12–14k tokens/s and took 1,163–1,244 s (2026-12-03): too close to the bar, so the reference
-/// was set above it at 15,000 (that machine ran about 0.9 of the recipe). Since the scaling
-/// ladder and its learning-rate sweep stopped being paced (about 170 s on a 9.5k machine,
-/// `speedrun.rs`), the rest shrinks further: 16,500 (a 9.5k machine then runs 0.58 of it).
-pub const REFERENCE_TOKENS_PER_S: f64 = 16_500.0;
+/// The seconds the speedrun is sized to end within: 20 minutes less a margin for the drift of a
+/// shared machine's speed after the pace is measured (20–40 % between same-binary reruns here).
+pub const TARGET_S: f64 = 1_100.0;
+
+/// The speedrun's unpaced work, in seconds times the base model's training tokens per second.
+/// Measured on a 2-core AMD EPYC that trained at 8,745 tokens/s (pace 0.53, 2026-12-07, the
+/// README command): the scaling ladder 176.8 s, the evals 105.0, headroom 15.3 and the rest
+/// outside the stages 18 (pace measurement, data, tokenizer): 315 s x 8,745.
+pub const FIXED_WORK: f64 = 2.75e6;
+
+/// The full recipe's paced work, same units. The same run's paced stages took 875.5 s at 0.53
+/// (pretraining 231.7, SFT 318.3, labels 46.5, reward model 52.0, PPO 70.1, RLVR 95.2, DPO 61.6):
+/// 875.5 x 8,745 / 0.53. That run took 1,190.5 s, 9.5 s inside the bar; this model gives it
+/// 0.475 of the recipe and 1,100 s.
+pub const PACED_WORK: f64 = 14.45e6;
+
+/// The throughput at which the full recipe ends within [`TARGET_S`] (about 15,640 tokens/s).
+pub fn full_recipe_tokens_per_s() -> f64 {
+    (FIXED_WORK + PACED_WORK) / TARGET_S
+}
 
 /// The share of the recipe this run does, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Pace {
     /// The base model's training throughput measured here (0 when the factor was given).
     pub tokens_per_s: f64,
+    /// The throughput at which the whole recipe fits ([`full_recipe_tokens_per_s`]).
     pub reference_tokens_per_s: f64,
     /// In (0, 1]: the budgets' multiplier.
     pub factor: f64,
@@ -47,8 +63,8 @@ pub struct Pace {
 impl Pace {
     /// The pace of a machine that trains at `tokens_per_s`.
     pub fn new(tokens_per_s: f64) -> Pace {
-        let factor = (tokens_per_s / REFERENCE_TOKENS_PER_S).clamp(0.05, 1.0);
-        Pace { tokens_per_s, reference_tokens_per_s: REFERENCE_TOKENS_PER_S, factor, fixed: false }
+        let factor = ((TARGET_S * tokens_per_s - FIXED_WORK) / PACED_WORK).clamp(0.05, 1.0);
+        Pace { tokens_per_s, reference_tokens_per_s: full_recipe_tokens_per_s(), factor, fixed: false }
     }
 
     /// The full recipe (tests, `--quick`, `--pace 1`).
@@ -70,7 +86,7 @@ impl Pace {
         if !(factor > 0.0 && factor <= 1.0) {
             return Err(Error::Input(format!("--pace must be in (0, 1], got {factor}")));
         }
-        Ok(Pace { tokens_per_s: 0.0, reference_tokens_per_s: REFERENCE_TOKENS_PER_S, factor, fixed: true })
+        Ok(Pace { tokens_per_s: 0.0, reference_tokens_per_s: full_recipe_tokens_per_s(), factor, fixed: true })
     }
 
     /// `n` (a count of steps, tokens, prompts) at this pace: at least 1.
@@ -110,8 +126,8 @@ impl Pace {
             format!("pace: {:.2} of the recipe (given)", self.factor)
         } else {
             format!(
-                "pace: base model trains at {:.0} tokens/s here, the recipe was sized at {:.0}: {:.2} of the recipe",
-                self.tokens_per_s, self.reference_tokens_per_s, self.factor
+                "pace: base model trains at {:.0} tokens/s here, the whole recipe fits {:.0}s at {:.0}: {:.2} of the recipe",
+                self.tokens_per_s, TARGET_S, self.reference_tokens_per_s, self.factor
             )
         }
     }
@@ -130,10 +146,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_factor_is_the_machines_share_of_the_reference() {
-        assert_eq!(Pace::new(2.0 * REFERENCE_TOKENS_PER_S).factor, 1.0);
-        let p = Pace::new(0.7 * REFERENCE_TOKENS_PER_S);
-        assert!((p.factor - 0.7).abs() < 1e-9 && p.of(2500) == 1750 && p.of(1) == 1);
+    fn the_factor_fits_the_fixed_and_the_paced_work() {
+        assert_eq!(Pace::new(1.01 * full_recipe_tokens_per_s()).factor, 1.0);
+        assert_eq!(Pace::new(100.0).factor, 0.05);
+        // The run the constants were measured on: 0.475 of the recipe, TARGET_S seconds.
+        let p = Pace::new(8_745.0);
+        assert!((p.factor - 0.475).abs() < 0.002, "{}", p.factor);
+        let seconds = (FIXED_WORK + p.factor * PACED_WORK) / 8_745.0;
+        assert!((seconds - TARGET_S).abs() < 1e-6);
+        // A slower machine pays the fixed work in full, so its factor falls faster than its speed.
+        assert!(Pace::new(6_000.0).factor / p.factor < 6_000.0 / 8_745.0);
+        let p = Pace::given(0.7).unwrap();
+        assert!(p.of(2500) == 1750 && p.of(1) == 1);
         assert!(Pace::given(0.0).is_err() && Pace::given(1.5).is_err() && Pace::given(0.5).is_ok());
         // Pretraining pays for SFT's whole 1,000 steps, down to half its paced share.
         assert_eq!(Pace::full().pretrain_steps(2500, 1000), 2500);
