@@ -69,7 +69,13 @@ pub fn precision_line(stage: &str, p: Precision) -> String {
         ),
         Precision::Fp32 => format!(
             "{stage}: fp32 throughout{}",
-            if bf16::native() { " (--precision bf16 runs the matmuls on AVX512-BF16)" } else { " (this CPU has no AVX512-BF16)" }
+            if bf16::native() {
+                let (x, margin) = (chatforge_core::cpu::bf16_speedup(), chatforge_core::cpu::BF16_MARGIN);
+                let why = if x < margin { format!(", under the {margin:.2}x it takes to be the default") } else { String::new() };
+                format!(" (this CPU's AVX512-BF16 matmul measured {x:.2}x fp32's{why}; --precision bf16 runs it)")
+            } else {
+                " (this CPU has no AVX512-BF16)".to_string()
+            }
         ),
     }
 }
