@@ -351,7 +351,17 @@ pub const BF16_MARGIN: f64 = 1.15;
 /// the CPU has no AVX512-BF16.
 pub fn bf16_speedup() -> f64 {
     static SPEEDUP: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *SPEEDUP.get_or_init(|| if bf16::native() { measure_bf16_speedup() } else { 0.0 })
+    *SPEEDUP.get_or_init(|| {
+        if !bf16::native() {
+            return 0.0;
+        }
+        // On a pool of its own: the CLI reads its default before `--threads` builds the global one.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+            Ok(pool) => pool.install(measure_bf16_speedup),
+            Err(_) => 0.0,
+        }
+    })
 }
 
 fn measure_bf16_speedup() -> f64 {
