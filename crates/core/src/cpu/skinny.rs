@@ -6,14 +6,19 @@
 //! 1.1–3× slower than this kernel at m = 1–32 for the speedrun's shapes). Here no operand is
 //! packed: both are read where they lie, k-contiguous, as dot products. Each rayon task takes a
 //! block of 64 activation rows × 24 weight rows (both stay in L1/L2) and covers it in register
-//! tiles of 4 rows × 3 weight rows (1 × 8 for a lone row), 8 lanes per FMA (AVX2+FMA, detected
-//! at run time; plain loops elsewhere). A lone row's blocks are dealt out in one contiguous
-//! share per thread.
+//! tiles: on AVX-512, 16 lanes per FMA in tiles of 4 rows × 4 weight rows (2 × 8 and 1 × 8 for
+//! fewer rows), since its 32 registers hold them; else 8 lanes (AVX2+FMA) in tiles of 4 × 3
+//! (1 × 8 for a lone row); plain loops elsewhere, all detected at run time. A lone row's blocks
+//! are dealt out in one contiguous share per thread.
 //!
 //! Determinism: every output is one chain of lane-wise FMAs along k, then a fixed horizontal
-//! reduction, then the k % 8 tail, whatever tile computed it. So a row's result depends neither
-//! on the thread count nor on which other rows share the call: a sequence decodes the same
-//! tokens alone or in any batch.
+//! reduction, then the k % lanes tail, whatever tile computed it. So on one CPU a row's result
+//! depends neither on the thread count nor on which other rows share the call: a sequence
+//! decodes the same tokens alone or in any batch. (The AVX-512 and AVX2 paths sum in different
+//! orders, so two CPUs may differ in the last bits, as they do for `gemm`.) Measured on a 2-core
+//! Xeon (model 207), `skinny_bench`: 32 rows 403–414 → 509–511 steps/s, 240 rows 57–59 → 72–76;
+//! one row 2.8–3.0k either way (it streams the weights). `CHATFORGE_NO_AVX512=1` picks the
+//! AVX2 path, for such A/Bs.
 
 use rayon::prelude::*;
 
@@ -58,6 +63,30 @@ pub fn matmul_nt(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usi
     }
 }
 
+/// Which kernel this CPU runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Path {
+    Avx512,
+    Avx2,
+    Plain,
+}
+
+fn simd_path() -> Path {
+    static PATH: std::sync::OnceLock<Path> = std::sync::OnceLock::new();
+    *PATH.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::env::var_os("CHATFORGE_NO_AVX512").is_none() && std::arch::is_x86_feature_detected!("avx512f") {
+                return Path::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                return Path::Avx2;
+            }
+        }
+        Path::Plain
+    })
+}
+
 /// Rows `i0..i1` × columns `j0..j1` of `c`, tile by tile.
 #[allow(clippy::too_many_arguments)]
 unsafe fn block_of(
@@ -70,25 +99,24 @@ unsafe fn block_of(
     (j0, j1): (usize, usize),
     accumulate: bool,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    let simd = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
-    #[cfg(not(target_arch = "x86_64"))]
-    let simd = false;
+    let path = simd_path();
     let mut i = i0;
     while i < i1 {
         let r = (i1 - i).min(4);
-        // Widest tile that keeps r·cols accumulators (+ operands) within 16 vector registers.
-        let cols = [0, 8, 4, 4, 3][r];
+        // Widest tile that keeps r·cols accumulators (+ operands) within the vector registers
+        // (16 with AVX2, 32 with AVX-512).
+        let cols = if path == Path::Avx512 { [0, 8, 8, 4, 4][r] } else { [0, 8, 4, 4, 3][r] };
         let mut j = j0;
         while j < j1 {
             let w = if j + cols <= j1 { cols } else { 1 };
             let (ap, bp) = (a.add(i * k), b.add(j * k));
             let mut t = [[0.0f32; 8]; 4];
-            if simd {
+            match path {
                 #[cfg(target_arch = "x86_64")]
-                x86::tile(r, w, ap, bp, k, &mut t);
-            } else {
-                tile_plain(r, w, ap, bp, k, &mut t);
+                Path::Avx512 => x86::tile16(r, w, ap, bp, k, &mut t),
+                #[cfg(target_arch = "x86_64")]
+                Path::Avx2 => x86::tile(r, w, ap, bp, k, &mut t),
+                _ => tile_plain(r, w, ap, bp, k, &mut t),
             }
             for (ii, row) in t.iter().enumerate().take(r) {
                 for (jj, &v) in row.iter().enumerate().take(w) {
@@ -144,6 +172,65 @@ mod x86 {
             (2, 1) => kernel::<2, 1>(a, b, k, t),
             (1, 1) => kernel::<1, 1>(a, b, k, t),
             _ => unreachable!("no tile of {r}x{w}"),
+        }
+    }
+
+    /// The AVX-512 tiles: 16 lanes per FMA.
+    pub(super) unsafe fn tile16(r: usize, w: usize, a: *const f32, b: *const f32, k: usize, t: &mut [[f32; 8]; 4]) {
+        match (r, w) {
+            (4, 4) => kernel16::<4, 4>(a, b, k, t),
+            (3, 4) => kernel16::<3, 4>(a, b, k, t),
+            (2, 8) => kernel16::<2, 8>(a, b, k, t),
+            (1, 8) => kernel16::<1, 8>(a, b, k, t),
+            (4, 1) => kernel16::<4, 1>(a, b, k, t),
+            (3, 1) => kernel16::<3, 1>(a, b, k, t),
+            (2, 1) => kernel16::<2, 1>(a, b, k, t),
+            (1, 1) => kernel16::<1, 1>(a, b, k, t),
+            _ => unreachable!("no tile of {r}x{w}"),
+        }
+    }
+
+    /// 16 lanes along k, then lanes l and l + 8 added, then the 8-lane tree of `kernel`, then the
+    /// k % 16 tail.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn kernel16<const R: usize, const W: usize>(a: *const f32, b: *const f32, k: usize, t: &mut [[f32; 8]; 4]) {
+        let k16 = k / 16 * 16;
+        let mut acc = [[_mm512_setzero_ps(); W]; R];
+        let mut p = 0;
+        while p < k16 {
+            let mut bv = [_mm512_setzero_ps(); W];
+            for (j, v) in bv.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(b.add(j * k + p));
+            }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_loadu_ps(a.add(i * k + p));
+                for (acc, &bv) in row.iter_mut().zip(&bv) {
+                    *acc = _mm512_fmadd_ps(av, bv, *acc);
+                }
+            }
+            p += 16;
+        }
+        let mut flat = [_mm256_setzero_ps(); 40];
+        for (i, row) in acc.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                let lo = _mm512_castps512_ps256(v);
+                let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+                flat[i * W + j] = _mm256_add_ps(lo, hi);
+            }
+        }
+        let mut sums = [0.0f32; 40];
+        for g in (0..R * W).step_by(4) {
+            let h = _mm256_hadd_ps(_mm256_hadd_ps(flat[g], flat[g + 1]), _mm256_hadd_ps(flat[g + 2], flat[g + 3]));
+            _mm_storeu_ps(sums.as_mut_ptr().add(g), _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+        }
+        for i in 0..R {
+            for j in 0..W {
+                let mut s = sums[i * W + j];
+                for q in k16..k {
+                    s += *a.add(i * k + q) * *b.add(j * k + q);
+                }
+                t[i][j] = s;
+            }
         }
     }
 
@@ -222,6 +309,52 @@ mod tests {
             for i in 0..m * n {
                 assert!((c[i] as f64 - want[i]).abs() <= 1e-5 * (k as f64).sqrt() * 4.0);
             }
+        }
+    }
+
+    /// Every tile of every path this CPU has (only one runs in `matmul_nt`), against f64, with
+    /// k tails of every length mod 16.
+    #[test]
+    fn every_path_and_tile_matches_f64() {
+        #[cfg(target_arch = "x86_64")]
+        let (avx2, avx512) = (
+            std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
+            std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma"),
+        );
+        let tiles8: &[(usize, usize)] = &[(4, 3), (3, 4), (2, 4), (1, 8), (4, 1), (3, 1), (2, 1), (1, 1)];
+        let tiles16: &[(usize, usize)] = &[(4, 4), (3, 4), (2, 8), (1, 8), (4, 1), (3, 1), (2, 1), (1, 1)];
+        for k in [1, 7, 8, 15, 16, 17, 31, 256, 259] {
+            let (a, b) = (data(4 * k, 7), data(8 * k, 8));
+            let want = reference(&a, &b, 4, 8, k);
+            let check = |name: &str, r: usize, w: usize, t: &[[f32; 8]; 4]| {
+                for i in 0..r {
+                    for j in 0..w {
+                        let err = (t[i][j] as f64 - want[i * 8 + j]).abs();
+                        assert!(err <= 1e-5 * (k as f64).sqrt() * 4.0, "{name} {r}x{w}, k {k}: {} vs {}", t[i][j], want[i * 8 + j]);
+                    }
+                }
+            };
+            // b's rows are k apart, so a tile of w weight rows reads rows 0..w.
+            for &(r, w) in tiles8 {
+                let mut t = [[0.0f32; 8]; 4];
+                unsafe { tile_plain(r, w, a.as_ptr(), b.as_ptr(), k, &mut t) };
+                check("plain", r, w, &t);
+                #[cfg(target_arch = "x86_64")]
+                if avx2 {
+                    let mut t = [[0.0f32; 8]; 4];
+                    unsafe { x86::tile(r, w, a.as_ptr(), b.as_ptr(), k, &mut t) };
+                    check("avx2", r, w, &t);
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            if avx512 {
+                for &(r, w) in tiles16 {
+                    let mut t = [[0.0f32; 8]; 4];
+                    unsafe { x86::tile16(r, w, a.as_ptr(), b.as_ptr(), k, &mut t) };
+                    check("avx512", r, w, &t);
+                }
+            }
+            let _ = tiles16;
         }
     }
 
