@@ -210,7 +210,7 @@ mod x86 {
             }
             p += 16;
         }
-        let mut flat = [_mm256_setzero_ps(); 40];
+        let mut flat = [_mm256_setzero_ps(); 16];
         for (i, row) in acc.iter().enumerate() {
             for (j, &v) in row.iter().enumerate() {
                 let lo = _mm512_castps512_ps256(v);
@@ -218,20 +218,7 @@ mod x86 {
                 flat[i * W + j] = _mm256_add_ps(lo, hi);
             }
         }
-        let mut sums = [0.0f32; 40];
-        for g in (0..R * W).step_by(4) {
-            let h = _mm256_hadd_ps(_mm256_hadd_ps(flat[g], flat[g + 1]), _mm256_hadd_ps(flat[g + 2], flat[g + 3]));
-            _mm_storeu_ps(sums.as_mut_ptr().add(g), _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
-        }
-        for i in 0..R {
-            for j in 0..W {
-                let mut s = sums[i * W + j];
-                for q in k16..k {
-                    s += *a.add(i * k + q) * *b.add(j * k + q);
-                }
-                t[i][j] = s;
-            }
-        }
+        finish(&flat, R, W, a, b, k, k16, t);
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -252,24 +239,30 @@ mod x86 {
             }
             p += 8;
         }
-        // Horizontal sums four accumulators at a time: ((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7)),
-        // the tree `reduce8` computes for one.
         let mut flat = [_mm256_setzero_ps(); 16];
         for (i, row) in acc.iter().enumerate() {
             flat[i * W..(i + 1) * W].copy_from_slice(row);
         }
+        finish(&flat, R, W, a, b, k, k8, t);
+    }
+
+    /// The horizontal sums of r·w 8-lane accumulators, four at a time: ((l0+l1)+(l2+l3)) +
+    /// ((l4+l5)+(l6+l7)), the tree `reduce8` computes for one; then the tail k0..k.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn finish(flat: &[__m256; 16], r: usize, w: usize, a: *const f32, b: *const f32, k: usize, k0: usize, t: &mut [[f32; 8]; 4]) {
         let mut sums = [0.0f32; 16];
-        for g in (0..R * W).step_by(4) {
+        for g in (0..r * w).step_by(4) {
             let h = _mm256_hadd_ps(_mm256_hadd_ps(flat[g], flat[g + 1]), _mm256_hadd_ps(flat[g + 2], flat[g + 3]));
             _mm_storeu_ps(sums.as_mut_ptr().add(g), _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
         }
-        for i in 0..R {
-            for j in 0..W {
-                let mut s = sums[i * W + j];
-                for q in k8..k {
+        for (i, row) in t.iter_mut().enumerate().take(r) {
+            for (j, out) in row.iter_mut().enumerate().take(w) {
+                let mut s = sums[i * w + j];
+                for q in k0..k {
                     s += *a.add(i * k + q) * *b.add(j * k + q);
                 }
-                t[i][j] = s;
+                *out = s;
             }
         }
     }
