@@ -19,8 +19,9 @@ pub struct SpeedrunArgs {
     /// Of every training stage.
     #[command(flatten)]
     precision: PrecisionArg,
-    /// The share of the recipe to run, in (0, 1] (default: measured, this machine's training
-    /// speed over the recipe's reference, at most 1; 1 gives the same models on every machine).
+    /// The share of the recipe to run, in (0, 1] (default: measured, the share that ends within
+    /// 1,100 s at this machine's training speed, with the unpaced stages paid in full, at most 1;
+    /// 1 gives the same models on every machine).
     /// A resumed speedrun keeps the pace it started with.
     #[arg(long)]
     pace: Option<f64>,
