@@ -82,6 +82,43 @@ pub fn sample(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -> u32 {
     })
 }
 
+/// A draw from the softmax of `logits` restricted to the tokens `keep` allows, by rejection: up
+/// to `tries` draws from the whole softmax (temperature only: no top-k or top-p), the first one
+/// kept returned; `None` when every one is refused, and the caller then masks the refused tokens
+/// and calls [`sample`] with the same `rng`. Either way the token is distributed exactly as the
+/// masked softmax: with Z the allowed mass, P(x) = p(x)·Σ_{i<n}(1 − Z)^i + (1 − Z)^n·p(x)/Z =
+/// p(x)/Z. The first try draws as [`sample`] does. At temperature 0 the candidates are the
+/// `tries` largest logits in order (ties: lower id first, as [`argmax`]), so the first kept one
+/// is the masked argmax.
+pub fn sample_where(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng, tries: usize, keep: impl Fn(u32) -> bool) -> Option<u32> {
+    assert!(p.temperature <= 0.0 || (p.top_k == 0 && p.top_p >= 1.0), "sample_where: the whole softmax only");
+    if p.temperature <= 0.0 {
+        // The `tries` best (logit descending, id ascending), by insertion into a short list.
+        let mut best: Vec<u32> = Vec::with_capacity(tries + 1);
+        for (i, &l) in logits.iter().enumerate() {
+            if best.len() == tries && l <= logits[best[tries - 1] as usize] {
+                continue;
+            }
+            let at = best.partition_point(|&b| logits[b as usize] >= l);
+            best.insert(at, i as u32);
+            best.truncate(tries);
+        }
+        return best.into_iter().take_while(|&t| logits[t as usize] > f32::NEG_INFINITY).find(|&t| keep(t));
+    }
+    let scale = 1.0 / p.temperature;
+    let shift = crate::cpu::max_of(logits) * scale;
+    WEIGHTS.with(|cell| {
+        let mut w = cell.borrow_mut();
+        w.resize(logits.len(), 0.0);
+        let total = crate::cpu::exp_weights(&mut w, logits, scale, shift);
+        (0..tries).find_map(|_| {
+            let r: f32 = rng.random();
+            let t = walk(w.iter().copied().enumerate().map(|(i, x)| (i as u32, x)), r * total, logits.len());
+            keep(t).then_some(t)
+        })
+    })
+}
+
 /// The token where the running sum of `weights` first exceeds `target` (the last one if rounding
 /// leaves it short).
 fn walk(weights: impl Iterator<Item = (u32, f32)>, target: f32, vocab: usize) -> u32 {
@@ -366,6 +403,38 @@ mod tests {
             let got = c as f64 / n as f64;
             assert!((got - q).abs() <= 4.5 * sigma + 1e-12, "{p:?}: token {i} drawn {got:.4}, expected {q:.4}");
         }
+    }
+
+    /// Draws before masking, then the masked draw on refusal, follow the masked softmax (even
+    /// where the allowed tokens hold little mass and most draws are refused); greedy gives the
+    /// masked argmax, ties to the lower id.
+    #[test]
+    fn draws_before_masking_follow_the_masked_softmax() {
+        let logits = [1.0f32, 0.5, 2.0, -1.0, 0.0, 2.0];
+        let p = SamplingParams { temperature: 0.9, top_k: 0, top_p: 1.0 };
+        for (keep, tries) in [(vec![1usize, 3, 4], 2), (vec![0, 2], 1), (vec![3], 8)] {
+            let e: Vec<f64> = logits.iter().map(|&l| (l as f64 / 0.9).exp()).collect();
+            let z: f64 = keep.iter().map(|&i| e[i]).sum();
+            let want: Vec<f64> = (0..e.len()).map(|i| if keep.contains(&i) { e[i] / z } else { 0.0 }).collect();
+            let masked: Vec<f32> = logits.iter().enumerate().map(|(i, &l)| if keep.contains(&i) { l } else { f32::NEG_INFINITY }).collect();
+            let (mut rng, n) = (ChaCha8Rng::seed_from_u64(3), 40_000);
+            let mut counts = vec![0usize; logits.len()];
+            for _ in 0..n {
+                let t = sample_where(&logits, &p, &mut rng, tries, |t| keep.contains(&(t as usize)))
+                    .unwrap_or_else(|| sample(&masked, &p, &mut rng));
+                counts[t as usize] += 1;
+            }
+            for (i, (&c, &q)) in counts.iter().zip(&want).enumerate() {
+                let sigma = (q * (1.0 - q) / n as f64).sqrt().max(1e-9);
+                assert!((c as f64 / n as f64 - q).abs() <= 4.5 * sigma + 1e-12, "keep {keep:?}: token {i}");
+            }
+        }
+        let greedy = SamplingParams { temperature: 0.0, ..p };
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        assert_eq!(sample_where(&logits, &greedy, &mut rng, 3, |_| true), Some(2));
+        assert_eq!(sample_where(&logits, &greedy, &mut rng, 3, |t| t != 2), Some(5));
+        assert_eq!(sample_where(&logits, &greedy, &mut rng, 3, |t| t == 1 || t == 4), None);
+        assert_eq!(sample_where(&logits, &greedy, &mut rng, 6, |t| t == 1 || t == 4), Some(1));
     }
 
     #[test]

@@ -413,14 +413,12 @@ impl<'a> Session<'a> {
         self
     }
 
-    /// The mask while sequence `i` (output so far `out`) writes a grounded argument, or the
-    /// reply after tool results: the logits of tokens that would break it become −∞
-    /// (`ground.rs`). Returns whether it masked; it
-    /// leaves the logits alone outside a grounded value, and when nothing would be allowed.
-    pub fn mask(&self, i: usize, out: &[u32], logits: &mut [f32]) -> bool {
+    /// The grounded value sequence `i` (output so far `out`) is writing, if any: its slot and
+    /// text so far; `None` outside one (nothing is masked there).
+    fn grounded_value(&self, i: usize, out: &[u32]) -> Option<(&Ground, Slot, String)> {
         let g = &self.grounds[i];
         if self.table.is_empty() || g.is_empty() {
-            return false;
+            return None;
         }
         let s = &self.seqs[i];
         let turn = &out[s.turn_start.min(out.len())..];
@@ -434,22 +432,47 @@ impl<'a> Session<'a> {
             {
                 (Slot::Reply, text.to_string())
             }
-            None => return false,
+            None => return None,
         };
-        let end = g.may_end(slot, &value);
-        let mut allowed = g.allowed(slot, &value, self.table.iter().map(|(bytes, _)| bytes.as_slice()));
-        for (ok, (bytes, special)) in allowed.iter_mut().zip(&self.table) {
-            *ok = if *special { end } else { *ok && !bytes.is_empty() };
-        }
-        if !allowed.contains(&true) {
-            return false;
-        }
+        Some((g, slot, value))
+    }
+
+    /// The mask while sequence `i` (output so far `out`) writes a grounded argument, or the
+    /// reply after tool results: the logits of tokens that would break it become −∞
+    /// (`ground.rs`). Returns whether it masked; it
+    /// leaves the logits alone outside a grounded value, and when nothing would be allowed.
+    pub fn mask(&self, i: usize, out: &[u32], logits: &mut [f32]) -> bool {
+        let Some(allowed) = self.allowed(i, out) else { return false };
         for (l, ok) in logits.iter_mut().zip(&allowed) {
             if !ok {
                 *l = f32::NEG_INFINITY;
             }
         }
         true
+    }
+
+    /// The tokens [`Session::mask`] keeps, one flag per vocabulary entry; `None` where it
+    /// leaves the logits alone.
+    pub fn allowed(&self, i: usize, out: &[u32]) -> Option<Vec<bool>> {
+        let (g, slot, value) = self.grounded_value(i, out)?;
+        let end = g.may_end(slot, &value);
+        let mut allowed = g.allowed(slot, &value, self.table.iter().map(|(bytes, _)| bytes.as_slice()));
+        for (ok, (bytes, special)) in allowed.iter_mut().zip(&self.table) {
+            *ok = if *special { end } else { *ok && !bytes.is_empty() };
+        }
+        allowed.contains(&true).then_some(allowed)
+    }
+
+    /// Whether [`Session::mask`] keeps `token` (it keeps every token where it does not mask):
+    /// one token's check, for samplers that draw first and mask only on a refusal. When it
+    /// says false, `mask` may still leave everything (nothing allowed), so the caller masks.
+    pub fn allows(&self, i: usize, out: &[u32], token: u32) -> bool {
+        let Some((g, slot, value)) = self.grounded_value(i, out) else { return true };
+        match self.table.get(token as usize) {
+            Some((_, true)) => g.may_end(slot, &value),
+            Some((bytes, false)) => !bytes.is_empty() && g.allowed(slot, &value, [bytes.as_slice()])[0],
+            None => false,
+        }
     }
 
     /// The hook for `generate_batch_with`: sequence `i` ended a turn after `out` (its output so
@@ -628,6 +651,8 @@ mod tests {
         assert!(session.mask(0, &out, &mut logits));
         let ok: Vec<u32> = (0..v as u32).filter(|&t| logits[t as usize].is_finite()).collect();
         assert!(ok.contains(&tok.encode("2")[0]) && !ok.contains(&tok.encode("3")[0]) && !ok.contains(&tok.im_end_id()));
+        // One token's check keeps exactly what the mask keeps.
+        assert!((0..v as u32).all(|t| session.allows(0, &out, t) == logits[t as usize].is_finite()));
         // Outside an argument, with grounding off, or with the tools off: nothing is masked.
         assert_eq!(allowed(Toolbox::builtins(), "31 - 1").1.len(), v);
         assert!(!allowed(Toolbox { grounded: false, ..Toolbox::builtins() }, call).0);

@@ -437,7 +437,8 @@ fn matches_schema(v: &Value) -> bool {
     let Some(o) = v.as_object() else { return false };
     o.keys().all(|k| ["name", "age", "tags", "pet"].contains(&k.as_str()))
         && o.get("name").is_some_and(Value::is_string)
-        && o.get("age").is_some_and(|a| a.is_i64() || a.is_u64())
+        // An integer of any length (the schema sets no bounds; past u64 serde reads an f64).
+        && o.get("age").is_some_and(|a| a.is_i64() || a.is_u64() || a.as_f64().is_some_and(|f| f.fract() == 0.0))
         && o.get("tags").is_none_or(|t| t.as_array().is_some_and(|a| a.iter().all(|x| x == "a" || x == "b")))
         && o.get("pet").is_none_or(|p| p.as_object().is_some_and(|p| p.len() == 1 && p.get("alive").is_some_and(Value::is_boolean)))
 }

@@ -194,6 +194,16 @@ impl CallConstraint {
         }
     }
 
+    /// Whether [`CallConstraint::mask`] keeps `token`, checked alone (for a draw before masking).
+    pub fn allows(&self, table: &TokenTable, token: u32, left: usize, end: u32) -> bool {
+        if self.done() {
+            return token == end;
+        }
+        let budget = left.saturating_sub(1);
+        let mut s = self.clone();
+        table.walkable(token) && s.feed(&table.bytes[token as usize]) && s.min_remaining() <= budget
+    }
+
     /// Sets the logits of every token that may not come next to −∞ (see
     /// [`super::JsonConstraint::mask`]). Once the call is done only `end` may follow.
     pub fn mask(&self, logits: &mut [f32], table: &TokenTable, left: usize, end: u32) {

@@ -94,6 +94,12 @@ impl TokenTable {
         }
     }
 
+    /// Whether `token` is in the trie [`TokenTable::walk`] walks (not special, not empty).
+    pub fn walkable(&self, token: u32) -> bool {
+        let t = token as usize;
+        t < self.bytes.len() && !self.bytes[t].is_empty() && !self.special.get(t).copied().unwrap_or(true)
+    }
+
     /// Sets every logit that [`TokenTable::walk`] does not allow to −∞ (and `end`'s too unless
     /// `end_ok`); returns how many stay.
     pub fn mask_walk<S: Clone>(
@@ -161,6 +167,16 @@ impl JsonConstraint {
                 *l = 0.0;
             }
         }
+    }
+
+    /// Whether [`JsonConstraint::mask`] keeps `token`, checked alone (for a draw before masking).
+    pub fn allows(&self, table: &TokenTable, token: u32, left: usize, end: u32) -> bool {
+        if token == end {
+            return self.state.complete(&self.grammar);
+        }
+        let budget = left.saturating_sub(1);
+        let mut s = self.state.clone();
+        table.walkable(token) && s.feed(&self.grammar, &table.bytes[token as usize]) && s.min_remaining(&self.grammar) <= budget
     }
 
     /// Advances past an emitted token.

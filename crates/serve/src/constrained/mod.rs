@@ -120,6 +120,10 @@ mod tests {
                 );
                 let got: Vec<bool> = logits.iter().map(|l| l.is_finite()).collect();
                 assert_eq!(got, want, "json after {cut} bytes, {left} tokens left");
+                // One token's check keeps what the mask keeps (but for the mask's fallback,
+                // the end token where nothing is allowed).
+                let alone: Vec<bool> = (0..vocab.len() as u32).map(|t| c.allows(&table, t, left, end)).collect();
+                assert!(alone == got || !alone.contains(&true), "json allows after {cut} bytes, {left} tokens left");
             }
         }
         let calls = std::sync::Arc::new(CallGrammar::new(vec![("calculator".into(), g.clone())]));
@@ -139,6 +143,8 @@ mod tests {
                 );
                 let got: Vec<bool> = logits.iter().map(|l| l.is_finite()).collect();
                 assert_eq!(got, want, "call after {cut} bytes, {left} tokens left");
+                let alone: Vec<bool> = (0..vocab.len() as u32).map(|t| c.allows(&table, t, left, end)).collect();
+                assert!(alone == got || !alone.contains(&true), "call allows after {cut} bytes, {left} tokens left");
             }
         }
     }
