@@ -4,6 +4,11 @@
 
 use clap::{Parser, Subcommand};
 
+/// Large blocks on 64-byte lines, so the kernels' AVX-512 loads do not straddle two (see
+/// `chatforge_core::alloc`).
+#[global_allocator]
+static ALLOC: chatforge_core::alloc::LineAligned = chatforge_core::alloc::LineAligned;
+
 mod args;
 mod bench_cmd;
 mod chat_cmd;

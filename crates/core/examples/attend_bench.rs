@@ -8,6 +8,10 @@ use std::time::Instant;
 use chatforge_core::backend::{Backend, Segment};
 use chatforge_core::cpu::Cpu;
 
+/// As the CLI allocates: large blocks on 64-byte lines (`chatforge_core::alloc`).
+#[global_allocator]
+static ALLOC: chatforge_core::alloc::LineAligned = chatforge_core::alloc::LineAligned;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let len: usize = args.get(1).map(|s| s.parse().unwrap()).unwrap_or(116);

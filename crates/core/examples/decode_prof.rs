@@ -12,6 +12,10 @@ use chatforge_core::checkpoint::load_model;
 use chatforge_core::cpu::Cpu;
 use chatforge_core::sample::{argmax, generate_batch, GenOptions, SamplingParams};
 
+/// As the CLI allocates: large blocks on 64-byte lines (`chatforge_core::alloc`).
+#[global_allocator]
+static ALLOC: chatforge_core::alloc::LineAligned = chatforge_core::alloc::LineAligned;
+
 fn main() {
     if std::env::var("ON_POOL").is_ok_and(|v| v == "1") {
         return chatforge_core::pool::on_pool(run);

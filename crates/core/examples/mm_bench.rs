@@ -11,6 +11,10 @@ use std::time::Instant;
 use chatforge_core::backend::Op;
 use chatforge_core::cpu::{bf16, matmul};
 
+/// As the CLI allocates: large blocks on 64-byte lines (`chatforge_core::alloc`).
+#[global_allocator]
+static ALLOC: chatforge_core::alloc::LineAligned = chatforge_core::alloc::LineAligned;
+
 fn main() {
     println!("native bf16 kernel (AVX512-BF16): {}, {} threads", bf16::native(), rayon::current_num_threads());
     let shapes = [

@@ -8,6 +8,10 @@ use std::time::Instant;
 
 use chatforge_core::cpu::skinny::matmul_nt;
 
+/// As the CLI allocates: large blocks on 64-byte lines (`chatforge_core::alloc`).
+#[global_allocator]
+static ALLOC: chatforge_core::alloc::LineAligned = chatforge_core::alloc::LineAligned;
+
 fn main() {
     let (d, f, v) = (256usize, 704usize, 4096usize);
     let mut shapes = Vec::new();

@@ -1,5 +1,6 @@
 //! chatforge-core: the Llama-architecture model, its compute engine, sampling and checkpoint I/O.
 
+pub mod alloc;
 pub mod backend;
 pub mod checkpoint;
 pub mod config;

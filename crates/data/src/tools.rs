@@ -219,13 +219,24 @@ fn parse_call(body: &str, id: String) -> Result<ToolCall, String> {
     let v: Value = serde_json::from_str(body).map_err(|e| format!("error: the call is not valid JSON ({e})"))?;
     let name = v.get("name").and_then(Value::as_str).ok_or("error: the call has no \"name\"")?;
     let args = match v.get("arguments") {
-        Some(a @ Value::Object(_)) => a.to_string(),
+        // The text as written: a `Value` would round an integer past 64 bits to a float.
+        Some(Value::Object(_)) => raw_arguments(body).unwrap_or_else(|| v["arguments"].to_string()),
         // Some writers put the arguments in a JSON string, as OpenAI's API does.
         Some(Value::String(s)) if serde_json::from_str::<Value>(s).is_ok_and(|a| a.is_object()) => s.clone(),
         None => "{}".into(),
         Some(_) => return Err("error: the call's \"arguments\" is not a JSON object".into()),
     };
     Ok(ToolCall::new(id, name, args))
+}
+
+/// The `arguments` member of a call's JSON text, verbatim.
+fn raw_arguments(body: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Call<'a> {
+        #[serde(borrow)]
+        arguments: &'a serde_json::value::RawValue,
+    }
+    serde_json::from_str::<Call>(body).ok().map(|c| c.arguments.get().to_string())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -560,6 +571,17 @@ impl<'a> Session<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A call's arguments keep the text the model wrote: an integer past 64 bits stays one.
+    #[test]
+    fn call_arguments_are_kept_verbatim() {
+        let text = format!(
+            "{CALL_OPEN}\n{{\"name\": \"get_weather\", \"arguments\": {{\"days\": 89036126325994740000000000000000000, \"x\": 1.50}}}}\n{CALL_CLOSE}"
+        );
+        let turn = parse_turn(&text, 0);
+        let call = turn.calls[0].as_ref().expect("a call");
+        assert_eq!(call.function.arguments, r#"{"days": 89036126325994740000000000000000000, "x": 1.50}"#);
+    }
 
     #[test]
     fn builtins_run_and_fail_with_messages() {

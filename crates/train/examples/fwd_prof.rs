@@ -9,6 +9,10 @@ use chatforge_core::cpu::Cpu;
 use chatforge_core::model::Llama;
 use chatforge_train::bench::BenchConfig;
 
+/// As the CLI allocates: large blocks on 64-byte lines (`chatforge_core::alloc`).
+#[global_allocator]
+static ALLOC: chatforge_core::alloc::LineAligned = chatforge_core::alloc::LineAligned;
+
 fn main() {
     let cfg = BenchConfig {
         layers: 30,
