@@ -229,14 +229,27 @@ fn parse_call(body: &str, id: String) -> Result<ToolCall, String> {
     Ok(ToolCall::new(id, name, args))
 }
 
-/// The `arguments` member of a call's JSON text, verbatim.
+/// The `arguments` member of a call's JSON text as written, less the whitespace outside strings
+/// (the compact form a `Value` prints, but with the model's numbers and key order).
 fn raw_arguments(body: &str) -> Option<String> {
     #[derive(Deserialize)]
     struct Call<'a> {
         #[serde(borrow)]
         arguments: &'a serde_json::value::RawValue,
     }
-    serde_json::from_str::<Call>(body).ok().map(|c| c.arguments.get().to_string())
+    let raw = serde_json::from_str::<Call>(body).ok()?.arguments.get().to_string();
+    let (mut out, mut in_str, mut esc) = (String::with_capacity(raw.len()), false, false);
+    for c in raw.chars() {
+        if in_str {
+            (in_str, esc) = (esc || c != '"', !esc && c == '\\');
+        } else if c.is_ascii_whitespace() {
+            continue;
+        } else {
+            in_str = c == '"';
+        }
+        out.push(c);
+    }
+    Some(out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -580,7 +593,9 @@ mod tests {
         );
         let turn = parse_turn(&text, 0);
         let call = turn.calls[0].as_ref().expect("a call");
-        assert_eq!(call.function.arguments, r#"{"days": 89036126325994740000000000000000000, "x": 1.50}"#);
+        assert_eq!(call.function.arguments, r#"{"days":89036126325994740000000000000000000,"x":1.50}"#);
+        let spaced = format!("{CALL_OPEN}\n{{\"name\": \"f\", \"arguments\": {{\"s\": \"a \\\" b\\\\\", \"t\": [1, 2]}}}}\n{CALL_CLOSE}");
+        assert_eq!(parse_turn(&spaced, 0).calls[0].as_ref().unwrap().function.arguments, r#"{"s":"a \" b\\","t":[1,2]}"#);
     }
 
     #[test]
