@@ -361,8 +361,8 @@ impl<'t> Runner<'t> {
     ///
     /// Where the sampler draws from the whole softmax (greedy, or no top-k / top-p) and no
     /// log-probabilities are asked for, it draws before masking: up to [`DRAWS_BEFORE_MASKING`]
-    /// draws, each checked against the masks one token at a time ([`Runner::allows`]: a few
-    /// bytes' walk), the first allowed one taken, and the masks computed only when all are
+    /// draws, each checked against the masks one token at a time ([`Runner::grammar_allows`] and
+    /// `Session::allows`: a few bytes' walk), the first allowed one taken, the masks computed only when all are
     /// refused. That is distributed exactly as the masked softmax (`sample_where`), and greedy
     /// keeps the masked argmax. Masking walks the 4,096-token trie: at 32 streams the masks were a
     /// fifth of the server's time (`perf` on `bench serve`).
