@@ -40,12 +40,7 @@ pub fn sample(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -> u32 {
     if p.temperature <= 0.0 {
         return argmax(logits);
     }
-    let scale = 1.0 / p.temperature;
-    let shift = crate::cpu::max_of(logits) * scale;
-    WEIGHTS.with(|cell| {
-        let mut w = cell.borrow_mut();
-        w.resize(logits.len(), 0.0);
-        let total = crate::cpu::exp_weights(&mut w, logits, scale, shift);
+    with_weights(logits, p.temperature, |w, total| {
         let r: f32 = rng.random();
         let top_k = if p.top_k == 0 { logits.len() } else { p.top_k.min(logits.len()) };
         if top_k == logits.len() && p.top_p >= 1.0 {
@@ -92,6 +87,9 @@ pub fn sample(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -> u32 {
 /// is the masked argmax.
 pub fn sample_where(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng, tries: usize, keep: impl Fn(u32) -> bool) -> Option<u32> {
     assert!(p.temperature <= 0.0 || (p.top_k == 0 && p.top_p >= 1.0), "sample_where: the whole softmax only");
+    if tries == 0 {
+        return None;
+    }
     if p.temperature <= 0.0 {
         // The `tries` best (logit descending, id ascending), by insertion into a short list.
         let mut best: Vec<u32> = Vec::with_capacity(tries + 1);
@@ -105,17 +103,25 @@ pub fn sample_where(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng, tr
         }
         return best.into_iter().take_while(|&t| logits[t as usize] > f32::NEG_INFINITY).find(|&t| keep(t));
     }
-    let scale = 1.0 / p.temperature;
-    let shift = crate::cpu::max_of(logits) * scale;
-    WEIGHTS.with(|cell| {
-        let mut w = cell.borrow_mut();
-        w.resize(logits.len(), 0.0);
-        let total = crate::cpu::exp_weights(&mut w, logits, scale, shift);
+    with_weights(logits, p.temperature, |w, total| {
         (0..tries).find_map(|_| {
             let r: f32 = rng.random();
             let t = walk(w.iter().copied().enumerate().map(|(i, x)| (i as u32, x)), r * total, logits.len());
             keep(t).then_some(t)
         })
+    })
+}
+
+/// `f(weights, total)` over the softmax weights e^((l − max)/T) of `logits`, computed in one
+/// vectorised pass into the thread's reused buffer.
+fn with_weights<R>(logits: &[f32], temperature: f32, f: impl FnOnce(&[f32], f32) -> R) -> R {
+    let scale = 1.0 / temperature;
+    let shift = crate::cpu::max_of(logits) * scale;
+    WEIGHTS.with(|cell| {
+        let mut w = cell.borrow_mut();
+        w.resize(logits.len(), 0.0);
+        let total = crate::cpu::exp_weights(&mut w, logits, scale, shift);
+        f(&w, total)
     })
 }
 
@@ -435,6 +441,7 @@ mod tests {
         assert_eq!(sample_where(&logits, &greedy, &mut rng, 3, |t| t != 2), Some(5));
         assert_eq!(sample_where(&logits, &greedy, &mut rng, 3, |t| t == 1 || t == 4), None);
         assert_eq!(sample_where(&logits, &greedy, &mut rng, 6, |t| t == 1 || t == 4), Some(1));
+        assert_eq!(sample_where(&logits, &greedy, &mut rng, 0, |_| true), None, "no tries: the caller masks");
     }
 
     #[test]
